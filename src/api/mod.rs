@@ -1,0 +1,2 @@
+//! The node API contract shared by apid (server, in machined) and the host
+//! client: paths, request and response types, roles and typed error codes.

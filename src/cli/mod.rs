@@ -1,0 +1,95 @@
+//! The `ironclad` command line: argument parsing (clap) and printing. Each
+//! subcommand lives in its own file and calls library code; nothing here does
+//! real work. Errors become miette diagnostics with a fixed exit code per kind
+//! (see [`Exit`]).
+
+mod gen_cmd;
+mod validate;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::process::ExitCode;
+
+/// Exit statuses, fixed per kind of failure so scripts can tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The operation failed (a VM did not come up, a check failed, I/O error).
+    Failed = 1,
+    /// The input was bad: cluster file, flags, arguments.
+    BadInput = 2,
+    /// A host tool the operation needs is not installed.
+    MissingDependency = 3,
+}
+
+/// A failure on its way to the terminal: what to print and the exit status.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: Exit,
+    pub report: miette::Report,
+}
+
+impl Failure {
+    pub fn new(exit: Exit, report: impl Into<miette::Report>) -> Self {
+        Failure {
+            exit,
+            report: report.into(),
+        }
+    }
+    pub fn bad_input(report: impl Into<miette::Report>) -> Self {
+        Self::new(Exit::BadInput, report)
+    }
+    pub fn failed(report: impl Into<miette::Report>) -> Self {
+        Self::new(Exit::Failed, report)
+    }
+    pub fn msg(exit: Exit, msg: impl std::fmt::Display) -> Self {
+        Self::new(exit, miette::miette!("{msg}"))
+    }
+}
+
+pub type CliResult = Result<(), Failure>;
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON document on stdout, for scripts.
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ironclad",
+    version,
+    about = "Declarative, rootless QEMU clusters on an immutable, shell-less node image",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a cluster file and report every problem with its line and column.
+    Validate(validate::Args),
+    /// Generate secrets, machine configs and client certificates.
+    #[command(subcommand)]
+    Gen(gen_cmd::GenCommand),
+}
+
+/// Entry point of the `ironclad` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Gen(cmd) => gen_cmd::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("{:?}", failure.report);
+            ExitCode::from(failure.exit as u8)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! QEMU: the command-line builder, accelerator detection and QMP control.

@@ -1,0 +1,233 @@
+//! Newtypes for values from the cluster file, flags and API requests. Each one
+//! validates in `FromStr`/`TryFrom` so the same rules apply wherever a value enters.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("name is empty")]
+    Empty,
+    #[error("name is {len} characters long; at most {max} are allowed")]
+    TooLong { len: usize, max: usize },
+    #[error(
+        "name {name:?} is not a DNS-1123 label: use lower-case letters, digits and '-', starting with a letter and ending with a letter or digit"
+    )]
+    NotDns1123 { name: String },
+}
+
+fn check_dns1123_label(s: &str, max: usize) -> Result<(), NameError> {
+    if s.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if s.len() > max {
+        return Err(NameError::TooLong { len: s.len(), max });
+    }
+    let bytes = s.as_bytes();
+    let ok_inner = bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    let first_ok = bytes[0].is_ascii_lowercase();
+    let last = bytes[bytes.len() - 1];
+    let last_ok = last.is_ascii_lowercase() || last.is_ascii_digit();
+    if ok_inner && first_ok && last_ok {
+        Ok(())
+    } else {
+        Err(NameError::NotDns1123 {
+            name: s.to_string(),
+        })
+    }
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The longest name accepted.
+            pub const MAX_LEN: usize = $max;
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = NameError;
+            fn from_str(s: &str) -> Result<Self, NameError> {
+                check_dns1123_label(s, $max)?;
+                Ok($name(s.to_string()))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A cluster's name: a DNS-1123 label of at most 32 characters (it becomes part
+    /// of node names, socket paths and certificate subjects).
+    ClusterName,
+    32
+);
+name_type!(
+    /// A node's name: a DNS-1123 label (at most 63 characters); also its hostname.
+    NodeName,
+    63
+);
+
+/// Why a size was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("size is empty")]
+    Empty,
+    #[error("{0:?} is not a size: write a number and a unit, like 512MiB, 2GiB or 1G")]
+    Malformed(String),
+    #[error("unknown size unit {unit:?}: use B, K/KiB, M/MiB, G/GiB or T/TiB")]
+    UnknownUnit { unit: String },
+    #[error("size {0:?} is too large")]
+    Overflow(String),
+}
+
+/// A size in bytes, written in the file as `512MiB`, `2GiB`, `1G` (binary units:
+/// `G` and `GiB` both mean 2^30, as QEMU reads them) or a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(u64);
+
+impl ByteSize {
+    pub const fn bytes(n: u64) -> Self {
+        ByteSize(n)
+    }
+    pub const fn mib(n: u64) -> Self {
+        ByteSize(n * 1024 * 1024)
+    }
+    pub const fn gib(n: u64) -> Self {
+        ByteSize(n * 1024 * 1024 * 1024)
+    }
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+    /// Whole MiB, rounded down (what QEMU's `-m` takes).
+    pub fn as_mib(self) -> u64 {
+        self.0 / (1024 * 1024)
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = SizeError;
+    fn from_str(s: &str) -> Result<Self, SizeError> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(SizeError::Empty);
+        }
+        let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        if digits_end == 0 {
+            return Err(SizeError::Malformed(s.to_string()));
+        }
+        let number: u64 = t[..digits_end]
+            .parse()
+            .map_err(|_| SizeError::Overflow(s.to_string()))?;
+        let unit = t[digits_end..].trim();
+        let shift = match unit {
+            "" | "B" => 0,
+            "K" | "k" | "KiB" | "KB" => 10,
+            "M" | "MiB" | "MB" => 20,
+            "G" | "GiB" | "GB" => 30,
+            "T" | "TiB" | "TB" => 40,
+            _ => {
+                return Err(SizeError::UnknownUnit {
+                    unit: unit.to_string(),
+                });
+            }
+        };
+        number
+            .checked_mul(1u64 << shift)
+            .map(ByteSize)
+            .ok_or_else(|| SizeError::Overflow(s.to_string()))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(u64, &str); 4] = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+        for (shift, unit) in UNITS {
+            let div = 1u64 << shift;
+            if self.0 >= div && self.0 % div == 0 {
+                return write!(f, "{}{}", self.0 / div, unit);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl serde::Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_print() {
+        assert_eq!("512MiB".parse::<ByteSize>().unwrap(), ByteSize::mib(512));
+        assert_eq!("2G".parse::<ByteSize>().unwrap(), ByteSize::gib(2));
+        assert_eq!("1024".parse::<ByteSize>().unwrap(), ByteSize::bytes(1024));
+        assert_eq!(ByteSize::gib(2).to_string(), "2GiB");
+        assert_eq!(ByteSize::mib(1536).to_string(), "1536MiB");
+        assert!(matches!(
+            "12XB".parse::<ByteSize>(),
+            Err(SizeError::UnknownUnit { .. })
+        ));
+        assert!(matches!(
+            "GiB".parse::<ByteSize>(),
+            Err(SizeError::Malformed(_))
+        ));
+        assert!(matches!(
+            "99999999999999T".parse::<ByteSize>(),
+            Err(SizeError::Overflow(_))
+        ));
+    }
+
+    #[test]
+    fn names_follow_dns1123() {
+        assert!("dev-cp-1".parse::<NodeName>().is_ok());
+        assert!("Dev".parse::<NodeName>().is_err());
+        assert!("-a".parse::<NodeName>().is_err());
+        assert!("a-".parse::<NodeName>().is_err());
+        assert!("1a".parse::<NodeName>().is_err());
+        assert!("a_b".parse::<NodeName>().is_err());
+        assert!("".parse::<NodeName>().is_err());
+        assert!("a".repeat(33).parse::<ClusterName>().is_err());
+        assert!("a".repeat(63).parse::<NodeName>().is_ok());
+    }
+}
