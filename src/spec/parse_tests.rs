@@ -2,6 +2,7 @@
 //! its line and column, and no panic on arbitrary input.
 
 use super::*;
+use crate::spec::NameError;
 use proptest::prelude::*;
 
 const HEAD: &str = "apiVersion: ironclad.dev/v1alpha1\nkind: Cluster\n";
@@ -295,21 +296,34 @@ fn all_problems_are_reported_in_file_order() {
 fn syntax_errors_point_at_the_line() {
     let src = format!("{HEAD}spec:\n  workers: {{count: 1\n  image: x\n");
     let err = parse_cluster(&src, "t.yaml").unwrap_err();
-    let SpecError::Syntax { line, .. } = &err else {
+    let SpecError::Syntax(syntax) = &err else {
         panic!("{err:?}")
     };
-    assert!(*line >= 4, "{err:?}");
+    assert_eq!((syntax.line, syntax.column), (5, 8), "{err:?}");
     let rendered = render(&err);
     assert!(rendered.contains("t.yaml:"), "{rendered}");
-    // Duplicate keys are a YAML-level error.
-    let err = parse_cluster(&format!("{HEAD}kind: Cluster\n"), "t.yaml").unwrap_err();
-    assert!(
-        matches!(&err, SpecError::Syntax { line: 3, .. })
-            || err
-                .problems()
-                .iter()
-                .any(|p| matches!(p.kind(), ProblemKind::DuplicateField { .. })),
-        "{err:?}"
+    // Repeated keys are reported with the other problems.
+    let all = problems(&format!(
+        "{HEAD}kind: Cluster\nspec: {{image: a, image: b}}\n"
+    ));
+    assert_eq!(
+        all,
+        [
+            (
+                ProblemKind::DuplicateField {
+                    field: "kind".into()
+                },
+                3,
+                1
+            ),
+            (
+                ProblemKind::DuplicateField {
+                    field: "image".into()
+                },
+                4,
+                18
+            ),
+        ]
     );
 }
 
