@@ -63,6 +63,8 @@ pub enum ProblemKind {
         /// Where the key belongs when it is known at another level.
         belongs_under: Option<&'static str>,
     },
+    #[error("keys must be field names, found {found}")]
+    KeyNotString { found: &'static str },
     #[error("duplicate field `{field}`")]
     DuplicateField { field: String },
     #[error("required field `{field}` is missing")]
@@ -96,7 +98,7 @@ pub enum ProblemKind {
         nodes: usize,
     },
     #[error("duplicate node name {name:?}")]
-    DuplicateNodeName { name: String, first_line: usize },
+    DuplicateNodeName { name: String, first: FirstUse },
     #[error("a cluster needs at least one control plane")]
     ZeroControlPlanes,
     #[error("{group} has {count} nodes; at most {max} are allowed")]
@@ -105,7 +107,7 @@ pub enum ProblemKind {
         count: u64,
         max: u32,
     },
-    #[error("`count: {count}` disagrees with the {listed} nodes listed under `nodes`")]
+    #[error("`count: {count}` disagrees with the number of entries under `nodes` ({listed})")]
     CountMismatch { count: u32, listed: usize },
     #[error("memory {value} is below the minimum of {min}")]
     MemoryTooSmall { value: ByteSize, min: ByteSize },
@@ -171,9 +173,15 @@ impl ProblemKind {
                     "node addresses start at the network's .2 and the broadcast address is kept free: use a /{prefix} or larger network, or fewer nodes"
                 )
             }
-            ProblemKind::DuplicateNodeName { first_line, .. } => {
-                format!("the name is already used on line {first_line}; node names must be unique")
-            }
+            ProblemKind::DuplicateNodeName { first, .. } => match first {
+                FirstUse::Line(line) => {
+                    format!("the name is already used on line {line}; node names must be unique")
+                }
+                FirstUse::Generated(group) => format!(
+                    "the name is already given to one of the {group} (named <cluster>-cp-N and <cluster>-worker-N when not listed); node names must be unique"
+                ),
+            },
+            ProblemKind::KeyNotString { .. } => "write the key as a name, like `cpus`".into(),
             ProblemKind::ZeroControlPlanes => {
                 "set `controlPlanes.count` to 1 or more (3 for an etcd quorum that survives a node loss)".into()
             }
@@ -211,6 +219,7 @@ impl ProblemKind {
             ProblemKind::CidrHostBits { .. } => "host bits set",
             ProblemKind::CidrTooSmall { .. } => "too small",
             ProblemKind::DuplicateNodeName { .. } => "used again here",
+            ProblemKind::KeyNotString { .. } => "not a field name",
             ProblemKind::ZeroControlPlanes => "no control planes",
             ProblemKind::TooManyNodes { .. } => "too many",
             ProblemKind::CountMismatch { .. } => "disagrees with the list",
@@ -233,6 +242,15 @@ fn smallest_prefix_for(nodes: usize) -> u8 {
         prefix -= 1;
     }
     prefix
+}
+
+/// Where a node name was first used, for a duplicate's help text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstUse {
+    /// Written on this line of the file.
+    Line(usize),
+    /// Generated for this group (`controlPlanes` or `workers`).
+    Generated(&'static str),
 }
 
 /// One problem with its place in the file.

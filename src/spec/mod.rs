@@ -13,7 +13,7 @@ mod raw;
 mod types;
 
 pub use parse::{
-    Problem, ProblemKind, SpecError, SyntaxError, default_cluster, parse_cluster,
+    FirstUse, Problem, ProblemKind, SpecError, SyntaxError, default_cluster, parse_cluster,
     parse_cluster_file,
 };
 pub use types::{ByteSize, ClusterName, DEFAULT_CLUSTER_NAME, NameError, NodeName, SizeError};

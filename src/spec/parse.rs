@@ -21,7 +21,7 @@
 
 use super::did_you_mean::suggest;
 use super::error::span_of;
-pub use super::error::{Problem, ProblemKind, SpecError, SyntaxError};
+pub use super::error::{FirstUse, Problem, ProblemKind, SpecError, SyntaxError};
 use super::raw::{self, Node as YNode, Pos, Value};
 use super::{
     ByteSize, Cluster, ClusterName, Kubernetes, MAX_NODE_CPUS, MAX_NODES_PER_GROUP, MIN_NODE_DISK,
@@ -233,7 +233,12 @@ impl Checker {
         let mut out = HashMap::new();
         for (k, v) in entries {
             let Value::Str(key) = &k.value else {
-                self.wrong_type("a key", "a string", k);
+                self.report(
+                    ProblemKind::KeyNotString {
+                        found: k.value.describe(),
+                    },
+                    k.pos,
+                );
                 continue;
             };
             if let Some(known_key) = known.iter().find(|c| **c == key.as_str()) {
@@ -654,8 +659,8 @@ fn assemble(draft: Draft, checker: &mut Checker) -> Cluster {
     let (cluster_name, name_pos) = draft.name;
     let (network, network_pos) = draft.network;
     let mut nodes: Vec<Node> = Vec::new();
-    // Name → line of first use, for duplicate reports.
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    // Name → its first use, for duplicate reports.
+    let mut seen: HashMap<String, FirstUse> = HashMap::new();
     for group in &draft.groups {
         let resolved: Vec<Planned> = match &group.nodes {
             Some(list) => list
@@ -689,12 +694,12 @@ fn assemble(draft: Draft, checker: &mut Checker) -> Cluster {
             checker.report(ProblemKind::ZeroControlPlanes, pos);
         }
         for (i, Planned { name, shape, pos }) in resolved.into_iter().enumerate() {
-            let (name, pos) = match name {
-                Some(n) => n,
+            let (name, pos, first_use) = match name {
+                Some((n, pos)) => (n, pos, FirstUse::Line(pos.line)),
                 None => {
                     let generated = format!("{cluster_name}-{}-{}", group.name_infix(), i + 1);
                     match generated.parse::<NodeName>() {
-                        Ok(n) => (n, pos),
+                        Ok(n) => (n, pos, FirstUse::Generated(group.key())),
                         Err(error) => {
                             checker.report(
                                 ProblemKind::BadGeneratedName {
@@ -708,17 +713,17 @@ fn assemble(draft: Draft, checker: &mut Checker) -> Cluster {
                     }
                 }
             };
-            if let Some(first_line) = seen.get(name.as_str()) {
+            if let Some(first) = seen.get(name.as_str()) {
                 checker.report(
                     ProblemKind::DuplicateNodeName {
                         name: name.to_string(),
-                        first_line: *first_line,
+                        first: *first,
                     },
                     pos,
                 );
                 continue;
             }
-            seen.insert(name.to_string(), pos.line);
+            seen.insert(name.to_string(), first_use);
             let address = network
                 .node_address(nodes.len())
                 .unwrap_or(network.cidr.network());

@@ -212,14 +212,28 @@ fn node_names() {
         kind,
         ProblemKind::DuplicateNodeName {
             name: "a".into(),
-            first_line: 6
+            first: FirstUse::Line(6)
         }
     );
     // An explicit name may also collide with a generated one.
     let (kind, ..) = one(&format!(
         "{HEAD}spec:\n  workers:\n    nodes: [{{name: ironclad-cp-1}}]\n"
     ));
-    assert!(matches!(kind, ProblemKind::DuplicateNodeName { .. }));
+    assert_eq!(
+        kind,
+        ProblemKind::DuplicateNodeName {
+            name: "ironclad-cp-1".into(),
+            first: FirstUse::Generated("controlPlanes")
+        }
+    );
+    let (kind, line, col) = one(&format!("{HEAD}spec:\n  1: x\n"));
+    assert_eq!(
+        kind,
+        ProblemKind::KeyNotString {
+            found: "an integer"
+        }
+    );
+    assert_eq!((line, col), (4, 3));
     let (kind, line, col) = one(&format!(
         "{HEAD}spec:\n  workers:\n    nodes: [{{name: Node_1}}]\n"
     ));
