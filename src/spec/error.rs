@@ -121,6 +121,8 @@ pub enum ProblemKind {
     NoRuntime,
     #[error("the file is empty")]
     EmptyDocument,
+    #[error("the document must be a mapping, found {found}")]
+    NotAMapping { found: &'static str },
 }
 
 impl ProblemKind {
@@ -196,7 +198,7 @@ impl ProblemKind {
             ProblemKind::CpusOutOfRange { max, .. } => format!("use 1 to {max} cpus"),
             ProblemKind::Empty { .. } => "give a value or remove the field to use the default".into(),
             ProblemKind::NoRuntime => "enable at least one of runc, crun or gvisor".into(),
-            ProblemKind::EmptyDocument => format!(
+            ProblemKind::EmptyDocument | ProblemKind::NotAMapping { .. } => format!(
                 "a cluster file starts with `apiVersion: {}` and `kind: {KIND}`",
                 crate::API_VERSION
             ),
@@ -229,6 +231,7 @@ impl ProblemKind {
             ProblemKind::Empty { .. } => "empty",
             ProblemKind::NoRuntime => "all runtimes disabled",
             ProblemKind::EmptyDocument => "nothing here",
+            ProblemKind::NotAMapping { .. } => "not a mapping",
         }
     }
 }
@@ -298,9 +301,6 @@ impl Problem {
 /// The text is not YAML (or breaks a parser limit such as nesting depth).
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[error("invalid YAML in {file}: {message}")]
-#[diagnostic(help(
-    "fix the YAML syntax; strings with ':' or '#' need quotes, and indentation uses spaces"
-))]
 pub struct SyntaxError {
     pub file: String,
     pub message: String,
@@ -312,6 +312,19 @@ pub struct SyntaxError {
     pub(super) src: NamedSource<Arc<str>>,
     #[label("here")]
     pub(super) span: SourceSpan,
+    #[help]
+    pub(super) help: &'static str,
+}
+
+impl SyntaxError {
+    /// Help for a parser message: limits get their own, the rest is about syntax.
+    pub(super) fn help_for(message: &str) -> &'static str {
+        if message.contains("budget") {
+            "a cluster file is small: this one nests too deeply or expands too many aliases"
+        } else {
+            "fix the YAML syntax; strings with ':' or '#' need quotes, and indentation uses spaces"
+        }
+    }
 }
 
 /// A miette span for `pos`, kept inside `text`.

@@ -378,9 +378,21 @@ impl Checker {
     }
 
     fn document(&mut self, root: &YNode, draft: &mut Draft) {
-        if matches!(root.value, Value::Null) {
-            self.report(ProblemKind::EmptyDocument, root.pos);
-            return;
+        match root.value {
+            Value::Null => {
+                self.report(ProblemKind::EmptyDocument, root.pos);
+                return;
+            }
+            Value::Map(_) => {}
+            ref other => {
+                self.report(
+                    ProblemKind::NotAMapping {
+                        found: other.describe(),
+                    },
+                    root.pos,
+                );
+                return;
+            }
         }
         let Some(top) = self.fields(root, "the document", "the document", ROOT_KEYS) else {
             return;
@@ -788,11 +800,12 @@ pub fn parse_cluster(src: &str, file_name: &str) -> Result<Cluster, SpecError> {
             .into_owned();
             return Err(SpecError::Syntax(Box::new(SyntaxError {
                 file: file_name.to_string(),
-                message,
                 line: pos.line.max(1),
                 column: pos.column.max(1),
                 src: named(),
                 span: span_of(pos, src),
+                help: SyntaxError::help_for(&message),
+                message,
             })));
         }
     };

@@ -139,13 +139,7 @@ fn wrong_types_name_the_expected_type() {
         }
     ));
     let (kind, ..) = one("[1, 2]\n");
-    assert!(matches!(
-        kind,
-        ProblemKind::WrongType {
-            expected: "a mapping",
-            ..
-        }
-    ));
+    assert_eq!(kind, ProblemKind::NotAMapping { found: "a list" });
 }
 
 #[test]
@@ -417,4 +411,24 @@ proptest! {
         }
         exercise(&chars.into_iter().collect::<String>());
     }
+}
+
+#[test]
+fn parser_limits_are_errors_not_crashes() {
+    let deep = format!("a: {}{}\n", "[".repeat(5000), "]".repeat(5000));
+    let err = parse_cluster(&deep, "t.yaml").unwrap_err();
+    assert!(matches!(err, SpecError::Syntax(_)), "{err:?}");
+    let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for (name, prev) in ["b", "c", "d", "e", "f", "g"]
+        .iter()
+        .zip(["a", "b", "c", "d", "e", "f"])
+    {
+        let refs = vec![format!("*{prev}"); 10].join(", ");
+        bomb.push_str(&format!("{name}: &{name} [{refs}]\n"));
+    }
+    let err = parse_cluster(&bomb, "t.yaml").unwrap_err();
+    let SpecError::Syntax(e) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(e.help.contains("nests too deeply"), "{err:?}");
 }
