@@ -157,8 +157,9 @@ impl Draft {
     }
 }
 
+/// [`DEFAULT_CIDR`] (a constant that parses: checked by the default-cluster test).
 fn default_cidr() -> Ipv4Net {
-    Ipv4Net::new(std::net::Ipv4Addr::new(10, 5, 0, 0), 24).unwrap_or_default()
+    DEFAULT_CIDR.parse().unwrap_or_default()
 }
 
 /// Collects problems while walking the tree.
