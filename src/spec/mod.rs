@@ -6,11 +6,15 @@
 //! lives in [`parse`]; this module owns only the model. It does not know about
 //! PKI, machine configs or QEMU: those read a [`Cluster`].
 
+mod did_you_mean;
 pub mod parse;
+mod raw;
 mod types;
 
-pub use parse::{SpecError, parse_cluster, parse_cluster_file};
-pub use types::{ByteSize, ClusterName, NameError, NodeName, SizeError};
+pub use parse::{
+    Problem, ProblemKind, SpecError, default_cluster, parse_cluster, parse_cluster_file,
+};
+pub use types::{ByteSize, ClusterName, DEFAULT_CLUSTER_NAME, NameError, NodeName, SizeError};
 
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
@@ -22,6 +26,10 @@ pub const MIN_NODE_MEMORY: ByteSize = ByteSize::mib(256);
 pub const MIN_NODE_DISK: ByteSize = ByteSize::mib(256);
 /// The most vCPUs a node may ask for.
 pub const MAX_NODE_CPUS: u32 = 64;
+/// The most nodes in one group (control planes or workers): a cluster of QEMU
+/// VMs on one host has no use for more, and the bound keeps a typo such as
+/// `count: 1000000` from allocating.
+pub const MAX_NODES_PER_GROUP: u32 = 64;
 
 /// A node's role in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -96,6 +96,16 @@ name_type!(
     63
 );
 
+/// The cluster name when the cluster file does not give one.
+pub const DEFAULT_CLUSTER_NAME: &str = "ironclad";
+
+impl Default for ClusterName {
+    /// [`DEFAULT_CLUSTER_NAME`] (checked by a unit test to be a valid name).
+    fn default() -> Self {
+        ClusterName(DEFAULT_CLUSTER_NAME.to_string())
+    }
+}
+
 /// Why a size was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SizeError {
@@ -229,5 +239,9 @@ mod tests {
         assert!("".parse::<NodeName>().is_err());
         assert!("a".repeat(33).parse::<ClusterName>().is_err());
         assert!("a".repeat(63).parse::<NodeName>().is_ok());
+        assert_eq!(
+            DEFAULT_CLUSTER_NAME.parse::<ClusterName>().unwrap(),
+            ClusterName::default()
+        );
     }
 }
