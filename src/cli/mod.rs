@@ -78,8 +78,29 @@ enum Command {
     Gen(gen_cmd::GenCommand),
 }
 
+/// Chooses how diagnostics look. On a terminal: miette's defaults. Otherwise
+/// (CI logs, tests, pipes): the same graphical layout, which shows
+/// `[file:line:col]` above each snippet, without colours or hyperlinks.
+fn install_report_hook() {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        return;
+    }
+    // Fails only if a hook is already set, in which case that one is kept.
+    let _ = miette::set_hook(Box::new(|_| {
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .color(false)
+                .terminal_links(false)
+                .width(100)
+                .build(),
+        )
+    }));
+}
+
 /// Entry point of the `ironclad` binary.
 pub fn main() -> ExitCode {
+    install_report_hook();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),

@@ -1,6 +1,11 @@
-//! `ironclad validate -f FILE`.
+//! `ironclad validate -f FILE [--output json]`: parses and checks a cluster
+//! file. Valid: a one-line summary (or the resolved cluster as JSON), exit 0.
+//! Invalid or unreadable: every problem as a diagnostic on stderr with
+//! `FILE:LINE:COL`, exit 2; with `--output json` the problems are also printed
+//! on stdout as `{"file": …, "problems": [{"line", "column", "message", "help"}]}`.
 
 use super::{CliResult, Failure, Output};
+use crate::spec::SpecError;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -14,13 +19,22 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult {
-    let cluster = crate::spec::parse_cluster_file(&args.file).map_err(Failure::bad_input)?;
+    let cluster = match crate::spec::parse_cluster_file(&args.file) {
+        Ok(cluster) => cluster,
+        Err(err) => {
+            if args.output == Output::Json {
+                println!("{}", problems_json(&args.file.display().to_string(), &err));
+            }
+            return Err(Failure::bad_input(err));
+        }
+    };
     match args.output {
         Output::Text => println!(
-            "{}: valid cluster {:?} ({} nodes)",
+            "{}: valid cluster {:?} ({} control planes, {} workers)",
             args.file.display(),
             cluster.name.as_str(),
-            cluster.nodes.len()
+            cluster.control_planes().count(),
+            cluster.workers().count()
         ),
         Output::Json => println!(
             "{}",
@@ -29,4 +43,30 @@ pub fn run(args: Args) -> CliResult {
         ),
     }
     Ok(())
+}
+
+/// The problems of `err` as one JSON document for scripts.
+fn problems_json(file: &str, err: &SpecError) -> serde_json::Value {
+    use miette::Diagnostic;
+    let problems: Vec<serde_json::Value> = match err {
+        SpecError::Syntax(e) => vec![serde_json::json!({
+            "line": e.line, "column": e.column, "message": format!("invalid YAML: {}", e.message),
+            "help": err.help().map(|h| h.to_string()),
+        })],
+        SpecError::Invalid(_) | SpecError::Many { .. } => err
+            .problems()
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "line": p.line(), "column": p.column(), "message": p.to_string(),
+                    "help": p.help().map(|h| h.to_string()),
+                })
+            })
+            .collect(),
+        SpecError::Read { .. } | SpecError::NotUtf8 { .. } => vec![serde_json::json!({
+            "line": null, "column": null, "message": err.to_string(),
+            "help": err.help().map(|h| h.to_string()),
+        })],
+    };
+    serde_json::json!({ "file": file, "valid": false, "problems": problems })
 }

@@ -7,12 +7,14 @@
 //! PKI, machine configs or QEMU: those read a [`Cluster`].
 
 mod did_you_mean;
+mod error;
 pub mod parse;
 mod raw;
 mod types;
 
 pub use parse::{
-    Problem, ProblemKind, SpecError, default_cluster, parse_cluster, parse_cluster_file,
+    FirstUse, Problem, ProblemKind, SpecError, SyntaxError, default_cluster, parse_cluster,
+    parse_cluster_file,
 };
 pub use types::{ByteSize, ClusterName, DEFAULT_CLUSTER_NAME, NameError, NodeName, SizeError};
 

@@ -20,13 +20,15 @@
 //! ```
 
 use super::did_you_mean::suggest;
+use super::error::span_of;
+pub use super::error::{FirstUse, Problem, ProblemKind, SpecError, SyntaxError};
 use super::raw::{self, Node as YNode, Pos, Value};
 use super::{
     ByteSize, Cluster, ClusterName, Kubernetes, MAX_NODE_CPUS, MAX_NODES_PER_GROUP, MIN_NODE_DISK,
-    MIN_NODE_MEMORY, MatrixSettings, NameError, Network, Node, NodeName, Role, Runtimes, SizeError,
+    MIN_NODE_MEMORY, MatrixSettings, Network, Node, NodeName, Role, Runtimes, SizeError,
 };
 use ipnet::Ipv4Net;
-use miette::{NamedSource, SourceSpan};
+use miette::NamedSource;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -69,272 +71,6 @@ const RUNTIME_KEYS: &[&str] = &["runc", "crun", "gvisor", "userNamespaces"];
 const KUBERNETES_KEYS: &[&str] = &["enabled"];
 const MATRIX_KEYS: &[&str] = &["checks", "destructive"];
 
-/// A problem with a cluster file, rendered by miette with the offending span.
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum SpecError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    #[diagnostic(help("check the path given with -f"))]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not UTF-8 text.
-    #[error("{path} is not UTF-8 text (invalid byte at offset {offset})")]
-    #[diagnostic(help("a cluster file is YAML text in UTF-8"))]
-    NotUtf8 { path: String, offset: usize },
-    /// The text is not YAML.
-    #[error("{file}:{line}:{column}: invalid YAML: {message}")]
-    #[diagnostic(help(
-        "fix the YAML syntax; strings with ':' or '#' need quotes, and indentation uses spaces"
-    ))]
-    Syntax {
-        file: String,
-        message: String,
-        line: usize,
-        column: usize,
-        #[source_code]
-        src: NamedSource<Arc<str>>,
-        #[label("here")]
-        span: SourceSpan,
-    },
-    /// One problem in an otherwise well-formed YAML document.
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    Invalid(Box<Problem>),
-    /// Several problems, each with its own span.
-    #[error("{file}: {} problems in the cluster file", problems.len())]
-    #[diagnostic(help("fix each problem listed below"))]
-    Many {
-        file: String,
-        #[related]
-        problems: Vec<Problem>,
-    },
-}
-
-impl SpecError {
-    /// The problems found in the document (empty for read and syntax errors).
-    pub fn problems(&self) -> &[Problem] {
-        match self {
-            SpecError::Invalid(p) => std::slice::from_ref(p.as_ref()),
-            SpecError::Many { problems, .. } => problems,
-            _ => &[],
-        }
-    }
-}
-
-/// What is wrong with one value of the cluster file.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ProblemKind {
-    #[error("unknown field `{field}` in {section}")]
-    UnknownField {
-        field: String,
-        section: &'static str,
-        suggestion: Option<&'static str>,
-        known: &'static [&'static str],
-        /// Where the key belongs when it is known at another level.
-        belongs_under: Option<&'static str>,
-    },
-    #[error("duplicate field `{field}`")]
-    DuplicateField { field: String },
-    #[error("required field `{field}` is missing")]
-    MissingField { field: &'static str },
-    #[error("`{field}` must be {expected}, found {found}")]
-    WrongType {
-        field: String,
-        expected: &'static str,
-        found: &'static str,
-    },
-    #[error("unsupported apiVersion {found:?}")]
-    WrongApiVersion { found: String },
-    #[error("unsupported kind {found:?}")]
-    WrongKind { found: String },
-    #[error("bad size for `{field}`: {error}")]
-    BadSize { field: String, error: SizeError },
-    #[error("bad name: {0}")]
-    BadName(NameError),
-    #[error("generated node name {name:?} is not valid: {error}")]
-    BadGeneratedName { name: String, error: NameError },
-    #[error("{value:?} is not an IPv4 CIDR")]
-    BadCidr { value: String },
-    #[error("CIDR {value} has host bits set")]
-    CidrHostBits { value: String, network: String },
-    #[error("CIDR {cidr} has room for {capacity} nodes, but the cluster has {nodes}")]
-    CidrTooSmall {
-        cidr: String,
-        capacity: u64,
-        nodes: usize,
-    },
-    #[error("duplicate node name {name:?}")]
-    DuplicateNodeName { name: String, first_line: usize },
-    #[error("a cluster needs at least one control plane")]
-    ZeroControlPlanes,
-    #[error("{group} has {count} nodes; at most {max} are allowed")]
-    TooManyNodes {
-        group: &'static str,
-        count: u64,
-        max: u32,
-    },
-    #[error("`count: {count}` disagrees with the {listed} nodes listed under `nodes`")]
-    CountMismatch { count: u32, listed: usize },
-    #[error("memory {value} is below the minimum of {min}")]
-    MemoryTooSmall { value: ByteSize, min: ByteSize },
-    #[error("disk {value} is below the minimum of {min}")]
-    DiskTooSmall { value: ByteSize, min: ByteSize },
-    #[error("cpus must be between 1 and {max}, found {found}")]
-    CpusOutOfRange { found: i128, max: u32 },
-    #[error("`{field}` must not be empty")]
-    Empty { field: String },
-    #[error("no container runtime is enabled")]
-    NoRuntime,
-    #[error("the file is empty")]
-    EmptyDocument,
-}
-
-impl ProblemKind {
-    fn help(&self) -> Option<String> {
-        Some(match self {
-            ProblemKind::UnknownField {
-                field,
-                suggestion,
-                known,
-                belongs_under,
-                ..
-            } => match (suggestion, belongs_under) {
-                (Some(s), _) => format!("did you mean `{s}`?"),
-                (None, Some(parent)) => format!("`{field}` belongs under `{parent}`"),
-                (None, None) => format!("known fields here: {}", known.join(", ")),
-            },
-            ProblemKind::DuplicateField { .. } => "each field may appear once".into(),
-            ProblemKind::MissingField { field } => match *field {
-                "apiVersion" => format!("add `apiVersion: {}`", crate::API_VERSION),
-                "kind" => format!("add `kind: {KIND}`"),
-                _ => return None,
-            },
-            ProblemKind::WrongType {
-                expected, found, ..
-            } => {
-                if *found == "a string" && (expected.contains("integer") || *expected == "true or false") {
-                    "write the value without quotes".into()
-                } else if *expected == "true or false" {
-                    "write true or false (YAML 1.2: yes/no/on/off are strings)".into()
-                } else {
-                    format!("write {expected} here")
-                }
-            }
-            ProblemKind::WrongApiVersion { .. } => {
-                format!("this version of ironclad reads `apiVersion: {}`", crate::API_VERSION)
-            }
-            ProblemKind::WrongKind { .. } => format!("write `kind: {KIND}`"),
-            ProblemKind::BadSize { .. } => {
-                "write a number and a unit, like 768MiB, 1GiB or 4G (binary units)".into()
-            }
-            ProblemKind::BadName(_) | ProblemKind::BadGeneratedName { .. } => {
-                "names are DNS-1123 labels: lower-case letters, digits and '-', starting with a letter, at most 63 characters (cluster names: 32)".into()
-            }
-            ProblemKind::BadCidr { .. } => "write an IPv4 network like 10.5.0.0/24".into(),
-            ProblemKind::CidrHostBits { network, .. } => format!("did you mean `{network}`?"),
-            ProblemKind::CidrTooSmall { nodes, .. } => {
-                let prefix = smallest_prefix_for(*nodes);
-                format!(
-                    "node addresses start at the network's .2 and the broadcast address is kept free: use a /{prefix} or larger network, or fewer nodes"
-                )
-            }
-            ProblemKind::DuplicateNodeName { first_line, .. } => {
-                format!("the name is already used on line {first_line}; node names must be unique")
-            }
-            ProblemKind::ZeroControlPlanes => {
-                "set `controlPlanes.count` to 1 or more (3 for an etcd quorum that survives a node loss)".into()
-            }
-            ProblemKind::TooManyNodes { .. } => "use fewer nodes in this group".into(),
-            ProblemKind::CountMismatch { .. } => {
-                "drop `count` when listing `nodes`, or make them agree".into()
-            }
-            ProblemKind::MemoryTooSmall { min, .. } => {
-                format!("give each node at least {min}: the kernel, etcd and containerd need it")
-            }
-            ProblemKind::DiskTooSmall { min, .. } => format!("give each node at least {min} of disk"),
-            ProblemKind::CpusOutOfRange { max, .. } => format!("use 1 to {max} cpus"),
-            ProblemKind::Empty { .. } => "give a value or remove the field to use the default".into(),
-            ProblemKind::NoRuntime => "enable at least one of runc, crun or gvisor".into(),
-            ProblemKind::EmptyDocument => format!(
-                "a cluster file starts with `apiVersion: {}` and `kind: {KIND}`",
-                crate::API_VERSION
-            ),
-        })
-    }
-
-    fn label(&self) -> &'static str {
-        match self {
-            ProblemKind::UnknownField { .. } => "unknown field",
-            ProblemKind::DuplicateField { .. } => "repeated here",
-            ProblemKind::MissingField { .. } => "in this document",
-            ProblemKind::WrongType { .. } => "wrong type",
-            ProblemKind::WrongApiVersion { .. } => "unsupported version",
-            ProblemKind::WrongKind { .. } => "unsupported kind",
-            ProblemKind::BadSize { .. } => "not a size",
-            ProblemKind::BadName(_) => "invalid name",
-            ProblemKind::BadGeneratedName { .. } => "node names are made from this",
-            ProblemKind::BadCidr { .. } => "not a CIDR",
-            ProblemKind::CidrHostBits { .. } => "host bits set",
-            ProblemKind::CidrTooSmall { .. } => "too small",
-            ProblemKind::DuplicateNodeName { .. } => "used again here",
-            ProblemKind::ZeroControlPlanes => "no control planes",
-            ProblemKind::TooManyNodes { .. } => "too many",
-            ProblemKind::CountMismatch { .. } => "disagrees with the list",
-            ProblemKind::MemoryTooSmall { .. } => "too little memory",
-            ProblemKind::DiskTooSmall { .. } => "too small",
-            ProblemKind::CpusOutOfRange { .. } => "out of range",
-            ProblemKind::Empty { .. } => "empty",
-            ProblemKind::NoRuntime => "all runtimes disabled",
-            ProblemKind::EmptyDocument => "nothing here",
-        }
-    }
-}
-
-/// The prefix length of the smallest network that holds `nodes` addresses
-/// under [`Network::node_address`] (3 addresses are not used for nodes).
-fn smallest_prefix_for(nodes: usize) -> u8 {
-    let needed = (nodes as u64).saturating_add(3);
-    let mut prefix = 30u8;
-    while prefix > 0 && (1u64 << (32 - u32::from(prefix))) < needed {
-        prefix -= 1;
-    }
-    prefix
-}
-
-/// One problem with its place in the file.
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
-#[error("{kind}")]
-pub struct Problem {
-    kind: ProblemKind,
-    line: usize,
-    column: usize,
-    #[source_code]
-    src: NamedSource<Arc<str>>,
-    #[label("{label}")]
-    span: SourceSpan,
-    label: &'static str,
-    #[help]
-    help: Option<String>,
-}
-
-impl Problem {
-    pub fn kind(&self) -> &ProblemKind {
-        &self.kind
-    }
-    /// 1-based line of the offending value.
-    pub fn line(&self) -> usize {
-        self.line
-    }
-    /// 1-based column of the offending value.
-    pub fn column(&self) -> usize {
-        self.column
-    }
-}
-
-/// Shape of a node: what a group gives its nodes unless a node says otherwise.
 #[derive(Debug, Clone, Copy)]
 struct Shape {
     cpus: u32,
@@ -421,8 +157,9 @@ impl Draft {
     }
 }
 
+/// [`DEFAULT_CIDR`] (a constant that parses: checked by the default-cluster test).
 fn default_cidr() -> Ipv4Net {
-    Ipv4Net::new(std::net::Ipv4Addr::new(10, 5, 0, 0), 24).unwrap_or_default()
+    DEFAULT_CIDR.parse().unwrap_or_default()
 }
 
 /// Collects problems while walking the tree.
@@ -497,7 +234,12 @@ impl Checker {
         let mut out = HashMap::new();
         for (k, v) in entries {
             let Value::Str(key) = &k.value else {
-                self.wrong_type("a key", "a string", k);
+                self.report(
+                    ProblemKind::KeyNotString {
+                        found: k.value.describe(),
+                    },
+                    k.pos,
+                );
                 continue;
             };
             if let Some(known_key) = known.iter().find(|c| **c == key.as_str()) {
@@ -637,9 +379,21 @@ impl Checker {
     }
 
     fn document(&mut self, root: &YNode, draft: &mut Draft) {
-        if matches!(root.value, Value::Null) {
-            self.report(ProblemKind::EmptyDocument, root.pos);
-            return;
+        match root.value {
+            Value::Null => {
+                self.report(ProblemKind::EmptyDocument, root.pos);
+                return;
+            }
+            Value::Map(_) => {}
+            ref other => {
+                self.report(
+                    ProblemKind::NotAMapping {
+                        found: other.describe(),
+                    },
+                    root.pos,
+                );
+                return;
+            }
         }
         let Some(top) = self.fields(root, "the document", "the document", ROOT_KEYS) else {
             return;
@@ -905,15 +659,23 @@ impl Checker {
     }
 }
 
+/// A node of a group before its name is settled: the explicit name if any, its
+/// shape and where it is written.
+struct Planned {
+    name: Option<(NodeName, Pos)>,
+    shape: Shape,
+    pos: Pos,
+}
+
 /// Resolves a draft into the cluster: names, addresses, cross-field rules.
 fn assemble(draft: Draft, checker: &mut Checker) -> Cluster {
     let (cluster_name, name_pos) = draft.name;
     let (network, network_pos) = draft.network;
     let mut nodes: Vec<Node> = Vec::new();
-    // Name → line of first use, for duplicate reports.
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    // Name → its first use, for duplicate reports.
+    let mut seen: HashMap<String, FirstUse> = HashMap::new();
     for group in &draft.groups {
-        let resolved: Vec<(Option<(NodeName, Pos)>, Shape, Pos)> = match &group.nodes {
+        let resolved: Vec<Planned> = match &group.nodes {
             Some(list) => list
                 .iter()
                 .map(|n| {
@@ -922,25 +684,35 @@ fn assemble(draft: Draft, checker: &mut Checker) -> Cluster {
                         memory: n.memory.unwrap_or(group.shape.memory),
                         disk: n.disk.unwrap_or(group.shape.disk),
                     };
-                    (n.name.clone(), shape, n.pos)
+                    Planned {
+                        name: n.name.clone(),
+                        shape,
+                        pos: n.pos,
+                    }
                 })
                 .collect(),
             None => {
                 let count = group.count.map(|(c, _)| c).unwrap_or(1);
-                (0..count).map(|_| (None, group.shape, group.pos)).collect()
+                (0..count)
+                    .map(|_| Planned {
+                        name: None,
+                        shape: group.shape,
+                        pos: group.pos,
+                    })
+                    .collect()
             }
         };
         if group.role == Role::ControlPlane && resolved.is_empty() {
             let pos = group.count.map(|(_, p)| p).unwrap_or(group.pos);
             checker.report(ProblemKind::ZeroControlPlanes, pos);
         }
-        for (i, (name, shape, pos)) in resolved.into_iter().enumerate() {
-            let (name, pos) = match name {
-                Some(n) => n,
+        for (i, Planned { name, shape, pos }) in resolved.into_iter().enumerate() {
+            let (name, pos, first_use) = match name {
+                Some((n, pos)) => (n, pos, FirstUse::Line(pos.line)),
                 None => {
                     let generated = format!("{cluster_name}-{}-{}", group.name_infix(), i + 1);
                     match generated.parse::<NodeName>() {
-                        Ok(n) => (n, pos),
+                        Ok(n) => (n, pos, FirstUse::Generated(group.key())),
                         Err(error) => {
                             checker.report(
                                 ProblemKind::BadGeneratedName {
@@ -954,17 +726,17 @@ fn assemble(draft: Draft, checker: &mut Checker) -> Cluster {
                     }
                 }
             };
-            if let Some(first_line) = seen.get(name.as_str()) {
+            if let Some(first) = seen.get(name.as_str()) {
                 checker.report(
                     ProblemKind::DuplicateNodeName {
                         name: name.to_string(),
-                        first_line: *first_line,
+                        first: *first,
                     },
                     pos,
                 );
                 continue;
             }
-            seen.insert(name.to_string(), pos.line);
+            seen.insert(name.to_string(), first_use);
             let address = network
                 .node_address(nodes.len())
                 .unwrap_or(network.cidr.network());
@@ -1020,15 +792,22 @@ pub fn parse_cluster(src: &str, file_name: &str) -> Result<Cluster, SpecError> {
                 .location()
                 .map(|l| raw::pos_of(&l, src))
                 .unwrap_or_default();
-            let message = e.without_snippet().to_string();
-            return Err(SpecError::Syntax {
+            // The user-facing wording, without the developer hints and the
+            // "at line N, column M" that the span already shows.
+            let message = serde_saphyr::MessageFormatter::format_message(
+                &serde_saphyr::DefaultMessageFormatter,
+                e.without_snippet(),
+            )
+            .into_owned();
+            return Err(SpecError::Syntax(Box::new(SyntaxError {
                 file: file_name.to_string(),
-                message,
                 line: pos.line.max(1),
                 column: pos.column.max(1),
                 src: named(),
                 span: span_of(pos, src),
-            });
+                help: SyntaxError::help_for(&message),
+                message,
+            })));
         }
     };
     let mut checker = Checker::default();
@@ -1038,17 +817,9 @@ pub fn parse_cluster(src: &str, file_name: &str) -> Result<Cluster, SpecError> {
     let mut problems: Vec<Problem> = checker
         .problems
         .into_iter()
-        .map(|(kind, pos)| Problem {
-            help: kind.help(),
-            label: kind.label(),
-            line: pos.line.max(1),
-            column: pos.column.max(1),
-            src: named(),
-            span: span_of(pos, src),
-            kind,
-        })
+        .map(|(kind, pos)| Problem::new(kind, pos, named(), src))
         .collect();
-    problems.sort_by_key(|p| (p.line, p.column));
+    problems.sort_by_key(|p| (p.line(), p.column()));
     match problems.len() {
         0 => Ok(cluster),
         1 => Err(SpecError::Invalid(Box::new(problems.remove(0)))),
@@ -1057,13 +828,6 @@ pub fn parse_cluster(src: &str, file_name: &str) -> Result<Cluster, SpecError> {
             problems,
         }),
     }
-}
-
-/// A miette span for `pos`, kept inside `src`.
-fn span_of(pos: Pos, src: &str) -> SourceSpan {
-    let offset = pos.offset.min(src.len());
-    let len = pos.len.min(src.len() - offset);
-    SourceSpan::new(offset.into(), len)
 }
 
 /// Reads and parses a cluster file.

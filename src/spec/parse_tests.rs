@@ -2,6 +2,7 @@
 //! its line and column, and no panic on arbitrary input.
 
 use super::*;
+use crate::spec::NameError;
 use proptest::prelude::*;
 
 const HEAD: &str = "apiVersion: ironclad.dev/v1alpha1\nkind: Cluster\n";
@@ -138,13 +139,7 @@ fn wrong_types_name_the_expected_type() {
         }
     ));
     let (kind, ..) = one("[1, 2]\n");
-    assert!(matches!(
-        kind,
-        ProblemKind::WrongType {
-            expected: "a mapping",
-            ..
-        }
-    ));
+    assert_eq!(kind, ProblemKind::NotAMapping { found: "a list" });
 }
 
 #[test]
@@ -211,14 +206,28 @@ fn node_names() {
         kind,
         ProblemKind::DuplicateNodeName {
             name: "a".into(),
-            first_line: 6
+            first: FirstUse::Line(6)
         }
     );
     // An explicit name may also collide with a generated one.
     let (kind, ..) = one(&format!(
         "{HEAD}spec:\n  workers:\n    nodes: [{{name: ironclad-cp-1}}]\n"
     ));
-    assert!(matches!(kind, ProblemKind::DuplicateNodeName { .. }));
+    assert_eq!(
+        kind,
+        ProblemKind::DuplicateNodeName {
+            name: "ironclad-cp-1".into(),
+            first: FirstUse::Generated("controlPlanes")
+        }
+    );
+    let (kind, line, col) = one(&format!("{HEAD}spec:\n  1: x\n"));
+    assert_eq!(
+        kind,
+        ProblemKind::KeyNotString {
+            found: "an integer"
+        }
+    );
+    assert_eq!((line, col), (4, 3));
     let (kind, line, col) = one(&format!(
         "{HEAD}spec:\n  workers:\n    nodes: [{{name: Node_1}}]\n"
     ));
@@ -295,21 +304,34 @@ fn all_problems_are_reported_in_file_order() {
 fn syntax_errors_point_at_the_line() {
     let src = format!("{HEAD}spec:\n  workers: {{count: 1\n  image: x\n");
     let err = parse_cluster(&src, "t.yaml").unwrap_err();
-    let SpecError::Syntax { line, .. } = &err else {
+    let SpecError::Syntax(syntax) = &err else {
         panic!("{err:?}")
     };
-    assert!(*line >= 4, "{err:?}");
+    assert_eq!((syntax.line, syntax.column), (5, 8), "{err:?}");
     let rendered = render(&err);
     assert!(rendered.contains("t.yaml:"), "{rendered}");
-    // Duplicate keys are a YAML-level error.
-    let err = parse_cluster(&format!("{HEAD}kind: Cluster\n"), "t.yaml").unwrap_err();
-    assert!(
-        matches!(&err, SpecError::Syntax { line: 3, .. })
-            || err
-                .problems()
-                .iter()
-                .any(|p| matches!(p.kind(), ProblemKind::DuplicateField { .. })),
-        "{err:?}"
+    // Repeated keys are reported with the other problems.
+    let all = problems(&format!(
+        "{HEAD}kind: Cluster\nspec: {{image: a, image: b}}\n"
+    ));
+    assert_eq!(
+        all,
+        [
+            (
+                ProblemKind::DuplicateField {
+                    field: "kind".into()
+                },
+                3,
+                1
+            ),
+            (
+                ProblemKind::DuplicateField {
+                    field: "image".into()
+                },
+                4,
+                18
+            ),
+        ]
     );
 }
 
@@ -389,4 +411,24 @@ proptest! {
         }
         exercise(&chars.into_iter().collect::<String>());
     }
+}
+
+#[test]
+fn parser_limits_are_errors_not_crashes() {
+    let deep = format!("a: {}{}\n", "[".repeat(5000), "]".repeat(5000));
+    let err = parse_cluster(&deep, "t.yaml").unwrap_err();
+    assert!(matches!(err, SpecError::Syntax(_)), "{err:?}");
+    let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for (name, prev) in ["b", "c", "d", "e", "f", "g"]
+        .iter()
+        .zip(["a", "b", "c", "d", "e", "f"])
+    {
+        let refs = vec![format!("*{prev}"); 10].join(", ");
+        bomb.push_str(&format!("{name}: &{name} [{refs}]\n"));
+    }
+    let err = parse_cluster(&bomb, "t.yaml").unwrap_err();
+    let SpecError::Syntax(e) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(e.help.contains("nests too deeply"), "{err:?}");
 }

@@ -211,6 +211,9 @@ pub fn parse_tree(src: &str) -> Result<Node, serde_saphyr::Error> {
     // YAML 1.2: `yes`/`no`/`on`/`off` are strings, not booleans (so `egress: no`
     // is reported as a wrong type rather than silently read).
     options.strict_booleans = true;
+    // Repeated keys reach the visitor, so the parser reports each one as a
+    // problem alongside the others instead of stopping at the first.
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
     let mut budget = serde_saphyr::Budget::default();
     budget.max_depth = 32;
     budget.max_events = 100_000;

@@ -1,0 +1,335 @@
+//! Errors of the cluster file parser: [`SpecError`] for the file as a whole,
+//! [`Problem`] for one value at a line and column, [`ProblemKind`] for what is
+//! wrong with it (message, label and help text).
+
+use super::parse::KIND;
+use super::raw::Pos;
+use super::{ByteSize, NameError, SizeError};
+use miette::{NamedSource, SourceSpan};
+use std::sync::Arc;
+
+/// A problem with a cluster file, rendered by miette with the offending span.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum SpecError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    #[diagnostic(help("check the path given with -f"))]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not UTF-8 text.
+    #[error("{path} is not UTF-8 text (invalid byte at offset {offset})")]
+    #[diagnostic(help("a cluster file is YAML text in UTF-8"))]
+    NotUtf8 { path: String, offset: usize },
+    /// The text is not YAML.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Syntax(Box<SyntaxError>),
+    /// One problem in an otherwise well-formed YAML document.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Invalid(Box<Problem>),
+    /// Several problems, each with its own span.
+    #[error("{file}: {} problems in the cluster file", problems.len())]
+    Many {
+        file: String,
+        #[related]
+        problems: Vec<Problem>,
+    },
+}
+
+impl SpecError {
+    /// The problems found in the document (empty for read and syntax errors).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            SpecError::Invalid(p) => std::slice::from_ref(p.as_ref()),
+            SpecError::Many { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
+/// What is wrong with one value of the cluster file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProblemKind {
+    #[error("unknown field `{field}` in {section}")]
+    UnknownField {
+        field: String,
+        section: &'static str,
+        suggestion: Option<&'static str>,
+        known: &'static [&'static str],
+        /// Where the key belongs when it is known at another level.
+        belongs_under: Option<&'static str>,
+    },
+    #[error("keys must be field names, found {found}")]
+    KeyNotString { found: &'static str },
+    #[error("duplicate field `{field}`")]
+    DuplicateField { field: String },
+    #[error("required field `{field}` is missing")]
+    MissingField { field: &'static str },
+    #[error("`{field}` must be {expected}, found {found}")]
+    WrongType {
+        field: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("unsupported apiVersion {found:?}")]
+    WrongApiVersion { found: String },
+    #[error("unsupported kind {found:?}")]
+    WrongKind { found: String },
+    #[error("bad size for `{field}`: {error}")]
+    BadSize { field: String, error: SizeError },
+    #[error("bad name: {0}")]
+    BadName(NameError),
+    #[error("generated node name {name:?} is not valid: {error}")]
+    BadGeneratedName { name: String, error: NameError },
+    #[error("{value:?} is not an IPv4 CIDR")]
+    BadCidr { value: String },
+    #[error("CIDR {value} has host bits set")]
+    CidrHostBits { value: String, network: String },
+    #[error(
+        "CIDR {cidr} has room for {capacity} node addresses, but the cluster has {nodes} nodes"
+    )]
+    CidrTooSmall {
+        cidr: String,
+        capacity: u64,
+        nodes: usize,
+    },
+    #[error("duplicate node name {name:?}")]
+    DuplicateNodeName { name: String, first: FirstUse },
+    #[error("a cluster needs at least one control plane")]
+    ZeroControlPlanes,
+    #[error("{group} has {count} nodes; at most {max} are allowed")]
+    TooManyNodes {
+        group: &'static str,
+        count: u64,
+        max: u32,
+    },
+    #[error("`count: {count}` disagrees with the number of entries under `nodes` ({listed})")]
+    CountMismatch { count: u32, listed: usize },
+    #[error("memory {value} is below the minimum of {min}")]
+    MemoryTooSmall { value: ByteSize, min: ByteSize },
+    #[error("disk {value} is below the minimum of {min}")]
+    DiskTooSmall { value: ByteSize, min: ByteSize },
+    #[error("cpus must be between 1 and {max}, found {found}")]
+    CpusOutOfRange { found: i128, max: u32 },
+    #[error("`{field}` must not be empty")]
+    Empty { field: String },
+    #[error("no container runtime is enabled")]
+    NoRuntime,
+    #[error("the file is empty")]
+    EmptyDocument,
+    #[error("the document must be a mapping, found {found}")]
+    NotAMapping { found: &'static str },
+}
+
+impl ProblemKind {
+    /// What to do about it.
+    pub fn help(&self) -> Option<String> {
+        Some(match self {
+            ProblemKind::UnknownField {
+                field,
+                suggestion,
+                known,
+                belongs_under,
+                ..
+            } => match (suggestion, belongs_under) {
+                (Some(s), _) => format!("did you mean `{s}`?"),
+                (None, Some(parent)) => format!("`{field}` belongs under `{parent}`"),
+                (None, None) => format!("known fields here: {}", known.join(", ")),
+            },
+            ProblemKind::DuplicateField { .. } => "each field may appear once".into(),
+            ProblemKind::MissingField { field } => match *field {
+                "apiVersion" => format!("add `apiVersion: {}`", crate::API_VERSION),
+                "kind" => format!("add `kind: {KIND}`"),
+                _ => return None,
+            },
+            ProblemKind::WrongType {
+                expected, found, ..
+            } => {
+                if *found == "a string" && (expected.contains("integer") || *expected == "true or false") {
+                    "write the value without quotes".into()
+                } else if *expected == "true or false" {
+                    "write true or false (YAML 1.2: yes/no/on/off are strings)".into()
+                } else {
+                    format!("write {expected} here")
+                }
+            }
+            ProblemKind::WrongApiVersion { .. } => {
+                format!("this version of ironclad reads `apiVersion: {}`", crate::API_VERSION)
+            }
+            ProblemKind::WrongKind { .. } => format!("write `kind: {KIND}`"),
+            ProblemKind::BadSize { .. } => {
+                "write a number and a unit, like 768MiB, 1GiB or 4G (binary units)".into()
+            }
+            ProblemKind::BadName(_) | ProblemKind::BadGeneratedName { .. } => {
+                "names are DNS-1123 labels: lower-case letters, digits and '-', starting with a letter, at most 63 characters (cluster names: 32)".into()
+            }
+            ProblemKind::BadCidr { .. } => "write an IPv4 network like 10.5.0.0/24".into(),
+            ProblemKind::CidrHostBits { network, .. } => format!("did you mean `{network}`?"),
+            ProblemKind::CidrTooSmall { nodes, .. } => {
+                let prefix = smallest_prefix_for(*nodes);
+                format!(
+                    "node addresses start at the network's .2 and the broadcast address is kept free: use a /{prefix} or larger network, or fewer nodes"
+                )
+            }
+            ProblemKind::DuplicateNodeName { first, .. } => match first {
+                FirstUse::Line(line) => {
+                    format!("the name is already used on line {line}; node names must be unique")
+                }
+                FirstUse::Generated(group) => format!(
+                    "the name is already given to one of the {group} (named <cluster>-cp-N and <cluster>-worker-N when not listed); node names must be unique"
+                ),
+            },
+            ProblemKind::KeyNotString { .. } => "write the key as a name, like `cpus`".into(),
+            ProblemKind::ZeroControlPlanes => {
+                "set `controlPlanes.count` to 1 or more (3 for an etcd quorum that survives a node loss)".into()
+            }
+            ProblemKind::TooManyNodes { .. } => "use fewer nodes in this group".into(),
+            ProblemKind::CountMismatch { .. } => {
+                "drop `count` when listing `nodes`, or make them agree".into()
+            }
+            ProblemKind::MemoryTooSmall { min, .. } => {
+                format!("give each node at least {min}: the kernel, etcd and containerd need it")
+            }
+            ProblemKind::DiskTooSmall { min, .. } => format!("give each node at least {min} of disk"),
+            ProblemKind::CpusOutOfRange { max, .. } => format!("use 1 to {max} cpus"),
+            ProblemKind::Empty { .. } => "give a value or remove the field to use the default".into(),
+            ProblemKind::NoRuntime => "enable at least one of runc, crun or gvisor".into(),
+            ProblemKind::EmptyDocument | ProblemKind::NotAMapping { .. } => format!(
+                "a cluster file starts with `apiVersion: {}` and `kind: {KIND}`",
+                crate::API_VERSION
+            ),
+        })
+    }
+
+    /// The short text under the span.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProblemKind::UnknownField { .. } => "unknown field",
+            ProblemKind::DuplicateField { .. } => "repeated here",
+            ProblemKind::MissingField { .. } => "in this document",
+            ProblemKind::WrongType { .. } => "wrong type",
+            ProblemKind::WrongApiVersion { .. } => "unsupported version",
+            ProblemKind::WrongKind { .. } => "unsupported kind",
+            ProblemKind::BadSize { .. } => "not a size",
+            ProblemKind::BadName(_) => "invalid name",
+            ProblemKind::BadGeneratedName { .. } => "node names are made from this",
+            ProblemKind::BadCidr { .. } => "not a CIDR",
+            ProblemKind::CidrHostBits { .. } => "host bits set",
+            ProblemKind::CidrTooSmall { .. } => "too small",
+            ProblemKind::DuplicateNodeName { .. } => "used again here",
+            ProblemKind::KeyNotString { .. } => "not a field name",
+            ProblemKind::ZeroControlPlanes => "no control planes",
+            ProblemKind::TooManyNodes { .. } => "too many",
+            ProblemKind::CountMismatch { .. } => "disagrees with the list",
+            ProblemKind::MemoryTooSmall { .. } => "too little memory",
+            ProblemKind::DiskTooSmall { .. } => "too small",
+            ProblemKind::CpusOutOfRange { .. } => "out of range",
+            ProblemKind::Empty { .. } => "empty",
+            ProblemKind::NoRuntime => "all runtimes disabled",
+            ProblemKind::EmptyDocument => "nothing here",
+            ProblemKind::NotAMapping { .. } => "not a mapping",
+        }
+    }
+}
+
+/// The prefix length of the smallest network that holds `nodes` addresses
+/// under [`Network::node_address`] (3 addresses are not used for nodes).
+fn smallest_prefix_for(nodes: usize) -> u8 {
+    let needed = (nodes as u64).saturating_add(3);
+    let mut prefix = 30u8;
+    while prefix > 0 && (1u64 << (32 - u32::from(prefix))) < needed {
+        prefix -= 1;
+    }
+    prefix
+}
+
+/// Where a node name was first used, for a duplicate's help text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstUse {
+    /// Written on this line of the file.
+    Line(usize),
+    /// Generated for this group (`controlPlanes` or `workers`).
+    Generated(&'static str),
+}
+
+/// One problem with its place in the file.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("{kind}")]
+pub struct Problem {
+    kind: ProblemKind,
+    line: usize,
+    column: usize,
+    #[source_code]
+    src: NamedSource<Arc<str>>,
+    #[label("{label}")]
+    span: SourceSpan,
+    label: &'static str,
+    #[help]
+    help: Option<String>,
+}
+
+impl Problem {
+    /// A problem at `pos` in the file `src`.
+    pub(super) fn new(kind: ProblemKind, pos: Pos, src: NamedSource<Arc<str>>, text: &str) -> Self {
+        Problem {
+            help: kind.help(),
+            label: kind.label(),
+            line: pos.line.max(1),
+            column: pos.column.max(1),
+            src,
+            span: span_of(pos, text),
+            kind,
+        }
+    }
+    pub fn kind(&self) -> &ProblemKind {
+        &self.kind
+    }
+    /// 1-based line of the offending value.
+    pub fn line(&self) -> usize {
+        self.line
+    }
+    /// 1-based column of the offending value.
+    pub fn column(&self) -> usize {
+        self.column
+    }
+}
+
+/// The text is not YAML (or breaks a parser limit such as nesting depth).
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("invalid YAML in {file}: {message}")]
+pub struct SyntaxError {
+    pub file: String,
+    pub message: String,
+    /// 1-based line of the error.
+    pub line: usize,
+    /// 1-based column of the error.
+    pub column: usize,
+    #[source_code]
+    pub(super) src: NamedSource<Arc<str>>,
+    #[label("here")]
+    pub(super) span: SourceSpan,
+    #[help]
+    pub(super) help: &'static str,
+}
+
+impl SyntaxError {
+    /// Help for a parser message: limits get their own, the rest is about syntax.
+    pub(super) fn help_for(message: &str) -> &'static str {
+        if message.contains("budget") {
+            "a cluster file is small: this one nests too deeply or expands too many aliases"
+        } else {
+            "fix the YAML syntax; strings with ':' or '#' need quotes, and indentation uses spaces"
+        }
+    }
+}
+
+/// A miette span for `pos`, kept inside `text`.
+pub(super) fn span_of(pos: Pos, text: &str) -> SourceSpan {
+    let offset = pos.offset.min(text.len());
+    let len = pos.len.min(text.len() - offset);
+    SourceSpan::new(offset.into(), len)
+}

@@ -1,0 +1,219 @@
+//! Runs the real `ironclad validate` on the example cluster files (exit 0) and
+//! on bad files (exit 2, a diagnostic naming the file, line and column).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const HEAD: &str = "apiVersion: ironclad.dev/v1alpha1\nkind: Cluster\n";
+
+fn validate(file: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ironclad"))
+        .arg("validate")
+        .arg("-f")
+        .arg(file)
+        .args(extra)
+        .output()
+        .expect("run ironclad")
+}
+
+fn clusters() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("clusters");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("clusters/ exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn example_clusters_are_valid() {
+    let files = clusters();
+    assert!(files.len() >= 2, "{files:?}");
+    for file in files {
+        let out = validate(&file, &[]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {:?}\n{}",
+            file.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("valid cluster"), "{stdout}");
+    }
+}
+
+#[test]
+fn json_output_is_the_resolved_cluster() {
+    let ha = Path::new(env!("CARGO_MANIFEST_DIR")).join("clusters/ha.yaml");
+    let out = validate(&ha, &["--output", "json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["name"], "ha");
+    let nodes = v["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 5);
+    assert_eq!(nodes[0]["name"], "ha-cp-1");
+    assert_eq!(nodes[0]["role"], "control-plane");
+    assert_eq!(nodes[0]["address"], "10.6.0.2");
+    assert_eq!(nodes[4]["name"], "ha-worker-2");
+    assert_eq!(nodes[4]["memory"], "768MiB");
+}
+
+/// (file name, contents, expected `line:col` and a phrase of the message)
+fn bad_files() -> Vec<(&'static str, String, &'static str, &'static str)> {
+    vec![
+        (
+            "syntax.yaml",
+            format!("{HEAD}spec:\n  workers: {{count: 1\n  image: x\n"),
+            "5:8",
+            "invalid YAML",
+        ),
+        (
+            "unknown.yaml",
+            format!("{HEAD}spec:\n  workers:\n    memroy: 1GiB\n"),
+            "5:5",
+            "did you mean `memory`?",
+        ),
+        (
+            "type.yaml",
+            format!("{HEAD}spec:\n  controlPlanes:\n    count: three\n"),
+            "5:12",
+            "must be an integer",
+        ),
+        (
+            "size.yaml",
+            format!("{HEAD}spec:\n  workers:\n    memory: 12XB\n"),
+            "5:13",
+            "unknown size unit",
+        ),
+        (
+            "memory.yaml",
+            format!("{HEAD}spec:\n  workers:\n    memory: 64MiB\n"),
+            "5:13",
+            "minimum of 256MiB",
+        ),
+        (
+            "cidr.yaml",
+            format!("{HEAD}spec:\n  network:\n    cidr: 10.5.0.0/40\n"),
+            "5:11",
+            "not an IPv4 CIDR",
+        ),
+        (
+            "small-cidr.yaml",
+            format!("{HEAD}spec:\n  network: {{cidr: 10.5.0.0/30}}\n  workers: {{count: 2}}\n"),
+            "4:19",
+            "has room for 1 node addresses",
+        ),
+        (
+            "dup-name.yaml",
+            format!("{HEAD}spec:\n  workers:\n    nodes:\n      - name: w\n      - name: w\n"),
+            "7:15",
+            "duplicate node name",
+        ),
+        (
+            "dns.yaml",
+            format!("{HEAD}metadata:\n  name: My_Cluster\n"),
+            "4:9",
+            "DNS-1123",
+        ),
+        (
+            "zero-cp.yaml",
+            format!("{HEAD}spec:\n  controlPlanes:\n    count: 0\n"),
+            "5:12",
+            "at least one control plane",
+        ),
+        (
+            "cpus.yaml",
+            format!("{HEAD}spec:\n  workers: {{cpus: 0}}\n"),
+            "4:19",
+            "cpus must be between 1 and",
+        ),
+        (
+            "version.yaml",
+            "apiVersion: ironclad.dev/v2\nkind: Cluster\n".to_string(),
+            "1:13",
+            "unsupported apiVersion",
+        ),
+        (
+            "kind.yaml",
+            "apiVersion: ironclad.dev/v1alpha1\nkind: Pod\n".to_string(),
+            "2:7",
+            "unsupported kind",
+        ),
+    ]
+}
+
+#[test]
+fn bad_files_exit_2_with_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, contents, line_col, phrase) in bad_files() {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).expect("write bad file");
+        let out = validate(&path, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        let at = format!("{}:{line_col}", path.display());
+        assert!(stderr.contains(&at), "{name}: expected {at} in\n{stderr}");
+        assert!(
+            stderr.contains(phrase),
+            "{name}: expected {phrase:?} in\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            !stderr.contains('\u{1b}'),
+            "colour codes without a terminal: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("many.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "{HEAD}spec:\n  workers:\n    memory: 12XB\n    cpu: 2\n  network: {{cidr: nope}}\n"
+        ),
+    )
+    .expect("write");
+    let out = validate(&path, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for line_col in ["5:13", "6:5", "7:19"] {
+        let at = format!("{}:{line_col}", path.display());
+        assert!(stderr.contains(&at), "expected {at} in\n{stderr}");
+    }
+    assert!(stderr.contains("3 problems"), "{stderr}");
+
+    let out = validate(&path, &["--output", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["valid"], false);
+    let lines: Vec<_> = v["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| p["line"].as_u64())
+        .collect();
+    assert_eq!(lines, [Some(5), Some(6), Some(7)]);
+}
+
+#[test]
+fn missing_and_binary_files_exit_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("absent.yaml");
+    let out = validate(&missing, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("absent.yaml"), "{stderr}");
+
+    let binary = dir.path().join("binary.yaml");
+    std::fs::write(&binary, [0x61, 0x3a, 0x20, 0xff, 0xfe, 0x00]).expect("write");
+    let out = validate(&binary, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not UTF-8"), "{stderr}");
+}
