@@ -50,6 +50,9 @@ pub struct GenReport {
     /// Whether an existing admin certificate was kept.
     pub admin_kept: bool,
     pub client_config: PathBuf,
+    /// Machine configs in `nodes/` of nodes the cluster no longer has. They are
+    /// left in place (never deleted behind the user's back) and listed here.
+    pub stale_nodes: Vec<PathBuf>,
 }
 
 /// One machine config written.
@@ -189,6 +192,15 @@ pub fn generate(cluster: &Cluster, dir: &Path) -> Result<GenReport, ConfigDirErr
     };
     client.save(&client_path)?;
 
+    let mut stale_nodes: Vec<PathBuf> = std::fs::read_dir(&nodes_dir)
+        .map_err(io_err("list", &nodes_dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "yaml") && !nodes.iter().any(|n| &n.config == p)
+        })
+        .collect();
+    stale_nodes.sort();
+
     Ok(GenReport {
         cluster: cluster.name.to_string(),
         dir: dir.to_path_buf(),
@@ -198,6 +210,7 @@ pub fn generate(cluster: &Cluster, dir: &Path) -> Result<GenReport, ConfigDirErr
         admin_key,
         admin_kept,
         client_config: client_path,
+        stale_nodes,
     })
 }
 
@@ -255,6 +268,15 @@ mod tests {
         );
         let client = ClientConfig::load(&report.client_config).unwrap();
         assert_eq!(client.nodes[0].endpoint.unwrap().port(), 50001);
+        assert!(again.stale_nodes.is_empty());
+
+        // A node that left the cluster: its old config is reported, not deleted.
+        let mut smaller = cluster.clone();
+        let gone = smaller.nodes.pop().unwrap();
+        let third = generate(&smaller, &dir).unwrap();
+        let gone_path = node_config_path(&dir, gone.name.as_str());
+        assert_eq!(third.stale_nodes, [gone_path.clone()]);
+        assert!(gone_path.exists());
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct ClientCertArgs {
     /// The certificate's common name (also the file names); defaults to the role.
     #[arg(long)]
     name: Option<String>,
+    /// Replace `<name>.crt` and `<name>.key` if they already exist.
+    #[arg(long)]
+    force: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     output: Output,
@@ -141,6 +144,12 @@ fn config(args: ConfigArgs) -> CliResult {
                 if report.admin_kept { "kept" } else { "issued" }
             );
             println!("client config: {}", report.client_config.display());
+            for p in &report.stale_nodes {
+                println!(
+                    "note: {} belongs to no node of this cluster any more (left in place)",
+                    p.display()
+                );
+            }
         }
     }
     Ok(())
@@ -183,6 +192,20 @@ fn client_cert(args: ClientCertArgs) -> CliResult {
                 source,
             })
         })?;
+    }
+    for existing in [
+        args.out.join(format!("{cn}.crt")),
+        args.out.join(format!("{cn}.key")),
+    ] {
+        if existing.exists() && !args.force {
+            return Err(Failure::msg(
+                Exit::BadInput,
+                format!(
+                    "{} already exists; choose another --name or pass --force to replace it",
+                    existing.display()
+                ),
+            ));
+        }
     }
     let issued = pki::issue_client_cert(&ca, role, &cn).map_err(pki_failure)?;
     let (cert, key) = pki::write_client_cert(&args.out, &cn, &issued).map_err(pki_failure)?;

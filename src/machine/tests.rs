@@ -190,3 +190,46 @@ fn strict_parse_refuses_unknown_fields_and_wrong_kind() {
         Err(MachineConfigError::Kind(_))
     ));
 }
+
+#[test]
+fn document_shape() {
+    let cluster = default_cluster();
+    let secrets = Secrets::generate("x").unwrap();
+    let worker = cluster.workers().next().unwrap();
+    let yaml = render(&cluster, worker, &secrets)
+        .unwrap()
+        .to_yaml()
+        .unwrap();
+    let top: Vec<&str> = yaml
+        .lines()
+        .filter(|l| !l.starts_with([' ', '-']) && l.contains(':'))
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        top,
+        [
+            "apiVersion",
+            "kind",
+            "cluster",
+            "node",
+            "pki",
+            "containerd",
+            "sysctls"
+        ]
+    );
+    for key in [
+        "  name: ",
+        "  cidr: 10.5.0.0/24",
+        "  egress: false",
+        "  members:",
+        "  clusterMac: 02:",
+        "  userMac: 06:",
+        "  osCa: |",
+        "  apiCert: |",
+        "  apiKey: |",
+        "  runtimes:",
+        "  userNamespaces: true",
+    ] {
+        assert!(yaml.contains(key), "{key:?} missing from\n{yaml}");
+    }
+}
