@@ -275,7 +275,7 @@ mod tests {
         let gone = smaller.nodes.pop().unwrap();
         let third = generate(&smaller, &dir).unwrap();
         let gone_path = node_config_path(&dir, gone.name.as_str());
-        assert_eq!(third.stale_nodes, [gone_path.clone()]);
+        assert_eq!(third.stale_nodes, std::slice::from_ref(&gone_path));
         assert!(gone_path.exists());
     }
 
