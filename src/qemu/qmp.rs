@@ -1,0 +1,268 @@
+//! A small QMP client over the `qapi` crate: connect, query the run state,
+//! power down, quit, and a graceful shutdown with a deadline.
+//!
+//! `qapi` has two traps (see FINDINGS.md): its event stream must be polled all
+//! the time or `execute()` never completes, and an event its bundled schema does
+//! not know ends that stream. So [`Qmp::connect`] spawns one pump task that
+//! polls the events for the life of the connection and records what matters
+//! (a `SHUTDOWN` event, the end of the stream) in a `watch` channel; every
+//! command is bounded by a timeout and fails fast with [`QmpError::Disconnected`]
+//! once the pump has ended. The public API does not expose `qapi` types, so the
+//! layer can be swapped for a hand-written JSON client without touching callers.
+//!
+//! This module does not own the QEMU process: callers wait for it to exit.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use qapi::futures::{QapiService, QmpStreamTokio};
+use qapi::qmp;
+use tokio::io::WriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How long a single command may take before it is reported as timed out.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Writer = QmpStreamTokio<WriteHalf<UnixStream>>;
+
+/// What the event pump has seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct PumpState {
+    shutdown_seen: bool,
+    closed: bool,
+}
+
+/// A connected, negotiated QMP session.
+pub struct Qmp {
+    service: QapiService<Writer>,
+    state: watch::Receiver<PumpState>,
+    pump: tokio::task::JoinHandle<()>,
+    path: PathBuf,
+}
+
+/// The VM's run state as QEMU reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunStatus {
+    /// Whether the vCPUs are running.
+    pub running: bool,
+    /// QEMU's run state name (`running`, `paused`, `prelaunch`, `shutdown`, ...).
+    pub status: String,
+}
+
+/// How [`Qmp::shutdown_gracefully`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// The guest shut down (or QEMU went away) before the deadline.
+    Graceful,
+    /// The deadline passed; QEMU was told to quit.
+    Forced,
+}
+
+/// QMP failures.
+#[derive(Debug, thiserror::Error)]
+pub enum QmpError {
+    #[error("cannot connect to QMP socket {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("QMP socket {path} did not accept a session before the deadline")]
+    ConnectTimeout { path: PathBuf },
+    #[error("QMP capabilities negotiation on {path} failed: {source}")]
+    Negotiate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("QMP command {command} failed: {message}")]
+    Command {
+        command: &'static str,
+        message: String,
+    },
+    #[error("QMP command {command} got no answer within {timeout:?}")]
+    Timeout {
+        command: &'static str,
+        timeout: Duration,
+    },
+    #[error("QMP connection {path} is closed")]
+    Disconnected { path: PathBuf },
+}
+
+impl Qmp {
+    /// Connects to QEMU's QMP socket, retrying until `deadline` while the socket
+    /// does not exist yet or refuses (QEMU still starting), then negotiates
+    /// capabilities and starts the event pump. Must run inside a tokio runtime.
+    pub async fn connect(path: &Path, deadline: Instant) -> Result<Qmp, QmpError> {
+        let negotiation = loop {
+            match QmpStreamTokio::open_uds(path).await {
+                Ok(n) => break n,
+                Err(e) => {
+                    let retry = matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    );
+                    if !retry {
+                        return Err(QmpError::Connect {
+                            path: path.to_path_buf(),
+                            source: e,
+                        });
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(QmpError::ConnectTimeout {
+                            path: path.to_path_buf(),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+        };
+        let stream = tokio::time::timeout_at(deadline, negotiation.negotiate())
+            .await
+            .map_err(|_| QmpError::ConnectTimeout {
+                path: path.to_path_buf(),
+            })?
+            .map_err(|source| QmpError::Negotiate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let (service, mut events) = stream.into_parts();
+        let (tx, rx) = watch::channel(PumpState::default());
+        let pump = tokio::spawn(async move {
+            // Poll continuously: responses to commands are dispatched from here.
+            while let Some(item) = events.next().await {
+                match item {
+                    Ok(qmp::Event::SHUTDOWN { .. }) => {
+                        tx.send_modify(|s| s.shutdown_seen = true);
+                    }
+                    Ok(_) => {}
+                    // An unknown event or a broken stream: the session is over.
+                    Err(_) => break,
+                }
+            }
+            tx.send_modify(|s| s.closed = true);
+            // Dropping `events` here fails every pending command at once.
+        });
+        Ok(Qmp {
+            service,
+            state: rx,
+            pump,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn disconnected(&self) -> QmpError {
+        QmpError::Disconnected {
+            path: self.path.clone(),
+        }
+    }
+
+    /// Whether the session has ended (QEMU exited or the stream broke).
+    pub fn is_closed(&self) -> bool {
+        self.state.borrow().closed
+    }
+
+    async fn run<C>(&self, name: &'static str, cmd: C) -> Result<C::Ok, QmpError>
+    where
+        C: qapi::Command,
+        Writer: futures::Sink<qapi::Execute<C, u32>, Error = std::io::Error> + Unpin,
+    {
+        if self.is_closed() {
+            return Err(self.disconnected());
+        }
+        match tokio::time::timeout(COMMAND_TIMEOUT, self.service.execute(cmd)).await {
+            Err(_) => Err(QmpError::Timeout {
+                command: name,
+                timeout: COMMAND_TIMEOUT,
+            }),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(qapi::ExecuteError::Qapi(e))) => Err(QmpError::Command {
+                command: name,
+                message: e.desc,
+            }),
+            Ok(Err(qapi::ExecuteError::Io(e))) => {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof || self.is_closed() {
+                    Err(self.disconnected())
+                } else {
+                    Err(QmpError::Command {
+                        command: name,
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// `query-status`.
+    pub async fn status(&self) -> Result<RunStatus, QmpError> {
+        let info = self.run("query-status", qmp::query_status {}).await?;
+        Ok(RunStatus {
+            running: info.running,
+            status: qapi::Enum::name(&info.status).to_string(),
+        })
+    }
+
+    /// `cont`: starts the vCPUs of a VM started with `-S`.
+    pub async fn cont(&self) -> Result<(), QmpError> {
+        self.run("cont", qmp::cont {}).await.map(drop)
+    }
+
+    /// `system_powerdown`: presses the ACPI power button.
+    pub async fn powerdown(&self) -> Result<(), QmpError> {
+        self.run("system_powerdown", qmp::system_powerdown {})
+            .await
+            .map(drop)
+    }
+
+    /// `quit`: QEMU exits at once. A connection that closes before the answer
+    /// arrives counts as success.
+    pub async fn quit(&self) -> Result<(), QmpError> {
+        match self.run("quit", qmp::quit {}).await {
+            Ok(_) | Err(QmpError::Disconnected { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks the guest to power off and waits until `deadline` for the
+    /// `SHUTDOWN` event or the end of the session (QEMU exited); after the
+    /// deadline, or when the power button cannot be pressed, sends `quit`.
+    pub async fn shutdown_gracefully(
+        &self,
+        deadline: Instant,
+    ) -> Result<ShutdownOutcome, QmpError> {
+        match self.powerdown().await {
+            Ok(()) => {}
+            Err(QmpError::Disconnected { .. }) => return Ok(ShutdownOutcome::Graceful),
+            Err(_) => {
+                self.quit().await?;
+                return Ok(ShutdownOutcome::Forced);
+            }
+        }
+        let mut state = self.state.clone();
+        let done =
+            tokio::time::timeout_at(deadline, state.wait_for(|s| s.shutdown_seen || s.closed))
+                .await;
+        match done {
+            Ok(_) => Ok(ShutdownOutcome::Graceful),
+            Err(_) => {
+                self.quit().await?;
+                Ok(ShutdownOutcome::Forced)
+            }
+        }
+    }
+
+    /// Waits until the session ends (QEMU exited), or `deadline`. True if it ended.
+    pub async fn wait_closed(&self, deadline: Instant) -> bool {
+        let mut state = self.state.clone();
+        tokio::time::timeout_at(deadline, state.wait_for(|s| s.closed))
+            .await
+            .is_ok()
+    }
+}
+
+impl Drop for Qmp {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}
