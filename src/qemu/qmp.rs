@@ -29,10 +29,13 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 type Writer = QmpStreamTokio<WriteHalf<UnixStream>>;
 
 /// What the event pump has seen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct PumpState {
     shutdown_seen: bool,
     closed: bool,
+    /// Why the stream ended, when it was not a clean end of file (an event the
+    /// bundled schema does not know, or an I/O error): QEMU may still be running.
+    broken: Option<String>,
 }
 
 /// A connected, negotiated QMP session.
@@ -88,6 +91,8 @@ pub enum QmpError {
     },
     #[error("QMP connection {path} is closed")]
     Disconnected { path: PathBuf },
+    #[error("QMP connection {path} broke ({reason}); QEMU may still be running")]
+    Broken { path: PathBuf, reason: String },
 }
 
 impl Qmp {
@@ -95,8 +100,14 @@ impl Qmp {
     /// does not exist yet or refuses (QEMU still starting), then negotiates
     /// capabilities and starts the event pump. Must run inside a tokio runtime.
     pub async fn connect(path: &Path, deadline: Instant) -> Result<Qmp, QmpError> {
+        let timeout = || QmpError::ConnectTimeout {
+            path: path.to_path_buf(),
+        };
         let negotiation = loop {
-            match QmpStreamTokio::open_uds(path).await {
+            let opened = tokio::time::timeout_at(deadline, QmpStreamTokio::open_uds(path))
+                .await
+                .map_err(|_| timeout())?;
+            match opened {
                 Ok(n) => break n,
                 Err(e) => {
                     let retry = matches!(
@@ -110,9 +121,7 @@ impl Qmp {
                         });
                     }
                     if Instant::now() >= deadline {
-                        return Err(QmpError::ConnectTimeout {
-                            path: path.to_path_buf(),
-                        });
+                        return Err(timeout());
                     }
                     tokio::time::sleep(Duration::from_millis(25)).await;
                 }
@@ -120,9 +129,7 @@ impl Qmp {
         };
         let stream = tokio::time::timeout_at(deadline, negotiation.negotiate())
             .await
-            .map_err(|_| QmpError::ConnectTimeout {
-                path: path.to_path_buf(),
-            })?
+            .map_err(|_| timeout())?
             .map_err(|source| QmpError::Negotiate {
                 path: path.to_path_buf(),
                 source,
@@ -131,6 +138,7 @@ impl Qmp {
         let (tx, rx) = watch::channel(PumpState::default());
         let pump = tokio::spawn(async move {
             // Poll continuously: responses to commands are dispatched from here.
+            let mut broken = None;
             while let Some(item) = events.next().await {
                 match item {
                     Ok(qmp::Event::SHUTDOWN { .. }) => {
@@ -138,10 +146,16 @@ impl Qmp {
                     }
                     Ok(_) => {}
                     // An unknown event or a broken stream: the session is over.
-                    Err(_) => break,
+                    Err(e) => {
+                        broken = Some(e.to_string());
+                        break;
+                    }
                 }
             }
-            tx.send_modify(|s| s.closed = true);
+            tx.send_modify(|s| {
+                s.closed = true;
+                s.broken = broken;
+            });
             // Dropping `events` here fails every pending command at once.
         });
         Ok(Qmp {
@@ -153,8 +167,14 @@ impl Qmp {
     }
 
     fn disconnected(&self) -> QmpError {
-        QmpError::Disconnected {
-            path: self.path.clone(),
+        match self.state.borrow().broken.clone() {
+            Some(reason) => QmpError::Broken {
+                path: self.path.clone(),
+                reason,
+            },
+            None => QmpError::Disconnected {
+                path: self.path.clone(),
+            },
         }
     }
 
@@ -240,16 +260,31 @@ impl Qmp {
             }
         }
         let mut state = self.state.clone();
-        let done =
+        let ended =
             tokio::time::timeout_at(deadline, state.wait_for(|s| s.shutdown_seen || s.closed))
-                .await;
-        match done {
-            Ok(_) => Ok(ShutdownOutcome::Graceful),
-            Err(_) => {
-                self.quit().await?;
-                Ok(ShutdownOutcome::Forced)
-            }
+                .await
+                .is_ok();
+        if !ended {
+            self.quit().await?;
+            return Ok(ShutdownOutcome::Forced);
         }
+        let seen = self.state.borrow().clone();
+        match seen.broken {
+            Some(reason) if !seen.shutdown_seen => Err(QmpError::Broken {
+                path: self.path.clone(),
+                reason,
+            }),
+            _ => Ok(ShutdownOutcome::Graceful),
+        }
+    }
+
+    /// Waits until QEMU reports a `SHUTDOWN` event, or `deadline`. True if it did.
+    pub async fn wait_shutdown_event(&self, deadline: Instant) -> bool {
+        let mut state = self.state.clone();
+        tokio::time::timeout_at(deadline, state.wait_for(|s| s.shutdown_seen || s.closed))
+            .await
+            .is_ok()
+            && self.state.borrow().shutdown_seen
     }
 
     /// Waits until the session ends (QEMU exited), or `deadline`. True if it ended.
@@ -264,5 +299,55 @@ impl Qmp {
 impl Drop for Qmp {
     fn drop(&mut self) {
         self.pump.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A scripted QMP peer for what a real QEMU cannot be made to do on demand:
+    //! send an event that qapi's bundled schema does not know.
+
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::UnixListener;
+
+    #[tokio::test]
+    async fn an_unknown_event_breaks_the_session_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            w.write_all(
+                br#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}
+"#,
+            )
+            .await
+            .unwrap();
+            // qmp_capabilities
+            lines.next_line().await.unwrap();
+            w.write_all(b"{\"return\": {}}\n").await.unwrap();
+            // query-status: answered by an event from the future, then silence.
+            lines.next_line().await.unwrap();
+            w.write_all(
+                b"{\"event\": \"NOT_A_REAL_EVENT\", \"data\": {}, \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\n",
+            )
+            .await
+            .unwrap();
+            // Keep the connection open until the client gives up.
+            let _ = lines.next_line().await;
+        });
+        let qmp = Qmp::connect(&path, Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let err = qmp.status().await.unwrap_err();
+        assert!(matches!(err, QmpError::Broken { .. }), "{err}");
+        assert!(start.elapsed() < COMMAND_TIMEOUT);
+        assert!(qmp.is_closed());
+        drop(qmp);
+        server.abort();
     }
 }

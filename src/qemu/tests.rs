@@ -259,6 +259,8 @@ async fn shutdown_event_ends_the_wait() {
         .unwrap();
     assert!(!qmp.status().await.unwrap().running);
     qemu.signal(libc::SIGTERM);
+    // QEMU 7.2's SHUTDOWN event (reason host-signal) parses with qapi's schema.
+    assert!(qmp.wait_shutdown_event(Instant::now() + WAIT).await);
     let outcome = qmp
         .shutdown_gracefully(Instant::now() + WAIT)
         .await
