@@ -35,6 +35,10 @@ use crate::spec::NodeName;
 
 /// Frames waiting for one port before new ones are dropped.
 const PORT_QUEUE: usize = 1024;
+/// The most MAC addresses learned; beyond it new sources are not learned (their
+/// replies are flooded), so a guest spraying source addresses cannot grow the
+/// table without bound.
+pub const MAX_MACS: usize = 4096;
 
 /// What the switch serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +143,7 @@ impl State {
         if frame.len() < MIN_FRAME {
             return None;
         }
-        if !src.is_multicast() {
+        if !src.is_multicast() && (self.macs.len() < MAX_MACS || self.macs.contains_key(&src)) {
             self.macs.insert(src, from.to_string());
         }
         if !dst.is_multicast()
