@@ -7,12 +7,17 @@
 //! polls the events for the life of the connection and records what matters
 //! (a `SHUTDOWN` event, the end of the stream) in a `watch` channel; every
 //! command is bounded by a timeout and fails fast with [`QmpError::Disconnected`]
-//! once the pump has ended. The public API does not expose `qapi` types, so the
+//! once the pump has ended. A third trap found here: without out-of-band
+//! support qapi keys every command by the same id and keeps an abandoned one
+//! (timed out, or its write failed) registered, so the next command panics
+//! inside qapi; after such a failure this layer sends nothing more and answers
+//! [`QmpError::Broken`] (the caller kills QEMU). The public API does not expose `qapi` types, so the
 //! layer can be swapped for a hand-written JSON client without touching callers.
 //!
 //! This module does not own the QEMU process: callers wait for it to exit.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -23,7 +28,8 @@ use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// How long a single command may take before it is reported as timed out.
+/// How long a single command may take by default before it is reported as
+/// timed out (see [`Qmp::set_command_timeout`]).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Writer = QmpStreamTokio<WriteHalf<UnixStream>>;
@@ -43,6 +49,8 @@ pub struct Qmp {
     service: QapiService<Writer>,
     state: watch::Receiver<PumpState>,
     pump: tokio::task::JoinHandle<()>,
+    poisoned: AtomicBool,
+    command_timeout: Duration,
     path: PathBuf,
 }
 
@@ -145,6 +153,9 @@ impl Qmp {
                         tx.send_modify(|s| s.shutdown_seen = true);
                     }
                     Ok(_) => {}
+                    // QEMU exiting can reset the socket instead of closing it:
+                    // that is an end, not a breakage.
+                    Err(e) if is_hang_up(&e) => break,
                     // An unknown event or a broken stream: the session is over.
                     Err(e) => {
                         broken = Some(e.to_string());
@@ -162,20 +173,35 @@ impl Qmp {
             service,
             state: rx,
             pump,
+            poisoned: AtomicBool::new(false),
+            command_timeout: COMMAND_TIMEOUT,
             path: path.to_path_buf(),
         })
     }
 
     fn disconnected(&self) -> QmpError {
-        match self.state.borrow().broken.clone() {
-            Some(reason) => QmpError::Broken {
+        let state = self.state.borrow().clone();
+        if !state.closed && self.poisoned.load(Ordering::Relaxed) {
+            return QmpError::Broken {
+                path: self.path.clone(),
+                reason: "an earlier command timed out or could not be sent".into(),
+            };
+        }
+        match state.broken {
+            Some(reason) if !state.shutdown_seen => QmpError::Broken {
                 path: self.path.clone(),
                 reason,
             },
-            None => QmpError::Disconnected {
+            _ => QmpError::Disconnected {
                 path: self.path.clone(),
             },
         }
+    }
+
+    /// Sets how long each command may take (default [`COMMAND_TIMEOUT`]). A
+    /// command that times out leaves the session unusable (see `poison`).
+    pub fn set_command_timeout(&mut self, timeout: Duration) {
+        self.command_timeout = timeout;
     }
 
     /// Whether the session has ended (QEMU exited or the stream broke).
@@ -188,30 +214,56 @@ impl Qmp {
         C: qapi::Command,
         Writer: futures::Sink<qapi::Execute<C, u32>, Error = std::io::Error> + Unpin,
     {
-        if self.is_closed() {
+        if self.is_closed() || self.poisoned.load(Ordering::Relaxed) {
             return Err(self.disconnected());
         }
-        match tokio::time::timeout(COMMAND_TIMEOUT, self.service.execute(cmd)).await {
-            Err(_) => Err(QmpError::Timeout {
-                command: name,
-                timeout: COMMAND_TIMEOUT,
-            }),
+        let timeout = self.command_timeout;
+        match tokio::time::timeout(timeout, self.service.execute(cmd)).await {
+            Err(_) => {
+                self.poison();
+                Err(QmpError::Timeout {
+                    command: name,
+                    timeout,
+                })
+            }
             Ok(Ok(v)) => Ok(v),
             Ok(Err(qapi::ExecuteError::Qapi(e))) => Err(QmpError::Command {
                 command: name,
                 message: e.desc,
             }),
+            // The answer arrived but did not match the schema: the session is fine.
+            Ok(Err(qapi::ExecuteError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Err(QmpError::Command {
+                    command: name,
+                    message: e.to_string(),
+                })
+            }
             Ok(Err(qapi::ExecuteError::Io(e))) => {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof || self.is_closed() {
+                self.poison();
+                if self.is_closed() {
+                    // The pump knows why the session ended.
                     Err(self.disconnected())
+                } else if is_hang_up(&e) {
+                    // QEMU went away (its event pump has not noticed yet).
+                    Err(QmpError::Disconnected {
+                        path: self.path.clone(),
+                    })
                 } else {
-                    Err(QmpError::Command {
-                        command: name,
-                        message: e.to_string(),
+                    Err(QmpError::Broken {
+                        path: self.path.clone(),
+                        reason: e.to_string(),
                     })
                 }
             }
         }
+    }
+
+    /// Marks the session unusable. qapi (without out-of-band support) keys every
+    /// command by the same id and leaves it registered when a command is
+    /// abandoned (timeout) or its write fails; the next command would then hit a
+    /// panic inside qapi. So after either, no command is sent again.
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::Relaxed);
     }
 
     /// `query-status`.
@@ -254,10 +306,13 @@ impl Qmp {
         match self.powerdown().await {
             Ok(()) => {}
             Err(QmpError::Disconnected { .. }) => return Ok(ShutdownOutcome::Graceful),
-            Err(_) => {
+            // QEMU refused the power button: fall back to quit at once.
+            Err(QmpError::Command { .. }) => {
                 self.quit().await?;
                 return Ok(ShutdownOutcome::Forced);
             }
+            // The session is unusable; the caller must kill the process.
+            Err(e) => return Err(e),
         }
         let mut state = self.state.clone();
         let ended =
@@ -296,6 +351,16 @@ impl Qmp {
     }
 }
 
+/// Errors that mean the peer went away (QEMU exited), as opposed to a stream
+/// that could not be understood.
+fn is_hang_up(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
+}
+
 impl Drop for Qmp {
     fn drop(&mut self) {
         self.pump.abort();
@@ -310,6 +375,51 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::UnixListener;
+
+    /// A peer that greets, accepts capabilities, then never answers.
+    async fn silent_peer(path: &Path) -> tokio::task::JoinHandle<()> {
+        let listener = UnixListener::bind(path).unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            w.write_all(
+                br#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}
+"#,
+            )
+            .await
+            .unwrap();
+            lines.next_line().await.unwrap();
+            w.write_all(b"{\"return\": {}}\n").await.unwrap();
+            while let Ok(Some(_)) = lines.next_line().await {}
+        })
+    }
+
+    /// After a timeout qapi still holds the abandoned command; a second command
+    /// would panic inside qapi. It must get an error instead.
+    #[tokio::test]
+    async fn a_timed_out_session_refuses_further_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let server = silent_peer(&path).await;
+        let mut qmp = Qmp::connect(&path, Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        qmp.set_command_timeout(Duration::from_millis(200));
+        let err = qmp.status().await.unwrap_err();
+        assert!(matches!(err, QmpError::Timeout { .. }), "{err}");
+        let err = qmp.status().await.unwrap_err();
+        assert!(matches!(err, QmpError::Broken { .. }), "{err}");
+        // quit must not report success on a live but unusable session.
+        assert!(qmp.quit().await.is_err());
+        let err = qmp
+            .shutdown_gracefully(Instant::now() + Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, QmpError::Broken { .. }), "{err}");
+        drop(qmp);
+        server.abort();
+    }
 
     #[tokio::test]
     async fn an_unknown_event_breaks_the_session_without_hanging() {
