@@ -26,8 +26,21 @@ struct QemuGuard {
 
 impl QemuGuard {
     fn spawn(args: &[std::ffi::OsString], dir: &Path) -> QemuGuard {
+        use std::os::unix::process::CommandExt;
         let stderr = std::fs::File::create(dir.join("qemu.stderr")).unwrap();
-        let child = Command::new(QEMU)
+        let mut cmd = Command::new(QEMU);
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours. If
+        // the test process dies without running destructors (SIGKILL), the
+        // kernel kills QEMU too.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
