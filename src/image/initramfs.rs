@@ -152,8 +152,7 @@ impl Archive {
     /// The uncompressed newc archive, every timestamp set to `mtime`.
     pub fn to_newc(&self, mtime: u32) -> Result<Vec<u8>, CpioError> {
         let mut out = Vec::new();
-        let mut ino: u32 = 1;
-        for (path, e) in &self.entries {
+        for (ino, (path, e)) in (1u32..).zip(&self.entries) {
             let (type_bits, data, nlink, rdev): (u32, &[u8], u32, (u32, u32)) = match &e.kind {
                 EntryKind::Dir => (0o040000, &[], 2, (0, 0)),
                 EntryKind::File(d) => (0o100000, d, 1, (0, 0)),
@@ -165,7 +164,6 @@ impl Archive {
             write_header(&mut out, ino, mode, nlink, mtime, size, rdev, path);
             out.extend_from_slice(data);
             pad4(&mut out);
-            ino += 1;
         }
         write_header(&mut out, 0, 0, 1, 0, 0, (0, 0), "TRAILER!!!");
         Ok(out)
@@ -174,7 +172,7 @@ impl Archive {
     /// The archive, gzip-compressed (no name or time in the gzip header).
     pub fn to_gzip(&self, mtime: u32) -> Result<Vec<u8>, CpioError> {
         let raw = self.to_newc(mtime)?;
-        let mut enc = GzEncoder::new(Vec::new(), Compression::best());
+        let mut enc = GzEncoder::new(Vec::new(), Compression::default());
         enc.write_all(&raw)?;
         Ok(enc.finish()?)
     }

@@ -23,8 +23,10 @@ pub fn mksquashfs_flags(epoch: u64) -> Vec<String> {
         "-noappend",
         "-comp",
         "zstd",
+        // Level 6: measured ~2% larger than 12 and 3x less CPU; 19 took
+        // minutes on a loaded 2-core machine for a ~60 MiB image.
         "-Xcompression-level",
-        "19",
+        "6",
         "-b",
         "1M",
         "-all-root",
