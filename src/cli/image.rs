@@ -156,3 +156,21 @@ fn inspect(a: InspectArgs) -> CliResult {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_per_error_kind() {
+        let missing = ImageError::MissingTools {
+            tools: vec!["mksquashfs".into()],
+            packages: vec!["squashfs-tools".into()],
+        };
+        assert_eq!(failure(missing).exit, Exit::MissingDependency);
+        let bad = ImageError::Recipe(image::RecipeError::NotFound { name: "x".into() });
+        assert_eq!(failure(bad).exit, Exit::BadInput);
+        let io = ImageError::Tree("no kernel".into());
+        assert_eq!(failure(io).exit, Exit::Failed);
+    }
+}
