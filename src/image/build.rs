@@ -201,23 +201,18 @@ pub fn ensure_built(
     ));
     let r = &inputs.recipe.recipe;
     let base_tar = cache::base_tar(&root, &cache::base_key(&r.suite, &r.variant, &r.packages));
-    let mut missing = Vec::new();
     let mksquashfs = find_tool("mksquashfs");
-    if mksquashfs.is_none() {
-        missing.push(("mksquashfs", "squashfs-tools"));
-    }
     let mmdebstrap = find_tool("mmdebstrap");
-    if mmdebstrap.is_none() && (opts.refresh_base || !base_tar.is_file()) {
-        missing.push(("mmdebstrap", "mmdebstrap"));
-    }
-    if !missing.is_empty() {
+    let needs_mmdebstrap = opts.refresh_base || !base_tar.is_file();
+    let missing = missing_tools(
+        mksquashfs.is_some(),
+        mmdebstrap.is_some() || !needs_mmdebstrap,
+    );
+    let Some(mksquashfs) = mksquashfs.filter(|_| missing.is_empty()) else {
         return Err(ImageError::MissingTools {
             tools: missing.iter().map(|m| m.0.to_string()).collect(),
             packages: missing.iter().map(|m| m.1.to_string()).collect(),
         });
-    }
-    let (Some(mksquashfs), mmdebstrap) = (mksquashfs, mmdebstrap) else {
-        unreachable!("checked above")
     };
     ensure_base(
         &inputs.recipe,
@@ -276,6 +271,21 @@ pub fn ensure_built(
         dir.display()
     ));
     Ok(BuiltImage::at(&dir, manifest, false))
+}
+
+/// The (tool, Debian package) pairs that are missing.
+fn missing_tools(
+    have_mksquashfs: bool,
+    have_mmdebstrap: bool,
+) -> Vec<(&'static str, &'static str)> {
+    let mut missing = Vec::new();
+    if !have_mmdebstrap {
+        missing.push(("mmdebstrap", "mmdebstrap"));
+    }
+    if !have_mksquashfs {
+        missing.push(("mksquashfs", "squashfs-tools"));
+    }
+    missing
 }
 
 fn phase<T>(
@@ -869,6 +879,19 @@ mod tests {
         let err = locate_machined(Some(&missing)).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
         assert!(err.is_bad_input());
+    }
+
+    #[test]
+    fn missing_tools_are_reported_together() {
+        assert!(missing_tools(true, true).is_empty());
+        assert_eq!(
+            missing_tools(false, false),
+            [
+                ("mmdebstrap", "mmdebstrap"),
+                ("mksquashfs", "squashfs-tools")
+            ]
+        );
+        assert_eq!(missing_tools(true, false), [("mmdebstrap", "mmdebstrap")]);
     }
 
     #[test]
