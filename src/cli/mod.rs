@@ -4,6 +4,7 @@
 //! (see [`Exit`]).
 
 mod gen_cmd;
+mod image;
 mod validate;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -76,6 +77,9 @@ enum Command {
     /// Generate secrets, machine configs and client certificates.
     #[command(subcommand)]
     Gen(gen_cmd::GenCommand),
+    /// Build, list and inspect node images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
 }
 
 /// Chooses how diagnostics look. On a terminal: miette's defaults. Otherwise
@@ -105,6 +109,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Gen(cmd) => gen_cmd::run(cmd),
+        Command::Image(cmd) => image::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

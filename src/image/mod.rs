@@ -2,3 +2,90 @@
 //! scratch tree, keep only the listed binaries and their library closure),
 //! outputs (vmlinuz, initramfs, rootfs.squashfs, manifest) and the cache keyed by
 //! the recipe and machined hashes.
+//!
+//! Entry point: [`ensure_built`]. The file layout it produces is the contract
+//! with machined, written down in `docs/image-layout.md`. This module does not
+//! boot anything (see `qemu`) and does not know about clusters.
+//!
+//! Submodules by concern: [`recipe`] (the document), [`build`] (the pipeline),
+//! [`closure`] (ELF library closure), [`modules`] (modules.dep, decompression),
+//! [`initramfs`] (cpio writer), [`squashfs`] (mksquashfs), [`oci`] (offline
+//! images), [`cache`] (keys, directories), [`manifest`] (the manifest document).
+
+pub mod build;
+pub mod cache;
+pub mod closure;
+pub mod initramfs;
+pub mod manifest;
+pub mod modules;
+pub mod oci;
+pub mod recipe;
+pub mod squashfs;
+
+pub use build::{
+    BuildOptions, BuiltImage, NoProgress, Progress, StderrProgress, ensure_built, locate_machined,
+};
+pub use manifest::Manifest;
+pub use recipe::{Recipe, RecipeError, RecipeRef};
+
+/// Anything that stops an image build.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Recipe(#[from] recipe::RecipeError),
+    #[error(transparent)]
+    Closure(#[from] closure::ClosureError),
+    #[error(transparent)]
+    Modules(#[from] modules::ModulesError),
+    #[error("initramfs: {0}")]
+    Cpio(#[from] initramfs::CpioError),
+    #[error(transparent)]
+    Oci(#[from] oci::OciError),
+    #[error(transparent)]
+    Squashfs(#[from] squashfs::SquashfsError),
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
+    #[error("missing host tools: {}; install the Debian packages: apt-get install {}", tools.join(", "), packages.join(" "))]
+    MissingTools {
+        tools: Vec<String>,
+        packages: Vec<String>,
+    },
+    #[error("machined binary not found (looked at {}); build it with `cargo build --release --bin machined` or pass --machined PATH / IRONCLAD_MACHINED", looked.join(", "))]
+    MachinedNotFound { looked: Vec<String> },
+    #[error("{tool} failed ({status}); last output:\n{log}")]
+    ToolFailed {
+        tool: String,
+        status: String,
+        log: String,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the Debian tree is not usable: {0}")]
+    Tree(String),
+    #[error("the image would contain a shell or package manager: {}", .0.join(", "))]
+    ShellInImage(Vec<String>),
+}
+
+impl ImageError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
+        let context = context.into();
+        move |source| ImageError::Io { context, source }
+    }
+
+    /// Whether the error is a missing host tool (the CLI's exit status 3).
+    pub fn is_missing_dependency(&self) -> bool {
+        matches!(self, ImageError::MissingTools { .. })
+    }
+
+    /// Whether the error is bad input (recipe or machined path).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            ImageError::Recipe(_) | ImageError::MachinedNotFound { .. }
+        )
+    }
+}

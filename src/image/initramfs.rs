@@ -1,0 +1,381 @@
+//! The initramfs: a deterministic newc (`070701`) cpio writer, gzip-compressed,
+//! and a small reader used by tests and `image inspect`.
+//!
+//! Same entries in, same bytes out: entries are sorted by path, inode numbers
+//! are assigned in that order, every entry is owned by root with one fixed
+//! timestamp, and the gzip header carries no time or name. What goes into the
+//! archive (machined as `/init`, its libraries, the stage-1 modules) is decided
+//! by `build` following `docs/image-layout.md`.
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use std::collections::BTreeMap;
+use std::io::Write;
+
+/// A problem writing or reading an archive.
+#[derive(Debug, thiserror::Error)]
+pub enum CpioError {
+    #[error("invalid archive path {0:?}")]
+    BadPath(String),
+    #[error("{0:?} is added twice with different content")]
+    Conflict(String),
+    #[error("archive entry {0:?} is too large for newc")]
+    TooLarge(String),
+    #[error("malformed cpio archive at byte {offset}: {message}")]
+    Malformed { offset: usize, message: String },
+    #[error("compressing the archive: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What an entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File(Vec<u8>),
+    Symlink(String),
+    /// A character device node (major, minor), e.g. `/dev/console`.
+    CharDev(u32, u32),
+}
+
+/// One archive entry: kind and permission bits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: EntryKind,
+    pub perm: u32,
+}
+
+/// An archive being assembled. Paths are relative (`lib/modules/x.ko`); parent
+/// directories are added automatically with mode 0755.
+#[derive(Debug, Clone, Default)]
+pub struct Archive {
+    entries: BTreeMap<String, Entry>,
+}
+
+fn clean(path: &str) -> Result<String, CpioError> {
+    let p = path.trim_start_matches('/');
+    if p.is_empty()
+        || p.ends_with('/')
+        || p.contains('\0')
+        || p.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(CpioError::BadPath(path.to_string()));
+    }
+    Ok(p.to_string())
+}
+
+impl Archive {
+    pub fn new() -> Archive {
+        Archive::default()
+    }
+
+    fn insert(&mut self, path: &str, entry: Entry) -> Result<(), CpioError> {
+        let p = clean(path)?;
+        let mut parent = String::new();
+        let comps: Vec<&str> = p.split('/').collect();
+        for c in &comps[..comps.len() - 1] {
+            if !parent.is_empty() {
+                parent.push('/');
+            }
+            parent.push_str(c);
+            let dir = Entry {
+                kind: EntryKind::Dir,
+                perm: 0o755,
+            };
+            match self.entries.get(&parent) {
+                None => {
+                    self.entries.insert(parent.clone(), dir);
+                }
+                Some(e) if e.kind == EntryKind::Dir => {}
+                Some(_) => return Err(CpioError::Conflict(parent)),
+            }
+        }
+        match self.entries.get(&p) {
+            Some(old)
+                if *old != entry
+                    && !(old.kind == EntryKind::Dir && entry.kind == EntryKind::Dir) =>
+            {
+                Err(CpioError::Conflict(p))
+            }
+            _ => {
+                self.entries.insert(p, entry);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn dir(&mut self, path: &str, perm: u32) -> Result<(), CpioError> {
+        self.insert(
+            path,
+            Entry {
+                kind: EntryKind::Dir,
+                perm,
+            },
+        )
+    }
+
+    pub fn file(&mut self, path: &str, data: Vec<u8>, perm: u32) -> Result<(), CpioError> {
+        self.insert(
+            path,
+            Entry {
+                kind: EntryKind::File(data),
+                perm,
+            },
+        )
+    }
+
+    pub fn symlink(&mut self, path: &str, target: &str) -> Result<(), CpioError> {
+        self.insert(
+            path,
+            Entry {
+                kind: EntryKind::Symlink(target.to_string()),
+                perm: 0o777,
+            },
+        )
+    }
+
+    pub fn char_dev(
+        &mut self,
+        path: &str,
+        major: u32,
+        minor: u32,
+        perm: u32,
+    ) -> Result<(), CpioError> {
+        self.insert(
+            path,
+            Entry {
+                kind: EntryKind::CharDev(major, minor),
+                perm,
+            },
+        )
+    }
+
+    /// The uncompressed newc archive, every timestamp set to `mtime`.
+    pub fn to_newc(&self, mtime: u32) -> Result<Vec<u8>, CpioError> {
+        let mut out = Vec::new();
+        for (ino, (path, e)) in (1u32..).zip(&self.entries) {
+            let (type_bits, data, nlink, rdev): (u32, &[u8], u32, (u32, u32)) = match &e.kind {
+                EntryKind::Dir => (0o040000, &[], 2, (0, 0)),
+                EntryKind::File(d) => (0o100000, d, 1, (0, 0)),
+                EntryKind::Symlink(t) => (0o120000, t.as_bytes(), 1, (0, 0)),
+                EntryKind::CharDev(ma, mi) => (0o020000, &[], 1, (*ma, *mi)),
+            };
+            let size = u32::try_from(data.len()).map_err(|_| CpioError::TooLarge(path.clone()))?;
+            let mode = type_bits | (e.perm & 0o7777);
+            write_header(&mut out, ino, mode, nlink, mtime, size, rdev, path);
+            out.extend_from_slice(data);
+            pad4(&mut out);
+        }
+        write_header(&mut out, 0, 0, 1, 0, 0, (0, 0), "TRAILER!!!");
+        Ok(out)
+    }
+
+    /// The archive, gzip-compressed (no name or time in the gzip header).
+    pub fn to_gzip(&self, mtime: u32) -> Result<Vec<u8>, CpioError> {
+        let raw = self.to_newc(mtime)?;
+        let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+        enc.write_all(&raw)?;
+        Ok(enc.finish()?)
+    }
+}
+
+fn pad4(out: &mut Vec<u8>) {
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_header(
+    out: &mut Vec<u8>,
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    mtime: u32,
+    size: u32,
+    rdev: (u32, u32),
+    name: &str,
+) {
+    let namesize = name.len() as u32 + 1;
+    let fields = [
+        ino, mode, 0, 0, nlink, mtime, size, 0, 0, rdev.0, rdev.1, namesize, 0,
+    ];
+    out.extend_from_slice(b"070701");
+    for f in fields {
+        out.extend_from_slice(format!("{f:08x}").as_bytes());
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    pad4(out);
+}
+
+/// One entry read back from a newc archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadEntry {
+    pub path: String,
+    pub mode: u32,
+    pub mtime: u32,
+    pub data: Vec<u8>,
+}
+
+/// Reads an uncompressed newc archive (up to its trailer).
+pub fn read_newc(buf: &[u8]) -> Result<Vec<ReadEntry>, CpioError> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    let bad = |offset: usize, message: &str| CpioError::Malformed {
+        offset,
+        message: message.to_string(),
+    };
+    loop {
+        let header = buf
+            .get(off..off + 110)
+            .ok_or_else(|| bad(off, "truncated header"))?;
+        if &header[..6] != b"070701" {
+            return Err(bad(off, "bad magic"));
+        }
+        let field = |i: usize| -> Result<u32, CpioError> {
+            let s = std::str::from_utf8(&header[6 + i * 8..14 + i * 8])
+                .map_err(|_| bad(off, "non-ASCII header"))?;
+            u32::from_str_radix(s, 16).map_err(|_| bad(off, "non-hex header field"))
+        };
+        let mode = field(1)?;
+        let mtime = field(5)?;
+        let size = field(6)? as usize;
+        let namesize = field(11)? as usize;
+        let name_start = off + 110;
+        let name_bytes = buf
+            .get(name_start..name_start + namesize)
+            .ok_or_else(|| bad(off, "truncated name"))?;
+        let name = std::str::from_utf8(name_bytes.strip_suffix(&[0]).unwrap_or(name_bytes))
+            .map_err(|_| bad(off, "name not UTF-8"))?
+            .to_string();
+        let data_start = (name_start + namesize).div_ceil(4) * 4;
+        let data = buf
+            .get(data_start..data_start + size)
+            .ok_or_else(|| bad(off, "truncated data"))?;
+        off = (data_start + size).div_ceil(4) * 4;
+        if name == "TRAILER!!!" {
+            return Ok(out);
+        }
+        out.push(ReadEntry {
+            path: name,
+            mode,
+            mtime,
+            data: data.to_vec(),
+        });
+    }
+}
+
+/// Decompresses a gzip-compressed archive and reads it.
+pub fn read_gzip(buf: &[u8]) -> Result<Vec<ReadEntry>, CpioError> {
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(buf), &mut raw)?;
+    read_newc(&raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Archive {
+        let mut a = Archive::new();
+        a.file("init", b"\x7fELFinit".to_vec(), 0o755).unwrap();
+        a.file("lib/modules/virtio_blk.ko", vec![7; 1001], 0o644)
+            .unwrap();
+        a.symlink("lib64/ld-linux-x86-64.so.2", "../lib/ld.so")
+            .unwrap();
+        a.char_dev("dev/console", 5, 1, 0o600).unwrap();
+        a.dir("newroot", 0o755).unwrap();
+        a
+    }
+
+    #[test]
+    fn round_trip_through_own_reader() {
+        let bytes = sample().to_newc(1234).unwrap();
+        let entries = read_newc(&bytes).unwrap();
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "dev",
+                "dev/console",
+                "init",
+                "lib",
+                "lib/modules",
+                "lib/modules/virtio_blk.ko",
+                "lib64",
+                "lib64/ld-linux-x86-64.so.2",
+                "newroot"
+            ]
+        );
+        let init = &entries[2];
+        assert_eq!(init.mode, 0o100755);
+        assert_eq!(init.data, b"\x7fELFinit");
+        assert_eq!(init.mtime, 1234);
+        assert_eq!(entries[1].mode, 0o020600);
+        assert_eq!(entries[7].data, b"../lib/ld.so");
+        assert_eq!(entries[5].data.len(), 1001);
+    }
+
+    #[test]
+    fn deterministic_regardless_of_insertion_order() {
+        let mut b = Archive::new();
+        b.dir("newroot", 0o755).unwrap();
+        b.char_dev("dev/console", 5, 1, 0o600).unwrap();
+        b.symlink("lib64/ld-linux-x86-64.so.2", "../lib/ld.so")
+            .unwrap();
+        b.file("lib/modules/virtio_blk.ko", vec![7; 1001], 0o644)
+            .unwrap();
+        b.file("init", b"\x7fELFinit".to_vec(), 0o755).unwrap();
+        assert_eq!(sample().to_gzip(0).unwrap(), b.to_gzip(0).unwrap());
+        assert_eq!(read_gzip(&b.to_gzip(0).unwrap()).unwrap().len(), 9);
+    }
+
+    #[test]
+    fn gnu_cpio_lists_and_extracts_it() {
+        let bytes = sample().to_newc(0).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("a.cpio");
+        std::fs::write(&archive, &bytes).unwrap();
+        let out = std::process::Command::new("cpio")
+            .args(["-it", "--quiet", "-F"])
+            .arg(&archive)
+            .output()
+            .expect("cpio is installed on the build host");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listing = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            listing.lines().any(|l| l == "lib/modules/virtio_blk.ko"),
+            "{listing}"
+        );
+        assert!(listing.lines().any(|l| l == "dev/console"), "{listing}");
+        assert_eq!(listing.lines().count(), 9, "{listing}");
+    }
+
+    #[test]
+    fn bad_paths_and_conflicts_are_rejected() {
+        let mut a = Archive::new();
+        assert!(matches!(
+            a.file("../x", vec![], 0o644),
+            Err(CpioError::BadPath(_))
+        ));
+        assert!(matches!(
+            a.file("", vec![], 0o644),
+            Err(CpioError::BadPath(_))
+        ));
+        a.file("x", vec![1], 0o644).unwrap();
+        assert!(matches!(
+            a.file("x", vec![2], 0o644),
+            Err(CpioError::Conflict(_))
+        ));
+        assert!(matches!(
+            a.file("x/y", vec![], 0o644),
+            Err(CpioError::Conflict(_))
+        ));
+        assert!(read_newc(b"garbage").is_err());
+        assert!(read_newc(&[b'0'; 200]).is_err());
+    }
+}

@@ -1,0 +1,203 @@
+//! A full, real image build: mmdebstrap from Debian's default mirror (network),
+//! the library closure, modules, OCI archives, initramfs and squashfs. Checks
+//! the layout contract (`docs/image-layout.md`), the cache (hit, and a
+//! machined-only change reusing the base tree) and reproducibility (a second
+//! build from the same base tree gives byte-identical outputs). Takes 1-3
+//! minutes.
+
+use ironclad::image::initramfs::read_gzip;
+use ironclad::image::manifest::hash_file;
+use ironclad::image::{BuildOptions, Progress, RecipeRef, ensure_built};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Progress for Recorder {
+    fn phase(&self, message: &str) {
+        eprintln!("image: {message}");
+        self.0.lock().unwrap().push(message.to_string());
+    }
+}
+
+impl Recorder {
+    fn saw(&self, needle: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|m| m.contains(needle))
+    }
+}
+
+fn squashfs_listing(image: &Path) -> Vec<String> {
+    let out = std::process::Command::new("unsquashfs")
+        .args(["-l", "-d", ""])
+        .arg(image)
+        .output()
+        .expect("unsquashfs (squashfs-tools) is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+fn opts(cache: &Path, machined: &Path) -> BuildOptions {
+    BuildOptions {
+        machined: Some(machined.to_path_buf()),
+        cache_dir: Some(cache.to_path_buf()),
+        refresh_base: false,
+    }
+}
+
+#[test]
+fn full_build_is_cached_complete_and_reproducible() {
+    let machined = PathBuf::from(env!("CARGO_BIN_EXE_machined"));
+    let recipe = RecipeRef::Name("trixie".into());
+    let cache_a = tempfile::tempdir().unwrap();
+    let progress = Recorder::default();
+
+    // Cold build.
+    let t = Instant::now();
+    let built = ensure_built(&recipe, &opts(cache_a.path(), &machined), &progress).unwrap();
+    eprintln!("cold build: {:.1}s", t.elapsed().as_secs_f64());
+    assert!(!built.cache_hit);
+    assert!(progress.saw("mmdebstrap:"), "mmdebstrap ran");
+    for (name, part) in &built.manifest.parts {
+        let p = built.dir.join(name);
+        assert_eq!(&hash_file(&p).unwrap(), part, "{name} matches the manifest");
+        eprintln!("{name}: {:.1} MiB", part.size as f64 / (1024.0 * 1024.0));
+    }
+    assert_eq!(built.manifest.parts.len(), 3);
+    assert!(built.manifest.packages.contains_key("etcd-server"));
+    assert!(built.manifest.kernel_version.starts_with("6."));
+    let kver = &built.manifest.kernel_version;
+
+    // The root: what machined relies on, and no shell.
+    let listing = squashfs_listing(&built.rootfs);
+    for want in [
+        "/usr/sbin/machined".to_string(),
+        "/usr/bin/etcd".into(),
+        "/usr/bin/containerd".into(),
+        "/usr/bin/containerd-shim-runc-v2".into(),
+        "/usr/sbin/runc".into(),
+        "/usr/bin/crun".into(),
+        "/usr/bin/runsc".into(),
+        "/usr/sbin/mke2fs".into(),
+        "/usr/sbin/mkfs.ext4".into(),
+        "/usr/lib/cni/bridge".into(),
+        "/usr/lib64/ld-linux-x86-64.so.2".into(),
+        "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
+        format!("/usr/lib/modules/{kver}/ironclad/ext4.ko"),
+        format!("/usr/lib/modules/{kver}/ironclad/br_netfilter.ko"),
+        "/usr/lib/ironclad/modules.load".into(),
+        "/usr/lib/ironclad/sysctl.json".into(),
+        "/usr/lib/ironclad/images/pause.tar".into(),
+        "/usr/lib/ironclad/images/toolbox.tar".into(),
+        "/usr/lib/ironclad/manifest.json".into(),
+        "/etc/passwd".into(),
+        "/newroot".into(),
+        "/bin".into(),
+    ] {
+        assert!(listing.contains(&want), "{want} missing from the root");
+    }
+    for banned in [
+        "/bin/sh",
+        "/usr/bin/sh",
+        "/usr/bin/bash",
+        "/usr/bin/dash",
+        "/usr/bin/busybox",
+        "/usr/bin/apt",
+        "/usr/bin/dpkg",
+    ] {
+        assert!(
+            !listing.iter().any(|l| l == banned),
+            "{banned} is in the root"
+        );
+    }
+    assert!(
+        !listing.iter().any(|l| l.ends_with(".ko.xz")),
+        "modules are decompressed"
+    );
+
+    // The initramfs: machined as /init, its loader and libraries, stage-1 modules.
+    let entries = read_gzip(&std::fs::read(&built.initramfs).unwrap()).unwrap();
+    let get = |p: &str| entries.iter().find(|e| e.path == p);
+    assert_eq!(get("init").unwrap().data, std::fs::read(&machined).unwrap());
+    assert!(get("lib64/ld-linux-x86-64.so.2").is_some());
+    assert!(get("lib/x86_64-linux-gnu/libc.so.6").is_some());
+    assert!(get("dev/console").is_some());
+    let load = String::from_utf8(get("etc/ironclad/modules.load").unwrap().data.clone()).unwrap();
+    let load: Vec<&str> = load.lines().collect();
+    assert!(
+        load.contains(&"virtio_blk.ko") && load.contains(&"squashfs.ko"),
+        "{load:?}"
+    );
+    for m in &load {
+        let data = &get(&format!("lib/modules/{m}")).unwrap().data;
+        assert_eq!(&data[..4], b"\x7fELF", "{m} is a decompressed module");
+    }
+
+    // Warm: a cache hit in under 2 s.
+    let t = Instant::now();
+    let again = ensure_built(&recipe, &opts(cache_a.path(), &machined), &progress).unwrap();
+    let warm = t.elapsed().as_secs_f64();
+    eprintln!("warm build: {warm:.2}s");
+    assert!(again.cache_hit);
+    assert_eq!(again.key, built.key);
+    assert!(warm < 2.0, "cache hit took {warm}s");
+
+    // Reproducible: a second cache with the same base tree gives the same bytes.
+    let cache_b = tempfile::tempdir().unwrap();
+    let base_dir = cache_a.path().join("base");
+    let base_tar = std::fs::read_dir(&base_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "tar"))
+        .unwrap();
+    std::fs::create_dir_all(cache_b.path().join("base")).unwrap();
+    std::fs::copy(
+        &base_tar,
+        cache_b
+            .path()
+            .join("base")
+            .join(base_tar.file_name().unwrap()),
+    )
+    .unwrap();
+    let progress_b = Recorder::default();
+    let second = ensure_built(&recipe, &opts(cache_b.path(), &machined), &progress_b).unwrap();
+    assert!(!second.cache_hit);
+    assert!(progress_b.saw("base tree cached"));
+    assert_eq!(second.manifest, built.manifest);
+    assert_eq!(
+        hash_file(&second.rootfs).unwrap(),
+        hash_file(&built.rootfs).unwrap(),
+        "rootfs.squashfs is reproducible"
+    );
+    assert_eq!(
+        hash_file(&second.initramfs).unwrap(),
+        hash_file(&built.initramfs).unwrap(),
+        "initramfs is reproducible"
+    );
+
+    // A machined change: new key, no mmdebstrap.
+    let other = cache_b.path().join("machined-other");
+    let mut bytes = std::fs::read(&machined).unwrap();
+    bytes.extend_from_slice(b"\0changed");
+    std::fs::write(&other, bytes).unwrap();
+    let progress_c = Recorder::default();
+    let third = ensure_built(&recipe, &opts(cache_b.path(), &other), &progress_c).unwrap();
+    assert_ne!(third.key, second.key);
+    assert!(
+        progress_c.saw("base tree cached"),
+        "mmdebstrap is not run again"
+    );
+    assert_ne!(
+        third.manifest.machined_sha256,
+        second.manifest.machined_sha256
+    );
+}
