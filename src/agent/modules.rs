@@ -35,6 +35,18 @@ pub struct LoadReport {
     pub present: Vec<String>,
     /// Modules that failed, with the error.
     pub failed: Vec<(String, String)>,
+    /// Time spent in `finit_module` per module, in load order (boot-time analysis).
+    pub timings: Vec<(String, std::time::Duration)>,
+}
+
+impl LoadReport {
+    /// The `n` slowest modules, slowest first.
+    pub fn slowest(&self, n: usize) -> Vec<(String, std::time::Duration)> {
+        let mut t = self.timings.clone();
+        t.sort_by(|a, b| b.1.cmp(&a.1));
+        t.truncate(n);
+        t
+    }
 }
 
 /// Loads every module of the list file `list` from directory `dir`, in order.
@@ -52,7 +64,10 @@ pub fn load(sys: &dyn Sys, names: &[String], dir: &Path) -> LoadReport {
     let mut report = LoadReport::default();
     for name in names {
         let path: PathBuf = dir.join(name);
-        match sys.finit_module(&path) {
+        let started = std::time::Instant::now();
+        let res = sys.finit_module(&path);
+        report.timings.push((name.clone(), started.elapsed()));
+        match res {
             Ok(()) => report.loaded.push(name.clone()),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => report.present.push(name.clone()),
             Err(e) => report.failed.push((name.clone(), e.to_string())),
@@ -101,6 +116,8 @@ mod tests {
         assert_eq!(r.loaded, vec!["a.ko", "d.ko"]);
         assert_eq!(r.present, vec!["b.ko"]);
         assert_eq!(r.failed.len(), 1);
+        assert_eq!(r.timings.len(), 4);
+        assert_eq!(r.slowest(2).len(), 2);
         let order: Vec<Call> = sys.calls();
         assert_eq!(
             order,

@@ -97,7 +97,12 @@ impl Stage2 {
         for (m, e) in &report.failed {
             console::say(&format!("machined: module {m}: {e}"));
         }
-        console::phase("modules");
+        let slow: Vec<String> = report
+            .slowest(3)
+            .into_iter()
+            .map(|(m, d)| format!("{m} {:.0}ms", d.as_secs_f64() * 1000.0))
+            .collect();
+        console::phase(&format!("modules (slowest: {})", slow.join(", ")));
 
         let image_sysctls = match std::fs::read_to_string(self.p(SYSCTL_JSON)) {
             Ok(t) => sysctl::parse_image_set(&t).map_err(Stage2Error::Sysctl)?,
