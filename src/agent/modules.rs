@@ -43,7 +43,7 @@ impl LoadReport {
     /// The `n` slowest modules, slowest first.
     pub fn slowest(&self, n: usize) -> Vec<(String, std::time::Duration)> {
         let mut t = self.timings.clone();
-        t.sort_by(|a, b| b.1.cmp(&a.1));
+        t.sort_by_key(|e| std::cmp::Reverse(e.1));
         t.truncate(n);
         t
     }
