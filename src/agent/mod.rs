@@ -2,4 +2,38 @@
 //! squashfs root and does a real switch_root; stage 2 (PID 1) mounts the rest,
 //! loads modules, applies sysctls, reads the machine config from fw_cfg,
 //! prepares the state disk, configures the network and supervises services.
-//! Privileged OS calls go through a trait so the logic is testable without root.
+//! Privileged OS calls go through a trait ([`sys::Sys`]) so the logic is
+//! testable without root.
+//!
+//! Layout contract with the image builder: `docs/image-layout.md`.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`sys`] | privileged calls: real and recording fake |
+//! | [`console`] | `machined: <phase> t=<uptime>` lines |
+//! | [`stage1`] | initramfs → switch_root → exec stage 2 |
+//! | [`stage2`] | mounts, modules, sysctls, config, state disk, /etc, network |
+//! | [`mounts`], [`modules`], [`sysctl`], [`disks`], [`net`] | the pieces of those stages |
+//! | [`reaper`] | spawning children and reaping zombies, in one place |
+//! | [`supervisor`] | services: order, health, back-off, logs, states |
+//! | [`containerd`] | containerd/CNI configs, health probe, image import |
+//! | [`power`] | shutdown triggers and the final sync/unmount/reboot |
+//! | [`pid1`] | the binary's entry: picks the stage, runs it, never returns |
+//!
+//! Not here: the node API server (a later issue reads
+//! [`supervisor::SupervisorHandle`]), etcd.
+
+pub mod console;
+pub mod containerd;
+pub mod disks;
+pub mod modules;
+pub mod mounts;
+pub mod net;
+pub mod pid1;
+pub mod power;
+pub mod reaper;
+pub mod stage1;
+pub mod stage2;
+pub mod supervisor;
+pub mod sys;
+pub mod sysctl;

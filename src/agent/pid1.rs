@@ -1,0 +1,122 @@
+//! The entry point of the `machined` binary: decides between stage 1 and
+//! stage 2, runs it, and never returns while PID 1. A fatal error is printed on
+//! the console and the machine powers off (returning from PID 1 would panic
+//! the kernel).
+
+use super::console;
+use super::containerd;
+use super::power;
+use super::reaper::{ReapMode, Reaper};
+use super::stage1::{self, Stage1};
+use super::stage2::{Prepared, Stage2};
+use super::supervisor::{self, ServiceState, Settings};
+use super::sys::{PowerAction, RealSys, Sys};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long containerd may take to answer before boot is declared stuck (it
+/// keeps being supervised; this only bounds the `ready` wait).
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs machined. `argv0` is the program name it was started as.
+pub fn main(argv0: &str) -> ! {
+    let pid = std::process::id();
+    let sys = RealSys;
+    if stage1::is_stage1(argv0, pid, Path::new("/")) {
+        let err = match Stage1::default().run(&sys) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        };
+        fatal(&sys, &format!("stage 1: {err}"));
+    }
+    if pid != 1 {
+        eprintln!("machined is the init of an ironclad node and must run as PID 1");
+        std::process::exit(2);
+    }
+    // Stage 1 handed us the console already; attach again in case we were started otherwise.
+    let _ = console::attach(Path::new("/dev/console"));
+    console::phase("stage2");
+    let prepared = match Stage2::new().prepare(&sys) {
+        Ok(p) => p,
+        Err(e) => fatal(&sys, &format!("stage 2: {e}")),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => fatal(&sys, &format!("tokio runtime: {e}")),
+    };
+    let unmount = prepared.unmount_at_shutdown.clone();
+    let action = runtime.block_on(serve(prepared));
+    let action = match action {
+        Ok(a) => a,
+        Err(e) => {
+            console::say(&format!("machined: {e}; powering off"));
+            PowerAction::PowerOff
+        }
+    };
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    power::kill_everything(Duration::from_secs(5));
+    console::phase("services stopped");
+    let err = power::final_sequence(&sys, &unmount, action);
+    fatal(&sys, &format!("reboot(2) failed: {err}"));
+}
+
+/// Services until a shutdown request; returns what to do with the machine.
+async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
+    let reaper = Reaper::new(ReapMode::All);
+    tokio::spawn(reaper.clone().run());
+    let button = power::watch_power_button(Path::new("/"), Duration::from_secs(10));
+    let _config = prepared.config;
+    let settings = Settings {
+        log_dir: Some(PathBuf::from("/var/log")),
+        ring_lines: 2000,
+    };
+    let handle = supervisor::start(
+        reaper.clone(),
+        settings,
+        vec![containerd::service(Path::new("/"))],
+    )
+    .map_err(|e| e.to_string())?;
+    console::phase("services started");
+    let h = handle.clone();
+    let r = reaper.clone();
+    tokio::spawn(async move {
+        match h
+            .wait_for("containerd", READY_TIMEOUT, |s| {
+                s.state == ServiceState::Running
+            })
+            .await
+        {
+            Ok(_) => console::phase("ready"),
+            Err(e) => {
+                console::say(&format!("machined: not ready: {e}"));
+                return;
+            }
+        }
+        match containerd::import_images(&r, Path::new(containerd::IMAGES_DIR)).await {
+            Ok(done) => console::phase(&format!("images imported ({})", done.len())),
+            Err(e) => console::say(&format!("machined: image import failed: {e}")),
+        }
+    });
+    let why = power::wait_for_request(button)
+        .await
+        .map_err(|e| format!("cannot watch for shutdown requests: {e}"))?;
+    console::say(&format!("machined: shutdown requested by {why}"));
+    handle.shutdown().await;
+    Ok(PowerAction::PowerOff)
+}
+
+/// Prints the error, syncs and powers off; never returns.
+pub fn fatal(sys: &dyn Sys, msg: &str) -> ! {
+    console::say(&format!("machined: fatal: {msg}"));
+    console::say("machined: powering off");
+    sys.sync();
+    let err = sys.reboot(PowerAction::PowerOff);
+    console::say(&format!("machined: power off failed: {err}"));
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}

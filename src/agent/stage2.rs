@@ -1,0 +1,407 @@
+//! Stage 2, the synchronous part of PID 1's boot: mount table, modules,
+//! sysctls, machine config (fw_cfg), state disk (format on first boot, mount
+//! at /var), writable /etc overlay, hostname, network and the containerd/CNI
+//! configs. The async part (services, shutdown) is in [`super::pid1`].
+//!
+//! All paths are joined to [`Stage2::root`], so the whole sequence runs in unit
+//! tests against a temporary directory with [`super::sys::FakeSys`].
+
+use super::console;
+use super::containerd::{self, ContainerdError};
+use super::disks::{self, DiskError};
+use super::modules::{self, ModuleError};
+use super::mounts::{self, MountError};
+use super::net::{self, NetError};
+use super::sys::{Sys, flags};
+use super::sysctl;
+use crate::machine::{MachineConfig, MachineConfigError};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Module list of the image.
+pub const MODULES_LIST: &str = "usr/lib/ironclad/modules.load";
+/// Image sysctls.
+pub const SYSCTL_JSON: &str = "usr/lib/ironclad/sysctl.json";
+/// The machine config as exposed by the `qemu_fw_cfg` module.
+pub const CONFIG_PATH: &str = "sys/firmware/qemu_fw_cfg/by_name/opt/ironclad/machine-config/raw";
+/// Tmpfs holding the /etc overlay's upper and work directories.
+pub const ETC_OVERLAY: &str = "run/ironclad/etc";
+/// The mke2fs of the image.
+pub const MKE2FS: &str = "/usr/sbin/mke2fs";
+
+/// Stage-2 tunables.
+#[derive(Debug, Clone)]
+pub struct Stage2 {
+    /// `/` for real.
+    pub root: PathBuf,
+    /// `uname -r`, to find `/usr/lib/modules/<release>/ironclad`.
+    pub kernel_release: String,
+    /// Deadline for devices (state disk, NICs, fw_cfg entry) to appear.
+    pub device_timeout: Duration,
+}
+
+/// What the synchronous boot produced.
+#[derive(Debug)]
+pub struct Prepared {
+    pub config: MachineConfig,
+    /// Whether the state disk was formatted during this boot.
+    pub formatted: bool,
+    /// Mounts to undo at shutdown, in order (node paths).
+    pub unmount_at_shutdown: Vec<PathBuf>,
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    // SAFETY: utsname is plain data; uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return String::new();
+    }
+    let bytes: Vec<u8> = u
+        .release
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+impl Stage2 {
+    pub fn new() -> Self {
+        Self {
+            root: PathBuf::from("/"),
+            kernel_release: kernel_release(),
+            device_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel.trim_start_matches('/'))
+    }
+
+    /// Runs the synchronous boot, printing a phase line after each step.
+    pub fn prepare(&self, sys: &dyn Sys) -> Result<Prepared, Stage2Error> {
+        let mut mounted = mounts::current(&self.root);
+        let soft = mounts::apply(sys, &self.root, mounts::BASE_TABLE, &mut mounted)?;
+        for (t, e) in soft {
+            console::say(&format!("machined: optional mount {t}: {e}"));
+        }
+        if let Err(e) = sys.disable_cad() {
+            console::say(&format!("machined: RB_DISABLE_CAD: {e}"));
+        }
+        console::phase("mounts");
+
+        let moddir = self.p(&format!("usr/lib/modules/{}/ironclad", self.kernel_release));
+        let report = modules::load_from(sys, &self.p(MODULES_LIST), &moddir)?;
+        for (m, e) in &report.failed {
+            console::say(&format!("machined: module {m}: {e}"));
+        }
+        let slow: Vec<String> = report
+            .slowest(3)
+            .into_iter()
+            .map(|(m, d)| format!("{m} {:.0}ms", d.as_secs_f64() * 1000.0))
+            .collect();
+        console::phase(&format!("modules (slowest: {})", slow.join(", ")));
+
+        let image_sysctls = match std::fs::read_to_string(self.p(SYSCTL_JSON)) {
+            Ok(t) => sysctl::parse_image_set(&t).map_err(Stage2Error::Sysctl)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(Stage2Error::Read(self.p(SYSCTL_JSON), e)),
+        };
+
+        let config = self.read_config()?;
+        console::phase("config");
+
+        let set = sysctl::merge(&image_sysctls, &config.sysctls);
+        for (k, e) in sysctl::apply(&self.root, &set) {
+            console::say(&format!("machined: sysctl {k}: {e}"));
+        }
+        console::phase("sysctls");
+
+        let formatted = self.state_disk(sys)?;
+        console::phase(if formatted {
+            "state disk formatted and mounted"
+        } else {
+            "state disk mounted"
+        });
+
+        self.etc_overlay(sys)?;
+        sys.sethostname(&config.node.name)
+            .map_err(|e| Stage2Error::Os("sethostname".into(), e))?;
+        let _ = crate::fsutil::write_public(
+            &self.p("etc/hostname"),
+            format!("{}\n", config.node.name).as_bytes(),
+        );
+        console::phase("etc and hostname");
+
+        net::configure(sys, &self.root, &config, self.device_timeout)?;
+        console::phase("network");
+
+        containerd::write_configs(&self.root, &config.containerd)?;
+        Ok(Prepared {
+            config,
+            formatted,
+            unmount_at_shutdown: vec![PathBuf::from("/var")],
+        })
+    }
+
+    /// Reads and parses the machine config from fw_cfg (waiting briefly for the entry).
+    pub fn read_config(&self) -> Result<MachineConfig, Stage2Error> {
+        let path = self.p(CONFIG_PATH);
+        let deadline = Instant::now() + self.device_timeout;
+        let text = loop {
+            match std::fs::read_to_string(&path) {
+                Ok(t) => break t,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(Stage2Error::NoConfig(path, e));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        Ok(MachineConfig::from_yaml(&text)?)
+    }
+
+    /// Finds the state disk, formats it when it has no ext4 superblock, mounts it at /var.
+    pub fn state_disk(&self, sys: &dyn Sys) -> Result<bool, Stage2Error> {
+        let dev = disks::wait_for(&self.root, disks::STATE_SERIAL, self.device_timeout)?;
+        let kernel_dev = match dev.strip_prefix(&self.root) {
+            Ok(rel) => Path::new("/").join(rel),
+            Err(_) => dev.clone(),
+        };
+        let kdev = kernel_dev.to_string_lossy().into_owned();
+        let formatted = if disks::has_ext4(&dev)? {
+            false
+        } else {
+            let st = sys
+                .run(
+                    Path::new(MKE2FS),
+                    &["-t", "ext4", "-q", "-F", "-L", "ironclad-state", &kdev],
+                )
+                .map_err(|e| Stage2Error::Os(format!("run {MKE2FS}"), e))?;
+            if !st.success() {
+                return Err(Stage2Error::Format(kdev, st.to_string()));
+            }
+            true
+        };
+        let var = self.p("var");
+        std::fs::create_dir_all(&var)
+            .and_then(|()| {
+                sys.mount(
+                    &kdev,
+                    &var,
+                    "ext4",
+                    flags::NOSUID | flags::NODEV | flags::NOATIME,
+                    "",
+                )
+            })
+            .map_err(|e| Stage2Error::Os(format!("mount {kdev} (ext4) at /var"), e))?;
+        for d in ["var/log", "var/lib/containerd"] {
+            std::fs::create_dir_all(self.p(d))
+                .map_err(|e| Stage2Error::Os(format!("mkdir /{d}"), e))?;
+        }
+        Ok(formatted)
+    }
+
+    /// Makes /etc writable: an overlay with a tmpfs upper over the read-only /etc.
+    pub fn etc_overlay(&self, sys: &dyn Sys) -> Result<(), Stage2Error> {
+        let base = self.p(ETC_OVERLAY);
+        let os = |what: &str, e| Stage2Error::Os(what.to_string(), e);
+        std::fs::create_dir_all(&base).map_err(|e| os("mkdir overlay base", e))?;
+        sys.mount(
+            "tmpfs",
+            &base,
+            "tmpfs",
+            flags::NOSUID | flags::NODEV,
+            "mode=0755",
+        )
+        .map_err(|e| os("mount tmpfs for /etc overlay", e))?;
+        for d in ["upper", "work"] {
+            std::fs::create_dir_all(base.join(d)).map_err(|e| os("mkdir overlay dirs", e))?;
+        }
+        let data =
+            format!("lowerdir=/etc,upperdir=/{ETC_OVERLAY}/upper,workdir=/{ETC_OVERLAY}/work");
+        sys.mount(
+            "overlay",
+            &self.p("etc"),
+            "overlay",
+            flags::NOSUID | flags::NODEV,
+            &data,
+        )
+        .map_err(|e| os("mount overlay on /etc", e))
+    }
+}
+
+impl Default for Stage2 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why stage 2 could not bring the node up.
+#[derive(Debug, thiserror::Error)]
+pub enum Stage2Error {
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error(transparent)]
+    Modules(#[from] ModuleError),
+    #[error(transparent)]
+    Sysctl(sysctl::SysctlError),
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error(
+        "no machine config at {0} ({1}); start QEMU with -fw_cfg name=opt/ironclad/machine-config,file=..."
+    )]
+    NoConfig(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Config(#[from] MachineConfigError),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error("formatting {0} failed: {1}")]
+    Format(String, String),
+    #[error("{0}: {1}")]
+    Os(String, std::io::Error),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::disks::tests::fake_disk;
+    use crate::agent::net::tests::{config, fake_nics};
+    use crate::agent::sys::{Call, FakeSys};
+
+    fn node(formatted: bool) -> (tempfile::TempDir, Stage2) {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        let w = |rel: &str, data: &[u8]| {
+            let p = r.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, data).unwrap();
+        };
+        w(MODULES_LIST, b"qemu_fw_cfg.ko\next4.ko\noverlay.ko\n");
+        w(
+            SYSCTL_JSON,
+            br#"{"kernel.kptr_restrict":"2","net.ipv4.ip_forward":"0"}"#,
+        );
+        w(CONFIG_PATH, config(false).to_yaml().unwrap().as_bytes());
+        std::fs::create_dir_all(r.join("proc/sys/kernel")).unwrap();
+        std::fs::create_dir_all(r.join("proc/sys/net/ipv4")).unwrap();
+        w(
+            "proc/self/mountinfo",
+            b"1 0 254:0 / / ro - squashfs /dev/vdb ro\n2 1 0:5 / /dev rw - devtmpfs devtmpfs rw\n3 1 0:6 / /proc rw - proc proc rw\n4 1 0:7 / /sys rw - sysfs sysfs rw\n",
+        );
+        fake_disk(r, "vda", "ironclad-root");
+        fake_disk(r, "vdb", "ironclad-state");
+        if formatted {
+            let mut img = vec![0u8; 2048];
+            img[1080] = 0x53;
+            img[1081] = 0xEF;
+            std::fs::write(r.join("dev/vdb"), img).unwrap();
+        }
+        fake_nics(r);
+        let s2 = Stage2 {
+            root: r.to_path_buf(),
+            kernel_release: "6.12.0-test".into(),
+            device_timeout: Duration::from_millis(30),
+        };
+        (dir, s2)
+    }
+
+    #[test]
+    fn first_boot_formats_the_state_disk_and_sets_everything_up() {
+        let (dir, s2) = node(false);
+        let r = dir.path();
+        let sys = FakeSys::new();
+        let p = s2.prepare(&sys).unwrap();
+        assert!(p.formatted);
+        assert_eq!(p.config.node.name, "cp1");
+        let calls = sys.calls();
+        let pos = |pred: &dyn Fn(&Call) -> bool| calls.iter().position(pred).unwrap();
+        // Modules from the versioned flat dir, in list order.
+        let m0 = pos(&|c| matches!(c, Call::Module(_)));
+        assert_eq!(
+            calls[m0],
+            Call::Module(r.join("usr/lib/modules/6.12.0-test/ironclad/qemu_fw_cfg.ko"))
+        );
+        // mke2fs on the disk with the state serial (vdb here), before the /var mount.
+        let mk = pos(&|c| matches!(c, Call::Run(..)));
+        assert_eq!(
+            calls[mk],
+            Call::Run(
+                PathBuf::from(MKE2FS),
+                ["-t", "ext4", "-q", "-F", "-L", "ironclad-state", "/dev/vdb"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            )
+        );
+        let var = pos(&|c| matches!(c, Call::Mount { fstype, .. } if fstype == "ext4"));
+        assert!(mk < var);
+        match &calls[var] {
+            Call::Mount { source, target, .. } => {
+                assert_eq!(source, "/dev/vdb");
+                assert_eq!(target, &r.join("var"));
+            }
+            _ => unreachable!(),
+        }
+        let ov = pos(&|c| matches!(c, Call::Mount { fstype, .. } if fstype == "overlay"));
+        match &calls[ov] {
+            Call::Mount { target, data, .. } => {
+                assert_eq!(target, &r.join("etc"));
+                assert!(data.contains("lowerdir=/etc,upperdir=/run/ironclad/etc/upper"));
+            }
+            _ => unreachable!(),
+        }
+        assert!(calls.contains(&Call::Hostname("cp1".into())));
+        assert!(calls.contains(&Call::LinkUp("lo".into())));
+        // Base mounts skipped what was already there (proc, sys, dev).
+        assert!(
+            !calls
+                .iter()
+                .any(|c| matches!(c, Call::Mount { fstype, .. } if fstype == "proc"))
+        );
+        // Sysctls: image set with the config's override.
+        let rd = |p: &str| std::fs::read_to_string(r.join(p)).unwrap();
+        assert_eq!(rd("proc/sys/kernel/kptr_restrict"), "2");
+        assert_eq!(rd("proc/sys/net/ipv4/ip_forward"), "1");
+        assert!(rd("etc/containerd/config.toml").contains("ironclad.local/pause:1"));
+        assert!(r.join("var/log").is_dir());
+    }
+
+    #[test]
+    fn later_boots_keep_the_state_disk() {
+        let (_dir, s2) = node(true);
+        let sys = FakeSys::new();
+        let p = s2.prepare(&sys).unwrap();
+        assert!(!p.formatted);
+        assert!(!sys.calls().iter().any(|c| matches!(c, Call::Run(..))));
+    }
+
+    #[test]
+    fn missing_or_bad_config_is_fatal_with_a_hint() {
+        let (dir, s2) = node(true);
+        std::fs::remove_file(dir.path().join(CONFIG_PATH)).unwrap();
+        let e = s2.prepare(&FakeSys::new()).unwrap_err();
+        assert!(e.to_string().contains("-fw_cfg"), "{e}");
+        std::fs::write(dir.path().join(CONFIG_PATH), "apiVersion: nope\n").unwrap();
+        let e = s2.prepare(&FakeSys::new()).unwrap_err();
+        assert!(matches!(e, Stage2Error::Config(_)), "{e}");
+    }
+
+    #[test]
+    fn failed_format_stops_before_mounting() {
+        let (_dir, s2) = node(false);
+        let sys = FakeSys::new();
+        sys.fail_on("mke2fs", libc::ENOENT);
+        assert!(s2.prepare(&sys).is_err());
+        assert!(
+            !sys.calls()
+                .iter()
+                .any(|c| matches!(c, Call::Mount { fstype, .. } if fstype == "ext4"))
+        );
+    }
+}
