@@ -3,3 +3,4 @@
 //! loads modules, applies sysctls, reads the machine config from fw_cfg,
 //! prepares the state disk, configures the network and supervises services.
 //! Privileged OS calls go through a trait so the logic is testable without root.
+pub mod apid;
