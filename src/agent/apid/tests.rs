@@ -428,3 +428,45 @@ async fn client_from_client_config_file() {
         Err(ClientError::Setup(_))
     ));
 }
+
+#[tokio::test]
+async fn chunked_oversized_body_is_413() {
+    let f = start().await;
+    let admin = issue_client_cert(&f.secrets.os_ca, Role::Admin, "admin").unwrap();
+    let tls =
+        crate::client::tls_config(f.secrets.os_ca.cert_pem(), &admin.cert_pem, &admin.key_pem)
+            .unwrap();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap();
+    // A streamed body has no Content-Length: the limit is found while reading.
+    let chunks = (0..5).map(|_| Ok::<_, std::io::Error>(vec![b' '; 256 * 1024]));
+    let resp = http
+        .post(format!("https://{}{}", f.addr, paths::ETCD_JOIN))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    let body: crate::api::ErrorBody = resp.json().await.unwrap();
+    assert_eq!(body.error.code, ErrorCode::PayloadTooLarge);
+}
+
+#[tokio::test]
+async fn stalled_and_garbage_connections_do_not_block_others() {
+    use tokio::io::AsyncWriteExt;
+    let f = start().await;
+    // One connection that never speaks, one that sends plain HTTP.
+    let _idle = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    let mut garbage = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    garbage
+        .write_all(b"GET /v1/version HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let v = tokio::time::timeout(Duration::from_secs(5), f.client(Role::Reader).version())
+        .await
+        .expect("served while other connections stall")
+        .unwrap();
+    assert_eq!(v.node, NODE);
+}
