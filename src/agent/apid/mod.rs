@@ -36,7 +36,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// How long a client may take to finish the TLS handshake.
+/// How long a client may take to finish the TLS handshake, and to send a
+/// request's headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Does the work behind the API. Implemented by machined's real controller
@@ -180,6 +181,8 @@ impl Apid {
                 let app = app.layer(axum::Extension(Peer { role }));
                 let service = hyper_util::service::TowerToHyperService::new(app);
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HANDSHAKE_TIMEOUT)
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
                     .await;
             });
