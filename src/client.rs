@@ -1,2 +1,444 @@
 //! The host-side node API client: reqwest over rustls with the cluster's admin
 //! client certificate, trusting only the cluster's OS CA.
+//!
+//! The rustls config is built here with the ring provider (root store: the OS
+//! CA only; client auth: the given certificate and key) and handed to reqwest
+//! as is. Nodes are reached on `https://127.0.0.1:<port>` and verified by their
+//! certificate's `127.0.0.1` SAN. API errors come back as the same
+//! [`ErrorCode`] the server sent; transport and TLS failures are distinct
+//! variants. This module holds no CLI logic and never prints key material.
+
+use crate::api::{
+    self, Accepted, AddLearnerRequest, ApiError, ApplyConfigRequest, ErrorBody, ErrorCode,
+    EtcdMember, EtcdMembers, Health, InitialMember, JoinRequest, KvValue, LogLine, LogLines,
+    LogsQuery, PutRequest, ServiceList, ServiceStatus, VersionInfo, paths,
+};
+use futures::stream::{BoxStream, StreamExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node answered with a typed API error.
+    #[error("node refused: {0}")]
+    Api(#[from] ApiError),
+    /// No connection, or the TLS handshake failed.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The connection broke during the request or response.
+    #[error("request to {url} failed: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The node's answer was not what the API promises.
+    #[error("unexpected answer from {url} (status {status}): {reason}")]
+    Protocol {
+        url: String,
+        status: u16,
+        reason: String,
+    },
+    /// The TLS material or the client config is not usable.
+    #[error("client setup: {0}")]
+    Setup(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] crate::clientconfig::ClientConfigError),
+}
+
+impl ClientError {
+    /// The API error code, when the node answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+/// Builds the rustls client config: trust `ca_pem` only, authenticate with
+/// `cert_pem` + `key_pem`.
+pub fn tls_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<rustls::ClientConfig, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let ca = ca.map_err(|e| ClientError::Setup(format!("CA certificate: {e}")))?;
+        roots
+            .add(ca)
+            .map_err(|e| ClientError::Setup(format!("CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(ClientError::Setup("no CA certificate".into()));
+    }
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ClientError::Setup(format!("client certificate: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| ClientError::Setup(format!("client key: {e}")))?;
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| ClientError::Setup(e.to_string()))
+}
+
+/// A client for one node's API.
+#[derive(Clone)]
+pub struct NodeClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl std::fmt::Debug for NodeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeClient {
+    /// A client for the node API at `endpoint` (normally `127.0.0.1:<port>`)
+    /// with a ready rustls config.
+    pub fn with_tls(endpoint: SocketAddr, tls: rustls::ClientConfig) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .https_only(true)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        Ok(NodeClient {
+            http,
+            base: format!("https://{endpoint}"),
+        })
+    }
+
+    /// A client trusting `ca_pem` and authenticating with `cert_pem`/`key_pem`.
+    pub fn new(
+        endpoint: SocketAddr,
+        ca_pem: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<Self, ClientError> {
+        Self::with_tls(endpoint, tls_config(ca_pem, cert_pem, key_pem)?)
+    }
+
+    /// A client for `node` from the client config file at `path` (its OS CA,
+    /// its certificate and key files, the node's endpoint).
+    pub fn from_client_config(path: &Path, node: &str) -> Result<Self, ClientError> {
+        let cfg = crate::clientconfig::ClientConfig::load(path)?;
+        let n = cfg
+            .node(node)
+            .ok_or_else(|| ClientError::Setup(format!("no node {node:?} in {}", path.display())))?;
+        let endpoint = n.endpoint.ok_or_else(|| {
+            ClientError::Setup(format!(
+                "node {node:?} has no API endpoint yet (is the cluster running?)"
+            ))
+        })?;
+        let read = |p: PathBuf| {
+            std::fs::read_to_string(&p).map_err(|source| ClientError::Read { path: p, source })
+        };
+        let cert = read(cfg.cert_path(path))?;
+        let key = read(cfg.key_path(path))?;
+        Self::new(endpoint, &cfg.os_ca, &cert, &key)
+    }
+
+    /// The base URL (`https://127.0.0.1:<port>`).
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<reqwest::Response, ClientError> {
+        let resp = req.send().await.map_err(|source| {
+            if source.is_connect() || source.is_timeout() {
+                ClientError::Connect {
+                    url: url.to_string(),
+                    source,
+                }
+            } else {
+                ClientError::Transport {
+                    url: url.to_string(),
+                    source,
+                }
+            }
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.to_string(),
+                source,
+            })?;
+        match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => Err(ClientError::Api(e.into())),
+            Err(e) => Err(ClientError::Protocol {
+                url: url.to_string(),
+                status,
+                reason: format!("no error body: {e}"),
+            }),
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: Option<&[(&str, String)]>,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(q) = query {
+            req = req.query(q);
+        }
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b);
+        }
+        let resp = self.send(req, &url).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+            url,
+            status,
+            reason: e.to_string(),
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(reqwest::Method::GET, path, None, None).await
+    }
+
+    async fn post_json<T: DeserializeOwned, B: serde::Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Setup(e.to_string()))?;
+        self.call(method, path, None, Some(bytes)).await
+    }
+
+    async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(reqwest::Method::POST, path, None, None).await
+    }
+
+    /// Sends raw bytes as a JSON body (for debugging and the API's own tests).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.call(reqwest::Method::POST, path, None, Some(body))
+            .await
+    }
+
+    pub async fn version(&self) -> Result<VersionInfo, ClientError> {
+        self.get(paths::VERSION).await
+    }
+
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.get(paths::HEALTH).await
+    }
+
+    pub async fn services(&self) -> Result<ServiceList, ClientError> {
+        self.get(paths::SERVICES).await
+    }
+
+    pub async fn service_start(&self, name: &str) -> Result<ServiceStatus, ClientError> {
+        self.post_empty(&paths::fill(paths::SERVICE_START, name))
+            .await
+    }
+
+    pub async fn service_stop(&self, name: &str) -> Result<ServiceStatus, ClientError> {
+        self.post_empty(&paths::fill(paths::SERVICE_STOP, name))
+            .await
+    }
+
+    pub async fn service_restart(&self, name: &str) -> Result<ServiceStatus, ClientError> {
+        self.post_empty(&paths::fill(paths::SERVICE_RESTART, name))
+            .await
+    }
+
+    fn tail_query(tail: Option<usize>, follow: bool) -> Vec<(&'static str, String)> {
+        let q = LogsQuery { tail, follow };
+        let mut out = Vec::new();
+        if let Some(t) = q.tail {
+            out.push(("tail", t.to_string()));
+        }
+        if q.follow {
+            out.push(("follow", "true".to_string()));
+        }
+        out
+    }
+
+    /// The last `tail` lines (all kept lines when `None`) of `service`.
+    pub async fn logs(&self, service: &str, tail: Option<usize>) -> Result<LogLines, ClientError> {
+        let q = Self::tail_query(tail, false);
+        let path = paths::fill(paths::SERVICE_LOGS, service);
+        self.call(reqwest::Method::GET, &path, Some(&q), None).await
+    }
+
+    /// The last `tail` lines of `service`, then each new line as the node
+    /// writes it (the stream ends when the connection does).
+    pub async fn follow_logs(
+        &self,
+        service: &str,
+        tail: Option<usize>,
+    ) -> Result<BoxStream<'static, Result<LogLine, ClientError>>, ClientError> {
+        let q = Self::tail_query(tail, true);
+        let url = format!("{}{}", self.base, paths::fill(paths::SERVICE_LOGS, service));
+        let resp = self.send(self.http.get(&url).query(&q), &url).await?;
+        let chunks = resp.bytes_stream();
+        let state = (chunks, Vec::<u8>::new(), url, false);
+        let lines = futures::stream::unfold(state, |(mut chunks, mut buf, url, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let item = serde_json::from_slice::<LogLine>(&line).map_err(|e| {
+                        ClientError::Protocol {
+                            url: url.clone(),
+                            status: 200,
+                            reason: format!("bad log line: {e}"),
+                        }
+                    });
+                    return Some((item, (chunks, buf, url, false)));
+                }
+                match chunks.next().await {
+                    Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
+                    Some(Err(source)) => {
+                        let err = ClientError::Transport {
+                            url: url.clone(),
+                            source,
+                        };
+                        return Some((Err(err), (chunks, buf, url, true)));
+                    }
+                    None => return None,
+                }
+            }
+        });
+        Ok(lines.boxed())
+    }
+
+    pub async fn dmesg(&self, tail: Option<usize>) -> Result<LogLines, ClientError> {
+        let q = Self::tail_query(tail, false);
+        self.call(reqwest::Method::GET, paths::DMESG, Some(&q), None)
+            .await
+    }
+
+    /// Starts etcd as a new cluster on this node (`conflict` if done before).
+    pub async fn bootstrap(&self) -> Result<Accepted, ClientError> {
+        self.post_empty(paths::BOOTSTRAP).await
+    }
+
+    pub async fn etcd_members(&self) -> Result<EtcdMembers, ClientError> {
+        self.get(paths::ETCD_MEMBERS).await
+    }
+
+    pub async fn etcd_add_learner(
+        &self,
+        name: &str,
+        peer_url: &str,
+    ) -> Result<EtcdMember, ClientError> {
+        let req = AddLearnerRequest {
+            name: name.to_string(),
+            peer_url: peer_url.to_string(),
+        };
+        self.post_json(reqwest::Method::POST, paths::ETCD_MEMBERS, &req)
+            .await
+    }
+
+    pub async fn etcd_promote(&self, id: u64) -> Result<EtcdMember, ClientError> {
+        self.post_empty(&paths::fill(paths::ETCD_PROMOTE, &id.to_string()))
+            .await
+    }
+
+    pub async fn etcd_remove(&self, id: u64) -> Result<Accepted, ClientError> {
+        let path = paths::fill(paths::ETCD_MEMBER, &id.to_string());
+        self.call(reqwest::Method::DELETE, &path, None, None).await
+    }
+
+    /// Tells this control plane to start etcd joining `initial_cluster`.
+    pub async fn etcd_join(
+        &self,
+        initial_cluster: Vec<InitialMember>,
+    ) -> Result<Accepted, ClientError> {
+        let req = JoinRequest { initial_cluster };
+        self.post_json(reqwest::Method::POST, paths::ETCD_JOIN, &req)
+            .await
+    }
+
+    pub async fn etcd_put(&self, key: &str, value: &str) -> Result<Accepted, ClientError> {
+        let req = PutRequest {
+            key: key.to_string(),
+            value: value.to_string(),
+        };
+        self.post_json(reqwest::Method::PUT, paths::ETCD_KV, &req)
+            .await
+    }
+
+    pub async fn etcd_get(&self, key: &str) -> Result<KvValue, ClientError> {
+        let q = [("key", key.to_string())];
+        self.call(reqwest::Method::GET, paths::ETCD_KV, Some(&q), None)
+            .await
+    }
+
+    /// Sends a new machine config (YAML) to the node.
+    pub async fn apply_config(&self, config_yaml: &str) -> Result<Accepted, ClientError> {
+        let req = ApplyConfigRequest {
+            config: config_yaml.to_string(),
+        };
+        self.post_json(reqwest::Method::POST, paths::APPLY_CONFIG, &req)
+            .await
+    }
+
+    pub async fn reboot(&self) -> Result<Accepted, ClientError> {
+        self.post_empty(paths::REBOOT).await
+    }
+
+    pub async fn shutdown(&self) -> Result<Accepted, ClientError> {
+        self.post_empty(paths::SHUTDOWN).await
+    }
+}
+
+/// Keeps the re-export path stable for callers that name the API module.
+pub use api::Role;

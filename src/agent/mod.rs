@@ -20,9 +20,11 @@
 //! | [`power`] | shutdown triggers and the final sync/unmount/reboot |
 //! | [`pid1`] | the binary's entry: picks the stage, runs it, never returns |
 //!
-//! Not here: the node API server (a later issue reads
-//! [`supervisor::SupervisorHandle`]), etcd.
+//! | [`apid`] | the node API server (mTLS HTTPS), behind the `Controller` trait |
+//!
+//! Not yet here: the real controller wiring apid to the supervisor, etcd.
 
+pub mod apid;
 pub mod console;
 pub mod containerd;
 pub mod disks;
