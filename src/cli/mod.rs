@@ -66,8 +66,31 @@ pub enum Output {
     propagate_version = true
 )]
 pub struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Options every subcommand accepts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// Where cluster state lives [default: $XDG_STATE_HOME/ironclad, or
+    /// ~/.local/state/ironclad].
+    #[arg(long, global = true, env = crate::cluster::paths::STATE_DIR_ENV, value_name = "DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
+impl Global {
+    /// The state root, or a bad-input failure when no location can be derived.
+    pub fn state_root(&self) -> Result<std::path::PathBuf, Failure> {
+        crate::cluster::paths::state_root(self.state_dir.as_deref()).ok_or_else(|| {
+            Failure::msg(
+                Exit::BadInput,
+                "cannot tell where to keep cluster state: set --state-dir, IRONCLAD_STATE_DIR, XDG_STATE_HOME or HOME",
+            )
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +129,7 @@ fn install_report_hook() {
 pub fn main() -> ExitCode {
     install_report_hook();
     let cli = Cli::parse();
+    let _global = cli.global;
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Gen(cmd) => gen_cmd::run(cmd),

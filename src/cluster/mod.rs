@@ -1,2 +1,4 @@
 //! A cluster on the host: its state dir, create/start/stop/destroy, and the
 //! detached supervisor process that owns the switch and the QEMU processes.
+
+pub mod paths;
