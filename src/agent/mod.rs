@@ -17,6 +17,7 @@
 //! | [`reaper`] | spawning children and reaping zombies, in one place |
 //! | [`supervisor`] | services: order, health, back-off, logs, states |
 //! | [`containerd`] | containerd/CNI configs, health probe, image import |
+//! | [`etcd`] | the etcd service, bootstrap, join, members and keys |
 //! | [`power`] | shutdown triggers and the final sync/unmount/reboot |
 //! | [`pid1`] | the binary's entry: picks the stage, runs it, never returns |
 //!
@@ -28,6 +29,7 @@ pub mod apid;
 pub mod console;
 pub mod containerd;
 pub mod disks;
+pub mod etcd;
 pub mod modules;
 pub mod mounts;
 pub mod net;

@@ -85,6 +85,9 @@ pub struct ServiceSpec {
     pub backoff: Backoff,
     /// How long to wait after SIGTERM before SIGKILL.
     pub stop_timeout: Duration,
+    /// Started with the supervisor; otherwise it stays `stopped` until
+    /// [`SupervisorHandle::start_service`] (etcd before bootstrap).
+    pub autostart: bool,
 }
 
 impl ServiceSpec {
@@ -99,6 +102,7 @@ impl ServiceSpec {
             health: Health::Started,
             backoff: Backoff::default(),
             stop_timeout: Duration::from_secs(10),
+            autostart: true,
         }
     }
 }
@@ -200,6 +204,8 @@ impl Default for Settings {
 #[derive(Clone)]
 pub struct SupervisorHandle {
     entries: Arc<Vec<Entry>>,
+    reaper: Reaper,
+    settings: Settings,
 }
 
 /// Orders services so that every dependency comes before its dependents.
@@ -291,14 +297,14 @@ pub fn start(
         .collect();
     let handle = SupervisorHandle {
         entries: Arc::new(entries),
+        reaper,
+        settings,
     };
-    for i in 0..handle.entries.len() {
-        let h = handle.clone();
-        let reaper = reaper.clone();
-        let settings = settings.clone();
-        let task = tokio::spawn(async move { run_service(h, i, reaper, settings).await });
-        if let Ok(mut t) = handle.entries[i].task.lock() {
-            *t = Some(task);
+    for (i, e) in handle.entries.iter().enumerate() {
+        if e.spec.autostart {
+            handle.spawn(i);
+        } else {
+            set(e, |s| s.state = ServiceState::Stopped);
         }
     }
     Ok(handle)
@@ -307,6 +313,69 @@ pub fn start(
 impl SupervisorHandle {
     fn entry(&self, name: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.spec.name == name)
+    }
+
+    fn index(&self, name: &str) -> Result<usize, SupervisorError> {
+        self.entries
+            .iter()
+            .position(|e| e.spec.name == name)
+            .ok_or_else(|| SupervisorError::NoSuchService(name.to_string()))
+    }
+
+    /// Starts the task that runs entry `i` (its stop flag cleared).
+    fn spawn(&self, i: usize) {
+        let entry = &self.entries[i];
+        entry.stop.send_replace(false);
+        set(entry, |s| s.state = ServiceState::Waiting);
+        let h = self.clone();
+        let reaper = self.reaper.clone();
+        let settings = self.settings.clone();
+        let task = tokio::spawn(async move { run_service(h, i, reaper, settings).await });
+        if let Ok(mut t) = entry.task.lock() {
+            *t = Some(task);
+        }
+    }
+
+    /// Whether entry `i` has a task that has not finished.
+    fn active(&self, i: usize) -> bool {
+        self.entries[i]
+            .task
+            .lock()
+            .map(|t| t.as_ref().is_some_and(|t| !t.is_finished()))
+            .unwrap_or(false)
+    }
+
+    /// Starts a stopped service (no-op when it is already supervised) and
+    /// returns its status.
+    pub fn start_service(&self, name: &str) -> Result<ServiceStatus, SupervisorError> {
+        let i = self.index(name)?;
+        if !self.active(i) {
+            self.spawn(i);
+        }
+        Ok(self.entries[i].status.borrow().clone())
+    }
+
+    /// Stops a service (SIGTERM, then SIGKILL after its stop timeout) and
+    /// waits until it is down. It stays stopped until started again.
+    pub async fn stop_service(&self, name: &str) -> Result<ServiceStatus, SupervisorError> {
+        let i = self.index(name)?;
+        let entry = &self.entries[i];
+        entry.stop.send_replace(true);
+        let task = entry.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        set(entry, |s| {
+            s.state = ServiceState::Stopped;
+            s.pid = None;
+        });
+        Ok(entry.status.borrow().clone())
+    }
+
+    /// Stops then starts a service.
+    pub async fn restart_service(&self, name: &str) -> Result<ServiceStatus, SupervisorError> {
+        self.stop_service(name).await?;
+        self.start_service(name)
     }
 
     /// Every service's status, in start order.
@@ -807,5 +876,41 @@ mod tests {
         for s in h.statuses() {
             assert_eq!(s.state, ServiceState::Stopped);
         }
+    }
+
+    #[tokio::test]
+    async fn manual_services_wait_for_start_and_obey_stop_and_restart() {
+        let r = sup();
+        let mut later = fast(ServiceSpec::new("later", "/bin/sleep", &["30"]));
+        later.autostart = false;
+        let h = start(r, Settings::default(), vec![later]).unwrap();
+        assert_eq!(h.status("later").unwrap().state, ServiceState::Stopped);
+        assert!(h.status("later").unwrap().pid.is_none());
+
+        h.start_service("later").unwrap();
+        let running = h
+            .wait_for("later", T, |s| s.state == ServiceState::Running)
+            .await
+            .unwrap();
+        let first = running.pid.unwrap();
+        // Starting again while it runs changes nothing.
+        h.start_service("later").unwrap();
+        assert_eq!(h.status("later").unwrap().pid, Some(first));
+
+        let stopped = h.stop_service("later").await.unwrap();
+        assert_eq!(stopped.state, ServiceState::Stopped);
+
+        h.restart_service("later").await.unwrap();
+        let again = h
+            .wait_for("later", T, |s| s.state == ServiceState::Running)
+            .await
+            .unwrap();
+        assert_ne!(again.pid, Some(first));
+        assert!(matches!(
+            h.start_service("nope"),
+            Err(SupervisorError::NoSuchService(_))
+        ));
+        h.shutdown().await;
+        assert_eq!(h.status("later").unwrap().state, ServiceState::Stopped);
     }
 }
