@@ -1,0 +1,410 @@
+//! etcd end to end on loopback, without VMs but with the real parts: the
+//! cluster's PKI and machine configs, one real apid server per "node" on its
+//! own loopback address, a real supervisor running the host's etcd binary
+//! (Debian's `etcd-server`), and `cluster::etcd::converge` through real
+//! `NodeClient`s.
+//!
+//! Each node's etcd listens on `<node address>:2379/2380` (127.0.x.y, all on
+//! `lo`), so three members share the host without port clashes. Needs
+//! `/usr/bin/etcd` (or `IRONCLAD_TEST_ETCD`); without it the tests fail with
+//! a message saying so.
+
+use ironclad::agent::apid::{Apid, Controller};
+use ironclad::agent::etcd::{self, Etcd, EtcdOptions};
+use ironclad::agent::reaper::{ReapMode, Reaper};
+use ironclad::agent::supervisor::{self, ServiceState as SupState, Settings, SupervisorHandle};
+use ironclad::api::{
+    self, Action, ApiError, ErrorCode, LogLine, Reply, Role, ServiceList, ServiceOp,
+    ServiceStatus,
+};
+use ironclad::client::{ClientError, NodeClient};
+use ironclad::cluster::etcd::{ControlPlane, ConvergeOptions, Step, converge, member_by_peer};
+use ironclad::machine::{self, MachineConfig};
+use ironclad::pki::{Secrets, issue_client_cert};
+use ironclad::spec::Role as NodeRole;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const API_PORT: u16 = 50000;
+
+fn etcd_program() -> PathBuf {
+    let p = std::env::var_os("IRONCLAD_TEST_ETCD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
+    assert!(
+        p.exists(),
+        "{} not found: install etcd-server (ci/install-deps) or set IRONCLAD_TEST_ETCD",
+        p.display()
+    );
+    p
+}
+
+/// The machine configs of a cluster `name` on `cidr` (3 control planes, 1 worker).
+fn cluster(name: &str, cidr: &str) -> (Secrets, Vec<MachineConfig>) {
+    let src = format!(
+        "apiVersion: ironclad.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: {name}}}\nspec:\n  network: {{cidr: {cidr}}}\n  controlPlanes: {{count: 3}}\n  workers: {{count: 1}}\n"
+    );
+    let c = ironclad::spec::parse::parse_cluster(&src, "t.yaml").expect("cluster file");
+    let secrets = Secrets::generate(name).unwrap();
+    let cfgs = c
+        .nodes
+        .iter()
+        .map(|n| machine::render(&c, n, &secrets).unwrap())
+        .collect();
+    (secrets, cfgs)
+}
+
+/// A controller with the real supervisor and the real etcd code.
+struct TestController {
+    etcd: Option<Etcd>,
+    sup: SupervisorHandle,
+}
+
+fn api_state(s: &SupState) -> api::ServiceState {
+    match s {
+        SupState::Waiting => api::ServiceState::Waiting,
+        SupState::Starting => api::ServiceState::Starting,
+        SupState::Running => api::ServiceState::Running,
+        SupState::Failed { .. } => api::ServiceState::Failed,
+        SupState::Stopped => api::ServiceState::Stopped,
+    }
+}
+
+fn api_status(s: supervisor::ServiceStatus) -> ServiceStatus {
+    ServiceStatus {
+        state: api_state(&s.state),
+        name: s.name,
+        restarts: s.restarts,
+        last_error: s.last_error,
+    }
+}
+
+impl Controller for TestController {
+    async fn execute(&self, action: Action) -> Result<Reply, ApiError> {
+        let internal = |e: supervisor::SupervisorError| ApiError::new(ErrorCode::Internal, e.to_string());
+        match action {
+            Action::ListServices => Ok(Reply::Services(ServiceList {
+                services: self.sup.statuses().into_iter().map(api_status).collect(),
+            })),
+            Action::Service { name, op } => {
+                let st = match op {
+                    ServiceOp::Start => self.sup.start_service(&name).map_err(internal)?,
+                    ServiceOp::Stop => self.sup.stop_service(&name).await.map_err(internal)?,
+                    ServiceOp::Restart => self.sup.restart_service(&name).await.map_err(internal)?,
+                };
+                Ok(Reply::Service(api_status(st)))
+            }
+            a @ (Action::Bootstrap
+            | Action::EtcdMembers
+            | Action::EtcdAddLearner(_)
+            | Action::EtcdPromote { .. }
+            | Action::EtcdRemove { .. }
+            | Action::EtcdJoin(_)
+            | Action::EtcdPut(_)
+            | Action::EtcdGet { .. }) => match &self.etcd {
+                Some(e) => e.execute(a, &self.sup).await,
+                None => Err(ApiError::new(ErrorCode::NotFound, "this node runs no etcd")),
+            },
+            other => Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("{other:?} is not part of this test"),
+            )),
+        }
+    }
+
+    async fn follow_logs(
+        &self,
+        _service: String,
+        _tail: Option<usize>,
+    ) -> Result<futures::stream::BoxStream<'static, LogLine>, ApiError> {
+        Err(ApiError::new(ErrorCode::Unavailable, "not part of this test"))
+    }
+}
+
+/// One running "node": its root, supervisor and apid. Dropping it kills
+/// etcd (the normal path is [`Node::shutdown`]).
+struct Node {
+    name: String,
+    cfg: MachineConfig,
+    root: PathBuf,
+    sup: SupervisorHandle,
+    server: tokio::task::JoinHandle<()>,
+    client: NodeClient,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.server.abort();
+        for s in self.sup.statuses() {
+            if let Some(pid) = s.pid {
+                // SAFETY: plain kill(2) of our own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Boots the node: supervisor with the etcd service (autostarts when the
+    /// root has etcd data), apid on `<address>:50000`.
+    async fn boot(cfg: &MachineConfig, root: &Path, reaper: &Reaper, secrets: &Secrets) -> Node {
+        let options = EtcdOptions {
+            program: Some(etcd_program()),
+            loopback_client: false,
+        };
+        let etcd = Etcd::with_options(cfg, root, options);
+        let specs = etcd.iter().map(|e| e.service()).collect();
+        let sup = supervisor::start(reaper.clone(), Settings::default(), specs).unwrap();
+        let addr = SocketAddr::from((cfg.node.address, API_PORT));
+        let apid = Apid::bind(addr, &cfg.pki).await.unwrap();
+        let ctl = Arc::new(TestController {
+            etcd,
+            sup: sup.clone(),
+        });
+        let server = tokio::spawn(async move {
+            let _ = apid.serve(ctl).await;
+        });
+        let cert = issue_client_cert(&secrets.os_ca, Role::Admin, "test").unwrap();
+        let client =
+            NodeClient::new(addr, secrets.os_ca.cert_pem(), &cert.cert_pem, &cert.key_pem).unwrap();
+        Node {
+            name: cfg.node.name.clone(),
+            cfg: cfg.clone(),
+            root: root.to_path_buf(),
+            sup,
+            server,
+            client,
+        }
+    }
+
+    async fn shutdown(self) {
+        self.server.abort();
+        self.sup.shutdown().await;
+    }
+
+    fn control_plane(&self) -> ControlPlane {
+        ControlPlane {
+            name: self.name.clone(),
+            address: self.cfg.node.address,
+            client: self.client.clone(),
+        }
+    }
+}
+
+fn reaper() -> Reaper {
+    let r = Reaper::new(ReapMode::Own);
+    tokio::spawn(r.clone().run());
+    r
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ErrorCode {
+    match r {
+        Err(ClientError::Api(e)) => e.code,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// Polls `f` until it is `Ok(true)` or `within` passes.
+async fn eventually<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, ClientError>>,
+{
+    let end = Instant::now() + within;
+    loop {
+        let last = match f().await {
+            Ok(true) => return,
+            Ok(false) => "not yet".to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(Instant::now() < end, "{what}: not within {within:?} (last: {last})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn workers_run_no_etcd() {
+    let (_, cfgs) = cluster("etw", "10.9.0.0/24");
+    let worker = cfgs
+        .iter()
+        .find(|c| c.node.role == NodeRole::Worker)
+        .unwrap();
+    assert!(Etcd::new(worker, Path::new("/")).is_none());
+    let cp = cfgs
+        .iter()
+        .find(|c| c.node.role == NodeRole::ControlPlane)
+        .unwrap();
+    let e = Etcd::new(cp, Path::new("/nonexistent-root")).unwrap();
+    // Nothing bootstrapped: the service waits for bootstrap or join.
+    assert!(!e.has_data());
+    let spec = e.service();
+    assert!(!spec.autostart);
+    assert_eq!(spec.program, Path::new("/nonexistent-root/usr/bin/etcd"));
+    // The rendered config: explicit IP URLs, mutual TLS, data on the state disk.
+    let cfg = e.render_config(etcd::ClusterState::New, &[]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    let ip = cp.node.address;
+    assert_eq!(
+        v["listen-client-urls"],
+        format!("https://{ip}:2379,https://127.0.0.1:2379")
+    );
+    assert_eq!(v["listen-peer-urls"], format!("https://{ip}:2380"));
+    assert_eq!(v["data-dir"], "/nonexistent-root/var/lib/etcd");
+    assert_eq!(v["client-transport-security"]["client-cert-auth"], true);
+    assert_eq!(v["peer-transport-security"]["client-cert-auth"], true);
+    assert!(!cfg.contains("PRIVATE KEY"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_control_planes_bootstrap_join_promote_and_survive_restarts() {
+    let (secrets, cfgs) = cluster("etl", "127.0.1.0/24");
+    let reaper = reaper();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let cp_cfgs: Vec<&MachineConfig> = cfgs
+        .iter()
+        .filter(|c| c.node.role == NodeRole::ControlPlane)
+        .collect();
+    assert_eq!(cp_cfgs.len(), 3);
+    let mut nodes = Vec::new();
+    for (cfg, dir) in cp_cfgs.iter().zip(&dirs) {
+        nodes.push(Node::boot(cfg, dir.path(), &reaper, &secrets).await);
+    }
+    // Before bootstrap: etcd is stopped, members are not available.
+    assert_eq!(code(nodes[0].client.etcd_members().await), ErrorCode::Unavailable);
+
+    // Converge: bootstrap, two learners joined and promoted.
+    let cps: Vec<ControlPlane> = nodes.iter().map(Node::control_plane).collect();
+    let started = Instant::now();
+    let mut steps = Vec::new();
+    let mut progress = |node: &str, step: &Step| steps.push(format!("{node}: {step}"));
+    let members = converge(&cps, ConvergeOptions::default(), &mut progress)
+        .await
+        .expect("converge");
+    eprintln!("converge took {:?}: {steps:#?}", started.elapsed());
+    assert_eq!(members.members.len(), 3);
+    assert!(members.members.iter().all(|m| !m.is_learner));
+    assert!(steps.iter().any(|s| s.ends_with("etcd bootstrapped")));
+    assert_eq!(steps.iter().filter(|s| s.contains("promoted")).count(), 2);
+    for n in &nodes {
+        let m = member_by_peer(&members, &format!("https://{}:2380", n.cfg.node.address))
+            .expect("every control plane is a member");
+        assert_eq!(m.name, n.name);
+    }
+
+    // Converge again: nothing to do, same members.
+    let again = converge(&cps, ConvergeOptions::default(), &mut |_, _| {})
+        .await
+        .expect("second converge");
+    assert_eq!(again.members.len(), 3);
+
+    // Bootstrap twice (on any member) is refused, and so is a second join.
+    assert_eq!(code(nodes[0].client.bootstrap().await), ErrorCode::Conflict);
+    assert_eq!(code(nodes[1].client.bootstrap().await), ErrorCode::Conflict);
+    assert_eq!(
+        code(nodes[2].client.etcd_join(vec![]).await),
+        ErrorCode::BadRequest
+    );
+
+    // A key written through one node is read through the others.
+    nodes[0].client.etcd_put("/test/a", "one").await.unwrap();
+    for n in &nodes {
+        let v = n.client.etcd_get("/test/a").await.unwrap();
+        assert_eq!(v.value.as_deref(), Some("one"), "read through {}", n.name);
+    }
+    assert_eq!(nodes[1].client.etcd_get("/test/none").await.unwrap().value, None);
+    assert_eq!(code(nodes[1].client.etcd_put("", "x").await), ErrorCode::BadRequest);
+    // Typed etcd errors: unknown member id, promote of a voting member.
+    assert_eq!(code(nodes[0].client.etcd_promote(12345).await), ErrorCode::NotFound);
+    assert_eq!(code(nodes[0].client.etcd_remove(12345).await), ErrorCode::NotFound);
+    let voter = members.members[0].id;
+    assert_eq!(code(nodes[0].client.etcd_promote(voter).await), ErrorCode::Conflict);
+
+    // Stop etcd on the third node: the other two still serve writes and reads.
+    nodes[2].client.service_stop(etcd::SERVICE).await.unwrap();
+    nodes[0].client.etcd_put("/test/b", "two").await.unwrap();
+    assert_eq!(
+        nodes[1].client.etcd_get("/test/b").await.unwrap().value.as_deref(),
+        Some("two")
+    );
+    assert_eq!(code(nodes[2].client.etcd_get("/test/b").await), ErrorCode::Unavailable);
+    // Start it again: it catches up with its own data.
+    nodes[2].client.service_start(etcd::SERVICE).await.unwrap();
+    let n2 = &nodes[2];
+    eventually("stopped member catches up", Duration::from_secs(60), || async {
+        Ok(n2.client.etcd_get("/test/b").await?.value.as_deref() == Some("two"))
+    })
+    .await;
+
+    // "Kill" the second node and boot it again from its disk: etcd autostarts
+    // with its data and keeps the keys written before.
+    let n1 = nodes.remove(1);
+    let pid = n1.sup.status(etcd::SERVICE).and_then(|s| s.pid).unwrap();
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let (cfg1, root1) = (n1.cfg.clone(), n1.root.clone());
+    n1.shutdown().await;
+    nodes[0].client.etcd_put("/test/c", "three").await.unwrap();
+    let booted = Instant::now();
+    let n1 = Node::boot(&cfg1, &root1, &reaper, &secrets).await;
+    eventually("restarted node reads its data", Duration::from_secs(60), || async {
+        let a = n1.client.etcd_get("/test/a").await?.value;
+        let c = n1.client.etcd_get("/test/c").await?.value;
+        Ok(a.as_deref() == Some("one") && c.as_deref() == Some("three"))
+    })
+    .await;
+    eprintln!("restarted member serving after {:?}", booted.elapsed());
+    nodes.insert(1, n1);
+    // Converge after the restart: nothing to join, all voting.
+    let cps: Vec<ControlPlane> = nodes.iter().map(Node::control_plane).collect();
+    let after = converge(&cps, ConvergeOptions::default(), &mut |_, _| {})
+        .await
+        .expect("converge after restart");
+    assert_eq!(after.members.len(), 3);
+    assert!(after.members.iter().all(|m| !m.is_learner));
+
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_member_bootstrap_is_fast_and_refused_twice() {
+    let (secrets, cfgs) = cluster("ets", "127.0.2.0/24");
+    let reaper = reaper();
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::boot(&cfgs[0], dir.path(), &reaper, &secrets).await;
+    let t = Instant::now();
+    node.client.bootstrap().await.expect("bootstrap");
+    eprintln!("bootstrap to healthy etcd: {:?}", t.elapsed());
+    assert_eq!(code(node.client.bootstrap().await), ErrorCode::Conflict);
+    let m = node.client.etcd_members().await.unwrap();
+    assert_eq!(m.members.len(), 1);
+    assert_eq!(m.members[0].name, node.name);
+    // Files: keys 0600 on tmpfs side, data on the state side.
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.path().join("run/ironclad/etcd/server.key");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(dir.path().join("var/lib/etcd/member").is_dir());
+    // A learner for a node that does not exist can be added and removed again.
+    let l = node
+        .client
+        .etcd_add_learner("ghost", "https://127.0.2.99:2380")
+        .await
+        .unwrap();
+    assert!(l.is_learner);
+    assert_eq!(
+        code(node.client.etcd_add_learner("ghost", "https://127.0.2.99:2380").await),
+        ErrorCode::Conflict
+    );
+    assert_eq!(
+        code(node.client.etcd_add_learner("ghost", "http://x").await),
+        ErrorCode::BadRequest
+    );
+    // Not in sync (never started): promote says "retry later".
+    assert_eq!(code(node.client.etcd_promote(l.id).await), ErrorCode::Unavailable);
+    node.client.etcd_remove(l.id).await.unwrap();
+    assert_eq!(node.client.etcd_members().await.unwrap().members.len(), 1);
+    node.shutdown().await;
+}
