@@ -278,7 +278,10 @@ async fn three_control_planes_bootstrap_join_promote_and_survive_restarts() {
     let cps: Vec<ControlPlane> = nodes.iter().map(Node::control_plane).collect();
     let started = Instant::now();
     let mut steps = Vec::new();
-    let mut progress = |node: &str, step: &Step| steps.push(format!("{node}: {step}"));
+    let mut progress = |node: &str, step: &Step| {
+        steps.push(format!("{node}: {step}"));
+        eprintln!("{:?} {node}: {step}", started.elapsed());
+    };
     let members = converge(&cps, ConvergeOptions::default(), &mut progress)
         .await
         .expect("converge");
