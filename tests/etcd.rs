@@ -14,8 +14,7 @@ use ironclad::agent::etcd::{self, Etcd, EtcdOptions};
 use ironclad::agent::reaper::{ReapMode, Reaper};
 use ironclad::agent::supervisor::{self, ServiceState as SupState, Settings, SupervisorHandle};
 use ironclad::api::{
-    self, Action, ApiError, ErrorCode, LogLine, Reply, Role, ServiceList, ServiceOp,
-    ServiceStatus,
+    self, Action, ApiError, ErrorCode, LogLine, Reply, Role, ServiceList, ServiceOp, ServiceStatus,
 };
 use ironclad::client::{ClientError, NodeClient};
 use ironclad::cluster::etcd::{ControlPlane, ConvergeOptions, Step, converge, member_by_peer};
@@ -83,7 +82,8 @@ fn api_status(s: supervisor::ServiceStatus) -> ServiceStatus {
 
 impl Controller for TestController {
     async fn execute(&self, action: Action) -> Result<Reply, ApiError> {
-        let internal = |e: supervisor::SupervisorError| ApiError::new(ErrorCode::Internal, e.to_string());
+        let internal =
+            |e: supervisor::SupervisorError| ApiError::new(ErrorCode::Internal, e.to_string());
         match action {
             Action::ListServices => Ok(Reply::Services(ServiceList {
                 services: self.sup.statuses().into_iter().map(api_status).collect(),
@@ -92,7 +92,9 @@ impl Controller for TestController {
                 let st = match op {
                     ServiceOp::Start => self.sup.start_service(&name).map_err(internal)?,
                     ServiceOp::Stop => self.sup.stop_service(&name).await.map_err(internal)?,
-                    ServiceOp::Restart => self.sup.restart_service(&name).await.map_err(internal)?,
+                    ServiceOp::Restart => {
+                        self.sup.restart_service(&name).await.map_err(internal)?
+                    }
                 };
                 Ok(Reply::Service(api_status(st)))
             }
@@ -119,7 +121,10 @@ impl Controller for TestController {
         _service: String,
         _tail: Option<usize>,
     ) -> Result<futures::stream::BoxStream<'static, LogLine>, ApiError> {
-        Err(ApiError::new(ErrorCode::Unavailable, "not part of this test"))
+        Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "not part of this test",
+        ))
     }
 }
 
@@ -167,8 +172,13 @@ impl Node {
             let _ = apid.serve(ctl).await;
         });
         let cert = issue_client_cert(&secrets.os_ca, Role::Admin, "test").unwrap();
-        let client =
-            NodeClient::new(addr, secrets.os_ca.cert_pem(), &cert.cert_pem, &cert.key_pem).unwrap();
+        let client = NodeClient::new(
+            addr,
+            secrets.os_ca.cert_pem(),
+            &cert.cert_pem,
+            &cert.key_pem,
+        )
+        .unwrap();
         Node {
             name: cfg.node.name.clone(),
             cfg: cfg.clone(),
@@ -219,7 +229,10 @@ where
             Ok(false) => "not yet".to_string(),
             Err(e) => e.to_string(),
         };
-        assert!(Instant::now() < end, "{what}: not within {within:?} (last: {last})");
+        assert!(
+            Instant::now() < end,
+            "{what}: not within {within:?} (last: {last})"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -272,7 +285,10 @@ async fn three_control_planes_bootstrap_join_promote_and_survive_restarts() {
         nodes.push(Node::boot(cfg, dir.path(), &reaper, &secrets).await);
     }
     // Before bootstrap: etcd is stopped, members are not available.
-    assert_eq!(code(nodes[0].client.etcd_members().await), ErrorCode::Unavailable);
+    assert_eq!(
+        code(nodes[0].client.etcd_members().await),
+        ErrorCode::Unavailable
+    );
 
     // Converge: bootstrap, two learners joined and promoted.
     let cps: Vec<ControlPlane> = nodes.iter().map(Node::control_plane).collect();
@@ -316,28 +332,54 @@ async fn three_control_planes_bootstrap_join_promote_and_survive_restarts() {
         let v = n.client.etcd_get("/test/a").await.unwrap();
         assert_eq!(v.value.as_deref(), Some("one"), "read through {}", n.name);
     }
-    assert_eq!(nodes[1].client.etcd_get("/test/none").await.unwrap().value, None);
-    assert_eq!(code(nodes[1].client.etcd_put("", "x").await), ErrorCode::BadRequest);
+    assert_eq!(
+        nodes[1].client.etcd_get("/test/none").await.unwrap().value,
+        None
+    );
+    assert_eq!(
+        code(nodes[1].client.etcd_put("", "x").await),
+        ErrorCode::BadRequest
+    );
     // Typed etcd errors: unknown member id, promote of a voting member.
-    assert_eq!(code(nodes[0].client.etcd_promote(12345).await), ErrorCode::NotFound);
-    assert_eq!(code(nodes[0].client.etcd_remove(12345).await), ErrorCode::NotFound);
+    assert_eq!(
+        code(nodes[0].client.etcd_promote(12345).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(nodes[0].client.etcd_remove(12345).await),
+        ErrorCode::NotFound
+    );
     let voter = members.members[0].id;
-    assert_eq!(code(nodes[0].client.etcd_promote(voter).await), ErrorCode::Conflict);
+    assert_eq!(
+        code(nodes[0].client.etcd_promote(voter).await),
+        ErrorCode::Conflict
+    );
 
     // Stop etcd on the third node: the other two still serve writes and reads.
     nodes[2].client.service_stop(etcd::SERVICE).await.unwrap();
     nodes[0].client.etcd_put("/test/b", "two").await.unwrap();
     assert_eq!(
-        nodes[1].client.etcd_get("/test/b").await.unwrap().value.as_deref(),
+        nodes[1]
+            .client
+            .etcd_get("/test/b")
+            .await
+            .unwrap()
+            .value
+            .as_deref(),
         Some("two")
     );
-    assert_eq!(code(nodes[2].client.etcd_get("/test/b").await), ErrorCode::Unavailable);
+    assert_eq!(
+        code(nodes[2].client.etcd_get("/test/b").await),
+        ErrorCode::Unavailable
+    );
     // Start it again: it catches up with its own data.
     nodes[2].client.service_start(etcd::SERVICE).await.unwrap();
     let n2 = &nodes[2];
-    eventually("stopped member catches up", Duration::from_secs(60), || async {
-        Ok(n2.client.etcd_get("/test/b").await?.value.as_deref() == Some("two"))
-    })
+    eventually(
+        "stopped member catches up",
+        Duration::from_secs(60),
+        || async { Ok(n2.client.etcd_get("/test/b").await?.value.as_deref() == Some("two")) },
+    )
     .await;
 
     // "Kill" the second node and boot it again from its disk: etcd autostarts
@@ -351,11 +393,15 @@ async fn three_control_planes_bootstrap_join_promote_and_survive_restarts() {
     nodes[0].client.etcd_put("/test/c", "three").await.unwrap();
     let booted = Instant::now();
     let n1 = Node::boot(&cfg1, &root1, &reaper, &secrets).await;
-    eventually("restarted node reads its data", Duration::from_secs(60), || async {
-        let a = n1.client.etcd_get("/test/a").await?.value;
-        let c = n1.client.etcd_get("/test/c").await?.value;
-        Ok(a.as_deref() == Some("one") && c.as_deref() == Some("three"))
-    })
+    eventually(
+        "restarted node reads its data",
+        Duration::from_secs(60),
+        || async {
+            let a = n1.client.etcd_get("/test/a").await?.value;
+            let c = n1.client.etcd_get("/test/c").await?.value;
+            Ok(a.as_deref() == Some("one") && c.as_deref() == Some("three"))
+        },
+    )
     .await;
     eprintln!("restarted member serving after {:?}", booted.elapsed());
     nodes.insert(1, n1);
@@ -388,7 +434,10 @@ async fn single_member_bootstrap_is_fast_and_refused_twice() {
     // Files: keys 0600 on tmpfs side, data on the state side.
     use std::os::unix::fs::PermissionsExt;
     let key = dir.path().join("run/ironclad/etcd/server.key");
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert!(dir.path().join("var/lib/etcd/member").is_dir());
     // A learner for a node that does not exist can be added and removed again.
     let l = node
@@ -398,7 +447,11 @@ async fn single_member_bootstrap_is_fast_and_refused_twice() {
         .unwrap();
     assert!(l.is_learner);
     assert_eq!(
-        code(node.client.etcd_add_learner("ghost", "https://127.0.2.99:2380").await),
+        code(
+            node.client
+                .etcd_add_learner("ghost", "https://127.0.2.99:2380")
+                .await
+        ),
         ErrorCode::Conflict
     );
     assert_eq!(
@@ -406,8 +459,122 @@ async fn single_member_bootstrap_is_fast_and_refused_twice() {
         ErrorCode::BadRequest
     );
     // Not in sync (never started): promote says "retry later".
-    assert_eq!(code(node.client.etcd_promote(l.id).await), ErrorCode::Unavailable);
+    assert_eq!(
+        code(node.client.etcd_promote(l.id).await),
+        ErrorCode::Unavailable
+    );
     node.client.etcd_remove(l.id).await.unwrap();
     assert_eq!(node.client.etcd_members().await.unwrap().members.len(), 1);
+
+    // The CLI against this node, through a state dir with its client.yaml.
+    let state = tempfile::tempdir().unwrap();
+    write_client_yaml(state.path(), "ets", &cfgs, &secrets, &node);
+    let out = ironclad(state.path(), &["etcd", "members", "--output", "json"]).await;
+    assert_eq!(out.0, 0, "{out:?}");
+    let m: api::EtcdMembers = serde_json::from_str(&out.1).unwrap();
+    assert_eq!(m.members[0].name, node.name);
+    let out = ironclad(state.path(), &["etcd", "members"]).await;
+    assert!(
+        out.1.contains("voter") && out.1.contains(&node.name),
+        "{out:?}"
+    );
+    let out = ironclad(state.path(), &["etcd", "put", "/cli/k", "v1"]).await;
+    assert_eq!(out.0, 0, "{out:?}");
+    let out = ironclad(state.path(), &["etcd", "get", "/cli/k"]).await;
+    assert_eq!((out.0, out.1.as_str()), (0, "v1\n"));
+    let out = ironclad(
+        state.path(),
+        &["etcd", "get", "/cli/none", "--output", "json"],
+    )
+    .await;
+    let kv: api::KvValue = serde_json::from_str(&out.1).unwrap();
+    assert_eq!(kv.value, None);
+    assert_eq!(
+        ironclad(state.path(), &["etcd", "get", "/cli/none"])
+            .await
+            .0,
+        1
+    );
+    let n = node.name.as_str();
+    let out = ironclad(
+        state.path(),
+        &["node", "services", "--node", n, "--output", "json"],
+    )
+    .await;
+    let list: api::ServiceList = serde_json::from_str(&out.1).unwrap();
+    assert_eq!(list.services[0].state, api::ServiceState::Running);
+    let out = ironclad(state.path(), &["node", "services", "--node", n]).await;
+    assert!(
+        out.1.contains("etcd") && out.1.contains("running"),
+        "{out:?}"
+    );
+    // Bad input: unknown node, unknown cluster, bad key.
+    let out = ironclad(state.path(), &["node", "services", "--node", "nope"]).await;
+    assert_eq!(out.0, 2, "{out:?}");
+    assert!(out.2.contains("no node"), "{out:?}");
+    assert_eq!(
+        ironclad(state.path(), &["etcd", "members", "--cluster", "other"])
+            .await
+            .0,
+        2
+    );
+    assert_eq!(ironclad(state.path(), &["etcd", "put", "", "x"]).await.0, 2);
+    let empty = tempfile::tempdir().unwrap();
+    let out = ironclad(empty.path(), &["etcd", "members"]).await;
+    assert_eq!(out.0, 2, "{out:?}");
+    assert!(out.2.contains("no clusters"), "{out:?}");
     node.shutdown().await;
+}
+
+/// Writes `<state>/clusters/<name>/client.yaml` with an admin certificate,
+/// every node of `cfgs`, and `node`'s API endpoint.
+fn write_client_yaml(
+    state: &Path,
+    name: &str,
+    cfgs: &[MachineConfig],
+    secrets: &Secrets,
+    node: &Node,
+) {
+    let paths = ironclad::cluster::paths::ClusterPaths::new(state, name);
+    std::fs::create_dir_all(paths.dir()).unwrap();
+    let cert = issue_client_cert(&secrets.os_ca, Role::Admin, "admin").unwrap();
+    let (crt, key) = (paths.dir().join("admin.crt"), paths.dir().join("admin.key"));
+    std::fs::write(&crt, &cert.cert_pem).unwrap();
+    ironclad::fsutil::write_secret(&key, cert.key_pem.as_bytes()).unwrap();
+    let cc = ironclad::clientconfig::ClientConfig {
+        api_version: ironclad::API_VERSION.into(),
+        kind: ironclad::clientconfig::KIND.into(),
+        cluster: name.into(),
+        os_ca: secrets.os_ca.cert_pem().into(),
+        cert: crt,
+        key,
+        nodes: cfgs
+            .iter()
+            .map(|c| ironclad::clientconfig::ClientNode {
+                name: c.node.name.clone(),
+                role: c.node.role,
+                address: c.node.address,
+                endpoint: (c.node.name == node.name)
+                    .then(|| SocketAddr::from((c.node.address, API_PORT))),
+            })
+            .collect(),
+    };
+    cc.save(&paths.client_yaml()).unwrap();
+}
+
+/// Runs the `ironclad` binary with `--state-dir state`: (status, stdout, stderr).
+async fn ironclad(state: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ironclad"))
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .env_remove("IRONCLAD_STATE_DIR")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

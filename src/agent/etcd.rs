@@ -27,7 +27,7 @@
 
 use super::supervisor::{Health, Probe, ServiceSpec, ServiceState, SupervisorHandle};
 use crate::api::{
-    Accepted, Action, AddLearnerRequest, ApiError, EtcdMember, EtcdMembers, ErrorCode,
+    Accepted, Action, AddLearnerRequest, ApiError, ErrorCode, EtcdMember, EtcdMembers,
     InitialMember, JoinRequest, KvValue, PutRequest, Reply, valid_name,
 };
 use crate::machine::{ETCD_CLIENT_PORT, ETCD_PEER_PORT, EtcdPki, MachineConfig};
@@ -246,7 +246,10 @@ impl Etcd {
         let ip = self.address;
         let mut client_urls = vec![format!("https://{ip}:{ETCD_CLIENT_PORT}")];
         if self.options.loopback_client && ip != Ipv4Addr::LOCALHOST {
-            client_urls.push(format!("https://{}:{ETCD_CLIENT_PORT}", Ipv4Addr::LOCALHOST));
+            client_urls.push(format!(
+                "https://{}:{ETCD_CLIENT_PORT}",
+                Ipv4Addr::LOCALHOST
+            ));
         }
         let initial_cluster = initial
             .iter()
@@ -301,12 +304,14 @@ impl Etcd {
             )
         })?;
         let io = |what: &str, e: std::io::Error| {
-            ApiError::new(ErrorCode::Internal, format!("cannot write etcd {what}: {e}"))
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("cannot write etcd {what}: {e}"),
+            )
         };
         let run = self.run_dir();
         crate::fsutil::create_private_dir(&run).map_err(|e| io("runtime directory", e))?;
-        crate::fsutil::create_private_dir(&self.data_dir())
-            .map_err(|e| io("data directory", e))?;
+        crate::fsutil::create_private_dir(&self.data_dir()).map_err(|e| io("data directory", e))?;
         let files = [
             ("ca.crt", &pki.ca),
             ("server.crt", &pki.server_cert),
@@ -319,7 +324,8 @@ impl Etcd {
                 .map_err(|e| io(name, e))?;
         }
         let cfg = self.render_config(state, initial)?;
-        crate::fsutil::write_secret(&self.config_file(), cfg.as_bytes()).map_err(|e| io("config", e))
+        crate::fsutil::write_secret(&self.config_file(), cfg.as_bytes())
+            .map_err(|e| io("config", e))
     }
 
     /// Refuses when etcd already has data or is supervised (starting or running).
@@ -327,7 +333,9 @@ impl Etcd {
         if self.has_data() {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
-                format!("cannot {what}: etcd on this node already has data (bootstrapped or joined before)"),
+                format!(
+                    "cannot {what}: etcd on this node already has data (bootstrapped or joined before)"
+                ),
             ));
         }
         if let Some(st) = services.status(SERVICE)
@@ -509,7 +517,10 @@ impl Etcd {
             None => None,
             Some(kv) => {
                 let raw = B64.decode(kv.value.as_bytes()).map_err(|e| {
-                    ApiError::new(ErrorCode::Internal, format!("etcd value is not base64: {e}"))
+                    ApiError::new(
+                        ErrorCode::Internal,
+                        format!("etcd value is not base64: {e}"),
+                    )
                 })?;
                 Some(String::from_utf8_lossy(&raw).into_owned())
             }
@@ -590,7 +601,10 @@ pub fn map_etcd_error(http_status: u16, body: &[u8]) -> ApiError {
                 .or(e.error)
                 .unwrap_or_default(),
         ),
-        None => (None, String::from_utf8_lossy(body).chars().take(300).collect()),
+        None => (
+            None,
+            String::from_utf8_lossy(body).chars().take(300).collect(),
+        ),
     };
     let message = if message.is_empty() {
         format!("etcd answered with HTTP status {http_status}")
@@ -636,7 +650,9 @@ pub fn check_peer_url(url: &str) -> Result<(), ApiError> {
             format!("peer URL {url:?} {why}; expected https://<IPv4>:<port>"),
         )
     };
-    let rest = url.strip_prefix("https://").ok_or_else(|| bad("is not https"))?;
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| bad("is not https"))?;
     let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("has no port"))?;
     host.parse::<Ipv4Addr>()
         .map_err(|_| bad("does not name an IPv4 address"))?;
@@ -784,7 +800,10 @@ impl GwMember {
         let id = self.id.parse::<u64>().map_err(|_| {
             ApiError::new(
                 ErrorCode::Internal,
-                format!("etcd reported a member id that is not a number: {:?}", self.id),
+                format!(
+                    "etcd reported a member id that is not a number: {:?}",
+                    self.id
+                ),
             )
         })?;
         Ok(EtcdMember {
@@ -872,7 +891,10 @@ mod tests {
             br#"{"code":9,"message":"etcdserver: Peer URLs already exists"}"#,
         );
         assert_eq!(e.code, ErrorCode::Conflict);
-        let e = map_etcd_error(400, br#"{"code":3,"message":"etcdserver: key is not provided"}"#);
+        let e = map_etcd_error(
+            400,
+            br#"{"code":3,"message":"etcdserver: key is not provided"}"#,
+        );
         assert_eq!(e.code, ErrorCode::BadRequest);
         // Garbage never panics.
         let e = map_etcd_error(502, b"\xff\xfe not json");

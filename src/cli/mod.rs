@@ -3,8 +3,10 @@
 //! real work. Errors become miette diagnostics with a fixed exit code per kind
 //! (see [`Exit`]).
 
+mod etcd_cmd;
 mod gen_cmd;
 mod image;
+mod node_cmd;
 mod validate;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -103,6 +105,12 @@ enum Command {
     /// Build, list and inspect node images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// One node's API: services, logs, dmesg, reboot, shutdown.
+    #[command(subcommand)]
+    Node(node_cmd::NodeCommand),
+    /// The cluster's etcd: members, put, get.
+    #[command(subcommand)]
+    Etcd(etcd_cmd::EtcdCommand),
 }
 
 /// Chooses how diagnostics look. On a terminal: miette's defaults. Otherwise
@@ -129,11 +137,13 @@ fn install_report_hook() {
 pub fn main() -> ExitCode {
     install_report_hook();
     let cli = Cli::parse();
-    let _global = cli.global;
+    let global = cli.global;
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Gen(cmd) => gen_cmd::run(cmd),
         Command::Image(cmd) => image::run(cmd),
+        Command::Node(cmd) => node_cmd::run(&global, cmd),
+        Command::Etcd(cmd) => etcd_cmd::run(&global, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

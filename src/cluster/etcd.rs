@@ -164,7 +164,12 @@ impl Run<'_> {
     }
 
     /// Polls `check` until it returns `Some`, or the deadline passes.
-    async fn until<T, F, Fut>(&self, node: &str, what: &str, mut check: F) -> Result<T, ConvergeError>
+    async fn until<T, F, Fut>(
+        &self,
+        node: &str,
+        what: &str,
+        mut check: F,
+    ) -> Result<T, ConvergeError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Option<T>, String>>,
@@ -208,24 +213,28 @@ impl Run<'_> {
     /// The member list through the first control plane that is a started
     /// voting member, and that control plane's index.
     async fn voter(&self, cps: &[ControlPlane]) -> Result<(usize, EtcdMembers), ConvergeError> {
-        self.until(&cps[0].name, "finding a voting member that answers", || async {
-            let mut last = None;
-            for (i, cp) in cps.iter().enumerate() {
-                match cp.client.etcd_members().await {
-                    Ok(m) => {
-                        let me = member_by_peer(&m, &cp.peer_url());
-                        if me.is_some_and(|me| !me.is_learner && !me.name.is_empty()) {
-                            return Ok(Some((i, m)));
+        self.until(
+            &cps[0].name,
+            "finding a voting member that answers",
+            || async {
+                let mut last = None;
+                for (i, cp) in cps.iter().enumerate() {
+                    match cp.client.etcd_members().await {
+                        Ok(m) => {
+                            let me = member_by_peer(&m, &cp.peer_url());
+                            if me.is_some_and(|me| !me.is_learner && !me.name.is_empty()) {
+                                return Ok(Some((i, m)));
+                            }
                         }
+                        Err(e) => last = Some(format!("{}: {e}", cp.name)),
                     }
-                    Err(e) => last = Some(format!("{}: {e}", cp.name)),
                 }
-            }
-            match last {
-                Some(e) => Err(e),
-                None => Ok(None),
-            }
-        })
+                match last {
+                    Some(e) => Err(e),
+                    None => Ok(None),
+                }
+            },
+        )
         .await
     }
 }
@@ -255,7 +264,9 @@ pub async fn converge(
 
     // 1. The first control plane.
     match run
-        .retry(&first.name, "bootstrapping etcd", || first.client.bootstrap())
+        .retry(&first.name, "bootstrapping etcd", || {
+            first.client.bootstrap()
+        })
         .await
     {
         Ok(_) => run.report(&first.name, Step::Bootstrapped),
@@ -327,9 +338,11 @@ pub async fn converge(
         if started.is_learner {
             run.report(&cp.name, Step::LearnerStarted);
             let promoted = run
-                .retry(&cp.name, "promoting (etcd waits until the learner is in sync)", || {
-                    via.client.etcd_promote(id)
-                })
+                .retry(
+                    &cp.name,
+                    "promoting (etcd waits until the learner is in sync)",
+                    || via.client.etcd_promote(id),
+                )
                 .await;
             match promoted {
                 Ok(_) => run.report(&cp.name, Step::Promoted),
@@ -349,18 +362,22 @@ pub async fn converge(
     }
     let (vi, _) = run.voter(cps).await?;
     let members = run
-        .until(&cps[vi].name, "waiting for every control plane to vote", || async {
-            let m = cps[vi]
-                .client
-                .etcd_members()
-                .await
-                .map_err(|e| e.to_string())?;
-            let all = cps.iter().all(|cp| {
-                member_by_peer(&m, &cp.peer_url())
-                    .is_some_and(|x| !x.is_learner && !x.name.is_empty())
-            });
-            Ok(all.then_some(m))
-        })
+        .until(
+            &cps[vi].name,
+            "waiting for every control plane to vote",
+            || async {
+                let m = cps[vi]
+                    .client
+                    .etcd_members()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let all = cps.iter().all(|cp| {
+                    member_by_peer(&m, &cp.peer_url())
+                        .is_some_and(|x| !x.is_learner && !x.name.is_empty())
+                });
+                Ok(all.then_some(m))
+            },
+        )
         .await?;
     for cp in cps {
         run.until(&cp.name, "waiting for etcd to answer reads", || async {
@@ -450,7 +467,12 @@ mod tests {
         assert_eq!(ic.len(), 2);
         assert_eq!(ic[1].name, "cp-2");
         assert_eq!(ic[1].peer_url, "https://10.5.0.3:2380");
-        assert_eq!(member_by_peer(&members, "https://10.5.0.3:2380").unwrap().id, 2);
+        assert_eq!(
+            member_by_peer(&members, "https://10.5.0.3:2380")
+                .unwrap()
+                .id,
+            2
+        );
         assert!(member_by_peer(&members, "https://10.5.0.4:2380").is_none());
     }
 }

@@ -1,0 +1,224 @@
+//! `ironclad etcd members|put|get`: the cluster's etcd through a control
+//! plane's node API (for people, tests and debugging). Without `--node`, the
+//! first control plane whose API and etcd answer is used.
+
+use super::node_cmd::{Selected, client_failure, json, runtime, select_cluster};
+use super::{CliResult, Exit, Failure, Global, Output};
+use crate::api::{ErrorCode, EtcdMembers};
+use crate::client::{ClientError, NodeClient};
+use crate::spec::Role;
+use std::future::Future;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum EtcdCommand {
+    /// List the etcd members (voters and learners).
+    Members(MembersArgs),
+    /// Write a key.
+    Put(PutArgs),
+    /// Read a key.
+    Get(GetArgs),
+}
+
+/// Which cluster, and optionally which control plane.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Via {
+    /// The cluster [default: the only cluster under the state dir].
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
+    /// The control plane to ask [default: the first one that answers].
+    #[arg(long, value_name = "NODE")]
+    node: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MembersArgs {
+    #[command(flatten)]
+    via: Via,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PutArgs {
+    key: String,
+    value: String,
+    #[command(flatten)]
+    via: Via,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    key: String,
+    #[command(flatten)]
+    via: Via,
+    /// Output format (`json` prints `{"key":..., "value": null}` for a missing key).
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+pub fn run(g: &Global, cmd: EtcdCommand) -> CliResult {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        match cmd {
+            EtcdCommand::Members(a) => members(g, a).await,
+            EtcdCommand::Put(a) => put(g, a).await,
+            EtcdCommand::Get(a) => get(g, a).await,
+        }
+    })
+}
+
+/// Whether another control plane may do better (this one is down or its etcd is).
+fn try_next(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connect { .. } | ClientError::Transport { .. } => true,
+        ClientError::Api(a) => a.code == ErrorCode::Unavailable,
+        _ => false,
+    }
+}
+
+/// Runs `call` on `--node`, or on each control plane in turn until one
+/// answers (the first error that is not "unavailable" is final).
+async fn on_control_plane<T, F, Fut>(g: &Global, via: &Via, call: F) -> Result<T, Failure>
+where
+    F: Fn(NodeClient) -> Fut,
+    Fut: Future<Output = Result<T, ClientError>>,
+{
+    let sel: Selected = select_cluster(g, via.cluster.as_deref())?;
+    if let Some(node) = &via.node {
+        return call(sel.client(node)?).await.map_err(client_failure);
+    }
+    let cps: Vec<String> = sel
+        .config
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::ControlPlane)
+        .map(|n| n.name.clone())
+        .collect();
+    let mut last = None;
+    for name in &cps {
+        // A node without an endpoint (not started yet) is skipped like a down one.
+        let client = match sel.client(name) {
+            Ok(c) => c,
+            Err(f) => {
+                last = Some(format!("{name}: {}", f.report));
+                continue;
+            }
+        };
+        match call(client).await {
+            Ok(v) => return Ok(v),
+            Err(e) if try_next(&e) => last = Some(format!("{name}: {e}")),
+            Err(e) => return Err(client_failure(e)),
+        }
+    }
+    Err(Failure::msg(
+        Exit::Failed,
+        match last {
+            Some(l) => format!("no control plane of {:?} answered (last: {l})", sel.name),
+            None => format!("cluster {:?} has no control planes", sel.name),
+        },
+    ))
+}
+
+/// The members as a table.
+pub fn members_table(m: &EtcdMembers) -> String {
+    let mut out = format!(
+        "{:<16} {:<16} {:<9} {:<26} {}\n",
+        "ID", "NAME", "STATUS", "PEER URLS", "CLIENT URLS"
+    );
+    for x in &m.members {
+        let status = if x.name.is_empty() {
+            "unstarted"
+        } else if x.is_learner {
+            "learner"
+        } else {
+            "voter"
+        };
+        out.push_str(&format!(
+            "{:<16x} {:<16} {:<9} {:<26} {}\n",
+            x.id,
+            if x.name.is_empty() { "-" } else { &x.name },
+            status,
+            x.peer_urls.join(","),
+            x.client_urls.join(",")
+        ));
+    }
+    out
+}
+
+async fn members(g: &Global, a: MembersArgs) -> CliResult {
+    let m = on_control_plane(g, &a.via, |c| async move { c.etcd_members().await }).await?;
+    match a.output {
+        Output::Json => println!("{}", json(&m)?),
+        Output::Text => print!("{}", members_table(&m)),
+    }
+    Ok(())
+}
+
+async fn put(g: &Global, a: PutArgs) -> CliResult {
+    if a.key.is_empty() {
+        return Err(Failure::msg(Exit::BadInput, "the key is empty"));
+    }
+    let (k, v) = (a.key.clone(), a.value.clone());
+    on_control_plane(g, &a.via, |c| {
+        let (k, v) = (k.clone(), v.clone());
+        async move { c.etcd_put(&k, &v).await }
+    })
+    .await?;
+    Ok(())
+}
+
+async fn get(g: &Global, a: GetArgs) -> CliResult {
+    if a.key.is_empty() {
+        return Err(Failure::msg(Exit::BadInput, "the key is empty"));
+    }
+    let k = a.key.clone();
+    let kv = on_control_plane(g, &a.via, |c| {
+        let k = k.clone();
+        async move { c.etcd_get(&k).await }
+    })
+    .await?;
+    match a.output {
+        Output::Json => println!("{}", json(&kv)?),
+        Output::Text => match &kv.value {
+            Some(v) => println!("{v}"),
+            None => {
+                return Err(Failure::msg(Exit::Failed, format!("no key {:?}", a.key)));
+            }
+        },
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::EtcdMember;
+
+    #[test]
+    fn members_table_shows_status() {
+        let m = EtcdMembers {
+            members: vec![
+                EtcdMember {
+                    id: 0xabc,
+                    name: "cp-1".into(),
+                    peer_urls: vec!["https://10.5.0.2:2380".into()],
+                    client_urls: vec!["https://10.5.0.2:2379".into()],
+                    is_learner: false,
+                },
+                EtcdMember {
+                    id: 0xdef,
+                    name: String::new(),
+                    peer_urls: vec!["https://10.5.0.3:2380".into()],
+                    client_urls: vec![],
+                    is_learner: true,
+                },
+            ],
+        };
+        let t = members_table(&m);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[1].starts_with("abc ") && lines[1].contains("voter"));
+        assert!(lines[2].contains("unstarted") && lines[2].contains(" - "));
+    }
+}
