@@ -413,6 +413,31 @@ async fn three_control_planes_bootstrap_join_promote_and_survive_restarts() {
     assert_eq!(after.members.len(), 3);
     assert!(after.members.iter().all(|m| !m.is_learner));
 
+    // The whole cluster stopped and started again (`ironclad stop`/`start`):
+    // every node autostarts etcd from its disk, they find quorum together,
+    // and the keys are all there.
+    let disks: Vec<(MachineConfig, PathBuf)> = nodes
+        .iter()
+        .map(|n| (n.cfg.clone(), n.root.clone()))
+        .collect();
+    for n in nodes {
+        n.shutdown().await;
+    }
+    let mut nodes = Vec::new();
+    for (cfg, root) in &disks {
+        nodes.push(Node::boot(cfg, root, &reaper, &secrets).await);
+    }
+    let cps: Vec<ControlPlane> = nodes.iter().map(Node::control_plane).collect();
+    let whole = converge(&cps, ConvergeOptions::default(), &mut |n, s| {
+        eprintln!("after full restart: {n}: {s}")
+    })
+    .await
+    .expect("converge after a full restart");
+    assert_eq!(whole.members.len(), 3);
+    for n in &nodes {
+        let c = n.client.etcd_get("/test/c").await.unwrap().value;
+        assert_eq!(c.as_deref(), Some("three"), "read through {}", n.name);
+    }
     for n in nodes {
         n.shutdown().await;
     }
