@@ -155,8 +155,18 @@ impl Node {
     /// Boots the node: supervisor with the etcd service (autostarts when the
     /// root has etcd data), apid on `<address>:50000`.
     async fn boot(cfg: &MachineConfig, root: &Path, reaper: &Reaper, secrets: &Secrets) -> Node {
+        Self::boot_with(cfg, root, reaper, secrets, etcd_program()).await
+    }
+
+    async fn boot_with(
+        cfg: &MachineConfig,
+        root: &Path,
+        reaper: &Reaper,
+        secrets: &Secrets,
+        program: PathBuf,
+    ) -> Node {
         let options = EtcdOptions {
-            program: Some(etcd_program()),
+            program: Some(program),
             loopback_client: false,
         };
         let etcd = Etcd::with_options(cfg, root, options);
@@ -602,4 +612,22 @@ async fn ironclad(state: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_bootstrap_is_reported_and_can_be_retried() {
+    let (secrets, cfgs) = cluster("etf", "127.0.3.0/24");
+    let reaper = reaper();
+    let dir = tempfile::tempdir().unwrap();
+    // An "etcd" that exits at once.
+    let node = Node::boot_with(&cfgs[0], dir.path(), &reaper, &secrets, "/bin/false".into()).await;
+    let t = Instant::now();
+    let e = node.client.bootstrap().await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
+    assert!(e.to_string().contains("failed to start"), "{e}");
+    // Not "already bootstrapped": the failed attempt left no data, so a retry
+    // is accepted (and fails the same way).
+    assert_eq!(code(node.client.bootstrap().await), ErrorCode::Unavailable);
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    node.shutdown().await;
 }

@@ -328,8 +328,10 @@ impl Etcd {
             .map_err(|e| io("config", e))
     }
 
-    /// Refuses when etcd already has data or is supervised (starting or running).
-    fn ensure_fresh(&self, services: &SupervisorHandle, what: &str) -> Result<(), ApiError> {
+    /// Refuses when etcd already has data or is supervised (waiting, starting,
+    /// running). An etcd without data that failed (a bad earlier attempt, in
+    /// its restart back-off) is stopped so that this attempt starts cleanly.
+    async fn ensure_fresh(&self, services: &SupervisorHandle, what: &str) -> Result<(), ApiError> {
         if self.has_data() {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
@@ -338,15 +340,20 @@ impl Etcd {
                 ),
             ));
         }
-        if let Some(st) = services.status(SERVICE)
-            && !matches!(st.state, ServiceState::Stopped)
-        {
-            return Err(ApiError::new(
+        match services.status(SERVICE).map(|s| s.state) {
+            None | Some(ServiceState::Stopped) => Ok(()),
+            Some(ServiceState::Failed { .. }) => {
+                services
+                    .stop_service(SERVICE)
+                    .await
+                    .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+                Ok(())
+            }
+            Some(st) => Err(ApiError::new(
                 ErrorCode::Conflict,
-                format!("cannot {what}: etcd is already {}", st.state.name()),
-            ));
+                format!("cannot {what}: etcd is already {}", st.name()),
+            )),
         }
-        Ok(())
     }
 
     /// Performs an etcd action (`Bootstrap`, `Etcd*`).
@@ -379,7 +386,7 @@ impl Etcd {
 
     async fn bootstrap(&self, services: &SupervisorHandle) -> Result<Reply, ApiError> {
         let _guard = self.lock.lock().await;
-        self.ensure_fresh(services, "bootstrap")?;
+        self.ensure_fresh(services, "bootstrap").await?;
         let me = [InitialMember {
             name: self.name.clone(),
             peer_url: self.peer_url(),
@@ -388,29 +395,42 @@ impl Etcd {
         services
             .start_service(SERVICE)
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-        services
+        // Running (healthy) or failed: a new single-member cluster that fails
+        // to start will not do better on its own, so answer at once.
+        let st = services
             .wait_for(SERVICE, BOOTSTRAP_DEADLINE, |s| {
-                matches!(s.state, ServiceState::Running)
+                matches!(s.state, ServiceState::Running | ServiceState::Failed { .. })
             })
             .await
             .map_err(|e| {
-                let last = services
-                    .status(SERVICE)
-                    .and_then(|s| s.last_error)
-                    .map(|l| format!(" (last error: {l})"))
-                    .unwrap_or_default();
                 ApiError::new(
                     ErrorCode::Unavailable,
-                    format!("etcd did not become healthy: {e}{last}"),
+                    format!("etcd did not become healthy: {e}"),
                 )
             })?;
+        if let ServiceState::Failed { error } = st.state {
+            let last_line = services
+                .logs(SERVICE)
+                .and_then(|l| l.last().cloned())
+                .map(|l| {
+                    format!(
+                        "; its last output: {}",
+                        l.chars().take(500).collect::<String>()
+                    )
+                })
+                .unwrap_or_default();
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("etcd failed to start: {error}{last_line}"),
+            ));
+        }
         Ok(accepted())
     }
 
     async fn join(&self, req: JoinRequest, services: &SupervisorHandle) -> Result<Reply, ApiError> {
         validate_initial_cluster(&req.initial_cluster, &self.name, &self.peer_url())?;
         let _guard = self.lock.lock().await;
-        self.ensure_fresh(services, "join")?;
+        self.ensure_fresh(services, "join").await?;
         self.write_files(ClusterState::Existing, &req.initial_cluster)?;
         services
             .start_service(SERVICE)
