@@ -40,6 +40,13 @@ fn etcd_program() -> PathBuf {
     p
 }
 
+/// A loopback /24 for test number `n`: the second octet comes from the
+/// process id, so two runs of these tests at once (nextest runs each test in
+/// its own process; other worktrees) rarely share addresses.
+fn loopback_net(n: u8) -> String {
+    format!("127.{}.{n}.0/24", 1 + std::process::id() % 250)
+}
+
 /// The machine configs of a cluster `name` on `cidr` (3 control planes, 1 worker).
 fn cluster(name: &str, cidr: &str) -> (Secrets, Vec<MachineConfig>) {
     let src = format!(
@@ -282,7 +289,7 @@ fn workers_run_no_etcd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_control_planes_bootstrap_join_promote_and_survive_restarts() {
-    let (secrets, cfgs) = cluster("etl", "127.0.1.0/24");
+    let (secrets, cfgs) = cluster("etl", &loopback_net(1));
     let reaper = reaper();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let cp_cfgs: Vec<&MachineConfig> = cfgs
@@ -455,7 +462,7 @@ async fn three_control_planes_bootstrap_join_promote_and_survive_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_member_bootstrap_is_fast_and_refused_twice() {
-    let (secrets, cfgs) = cluster("ets", "127.0.2.0/24");
+    let (secrets, cfgs) = cluster("ets", &loopback_net(2));
     let reaper = reaper();
     let dir = tempfile::tempdir().unwrap();
     let node = Node::boot(&cfgs[0], dir.path(), &reaper, &secrets).await;
@@ -475,18 +482,12 @@ async fn single_member_bootstrap_is_fast_and_refused_twice() {
     );
     assert!(dir.path().join("var/lib/etcd/member").is_dir());
     // A learner for a node that does not exist can be added and removed again.
-    let l = node
-        .client
-        .etcd_add_learner("ghost", "https://127.0.2.99:2380")
-        .await
-        .unwrap();
+    let ghost_ip = std::net::Ipv4Addr::from(u32::from(node.cfg.node.address) & 0xffff_ff00 | 99);
+    let ghost = format!("https://{ghost_ip}:2380");
+    let l = node.client.etcd_add_learner("ghost", &ghost).await.unwrap();
     assert!(l.is_learner);
     assert_eq!(
-        code(
-            node.client
-                .etcd_add_learner("ghost", "https://127.0.2.99:2380")
-                .await
-        ),
+        code(node.client.etcd_add_learner("ghost", &ghost).await),
         ErrorCode::Conflict
     );
     assert_eq!(
@@ -616,7 +617,7 @@ async fn ironclad(state: &Path, args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_bootstrap_is_reported_and_can_be_retried() {
-    let (secrets, cfgs) = cluster("etf", "127.0.3.0/24");
+    let (secrets, cfgs) = cluster("etf", &loopback_net(3));
     let reaper = reaper();
     let dir = tempfile::tempdir().unwrap();
     // An "etcd" that exits at once.

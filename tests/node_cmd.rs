@@ -1,0 +1,189 @@
+//! `ironclad node ...` end to end: the real binary, a state dir with a
+//! client.yaml, and a real apid (mTLS on 127.0.0.1) over the in-memory
+//! controller.
+
+use ironclad::agent::apid::memory::MemoryController;
+use ironclad::agent::apid::{Apid, server_tls_config};
+use ironclad::api::{LogLine, Role, ServiceList};
+use ironclad::clientconfig::{ClientConfig, ClientNode};
+use ironclad::cluster::paths::ClusterPaths;
+use ironclad::pki::{Secrets, issue_client_cert};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const NODE: &str = "dev-cp-1";
+
+struct Fixture {
+    state: tempfile::TempDir,
+    ctl: Arc<MemoryController>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn start() -> Fixture {
+    let secrets = Secrets::generate("dev").unwrap();
+    let cert = secrets
+        .os_ca
+        .issue_server(NODE, &[NODE, "localhost"], &[Ipv4Addr::LOCALHOST], false)
+        .unwrap();
+    let tls = server_tls_config(secrets.os_ca.cert_pem(), &cert.cert_pem, &cert.key_pem).unwrap();
+    let apid = Apid::bind_with("127.0.0.1:0".parse().unwrap(), tls)
+        .await
+        .unwrap();
+    let addr = apid.local_addr().unwrap();
+    let ctl = Arc::new(MemoryController::new(NODE, &["etcd", "containerd"]));
+    let c = ctl.clone();
+    let server = tokio::spawn(async move {
+        let _ = apid.serve(c).await;
+    });
+    let state = tempfile::tempdir().unwrap();
+    write_cluster(state.path(), "dev", &secrets, addr);
+    Fixture { state, ctl, server }
+}
+
+fn write_cluster(state: &Path, name: &str, secrets: &Secrets, endpoint: SocketAddr) {
+    let paths = ClusterPaths::new(state, name);
+    std::fs::create_dir_all(paths.dir()).unwrap();
+    let cert = issue_client_cert(&secrets.os_ca, Role::Admin, "admin").unwrap();
+    std::fs::write(paths.dir().join("admin.crt"), &cert.cert_pem).unwrap();
+    ironclad::fsutil::write_secret(&paths.dir().join("admin.key"), cert.key_pem.as_bytes())
+        .unwrap();
+    ClientConfig {
+        api_version: ironclad::API_VERSION.into(),
+        kind: ironclad::clientconfig::KIND.into(),
+        cluster: name.into(),
+        os_ca: secrets.os_ca.cert_pem().into(),
+        // Relative to client.yaml's directory.
+        cert: "admin.crt".into(),
+        key: "admin.key".into(),
+        nodes: vec![ClientNode {
+            name: NODE.into(),
+            role: ironclad::spec::Role::ControlPlane,
+            address: Ipv4Addr::new(10, 5, 0, 2),
+            endpoint: Some(endpoint),
+        }],
+    }
+    .save(&paths.client_yaml())
+    .unwrap();
+}
+
+fn cmd(state: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_ironclad"));
+    c.arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .env_remove("IRONCLAD_STATE_DIR")
+        .kill_on_drop(true);
+    c
+}
+
+async fn run(state: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = cmd(state, args).output().await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn node_commands_through_the_api() {
+    let f = start().await;
+    let s = f.state.path();
+    let out = run(s, &["node", "services", "--node", NODE, "--output", "json"]).await;
+    assert_eq!(out.0, 0, "{out:?}");
+    let list: ServiceList = serde_json::from_str(&out.1).unwrap();
+    assert_eq!(list.services.len(), 2);
+
+    f.ctl.log("containerd", "first");
+    f.ctl.log("containerd", "second");
+    let out = run(
+        s,
+        &["node", "logs", "containerd", "--node", NODE, "--tail", "1"],
+    )
+    .await;
+    assert_eq!((out.0, out.1.as_str()), (0, "second\n"), "{out:?}");
+    f.ctl.kernel("Linux version 6.12");
+    let out = run(s, &["node", "dmesg", "--node", NODE]).await;
+    assert!(out.1.contains("Linux version"), "{out:?}");
+
+    // Bad input: unknown service (the node says not found), bad name, unknown node.
+    assert_eq!(run(s, &["node", "logs", "nope", "--node", NODE]).await.0, 2);
+    assert_eq!(run(s, &["node", "logs", "../x", "--node", NODE]).await.0, 2);
+    assert_eq!(run(s, &["node", "dmesg", "--node", "other"]).await.0, 2);
+
+    let out = run(s, &["node", "reboot", "--node", NODE]).await;
+    assert_eq!(out.0, 0, "{out:?}");
+    assert_eq!(f.ctl.power_request(), Some("reboot"));
+}
+
+#[tokio::test]
+async fn logs_follow_streams_ndjson_until_interrupted() {
+    let f = start().await;
+    let mut child = cmd(
+        f.state.path(),
+        &[
+            "node", "logs", "etcd", "--node", NODE, "-f", "--output", "json",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    while f.ctl.followers("etcd") == 0 {
+        assert!(Instant::now() < end, "the CLI never started following");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f.ctl.log("etcd", "hello");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("a line in time")
+        .unwrap()
+        .expect("a line");
+    let parsed: LogLine = serde_json::from_str(&line).unwrap();
+    assert_eq!(parsed.line, "hello");
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits after Ctrl-C")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn cluster_selection_errors_are_bad_input() {
+    let f = start().await;
+    let s = f.state.path();
+    // A second cluster: now --cluster is needed.
+    std::fs::create_dir_all(ClusterPaths::new(s, "other").dir()).unwrap();
+    let out = run(s, &["node", "services", "--node", NODE]).await;
+    assert_eq!(out.0, 2, "{out:?}");
+    assert!(out.2.contains("several clusters"), "{out:?}");
+    let out = run(s, &["node", "services", "--node", NODE, "--cluster", "dev"]).await;
+    assert_eq!(out.0, 0, "{out:?}");
+    let out = run(
+        s,
+        &["node", "services", "--node", NODE, "--cluster", "../x"],
+    )
+    .await;
+    assert_eq!(out.0, 2, "{out:?}");
+    let out = run(
+        s,
+        &["node", "services", "--node", NODE, "--cluster", "gone"],
+    )
+    .await;
+    assert_eq!(out.0, 2, "{out:?}");
+}
