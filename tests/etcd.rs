@@ -632,3 +632,38 @@ async fn failed_bootstrap_is_reported_and_can_be_retried() {
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn converge_never_bootstraps_a_second_cluster() {
+    let (secrets, cfgs) = cluster("etx", &loopback_net(4));
+    let reaper = reaper();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for (cfg, dir) in cfgs.iter().take(3).zip(&dirs) {
+        assert_eq!(cfg.node.role, NodeRole::ControlPlane);
+        nodes.push(Node::boot(cfg, dir.path(), &reaper, &secrets).await);
+    }
+    // The second control plane was bootstrapped (say, by hand): the first
+    // must join its cluster, not start another.
+    nodes[1].client.bootstrap().await.unwrap();
+    nodes[1].client.etcd_put("/x/k", "kept").await.unwrap();
+    let cps: Vec<ControlPlane> = nodes.iter().map(Node::control_plane).collect();
+    let mut steps = Vec::new();
+    let members = converge(&cps, ConvergeOptions::default(), &mut |n, s| {
+        steps.push(format!("{n}: {s}"))
+    })
+    .await
+    .expect("converge");
+    assert!(
+        !steps.iter().any(|s| s.ends_with("etcd bootstrapped")),
+        "{steps:?}"
+    );
+    assert_eq!(members.members.len(), 3);
+    for n in &nodes {
+        let v = n.client.etcd_get("/x/k").await.unwrap().value;
+        assert_eq!(v.as_deref(), Some("kept"), "read through {}", n.name);
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

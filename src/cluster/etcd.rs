@@ -66,6 +66,8 @@ pub enum Step {
     Bootstrapped,
     /// The node had been bootstrapped before.
     AlreadyBootstrapped,
+    /// Not bootstrapped: the named control plane already runs etcd.
+    ClusterExists(String),
     /// The node's etcd was stopped and has been started (it has data).
     Started,
     /// Added as a learner with this id.
@@ -85,6 +87,9 @@ impl std::fmt::Display for Step {
         match self {
             Step::Bootstrapped => f.write_str("etcd bootstrapped"),
             Step::AlreadyBootstrapped => f.write_str("etcd was bootstrapped before"),
+            Step::ClusterExists(other) => {
+                write!(f, "not bootstrapped: {other} already runs etcd")
+            }
             Step::Started => f.write_str("etcd started with its data"),
             Step::LearnerAdded(id) => write!(f, "added as learner {id:x}"),
             Step::Joining => f.write_str("joining"),
@@ -192,14 +197,31 @@ impl Run<'_> {
         }
     }
 
-    /// Starts etcd on `cp` if its supervisor has it stopped.
-    async fn ensure_running(&mut self, cp: &ControlPlane) -> Result<(), ConvergeError> {
+    /// The state of `cp`'s etcd service (`stopped` on a node without etcd data
+    /// that was neither bootstrapped nor joined since it booted).
+    async fn etcd_state(
+        &self,
+        cp: &ControlPlane,
+    ) -> Result<crate::api::ServiceState, ConvergeError> {
         let list = self
             .retry(&cp.name, "listing services", || cp.client.services())
             .await?;
-        let stopped = list.services.iter().any(|s| {
-            s.name == crate::agent::etcd::SERVICE && s.state == crate::api::ServiceState::Stopped
-        });
+        list.services
+            .into_iter()
+            .find(|s| s.name == crate::agent::etcd::SERVICE)
+            .map(|s| s.state)
+            .ok_or_else(|| ConvergeError::Node {
+                node: cp.name.clone(),
+                source: ClientError::Api(crate::api::ApiError::new(
+                    ErrorCode::NotFound,
+                    "this control plane has no etcd service",
+                )),
+            })
+    }
+
+    /// Starts etcd on `cp` if its supervisor has it stopped.
+    async fn ensure_running(&mut self, cp: &ControlPlane) -> Result<(), ConvergeError> {
+        let stopped = self.etcd_state(cp).await? == crate::api::ServiceState::Stopped;
         if stopped {
             self.retry(&cp.name, "starting etcd", || {
                 cp.client.service_start(crate::agent::etcd::SERVICE)
@@ -262,26 +284,41 @@ pub async fn converge(
         progress,
     };
 
-    // 1. The first control plane.
-    match run
-        .retry(&first.name, "bootstrapping etcd", || {
-            first.client.bootstrap()
-        })
-        .await
-    {
-        Ok(_) => run.report(&first.name, Step::Bootstrapped),
-        Err(ConvergeError::Node {
-            source: ClientError::Api(e),
-            ..
-        }) if e.code == ErrorCode::Conflict => {
-            run.report(&first.name, Step::AlreadyBootstrapped);
-            run.ensure_running(first).await?;
+    // 1. The first control plane bootstraps, unless another control plane
+    //    already has etcd (its service is supervised: it had data at boot or
+    //    was started): then a cluster exists, and bootstrapping the first
+    //    (e.g. with a new disk) would split it; it joins like the others.
+    let mut existing = None;
+    for cp in &cps[1..] {
+        if run.etcd_state(cp).await? != crate::api::ServiceState::Stopped {
+            existing = Some(cp.name.clone());
+            break;
         }
-        Err(e) => return Err(e),
+    }
+    match existing {
+        Some(other) => run.report(&first.name, Step::ClusterExists(other)),
+        None => match run
+            .retry(&first.name, "bootstrapping etcd", || {
+                first.client.bootstrap()
+            })
+            .await
+        {
+            Ok(_) => run.report(&first.name, Step::Bootstrapped),
+            Err(ConvergeError::Node {
+                source: ClientError::Api(e),
+                ..
+            }) if e.code == ErrorCode::Conflict => {
+                run.report(&first.name, Step::AlreadyBootstrapped);
+                run.ensure_running(first).await?;
+            }
+            Err(e) => return Err(e),
+        },
     }
 
-    // 2. The others, one at a time (etcd admits one learner at a time).
-    for cp in &cps[1..] {
+    // 2. Every control plane that is not a started member yet, one at a time
+    //    (etcd admits one learner at a time); the bootstrapped first one is
+    //    a started voter and only checked.
+    for cp in cps {
         let (vi, members) = run.voter(cps).await?;
         let via = &cps[vi];
         let peer = cp.peer_url();
