@@ -329,11 +329,27 @@ async fn three_control_planes_bootstrap_join_promote_and_survive_restarts() {
         assert_eq!(m.name, n.name);
     }
 
-    // Converge again: nothing to do, same members.
-    let again = converge(&cps, ConvergeOptions::default(), &mut |_, _| {})
-        .await
-        .expect("second converge");
+    // Converge again, the way the synchronous `ironclad create` calls it
+    // (client.yaml, own runtime, own thread): nothing to do, same members.
+    let state = tempfile::tempdir().unwrap();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    write_client_yaml(state.path(), "etl", &cfgs, &secrets, &refs);
+    let client_yaml =
+        ironclad::cluster::paths::ClusterPaths::new(state.path(), "etl").client_yaml();
+    let again = std::thread::spawn(move || {
+        ironclad::cluster::etcd::converge_blocking(
+            &client_yaml,
+            ConvergeOptions::default(),
+            &mut |_, _| {},
+        )
+    })
+    .join()
+    .unwrap()
+    .expect("second converge");
     assert_eq!(again.members.len(), 3);
+    let out = ironclad(state.path(), &["etcd", "members", "--output", "json"]).await;
+    let m: api::EtcdMembers = serde_json::from_str(&out.1).unwrap();
+    assert_eq!(m.members.len(), 3);
 
     // Bootstrap twice (on any member) is refused, and so is a second join.
     assert_eq!(code(nodes[0].client.bootstrap().await), ErrorCode::Conflict);
@@ -504,7 +520,7 @@ async fn single_member_bootstrap_is_fast_and_refused_twice() {
 
     // The CLI against this node, through a state dir with its client.yaml.
     let state = tempfile::tempdir().unwrap();
-    write_client_yaml(state.path(), "ets", &cfgs, &secrets, &node);
+    write_client_yaml(state.path(), "ets", &cfgs, &secrets, &[&node]);
     let out = ironclad(state.path(), &["etcd", "members", "--output", "json"]).await;
     assert_eq!(out.0, 0, "{out:?}");
     let m: api::EtcdMembers = serde_json::from_str(&out.1).unwrap();
@@ -569,7 +585,7 @@ fn write_client_yaml(
     name: &str,
     cfgs: &[MachineConfig],
     secrets: &Secrets,
-    node: &Node,
+    running: &[&Node],
 ) {
     let paths = ironclad::cluster::paths::ClusterPaths::new(state, name);
     std::fs::create_dir_all(paths.dir()).unwrap();
@@ -590,7 +606,9 @@ fn write_client_yaml(
                 name: c.node.name.clone(),
                 role: c.node.role,
                 address: c.node.address,
-                endpoint: (c.node.name == node.name)
+                endpoint: running
+                    .iter()
+                    .any(|n| n.name == c.node.name)
                     .then(|| SocketAddr::from((c.node.address, API_PORT))),
             })
             .collect(),

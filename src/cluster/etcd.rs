@@ -22,6 +22,7 @@ use crate::client::{ClientError, NodeClient};
 use crate::machine::ETCD_PEER_PORT;
 use std::future::Future;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// One control plane as converge sees it.
@@ -105,6 +106,8 @@ impl std::fmt::Display for Step {
 pub enum ConvergeError {
     #[error("no control planes")]
     NoControlPlanes,
+    #[error("{0}")]
+    Setup(String),
     #[error("{node}: {source}")]
     Node {
         node: String,
@@ -428,6 +431,47 @@ pub async fn converge(
         run.report(&cp.name, Step::Healthy);
     }
     Ok(members)
+}
+
+/// The control planes of the cluster whose client config is `client_yaml`,
+/// in cluster order (the first is the bootstrap node), each with a client.
+pub fn control_planes(client_yaml: &Path) -> Result<Vec<ControlPlane>, ConvergeError> {
+    let cfg = crate::clientconfig::ClientConfig::load(client_yaml)
+        .map_err(|e| ConvergeError::Setup(e.to_string()))?;
+    cfg.nodes
+        .iter()
+        .filter(|n| n.role == crate::spec::Role::ControlPlane)
+        .map(|n| {
+            let client =
+                NodeClient::from_client_config(client_yaml, &n.name).map_err(|source| {
+                    ConvergeError::Node {
+                        node: n.name.clone(),
+                        source,
+                    }
+                })?;
+            Ok(ControlPlane {
+                name: n.name.clone(),
+                address: n.address,
+                client,
+            })
+        })
+        .collect()
+}
+
+/// [`converge`] for synchronous callers (`ironclad create`/`start`): every
+/// control plane of `client_yaml`, on a runtime of its own. Must not be
+/// called from inside a tokio runtime.
+pub fn converge_blocking(
+    client_yaml: &Path,
+    opts: ConvergeOptions,
+    progress: &mut (dyn FnMut(&str, &Step) + Send),
+) -> Result<EtcdMembers, ConvergeError> {
+    let cps = control_planes(client_yaml)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ConvergeError::Setup(format!("async runtime: {e}")))?;
+    rt.block_on(converge(&cps, opts, progress))
 }
 
 /// The key read to check that a member serves linearizable reads.
