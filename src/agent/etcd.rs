@@ -923,6 +923,17 @@ mod tests {
         assert_eq!(e.code, ErrorCode::Unavailable);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_input_never_panics(body in proptest::collection::vec(0u8.., 0..300), s in ".{0,80}") {
+            let _ = map_etcd_error(500, &body);
+            let _ = check_peer_url(&s);
+            let _ = check_key(&s);
+            let m = [InitialMember { name: s.clone(), peer_url: s.clone() }];
+            let _ = validate_initial_cluster(&m, &s, &s);
+        }
+    }
+
     #[test]
     fn peer_urls_are_checked() {
         assert!(check_peer_url("https://10.5.0.2:2380").is_ok());
