@@ -147,6 +147,8 @@ RATIOS = [
      ("ironclad", "node_ready_wall"), ("limit", "init_wall"), None, None),
     ("etcd healthy: baseline / ironclad (guest uptime)",
      ("baseline", "etcd_healthy_uptime"), ("ironclad", "etcd_healthy_uptime"), 4.0, ">="),
+    ("etcd healthy: baseline QEMU start / ironclad create start (wall)",
+     ("baseline", "etcd_healthy_wall"), ("ironclad", "etcd_healthy_wall"), None, None),
     ("containerd answering: baseline / ironclad (guest uptime)",
      ("baseline", "containerd_uptime"), ("ironclad", "node_ready_uptime"), None, None),
     ("etcd healthy, ironclad / bare kernel limit (guest uptime)",
