@@ -209,6 +209,8 @@ def cmd_report(args):
             fig["max"] = max(s)
             fig["spread"] = max(s) - min(s)
             fig["stdev"] = statistics.stdev(s) if len(s) > 1 else 0.0
+            for k in ("median", "min", "max", "spread", "stdev"):
+                fig[k] = round(fig[k], 4)
             fig.pop("skipped", None)
         elif "skipped" not in fig:
             fig["skipped"] = "no successful run: " + "; ".join(fig.get("failed", ["no samples"]))
