@@ -145,6 +145,8 @@ RATIOS = [
      ("ironclad", "node_ready_uptime"), ("limit", "init_uptime"), 1.5, "<="),
     ("node ready / bare kernel limit (wall, QEMU start)",
      ("ironclad", "node_ready_wall"), ("limit", "init_wall"), None, None),
+    ("node stage 1 / bare kernel limit (guest uptime; the initramfs's cost)",
+     ("ironclad", "node_stage1_uptime"), ("limit", "init_uptime"), None, None),
     ("etcd healthy: baseline / ironclad (guest uptime)",
      ("baseline", "etcd_healthy_uptime"), ("ironclad", "etcd_healthy_uptime"), 4.0, ">="),
     ("etcd healthy: baseline QEMU start / ironclad create start (wall)",
