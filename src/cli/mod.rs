@@ -5,6 +5,7 @@
 
 mod gen_cmd;
 mod image;
+mod lifecycle;
 mod validate;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -103,6 +104,23 @@ enum Command {
     /// Build, list and inspect node images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Create a cluster: image, secrets, disks, supervisor, boot all nodes, wait until ready.
+    Create(lifecycle::CreateArgs),
+    /// List the clusters.
+    List(lifecycle::ListArgs),
+    /// Show a cluster's nodes: state, pid, addresses, API port, uptime.
+    Status(lifecycle::StatusArgs),
+    /// Power a cluster (or one node) off gracefully; disks and state are kept.
+    Stop(lifecycle::StopArgs),
+    /// Boot a stopped cluster (or one node) again from its kept disks.
+    Start(lifecycle::StartArgs),
+    /// Stop everything of a cluster and remove its state dir.
+    Destroy(lifecycle::DestroyArgs),
+    /// Follow a node's serial console log.
+    Console(lifecycle::ConsoleArgs),
+    /// Run a cluster's supervisor (started by create/start; not for people).
+    #[command(name = "__supervise", hide = true)]
+    Supervise(lifecycle::SuperviseArgs),
 }
 
 /// Chooses how diagnostics look. On a terminal: miette's defaults. Otherwise
@@ -129,11 +147,19 @@ fn install_report_hook() {
 pub fn main() -> ExitCode {
     install_report_hook();
     let cli = Cli::parse();
-    let _global = cli.global;
+    let global = cli.global;
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Gen(cmd) => gen_cmd::run(cmd),
         Command::Image(cmd) => image::run(cmd),
+        Command::Create(a) => lifecycle::create(&global, a),
+        Command::List(a) => lifecycle::list(&global, a),
+        Command::Status(a) => lifecycle::status(&global, a),
+        Command::Stop(a) => lifecycle::stop(&global, a),
+        Command::Start(a) => lifecycle::start(&global, a),
+        Command::Destroy(a) => lifecycle::destroy(&global, a),
+        Command::Console(a) => lifecycle::console(&global, a),
+        Command::Supervise(a) => lifecycle::supervise(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
