@@ -157,7 +157,11 @@ pub fn list(g: &Global, a: ListArgs) -> CliResult {
             }
             for c in &all {
                 let ready = c.nodes.iter().filter(|n| n.state == "ready").count();
-                let running = if c.supervisor.is_some() { "running" } else { "stopped" };
+                let running = if c.supervisor.is_some() {
+                    "running"
+                } else {
+                    "stopped"
+                };
                 println!(
                     "{:<20} {:<8} {}/{} nodes ready",
                     c.name,

@@ -108,9 +108,10 @@ fn serial_log_has(paths: &ClusterPaths, node: &str, needle: &str) -> bool {
 pub fn last_phase(paths: &ClusterPaths, node: &str) -> Option<String> {
     let bytes = std::fs::read(paths.serial_log(node)).ok()?;
     let text = String::from_utf8_lossy(&bytes);
-    text.lines()
-        .rev()
-        .find_map(|l| l.find(PHASE_PREFIX).map(|i| l[i + PHASE_PREFIX.len()..].trim().to_string()))
+    text.lines().rev().find_map(|l| {
+        l.find(PHASE_PREFIX)
+            .map(|i| l[i + PHASE_PREFIX.len()..].trim().to_string())
+    })
 }
 
 /// Options of [`create`].
@@ -162,7 +163,8 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
             super::paths::MAX_SOCKET_PATH
         )));
     }
-    let (accel, why) = Accel::resolve(opts.accel).map_err(|e| LifecycleError::BadInput(e.to_string()))?;
+    let (accel, why) =
+        Accel::resolve(opts.accel).map_err(|e| LifecycleError::BadInput(e.to_string()))?;
     if let Some(why) = why {
         progress.line(&why);
     }
@@ -236,7 +238,8 @@ fn prepare_dir(
     for d in [paths.disks_dir(), paths.logs_dir(), paths.run_dir()] {
         crate::fsutil::create_private_dir(&d).map_err(LifecycleError::failed)?;
     }
-    let ports = ports::allocate(&opts.root, cluster.nodes.len(), lock).map_err(LifecycleError::failed)?;
+    let ports =
+        ports::allocate(&opts.root, cluster.nodes.len(), lock).map_err(LifecycleError::failed)?;
     let mut nodes = Vec::with_capacity(cluster.nodes.len());
     for (i, (n, port)) in cluster.nodes.iter().zip(ports).enumerate() {
         let macs = crate::machine::node_macs(name, i).map_err(LifecycleError::failed)?;
@@ -274,7 +277,9 @@ fn prepare_dir(
         },
         nodes,
     };
-    state.save(&paths.cluster_json()).map_err(LifecycleError::failed)?;
+    state
+        .save(&paths.cluster_json())
+        .map_err(LifecycleError::failed)?;
     write_endpoints(paths, &state)?;
     Ok(state)
 }
@@ -406,7 +411,11 @@ fn up(
 /// The step after every node is ready: cluster-level setup through the node
 /// APIs. The etcd bootstrap on the first control plane and the join (learner,
 /// promote) of the others go here; today there is nothing to do.
-pub fn converge(_paths: &ClusterPaths, _state: &ClusterState, _progress: &dyn Progress) -> Result<()> {
+pub fn converge(
+    _paths: &ClusterPaths,
+    _state: &ClusterState,
+    _progress: &dyn Progress,
+) -> Result<()> {
     Ok(())
 }
 
@@ -437,7 +446,9 @@ pub fn wait_ready(
                 continue;
             }
             let Some(node) = state.node(name) else {
-                return Err(LifecycleError::Failed(format!("node {name} vanished from cluster.json")));
+                return Err(LifecycleError::Failed(format!(
+                    "node {name} vanished from cluster.json"
+                )));
             };
             if !node.state.has_process() {
                 return Err(LifecycleError::Failed(format!(
@@ -471,7 +482,11 @@ pub fn wait_ready(
                 .collect();
             return Err(LifecycleError::Failed(format!(
                 "nodes not ready before the deadline: {}; see their serial logs in {}",
-                waiting.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                waiting
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 paths.logs_dir().display()
             )));
         }
@@ -509,7 +524,9 @@ pub fn start(
     if let Some(n) = node
         && state.node(n).is_none()
     {
-        return Err(LifecycleError::BadInput(format!("cluster {name} has no node {n:?}")));
+        return Err(LifecycleError::BadInput(format!(
+            "cluster {name} has no node {n:?}"
+        )));
     }
     check_host_tools()?;
     up(&paths, &state, node, started, timeout, progress)
@@ -518,7 +535,13 @@ pub fn start(
 /// `ironclad stop NAME [--node NODE]`: graceful power-off (power button, then
 /// `quit` after `timeout`); disks and state are kept. Stopping the whole
 /// cluster also ends its supervisor.
-pub fn stop(root: &Path, name: &str, node: Option<&str>, timeout: Duration, progress: &dyn Progress) -> Result<()> {
+pub fn stop(
+    root: &Path,
+    name: &str,
+    node: Option<&str>,
+    timeout: Duration,
+    progress: &dyn Progress,
+) -> Result<()> {
     let paths = existing(root, name)?;
     let state = load(&paths)?;
     let Some(pid) = supervisor::running_pid(&paths) else {
@@ -529,23 +552,34 @@ pub fn stop(root: &Path, name: &str, node: Option<&str>, timeout: Duration, prog
     match node {
         Some(n) => {
             if state.node(n).is_none() {
-                return Err(LifecycleError::BadInput(format!("cluster {name} has no node {n:?}")));
+                return Err(LifecycleError::BadInput(format!(
+                    "cluster {name} has no node {n:?}"
+                )));
             }
             call(
                 &paths,
-                &Request::StopNode { node: n.to_string(), graceful: true, timeout_ms },
+                &Request::StopNode {
+                    node: n.to_string(),
+                    graceful: true,
+                    timeout_ms,
+                },
                 timeout + Duration::from_secs(15),
             )
         }
         None => {
             call(
                 &paths,
-                &Request::Shutdown { graceful: true, timeout_ms },
+                &Request::Shutdown {
+                    graceful: true,
+                    timeout_ms,
+                },
                 timeout + Duration::from_secs(15),
             )?;
             wait_gone(&[pid], Instant::now() + Duration::from_secs(10));
             if supervisor::is_supervisor_of(pid, paths.dir()) {
-                return Err(LifecycleError::Failed(format!("the supervisor (pid {pid}) did not exit")));
+                return Err(LifecycleError::Failed(format!(
+                    "the supervisor (pid {pid}) did not exit"
+                )));
             }
             Ok(())
         }
@@ -574,7 +608,10 @@ pub fn destroy(root: &Path, name: &str) -> Result<()> {
         // A quick, orderly end; the /proc sweep below covers anything left.
         let _ = call(
             &paths,
-            &Request::Shutdown { graceful: false, timeout_ms: 0 },
+            &Request::Shutdown {
+                graceful: false,
+                timeout_ms: 0,
+            },
             Duration::from_secs(3),
         );
     }
@@ -598,8 +635,9 @@ pub fn destroy(root: &Path, name: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::fs::remove_dir_all(paths.dir())
-        .map_err(|e| LifecycleError::Failed(format!("cannot remove {}: {e}", paths.dir().display())))
+    std::fs::remove_dir_all(paths.dir()).map_err(|e| {
+        LifecycleError::Failed(format!("cannot remove {}: {e}", paths.dir().display()))
+    })
 }
 
 /// One node in `status`.
@@ -667,7 +705,9 @@ pub fn status(root: &Path, name: &str) -> Result<ClusterStatus> {
                 supervisor,
                 accel: None,
                 nodes: vec![],
-                problem: Some(format!("{e} (half-created? `ironclad destroy {name}` removes it)")),
+                problem: Some(format!(
+                    "{e} (half-created? `ironclad destroy {name}` removes it)"
+                )),
             });
         }
     };
@@ -683,7 +723,11 @@ pub fn status(root: &Path, name: &str) -> Result<ClusterStatus> {
                 name: n.name.clone(),
                 role: n.role,
                 state: shown_state(n.state, alive, ready).to_string(),
-                phase: if live { last_phase(&paths, &n.name) } else { None },
+                phase: if live {
+                    last_phase(&paths, &n.name)
+                } else {
+                    None
+                },
                 pid: if live { n.pid } else { None },
                 address: n.address,
                 api_port: n.api_port,
@@ -736,7 +780,12 @@ pub fn find_node(root: &Path, node: &str, cluster: Option<&str>) -> Result<Clust
 /// `ironclad console NODE`: writes the node's serial log to `out`; with
 /// `follow`, keeps writing what is appended (a restarted node starts a new,
 /// truncated log: reading goes back to its start) until the cluster is gone.
-pub fn console(paths: &ClusterPaths, node: &str, follow: bool, out: &mut dyn std::io::Write) -> Result<()> {
+pub fn console(
+    paths: &ClusterPaths,
+    node: &str,
+    follow: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     let log = paths.serial_log(node);
     let mut offset: u64 = 0;
@@ -747,7 +796,8 @@ pub fn console(paths: &ClusterPaths, node: &str, follow: bool, out: &mut dyn std
                 offset = 0;
             }
             if len > offset {
-                f.seek(SeekFrom::Start(offset)).map_err(LifecycleError::failed)?;
+                f.seek(SeekFrom::Start(offset))
+                    .map_err(LifecycleError::failed)?;
                 let mut buf = Vec::new();
                 f.take(len - offset)
                     .read_to_end(&mut buf)
@@ -788,7 +838,10 @@ mod tests {
             "[    1.0] kernel\nmachined: stage1 t=1.700\nnoise\nmachined: services started t=5.1\n",
         )
         .unwrap();
-        assert_eq!(last_phase(&paths, "n").as_deref(), Some("services started t=5.1"));
+        assert_eq!(
+            last_phase(&paths, "n").as_deref(),
+            Some("services started t=5.1")
+        );
         let rec = super::super::state::tests::sample().nodes[0].clone();
         let mut rec = rec;
         rec.name = "n".into();
@@ -811,8 +864,14 @@ mod tests {
     #[test]
     fn unknown_cluster_is_bad_input() {
         let tmp = tempfile::tempdir().unwrap();
-        assert!(matches!(destroy(tmp.path(), "nope"), Err(LifecycleError::BadInput(_))));
-        assert!(matches!(status(tmp.path(), "nope"), Err(LifecycleError::BadInput(_))));
+        assert!(matches!(
+            destroy(tmp.path(), "nope"),
+            Err(LifecycleError::BadInput(_))
+        ));
+        assert!(matches!(
+            status(tmp.path(), "nope"),
+            Err(LifecycleError::BadInput(_))
+        ));
         assert!(list(tmp.path()).unwrap().is_empty());
     }
 

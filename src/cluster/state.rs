@@ -169,11 +169,10 @@ impl ClusterState {
             path: path.to_path_buf(),
             source,
         })?;
-        let state: ClusterState =
-            serde_json::from_str(&text).map_err(|e| StateError::Parse {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        let state: ClusterState = serde_json::from_str(&text).map_err(|e| StateError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         if state.kind != KIND {
             return Err(StateError::Parse {
                 path: path.to_path_buf(),

@@ -212,7 +212,10 @@ impl Sup {
                 n.last_exit = Some(exit.to_string());
                 Some(n.state)
             });
-            log!("{node}: QEMU ended ({exit}), node {}", new.unwrap_or(NodeState::Stopped));
+            log!(
+                "{node}: QEMU ended ({exit}), node {}",
+                new.unwrap_or(NodeState::Stopped)
+            );
         });
         Ok(())
     }
@@ -225,7 +228,10 @@ impl Sup {
                 Some(n) if n.state.has_process() => {}
                 _ => return true,
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 return false;
             }
         }
@@ -269,10 +275,16 @@ impl Sup {
         } else {
             kill();
         }
-        if !self.wait_down(node, Instant::now() + Duration::from_secs(5)).await {
+        if !self
+            .wait_down(node, Instant::now() + Duration::from_secs(5))
+            .await
+        {
             log!("{node}: QEMU still there; killing it");
             kill();
-            if !self.wait_down(node, Instant::now() + Duration::from_secs(5)).await {
+            if !self
+                .wait_down(node, Instant::now() + Duration::from_secs(5))
+                .await
+            {
                 return Err(format!("QEMU of {node} (pid {pid}) does not exit"));
             }
         }
@@ -330,10 +342,8 @@ async fn run(dir: &Path) -> Result<(), SupervisorError> {
     }
     state.save(&paths.cluster_json())?;
     let run_dir = paths.run_dir();
-    crate::fsutil::create_private_dir(&run_dir).map_err(io(format!(
-        "cannot create {}",
-        run_dir.display()
-    )))?;
+    crate::fsutil::create_private_dir(&run_dir)
+        .map_err(io(format!("cannot create {}", run_dir.display())))?;
     let logs = paths.supervisor_log();
     if let Some(parent) = logs.parent() {
         crate::fsutil::create_private_dir(parent)
@@ -362,8 +372,8 @@ async fn run(dir: &Path) -> Result<(), SupervisorError> {
 
     let ctl_path = paths.supervisor_socket();
     let _ = std::fs::remove_file(&ctl_path);
-    let listener = UnixListener::bind(&ctl_path)
-        .map_err(io(format!("cannot bind {}", ctl_path.display())))?;
+    let listener =
+        UnixListener::bind(&ctl_path).map_err(io(format!("cannot bind {}", ctl_path.display())))?;
     crate::fsutil::write_atomic(
         &paths.supervisor_pid(),
         format!("{}\n", std::process::id()).as_bytes(),
@@ -491,7 +501,8 @@ pub fn spawn_detached(paths: &ClusterPaths) -> Result<std::process::Child, Super
             Ok(())
         });
     }
-    cmd.spawn().map_err(io("cannot start the cluster supervisor"))
+    cmd.spawn()
+        .map_err(io("cannot start the cluster supervisor"))
 }
 
 /// The supervisor pid recorded in the state dir, if that process is alive and

@@ -41,7 +41,15 @@ fn solo_cluster(dir: &std::path::Path, name: &str) -> String {
 fn dev_cluster_lifecycle() {
     let h = Harness::new("dev_cluster_lifecycle");
     let timeout = BOOT.as_secs().to_string();
-    h.ok(&["create", "-f", &repo_file("clusters/dev.yaml"), "--accel", "tcg", "--timeout", &timeout]);
+    h.ok(&[
+        "create",
+        "-f",
+        &repo_file("clusters/dev.yaml"),
+        "--accel",
+        "tcg",
+        "--timeout",
+        &timeout,
+    ]);
 
     // Status: every node ready with a pid, its address and a distinct API port.
     let st = h.status("dev");
@@ -83,11 +91,24 @@ fn dev_cluster_lifecycle() {
     unsafe {
         libc::kill(worker_pid, libc::SIGKILL);
     }
-    h.wait_for("the worker to show as crashed", Duration::from_secs(20), || {
-        h.node_states("dev")[1].1 == "crashed"
-    });
-    assert_eq!(h.node_states("dev")[0].1, "ready", "the other node is untouched");
-    h.ok(&["start", "dev", "--node", "dev-worker-1", "--timeout", &timeout]);
+    h.wait_for(
+        "the worker to show as crashed",
+        Duration::from_secs(20),
+        || h.node_states("dev")[1].1 == "crashed",
+    );
+    assert_eq!(
+        h.node_states("dev")[0].1,
+        "ready",
+        "the other node is untouched"
+    );
+    h.ok(&[
+        "start",
+        "dev",
+        "--node",
+        "dev-worker-1",
+        "--timeout",
+        &timeout,
+    ]);
     let st = h.status("dev");
     assert_eq!(st["nodes"][1]["state"], "ready");
     assert_ne!(st["nodes"][1]["pid"].as_u64().unwrap() as i32, worker_pid);
@@ -96,15 +117,25 @@ fn dev_cluster_lifecycle() {
     h.ok(&["stop", "dev", "--timeout", "5"]);
     assert!(all_in(&h, "dev", "stopped"));
     assert!(h.status("dev")["supervisor"].is_null());
-    assert!(h.leftover_processes().is_empty(), "{:?}", h.leftover_processes());
+    assert!(
+        h.leftover_processes().is_empty(),
+        "{:?}",
+        h.leftover_processes()
+    );
     assert!(dir.join("disks/dev-cp-1.qcow2").exists());
 
     // Start boots again from the kept disks (no re-format: the log says so).
     h.ok(&["start", "dev", "--timeout", &timeout]);
     assert!(all_in(&h, "dev", "ready"));
     let log = std::fs::read_to_string(dir.join("logs/dev-cp-1.log")).unwrap();
-    assert!(!log.contains("formatted"), "state disk formatted again:\n{log}");
-    assert_eq!(h.status("dev")["nodes"][0]["apiPort"].as_u64().unwrap(), ports[0]);
+    assert!(
+        !log.contains("formatted"),
+        "state disk formatted again:\n{log}"
+    );
+    assert_eq!(
+        h.status("dev")["nodes"][0]["apiPort"].as_u64().unwrap(),
+        ports[0]
+    );
 
     // Destroy: quick, nothing left.
     let t = Instant::now();
@@ -113,7 +144,11 @@ fn dev_cluster_lifecycle() {
     eprintln!("destroy took {:.2} s", took.as_secs_f64());
     assert!(took < Duration::from_secs(5), "destroy took {took:?}");
     assert!(!dir.exists());
-    assert!(h.leftover_processes().is_empty(), "{:?}", h.leftover_processes());
+    assert!(
+        h.leftover_processes().is_empty(),
+        "{:?}",
+        h.leftover_processes()
+    );
     assert!(h.ok(&["list"]).contains("no clusters"));
 }
 
@@ -144,7 +179,11 @@ fn two_clusters_side_by_side() {
     let pid = st["nodes"][0]["pid"].as_u64().unwrap();
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     h.ok(&["destroy", "side-b"]);
-    assert!(h.leftover_processes().is_empty(), "{:?}", h.leftover_processes());
+    assert!(
+        h.leftover_processes().is_empty(),
+        "{:?}",
+        h.leftover_processes()
+    );
 }
 
 /// Refusals that need no VM: a second cluster of the same name, socket paths
@@ -154,7 +193,13 @@ fn refusals() {
     let h = Harness::new("refusals");
     // A cluster dir that exists (a half-made cluster is enough).
     std::fs::create_dir_all(h.cluster_dir("dev")).unwrap();
-    let out = h.run(&["create", "-f", &repo_file("clusters/dev.yaml"), "--accel", "tcg"]);
+    let out = h.run(&[
+        "create",
+        "-f",
+        &repo_file("clusters/dev.yaml"),
+        "--accel",
+        "tcg",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
     // destroy removes the half-made cluster.
@@ -165,7 +210,13 @@ fn refusals() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironclad"))
         .args(["--state-dir"])
         .arg(&long)
-        .args(["create", "-f", &repo_file("clusters/dev.yaml"), "--accel", "tcg"])
+        .args([
+            "create",
+            "-f",
+            &repo_file("clusters/dev.yaml"),
+            "--accel",
+            "tcg",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
