@@ -137,6 +137,23 @@ fn dev_cluster_lifecycle() {
         ports[0]
     );
 
+    // The cluster switch: both nodes' ports connected, fault-injection control answers.
+    let switch = switch_status(&dir.join("run/switch-ctl.sock"));
+    for node in ["dev-cp-1", "dev-worker-1"] {
+        assert!(
+            switch.ports.iter().any(|p| p.node == node && p.connected),
+            "{switch:?}"
+        );
+    }
+
+    // A following console ends when its cluster is destroyed.
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_ironclad"))
+        .args(["console", "dev-cp-1"])
+        .env("IRONCLAD_STATE_DIR", h.root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
     // Destroy: quick, nothing left.
     let t = Instant::now();
     h.ok(&["destroy", "dev"]);
@@ -150,6 +167,38 @@ fn dev_cluster_lifecycle() {
         h.leftover_processes()
     );
     assert!(h.ok(&["list"]).contains("no clusters"));
+    h.wait_for("the console to end", Duration::from_secs(10), || {
+        matches!(follower.try_wait(), Ok(Some(_)))
+    });
+    let mut followed = String::new();
+    use std::io::Read;
+    follower
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut followed)
+        .unwrap();
+    assert!(followed.contains("machined: ready"), "{followed}");
+}
+
+fn switch_status(path: &std::path::Path) -> ironclad::network::Status {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut ctl = ironclad::network::ControlClient::connect(path)
+            .await
+            .unwrap();
+        match ctl
+            .request(&ironclad::network::Request::Status {})
+            .await
+            .unwrap()
+        {
+            ironclad::network::Response::Status { status } => status,
+            other => panic!("unexpected {other:?}"),
+        }
+    })
 }
 
 /// Two clusters side by side (same CIDR, separate switches): distinct ports,
@@ -178,6 +227,23 @@ fn two_clusters_side_by_side() {
     assert_eq!(st["nodes"][0]["state"], "ready");
     let pid = st["nodes"][0]["pid"].as_u64().unwrap();
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    // A supervisor killed with SIGKILL takes its QEMU with it; the node shows
+    // as crashed and destroy still cleans up.
+    let sup = st["supervisor"].as_u64().unwrap();
+    // SAFETY: kill(2) on the supervisor pid status just reported for our cluster.
+    unsafe {
+        libc::kill(sup as i32, libc::SIGKILL);
+    }
+    h.wait_for(
+        "QEMU to die with its supervisor",
+        Duration::from_secs(20),
+        || {
+            !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
+                || std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.is_empty())
+        },
+    );
+    assert_eq!(h.node_states("side-b")[0].1, "crashed");
     h.ok(&["destroy", "side-b"]);
     assert!(
         h.leftover_processes().is_empty(),
