@@ -144,7 +144,13 @@ pub fn create(g: &Global, a: CreateArgs) -> CliResult {
         cache_dir: None,
     };
     let report = lifecycle::create(&opts, &Stderr).map_err(failure)?;
-    print_up("created", &report, a.output)
+    print_up("created", &report, a.output)?;
+    if a.output == Output::Text
+        && let Ok(st) = lifecycle::status(&opts.root, &report.cluster)
+    {
+        print_status(&st);
+    }
+    Ok(())
 }
 
 pub fn list(g: &Global, a: ListArgs) -> CliResult {

@@ -76,7 +76,11 @@ impl PortLock {
             path: path.clone(),
             source,
         };
-        crate::fsutil::create_private_dir(root).map_err(err)?;
+        // A new root is private; an existing one (it may be the user's own
+        // directory) keeps its mode.
+        if !root.is_dir() {
+            crate::fsutil::create_private_dir(root).map_err(err)?;
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
