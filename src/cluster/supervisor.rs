@@ -31,6 +31,18 @@ use super::control::{Request, Response};
 
 /// The kernel command line of every node (see docs/image-layout.md).
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
+
+/// The kernel command line for `accel`. Under TCG the guest CPU does not
+/// speculate (QEMU translates and runs instructions in order), so the
+/// speculative-execution mitigations, page-table isolation above all (a CR3
+/// switch and TLB flush on every syscall), only cost time: they are turned
+/// off there. Under KVM the guest runs on the real CPU and keeps them.
+pub fn kernel_cmdline(accel: crate::qemu::Accel) -> String {
+    match accel {
+        crate::qemu::Accel::Tcg => format!("{KERNEL_CMDLINE} mitigations=off"),
+        crate::qemu::Accel::Kvm => KERNEL_CMDLINE.to_string(),
+    }
+}
 /// The QEMU binary.
 pub const QEMU: &str = "qemu-system-x86_64";
 /// The TCG translated-code cache per node (MiB). QEMU's default (1 GiB, filled
@@ -91,7 +103,7 @@ pub fn vm_spec(
         name: node.name.clone(),
         kernel: state.image.kernel.clone(),
         initrd: state.image.initrd.clone(),
-        append: KERNEL_CMDLINE.to_string(),
+        append: kernel_cmdline(state.accel),
         cpus: node.cpus,
         memory_mib: node.memory_mib,
         machine: MachineType::Q35,
@@ -587,6 +599,12 @@ mod tests {
             Path::new("/s/clusters/dev/run/sw-dev-cp-1.sock")
         );
         assert_eq!(spec.kernel, Path::new("/c/vmlinuz"));
+        assert!(
+            spec.append.ends_with("mitigations=off"),
+            "TCG: {}",
+            spec.append
+        );
+        assert_eq!(kernel_cmdline(crate::qemu::Accel::Kvm), KERNEL_CMDLINE);
         let mut bad = state.clone();
         bad.nodes[0].user_mac = "zz".into();
         assert!(vm_spec(&paths, &bad, &bad.nodes[0]).is_err());
