@@ -2,8 +2,8 @@
 //! and the shared image cache, waits on conditions with deadlines, and cleans
 //! up on drop, even when the test failed: every cluster it made is destroyed,
 //! any QEMU or supervisor process still naming the state root is killed, and
-//! the serial and supervisor logs are copied to `target/e2e-logs/<test>/` for a
-//! CI reader.
+//! the serial and supervisor logs of every cluster still there (a failed test's)
+//! are copied to `target/e2e-logs/<test>/<cluster>/` for a CI reader.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -119,9 +119,11 @@ impl Harness {
     }
 
     fn save_logs(&self) {
-        let dest = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target/e2e-logs")
-            .join(&self.test);
+        // <target>/e2e-logs, wherever the target dir is.
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .unwrap_or(Path::new("."));
+        let dest = target.join("e2e-logs").join(&self.test);
         let clusters = self.root().join("clusters");
         for c in std::fs::read_dir(&clusters).into_iter().flatten().flatten() {
             let logs = c.path().join("logs");
