@@ -295,3 +295,21 @@ fn refusals() {
     let out = h.run(&["status", "nope"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The harness itself: a cluster left behind (as after a failed test) has its
+/// logs copied for CI and is destroyed.
+#[test]
+fn harness_keeps_logs_of_leftover_clusters() {
+    let h = Harness::new("harness_keeps_logs");
+    let logs = h.cluster_dir("leftover").join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("leftover-cp-1.log"), "machined: ready t=1.0\n").unwrap();
+    let dir = h.cluster_dir("leftover");
+    drop(h);
+    assert!(!dir.exists(), "the harness destroys what is left");
+    let kept = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("e2e-logs/harness_keeps_logs/leftover/leftover-cp-1.log");
+    assert!(kept.exists(), "{}", kept.display());
+}
