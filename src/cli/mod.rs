@@ -6,6 +6,7 @@
 mod etcd_cmd;
 mod gen_cmd;
 mod image;
+mod lifecycle;
 mod node_cmd;
 mod validate;
 
@@ -111,6 +112,23 @@ enum Command {
     /// The cluster's etcd: members, put, get.
     #[command(subcommand)]
     Etcd(etcd_cmd::EtcdCommand),
+    /// Create a cluster: image, secrets, disks, supervisor, boot all nodes, wait until ready.
+    Create(lifecycle::CreateArgs),
+    /// List the clusters.
+    List(lifecycle::ListArgs),
+    /// Show a cluster's nodes: state, pid, addresses, API port, uptime.
+    Status(lifecycle::StatusArgs),
+    /// Power a cluster (or one node) off gracefully; disks and state are kept.
+    Stop(lifecycle::StopArgs),
+    /// Boot a stopped cluster (or one node) again from its kept disks.
+    Start(lifecycle::StartArgs),
+    /// Stop everything of a cluster and remove its state dir.
+    Destroy(lifecycle::DestroyArgs),
+    /// Follow a node's serial console log.
+    Console(lifecycle::ConsoleArgs),
+    /// Run a cluster's supervisor (started by create/start; not for people).
+    #[command(name = "__supervise", hide = true)]
+    Supervise(lifecycle::SuperviseArgs),
 }
 
 /// Chooses how diagnostics look. On a terminal: miette's defaults. Otherwise
@@ -144,6 +162,14 @@ pub fn main() -> ExitCode {
         Command::Image(cmd) => image::run(cmd),
         Command::Node(cmd) => node_cmd::run(&global, cmd),
         Command::Etcd(cmd) => etcd_cmd::run(&global, cmd),
+        Command::Create(a) => lifecycle::create(&global, a),
+        Command::List(a) => lifecycle::list(&global, a),
+        Command::Status(a) => lifecycle::status(&global, a),
+        Command::Stop(a) => lifecycle::stop(&global, a),
+        Command::Start(a) => lifecycle::start(&global, a),
+        Command::Destroy(a) => lifecycle::destroy(&global, a),
+        Command::Console(a) => lifecycle::console(&global, a),
+        Command::Supervise(a) => lifecycle::supervise(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,22 @@
 //! A cluster on the host: its state dir, create/start/stop/destroy, and the
 //! detached supervisor process that owns the switch and the QEMU processes.
+//!
+//! - [`paths`]: the state dir layout (one place decides every file name).
+//! - [`state`]: `cluster.json`, the node states and their transitions.
+//! - [`ports`]: host API ports, unique across clusters.
+//! - [`control`]: the supervisor's control protocol.
+//! - [`supervisor`]: the detached per-cluster process (switch, QEMUs, QMP).
+//! - [`etcd`]: bootstrap and join of etcd across the control planes (converge).
+//! - [`lifecycle`]: the operations behind the CLI (create, start, stop,
+//!   destroy, status, list, console) and the readiness wait.
+//!
+//! Does not own: the QEMU command line (`qemu`), the switch itself (`network`),
+//! the image (`image`), secrets and machine configs (`configdir`).
 
+pub mod control;
 pub mod etcd;
+pub mod lifecycle;
 pub mod paths;
+pub mod ports;
+pub mod state;
+pub mod supervisor;

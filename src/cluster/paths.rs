@@ -14,8 +14,10 @@
 //! secrets/ nodes/         the PKI and the machine configs (from `gen config`)
 //! disks/<node>.qcow2      per-node state disks
 //! logs/<node>.log         per-node serial console
+//! logs/<node>.qemu.log    per-node QEMU stderr
 //! logs/supervisor.log     the supervisor's own log
-//! run/                    unix sockets: QMP per node, the switch ports and control
+//! run/                    unix sockets: QMP per node, the switch ports and control,
+//!                         the supervisor's control socket (supervisor.sock)
 //! supervisor.pid          the detached supervisor's pid
 //! ```
 
@@ -67,6 +69,14 @@ impl ClusterPaths {
         }
     }
 
+    /// The layout of the cluster whose directory is `dir` (as recorded, e.g.
+    /// on the supervisor's command line).
+    pub fn at(dir: &Path) -> Self {
+        ClusterPaths {
+            dir: dir.to_path_buf(),
+        }
+    }
+
     /// The cluster's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -99,6 +109,22 @@ impl ClusterPaths {
     pub fn supervisor_log(&self) -> PathBuf {
         self.dir.join("logs").join("supervisor.log")
     }
+    /// A node's QEMU stderr (start-up errors, warnings).
+    pub fn qemu_log(&self, node: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{node}.qemu.log"))
+    }
+    /// The supervisor's control socket.
+    pub fn supervisor_socket(&self) -> PathBuf {
+        self.run_dir().join("supervisor.sock")
+    }
+    /// The disks directory.
+    pub fn disks_dir(&self) -> PathBuf {
+        self.dir.join("disks")
+    }
+    /// The logs directory.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
     /// The supervisor's pid file.
     pub fn supervisor_pid(&self) -> PathBuf {
         self.dir.join("supervisor.pid")
@@ -122,7 +148,7 @@ impl ClusterPaths {
 
     /// The longest socket path this cluster would use, given its node names.
     pub fn longest_socket(&self, nodes: &[NodeName]) -> PathBuf {
-        let mut all: Vec<PathBuf> = vec![self.switch_control()];
+        let mut all: Vec<PathBuf> = vec![self.switch_control(), self.supervisor_socket()];
         for n in nodes {
             all.push(self.qmp_socket(n.as_str()));
             all.push(self.switch_port(n));

@@ -1,0 +1,292 @@
+//! `ironclad create|list|status|stop|start|destroy|console` and the hidden
+//! `__supervise`. Parses flags, calls [`crate::cluster::lifecycle`], prints.
+
+use super::{CliResult, Exit, Failure, Global, Output};
+use crate::cluster::lifecycle::{self, ClusterStatus, LifecycleError, Progress, UpReport};
+use crate::qemu::AccelChoice;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// The cluster file. Without it, the built-in default cluster (1 control plane, 1 worker).
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Accelerator: auto picks KVM when a standard guest kernel can run on it, else TCG.
+    #[arg(long, value_enum, default_value_t)]
+    accel: AccelChoice,
+    /// Seconds to wait for every node to be ready.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Output format of the summary.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The cluster (default: the only one there is).
+    name: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    name: String,
+    /// Stop only this node.
+    #[arg(long)]
+    node: Option<String>,
+    /// Seconds the guests get to power off before QEMU is told to quit.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    name: String,
+    /// Start only this node (e.g. one that crashed).
+    #[arg(long)]
+    node: Option<String>,
+    /// Seconds to wait for the nodes to be ready.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DestroyArgs {
+    name: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConsoleArgs {
+    /// The node (names are unique across clusters; see --cluster otherwise).
+    node: String,
+    /// The cluster holding the node.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Print what is there and exit instead of following.
+    #[arg(long)]
+    no_follow: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SuperviseArgs {
+    /// The cluster's state dir.
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+struct Stderr;
+impl Progress for Stderr {
+    fn line(&self, message: &str) {
+        eprintln!("{message}");
+    }
+}
+
+fn failure(e: LifecycleError) -> Failure {
+    let exit = match &e {
+        LifecycleError::BadInput(_) => Exit::BadInput,
+        LifecycleError::MissingTools { .. } => Exit::MissingDependency,
+        LifecycleError::Image(i) if i.is_missing_dependency() => Exit::MissingDependency,
+        LifecycleError::Image(i) if i.is_bad_input() => Exit::BadInput,
+        LifecycleError::Image(_) | LifecycleError::Failed(_) => Exit::Failed,
+    };
+    Failure::new(exit, miette::miette!("{e}"))
+}
+
+fn json(v: &impl serde::Serialize) -> Result<String, Failure> {
+    serde_json::to_string_pretty(v).map_err(|e| Failure::failed(miette::miette!("{e}")))
+}
+
+fn print_up(what: &str, r: &UpReport, output: Output) -> CliResult {
+    match output {
+        Output::Json => println!("{}", json(r)?),
+        Output::Text => {
+            println!(
+                "cluster {} {what} in {:.1} s ({}): {} nodes ready",
+                r.cluster,
+                r.seconds,
+                r.accel,
+                r.nodes.len()
+            );
+            println!("  state    {}", r.dir.display());
+            println!("  client   {}", r.dir.join("client.yaml").display());
+            println!("  status   ironclad status {}", r.cluster);
+        }
+    }
+    Ok(())
+}
+
+pub fn create(g: &Global, a: CreateArgs) -> CliResult {
+    let root = g.state_root()?;
+    let (cluster, source) = match &a.file {
+        Some(f) => {
+            let c = crate::spec::parse_cluster_file(f).map_err(Failure::bad_input)?;
+            (c, std::fs::read_to_string(f).ok())
+        }
+        None => (crate::spec::default_cluster(), None),
+    };
+    let opts = lifecycle::CreateOptions {
+        root,
+        cluster: &cluster,
+        source,
+        accel: a.accel,
+        timeout: Duration::from_secs(a.timeout),
+        cache_dir: None,
+    };
+    let report = lifecycle::create(&opts, &Stderr).map_err(failure)?;
+    print_up("created", &report, a.output)?;
+    if a.output == Output::Text
+        && let Ok(st) = lifecycle::status(&opts.root, &report.cluster)
+    {
+        print_status(&st);
+    }
+    Ok(())
+}
+
+pub fn list(g: &Global, a: ListArgs) -> CliResult {
+    let all = lifecycle::list(&g.state_root()?).map_err(failure)?;
+    match a.output {
+        Output::Json => println!("{}", json(&all)?),
+        Output::Text => {
+            if all.is_empty() {
+                println!("no clusters");
+            }
+            for c in &all {
+                let ready = c.nodes.iter().filter(|n| n.state == "ready").count();
+                let running = if c.supervisor.is_some() {
+                    "running"
+                } else {
+                    "stopped"
+                };
+                println!(
+                    "{:<20} {:<8} {}/{} nodes ready",
+                    c.name,
+                    running,
+                    ready,
+                    c.nodes.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_status(c: &ClusterStatus) {
+    let sup = c
+        .supervisor
+        .map_or("not running".to_string(), |p| format!("pid {p}"));
+    println!(
+        "cluster {} (supervisor {sup}{})",
+        c.name,
+        c.accel.map(|a| format!(", {a}")).unwrap_or_default()
+    );
+    if let Some(p) = &c.problem {
+        println!("  {p}");
+    }
+    println!(
+        "  {:<18} {:<13} {:<8} {:<8} {:<12} {:<16} {:>8}",
+        "NODE", "ROLE", "STATE", "PID", "ADDRESS", "API", "UPTIME"
+    );
+    for n in &c.nodes {
+        println!(
+            "  {:<18} {:<13} {:<8} {:<8} {:<12} {:<16} {:>8}",
+            n.name,
+            n.role.as_str(),
+            n.state,
+            n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            n.address.to_string(),
+            n.endpoint,
+            n.uptime_seconds
+                .map(|s| format!("{s}s"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+}
+
+pub fn status(g: &Global, a: StatusArgs) -> CliResult {
+    let root = g.state_root()?;
+    let name = match a.name {
+        Some(n) => n,
+        None => {
+            let names = crate::cluster::paths::list_clusters(&root)
+                .map_err(|e| Failure::failed(miette::miette!("{e}")))?;
+            match names.as_slice() {
+                [one] => one.clone(),
+                [] => return Err(Failure::msg(Exit::BadInput, "there are no clusters")),
+                _ => {
+                    return Err(Failure::msg(
+                        Exit::BadInput,
+                        format!("several clusters exist ({}); name one", names.join(", ")),
+                    ));
+                }
+            }
+        }
+    };
+    let st = lifecycle::status(&root, &name).map_err(failure)?;
+    match a.output {
+        Output::Json => println!("{}", json(&st)?),
+        Output::Text => print_status(&st),
+    }
+    Ok(())
+}
+
+pub fn stop(g: &Global, a: StopArgs) -> CliResult {
+    lifecycle::stop(
+        &g.state_root()?,
+        &a.name,
+        a.node.as_deref(),
+        Duration::from_secs(a.timeout),
+        &Stderr,
+    )
+    .map_err(failure)?;
+    match a.node {
+        Some(n) => println!("node {n} of cluster {} stopped", a.name),
+        None => println!("cluster {} stopped (state kept)", a.name),
+    }
+    Ok(())
+}
+
+pub fn start(g: &Global, a: StartArgs) -> CliResult {
+    let r = lifecycle::start(
+        &g.state_root()?,
+        &a.name,
+        a.node.as_deref(),
+        Duration::from_secs(a.timeout),
+        &Stderr,
+    )
+    .map_err(failure)?;
+    print_up("started", &r, a.output)
+}
+
+pub fn destroy(g: &Global, a: DestroyArgs) -> CliResult {
+    let t = std::time::Instant::now();
+    lifecycle::destroy(&g.state_root()?, &a.name).map_err(failure)?;
+    println!(
+        "cluster {} destroyed in {:.1} s",
+        a.name,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+pub fn console(g: &Global, a: ConsoleArgs) -> CliResult {
+    let root = g.state_root()?;
+    let paths = lifecycle::find_node(&root, &a.node, a.cluster.as_deref()).map_err(failure)?;
+    let mut out = std::io::stdout().lock();
+    lifecycle::console(&paths, &a.node, !a.no_follow, &mut out).map_err(failure)
+}
+
+pub fn supervise(a: SuperviseArgs) -> CliResult {
+    crate::cluster::supervisor::main(&a.dir)
+        .map_err(|e| Failure::failed(miette::miette!("supervisor: {e}")))
+}

@@ -1,0 +1,157 @@
+//! The e2e harness: runs the real `ironclad` binary with a private state root
+//! and the shared image cache, waits on conditions with deadlines, and cleans
+//! up on drop, even when the test failed: every cluster it made is destroyed,
+//! any QEMU or supervisor process still naming the state root is killed, and
+//! the serial and supervisor logs of every cluster still there (a failed test's)
+//! are copied to `target/e2e-logs/<test>/<cluster>/` for a CI reader.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Where the image is built once and shared by every test binary.
+pub fn image_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-cache")
+}
+
+pub struct Harness {
+    test: String,
+    /// Short (under the system temp dir) so socket paths stay below 108 bytes.
+    root: tempfile::TempDir,
+}
+
+impl Harness {
+    pub fn new(test: &str) -> Harness {
+        let root = tempfile::Builder::new()
+            .prefix("ic-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        Harness {
+            test: test.to_string(),
+            root,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn cluster_dir(&self, name: &str) -> PathBuf {
+        self.root().join("clusters").join(name)
+    }
+
+    /// Runs `ironclad ARGS` with this harness's state root and the shared cache.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_ironclad"))
+            .args(args)
+            .env("IRONCLAD_STATE_DIR", self.root())
+            .env("IRONCLAD_CACHE_DIR", image_cache())
+            .output()
+            .expect("run ironclad");
+        eprintln!(
+            "$ ironclad {} -> {}\n{}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "ironclad {} failed", args.join(" "));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn status(&self, name: &str) -> Value {
+        let text = self.ok(&["status", name, "--output", "json"]);
+        serde_json::from_str(&text).expect("status JSON")
+    }
+
+    /// The state of each node, by name.
+    pub fn node_states(&self, name: &str) -> Vec<(String, String)> {
+        self.status(name)["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| {
+                (
+                    n["name"].as_str().unwrap_or_default().to_string(),
+                    n["state"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Polls `cond` until it holds or `timeout` passes.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Pids of processes whose command line names this state root.
+    pub fn leftover_processes(&self) -> Vec<(u32, String)> {
+        let needle = self.root().to_string_lossy().into_owned();
+        let mut found = Vec::new();
+        let me = std::process::id();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if cmd.contains(&needle) {
+                found.push((pid, cmd));
+            }
+        }
+        found
+    }
+
+    fn save_logs(&self) {
+        // <target>/e2e-logs, wherever the target dir is.
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .unwrap_or(Path::new("."));
+        let dest = target.join("e2e-logs").join(&self.test);
+        let clusters = self.root().join("clusters");
+        for c in std::fs::read_dir(&clusters).into_iter().flatten().flatten() {
+            let logs = c.path().join("logs");
+            let to = dest.join(c.file_name());
+            let _ = std::fs::create_dir_all(&to);
+            for f in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+                let _ = std::fs::copy(f.path(), to.join(f.file_name()));
+            }
+            let _ = std::fs::copy(c.path().join("cluster.json"), to.join("cluster.json"));
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.save_logs();
+        let clusters = self.root().join("clusters");
+        for c in std::fs::read_dir(&clusters).into_iter().flatten().flatten() {
+            if let Some(name) = c.file_name().to_str() {
+                let _ = self.run(&["destroy", name]);
+            }
+        }
+        for (pid, cmd) in self.leftover_processes() {
+            eprintln!("killing leftover process {pid}: {cmd}");
+            // SAFETY: kill(2) on a pid whose command line names our private temp dir.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
