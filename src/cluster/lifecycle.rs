@@ -6,7 +6,7 @@
 //! machine configs (`gen config` into the state dir), qcow2 disks, ports and
 //! MACs fixed in `cluster.json`, the detached supervisor, all nodes booted in
 //! parallel, then [`wait_ready`] until every node meets every
-//! [`ReadyCondition`], then [`converge`] (the place for etcd bootstrap/join).
+//! [`ReadyCondition`], while [`start_converge`] bootstraps and joins etcd.
 
 use super::control::{self, Request};
 use super::paths::ClusterPaths;
@@ -391,6 +391,11 @@ fn up(
         )?;
         progress.line(&format!("{n}: booting"));
     }
+    // etcd bootstrap and join start at once, in parallel with the readiness
+    // wait: they only need the node APIs, which answer before `ready`. A
+    // single node started again needs none of it: a control plane's etcd
+    // starts by itself from the data on its disk.
+    let converging = only.is_none().then(|| start_converge(paths));
     let nodes = wait_ready(
         paths,
         &names,
@@ -398,7 +403,9 @@ fn up(
         Instant::now() + timeout,
         progress,
     )?;
-    converge(paths, state, progress)?;
+    if let Some(c) = converging {
+        finish_converge(c, progress)?;
+    }
     Ok(UpReport {
         cluster: state.name.clone(),
         dir: paths.dir().to_path_buf(),
@@ -408,15 +415,51 @@ fn up(
     })
 }
 
-/// The step after every node is ready: cluster-level setup through the node
-/// APIs. The etcd bootstrap on the first control plane and the join (learner,
-/// promote) of the others go here; today there is nothing to do.
-pub fn converge(
-    _paths: &ClusterPaths,
-    _state: &ClusterState,
-    _progress: &dyn Progress,
-) -> Result<()> {
-    Ok(())
+/// The cluster-level setup through the node APIs, running on its own thread:
+/// etcd bootstrap on the first control plane and the join (learner, promote)
+/// of the others ([`super::etcd::converge`]). Progress lines arrive on the
+/// channel.
+pub struct Converging {
+    lines: std::sync::mpsc::Receiver<String>,
+    task: std::thread::JoinHandle<std::result::Result<usize, String>>,
+}
+
+/// Starts [`Converging`] for the cluster at `paths`.
+pub fn start_converge(paths: &ClusterPaths) -> Converging {
+    let client_yaml = paths.client_yaml();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let task = std::thread::spawn(move || {
+        let mut report = |node: &str, step: &super::etcd::Step| {
+            let _ = tx.send(format!("{node}: {step}"));
+        };
+        super::etcd::converge_blocking(
+            &client_yaml,
+            super::etcd::ConvergeOptions::default(),
+            &mut report,
+        )
+        .map(|m| m.members.len())
+        .map_err(|e| e.to_string())
+    });
+    Converging { lines, task }
+}
+
+/// Prints the progress of `c` and waits for its end.
+pub fn finish_converge(c: Converging, progress: &dyn Progress) -> Result<()> {
+    loop {
+        match c.lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => progress.line(&line),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    match c.task.join() {
+        Ok(Ok(members)) => {
+            progress.line(&format!("etcd: {members} voting members, healthy"));
+            Ok(())
+        }
+        Ok(Err(e)) => Err(LifecycleError::Failed(format!("etcd: {e}"))),
+        Err(_) => Err(LifecycleError::Failed("etcd: the converge step panicked".into())),
+    }
 }
 
 /// Waits until every node of `names` meets every condition, printing each new
