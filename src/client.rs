@@ -471,6 +471,36 @@ impl NodeClient {
     }
 }
 
+/// A node's clock as its API shows it: the HTTP `Date` header of a health
+/// request, with the host's clock just before sending and just after the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerDate {
+    pub sent: std::time::SystemTime,
+    pub received: std::time::SystemTime,
+    /// The raw header (`Sun, 06 Nov 1994 08:49:37 GMT`), when sent.
+    pub date: Option<String>,
+}
+
+impl NodeClient {
+    /// The node's `Date` header on `GET /v1/health` (clock-skew checks).
+    pub async fn server_date(&self) -> Result<ServerDate, ClientError> {
+        let url = format!("{}{}", self.base, paths::HEALTH);
+        let sent = std::time::SystemTime::now();
+        let resp = self.send(self.http.get(&url), &url).await?;
+        let received = std::time::SystemTime::now();
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok(ServerDate {
+            sent,
+            received,
+            date,
+        })
+    }
+}
+
 /// How long one node may take to run its matrix checks.
 pub const MATRIX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 

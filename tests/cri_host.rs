@@ -46,9 +46,13 @@ struct Containerd {
 impl Drop for Containerd {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("containerd log (last 40 lines, newest first):\n{}", tail.join("\n"));
+            eprintln!(
+                "containerd log (last 40 lines, newest first):\n{}",
+                tail.join("\n")
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -197,36 +201,71 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
     };
     // A sandbox + container, probes, and cleanup.
     let t = Instant::now();
-    let pod = cri.run_pod(Variant::Unpriv, "it-unpriv", &opts).await.unwrap();
+    let pod = cri
+        .run_pod(Variant::Unpriv, "it-unpriv", &opts)
+        .await
+        .unwrap();
     eprintln!("pod up in {:?}", t.elapsed());
     let o = cri
-        .exec(&pod.container_id, &["/bin/busybox", "echo", "hello"], Duration::from_secs(10))
+        .exec(
+            &pod.container_id,
+            &["/bin/busybox", "echo", "hello"],
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
     assert_eq!((o.exit_code, o.stdout.as_str()), (0, "hello\n"));
     let o = cri
-        .exec(&pod.container_id, &["/bin/busybox", "sh", "-c", "echo err >&2; exit 3"], Duration::from_secs(10))
+        .exec(
+            &pod.container_id,
+            &["/bin/busybox", "sh", "-c", "echo err >&2; exit 3"],
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
     assert_eq!((o.exit_code, o.stderr.as_str()), (3, "err\n"));
     // The probe timeout is enforced: a 60 s sleep comes back in far less.
     let t = Instant::now();
     let r = cri
-        .exec(&pod.container_id, &["/bin/busybox", "sleep", "60"], Duration::from_secs(2))
+        .exec(
+            &pod.container_id,
+            &["/bin/busybox", "sleep", "60"],
+            Duration::from_secs(2),
+        )
         .await;
-    assert!(t.elapsed() < Duration::from_secs(20), "exec timeout not enforced: {r:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "exec timeout not enforced: {r:?}"
+    );
     assert!(
         r.as_ref().map(|o| o.exit_code != 0).unwrap_or(true),
         "a timed-out exec must not look successful: {r:?}"
     );
     // The hardened base spec: no NET_RAW, no MKNOD; seccomp on by default.
     let st = cri
-        .exec(&pod.container_id, &["/bin/busybox", "cat", "/proc/self/status"], Duration::from_secs(10))
+        .exec(
+            &pod.container_id,
+            &["/bin/busybox", "cat", "/proc/self/status"],
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
-    assert_eq!(ironclad::agent::matrix::rt01(&st.stdout).0, Verdict::Pass, "{}", st.stdout);
-    assert_eq!(ironclad::agent::matrix::rt02(&st.stdout).0, Verdict::Pass, "{}", st.stdout);
-    assert_eq!(cri.labelled_sandboxes().await.unwrap(), vec![pod.sandbox_id.clone()]);
+    assert_eq!(
+        ironclad::agent::matrix::rt01(&st.stdout).0,
+        Verdict::Pass,
+        "{}",
+        st.stdout
+    );
+    assert_eq!(
+        ironclad::agent::matrix::rt02(&st.stdout).0,
+        Verdict::Pass,
+        "{}",
+        st.stdout
+    );
+    assert_eq!(
+        cri.labelled_sandboxes().await.unwrap(),
+        vec![pod.sandbox_id.clone()]
+    );
     cri.remove_sandbox(&pod.sandbox_id).await.unwrap();
     // Removing twice is fine.
     cri.remove_sandbox(&pod.sandbox_id).await.unwrap();
@@ -234,7 +273,13 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
 
     // A one-shot container to completion; the pod goes away with it.
     let done = cri
-        .run_to_completion(Variant::Unpriv, "it-job", &opts, &["/bin/busybox", "sh", "-c", "exit 7"], Duration::from_secs(60))
+        .run_to_completion(
+            Variant::Unpriv,
+            "it-job",
+            &opts,
+            &["/bin/busybox", "sh", "-c", "exit 7"],
+            Duration::from_secs(60),
+        )
         .await
         .unwrap();
     assert_eq!(done.exit_code, 7);
@@ -259,9 +304,12 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         peers: vec![],
     };
     let req = MatrixRunRequest {
-        checks: ["RT-01", "RT-02", "RT-03", "RT-04", "RT-08", "RT-09", "BRK-06", "BRK-07", "BRK-10", "NET-01", "CONF-03"]
-            .map(String::from)
-            .to_vec(),
+        checks: [
+            "RT-01", "RT-02", "RT-03", "RT-04", "RT-08", "RT-09", "BRK-06", "BRK-07", "BRK-10",
+            "NET-01", "CONF-03",
+        ]
+        .map(String::from)
+        .to_vec(),
         destructive: false,
     };
     let t = Instant::now();
@@ -296,7 +344,10 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
     // runsc is not a runtime here: an explicit skip with the reason.
     assert!(matches!(verdict("RT-09"), Verdict::Skip { reason } if reason.contains("runsc")));
     assert!(matches!(verdict("NET-01"), Verdict::Skip { .. }));
-    assert!(report.results.iter().all(|r| r.id != "CLEANUP"), "cleanup failed");
+    assert!(
+        report.results.iter().all(|r| r.id != "CLEANUP"),
+        "cleanup failed"
+    );
     // Never a pod left behind.
     assert!(cri.labelled_sandboxes().await.unwrap().is_empty());
     assert!(ctr_lines(&c, &["containers", "ls"]).is_empty());

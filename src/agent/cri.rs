@@ -464,7 +464,12 @@ impl Cri {
         let start = cri::StartContainerRequest {
             container_id: id.clone(),
         };
-        timed("StartContainer", CALL_TIMEOUT, self.rt.start_container(start)).await?;
+        timed(
+            "StartContainer",
+            CALL_TIMEOUT,
+            self.rt.start_container(start),
+        )
+        .await?;
         Ok(id)
     }
 
@@ -565,7 +570,12 @@ impl Cri {
         let stop = cri::StopPodSandboxRequest {
             pod_sandbox_id: sandbox_id.to_string(),
         };
-        let stopped = timed("StopPodSandbox", CALL_TIMEOUT, self.rt.stop_pod_sandbox(stop)).await;
+        let stopped = timed(
+            "StopPodSandbox",
+            CALL_TIMEOUT,
+            self.rt.stop_pod_sandbox(stop),
+        )
+        .await;
         let rm = cri::RemovePodSandboxRequest {
             pod_sandbox_id: sandbox_id.to_string(),
         };
@@ -592,7 +602,12 @@ impl Cri {
                 ..Default::default()
             }),
         };
-        let r = timed("ListPodSandbox", CALL_TIMEOUT, self.rt.list_pod_sandbox(req)).await?;
+        let r = timed(
+            "ListPodSandbox",
+            CALL_TIMEOUT,
+            self.rt.list_pod_sandbox(req),
+        )
+        .await?;
         Ok(r.items.into_iter().map(|s| s.id).collect())
     }
 
@@ -694,7 +709,14 @@ mod tests {
         assert!(sc.masked_paths.iter().any(|p| p == "/proc/kcore"));
         assert!(sc.readonly_paths.iter().any(|p| p == "/proc/sys"));
         let p = container_config(Variant::Priv, "c", &opts(), &["x"]);
-        assert!(p.linux.unwrap().security_context.unwrap().masked_paths.is_empty());
+        assert!(
+            p.linux
+                .unwrap()
+                .security_context
+                .unwrap()
+                .masked_paths
+                .is_empty()
+        );
     }
 
     #[test]

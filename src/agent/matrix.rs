@@ -247,7 +247,11 @@ pub fn evaluate(id: &str, out: &ExecOutput) -> Outcome {
 
 /// The output folded to one line of at most 300 characters.
 fn summarize(text: &str) -> String {
-    let one: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let one: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let s = one.join(" | ");
     if s.chars().count() > 300 {
         let mut t: String = s.chars().take(300).collect();
@@ -340,13 +344,20 @@ const CAP_NET_RAW: u32 = 13;
 /// RT-01 from a default container's /proc/self/status.
 pub fn rt01(status: &str) -> (Verdict, Vec<String>) {
     let Some(eff) = cap_eff(status) else {
-        return (Verdict::Fail, vec![format!("no CapEff line: {}", summarize(status))]);
+        return (
+            Verdict::Fail,
+            vec![format!("no CapEff line: {}", summarize(status))],
+        );
     };
     let raw = eff & (1 << CAP_NET_RAW) != 0;
     let mknod = eff & (1 << CAP_MKNOD) != 0;
     let ev = vec![
         format!("CapEff: {eff:016x}"),
-        format!("NET_RAW: {}, MKNOD: {}", if raw { "present" } else { "absent" }, if mknod { "present" } else { "absent" }),
+        format!(
+            "NET_RAW: {}, MKNOD: {}",
+            if raw { "present" } else { "absent" },
+            if mknod { "present" } else { "absent" }
+        ),
     ];
     (Verdict::pass_if(!raw && !mknod), ev)
 }
@@ -355,7 +366,10 @@ pub fn rt01(status: &str) -> (Verdict, Vec<String>) {
 pub fn rt02(status: &str) -> (Verdict, Vec<String>) {
     match status_field(status, "Seccomp") {
         Some(v) => (Verdict::pass_if(v == "2"), vec![format!("Seccomp: {v}")]),
-        None => (Verdict::Fail, vec!["no Seccomp line in /proc/self/status".into()]),
+        None => (
+            Verdict::Fail,
+            vec!["no Seccomp line in /proc/self/status".into()],
+        ),
     }
 }
 
@@ -367,10 +381,16 @@ pub fn rt04(status: &str) -> (Verdict, Vec<String>) {
     let ev = vec![
         format!("NoNewPrivs: {nnp}"),
         format!("Uid: {uid}"),
-        format!("CapEff: {}", eff.map(|e| format!("{e:016x}")).unwrap_or("?".into())),
+        format!(
+            "CapEff: {}",
+            eff.map(|e| format!("{e:016x}")).unwrap_or("?".into())
+        ),
     ];
     let non_root = uid.split_whitespace().next().is_some_and(|u| u != "0");
-    (Verdict::pass_if(nnp == "1" && eff == Some(0) && non_root), ev)
+    (
+        Verdict::pass_if(nnp == "1" && eff == Some(0) && non_root),
+        ev,
+    )
 }
 
 /// The probe of RT-03 and its evaluation.
@@ -424,7 +444,10 @@ pub fn rt09(dmesg: &str, uname_r: &str, host_release: &str) -> (Verdict, Vec<Str
     let hidden = !r.is_empty() && r != host_release.trim();
     let ev = vec![
         format!("dmesg: {}", summarize(dmesg.lines().next().unwrap_or(""))),
-        format!("uname -r in the pod: {r}; node kernel: {}", host_release.trim()),
+        format!(
+            "uname -r in the pod: {r}; node kernel: {}",
+            host_release.trim()
+        ),
     ];
     (Verdict::pass_if(gvisor && hidden), ev)
 }
@@ -466,7 +489,11 @@ pub fn compare_sysctls(
 
 /// The /proc/sys path of a sysctl key under `root`.
 pub fn sysctl_path(root: &Path, key: &str) -> Option<PathBuf> {
-    if key.is_empty() || key.split('.').any(|c| c.is_empty() || c == ".." || c.contains('/')) {
+    if key.is_empty()
+        || key
+            .split('.')
+            .any(|c| c.is_empty() || c == ".." || c.contains('/'))
+    {
         return None;
     }
     Some(root.join("proc/sys").join(key.replace('.', "/")))
@@ -530,14 +557,19 @@ impl Pods<'_> {
         };
         // A userns request the runtime silently ignored is not a userns pod.
         let res = match (v, res) {
-            (Variant::Userns, Ok(pod)) => match self.exec_on(&pod, "busybox cat /proc/self/uid_map").await {
-                Ok(o) if rt08(&o.stdout).0 == Verdict::Pass => Ok(pod),
-                Ok(o) => {
-                    let _ = self.cri.remove_sandbox(&pod.sandbox_id).await;
-                    Err(format!("the runtime ignored the user namespace (uid_map {})", summarize(&o.stdout)))
+            (Variant::Userns, Ok(pod)) => {
+                match self.exec_on(&pod, "busybox cat /proc/self/uid_map").await {
+                    Ok(o) if rt08(&o.stdout).0 == Verdict::Pass => Ok(pod),
+                    Ok(o) => {
+                        let _ = self.cri.remove_sandbox(&pod.sandbox_id).await;
+                        Err(format!(
+                            "the runtime ignored the user namespace (uid_map {})",
+                            summarize(&o.stdout)
+                        ))
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
             (_, r) => r,
         };
         if let Ok(p) = &res {
@@ -551,7 +583,11 @@ impl Pods<'_> {
 
     async fn exec_on(&mut self, pod: &Pod, script: &str) -> Result<ExecOutput, String> {
         self.cri
-            .exec(&pod.container_id, &["/bin/busybox", "sh", "-c", script], PROBE_TIMEOUT)
+            .exec(
+                &pod.container_id,
+                &["/bin/busybox", "sh", "-c", script],
+                PROBE_TIMEOUT,
+            )
             .await
             .map_err(|e| e.to_string())
     }
@@ -626,7 +662,12 @@ pub async fn run(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixRepo
                 Err(e) => e.to_string(),
             };
             for id in &ids {
-                results.push(CheckResult::new(id, &env.node, Verdict::Fail, vec![why.clone()]));
+                results.push(CheckResult::new(
+                    id,
+                    &env.node,
+                    Verdict::Fail,
+                    vec![why.clone()],
+                ));
             }
         }
     }
@@ -639,9 +680,11 @@ pub async fn run(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixRepo
             errors,
         ));
     }
+    let manifest = env.root.join(NODE_MARKER.trim_start_matches('/'));
     Ok(NodeMatrixReport {
         node: env.node.clone(),
         runtime,
+        image_manifest_sha256: crate::matrix::run::file_ref(&manifest).map(|f| f.sha256),
         results,
         duration_ms: started.elapsed().as_millis() as u64,
     })
@@ -654,7 +697,8 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
     let needs_rt10 = ids.contains(&"RT-10");
     for attack in ATTACKS {
         let wanted = ids.contains(&attack.id);
-        if !wanted && !(needs_rt10 && attack.id != "BRK-10") {
+        let for_rt10 = needs_rt10 && attack.id != "BRK-10";
+        if !wanted && !for_rt10 {
             continue;
         }
         let t = Instant::now();
@@ -685,7 +729,10 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
         }
         let t = Instant::now();
         let (verdict, evidence) = match id {
-            "RT-01" | "RT-02" => match pods.exec(Variant::Unpriv, "busybox cat /proc/self/status").await {
+            "RT-01" | "RT-02" => match pods
+                .exec(Variant::Unpriv, "busybox cat /proc/self/status")
+                .await
+            {
                 Ok(o) if id == "RT-01" => rt01(&o.stdout),
                 Ok(o) => rt02(&o.stdout),
                 Err(e) => (Verdict::Fail, vec![e]),
@@ -694,41 +741,65 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
                 Ok(o) => rt03(&o),
                 Err(e) => (Verdict::Fail, vec![e]),
             },
-            "RT-04" => match pods.exec(Variant::Restricted, "busybox cat /proc/self/status").await {
+            "RT-04" => match pods
+                .exec(Variant::Restricted, "busybox cat /proc/self/status")
+                .await
+            {
                 Ok(o) => rt04(&o.stdout),
                 Err(e) => (Verdict::Fail, vec![e]),
             },
             "RT-06" => (
-                Verdict::skip("the fork bomb needs a pids limit on the pod cgroup, which CRI alone does not set (a kubelet's podPidsLimit does); not run"),
+                Verdict::skip(
+                    "the fork bomb needs a pids limit on the pod cgroup, which CRI alone does not set (a kubelet's podPidsLimit does); not run",
+                ),
                 vec![],
             ),
             "RT-07" => rt07(&pods.env.root),
             "RT-08" => match pods.unavailable(Variant::Userns) {
                 Some(why) => (Verdict::skip(why), vec![]),
-                None => match pods.exec(Variant::Userns, "busybox cat /proc/self/uid_map; busybox id").await {
+                None => match pods
+                    .exec(
+                        Variant::Userns,
+                        "busybox cat /proc/self/uid_map; busybox id",
+                    )
+                    .await
+                {
                     Ok(o) => rt08(&o.stdout),
                     Err(e) => (Verdict::Fail, vec![e]),
                 },
             },
-            "RT-09" => match pods.unavailable(Variant::Gvisor) {
-                Some(why) => (Verdict::skip(why), vec![]),
-                None => {
-                    let host = std::fs::read_to_string(pods.env.root.join("proc/sys/kernel/osrelease")).unwrap_or_default();
-                    match pods.exec(Variant::Gvisor, "busybox dmesg 2>&1 | busybox head -n 3; echo ---; busybox uname -r").await {
+            "RT-09" => {
+                match pods.unavailable(Variant::Gvisor) {
+                    Some(why) => (Verdict::skip(why), vec![]),
+                    None => {
+                        let host = std::fs::read_to_string(
+                            pods.env.root.join("proc/sys/kernel/osrelease"),
+                        )
+                        .unwrap_or_default();
+                        match pods.exec(Variant::Gvisor, "busybox dmesg 2>&1 | busybox head -n 3; echo ---; busybox uname -r").await {
                         Ok(o) => {
                             let (d, u) = o.stdout.split_once("---").unwrap_or((&o.stdout, ""));
                             rt09(d, u, &host)
                         }
                         Err(e) => (Verdict::Fail, vec![e]),
                     }
+                    }
                 }
-            },
+            }
             "RT-10" => rt10(&sandboxed),
             "NET-01" => {
                 if pods.env.egress {
-                    (Verdict::skip("egress is on in the cluster file: the gateway is meant to be reachable"), vec![])
+                    (
+                        Verdict::skip(
+                            "egress is on in the cluster file: the gateway is meant to be reachable",
+                        ),
+                        vec![],
+                    )
                 } else if pods.env.host_network {
-                    (Verdict::skip("pods share the host network here (no CNI)"), vec![])
+                    (
+                        Verdict::skip("pods share the host network here (no CNI)"),
+                        vec![],
+                    )
                 } else {
                     match pods.exec(Variant::Unpriv, &net01_script()).await {
                         Ok(o) => net01(&o),
@@ -770,7 +841,13 @@ fn rt10(sandboxed: &[(String, Variant, Result<Outcome, String>)]) -> (Verdict, V
     if escaped {
         (Verdict::Fail, ev)
     } else if ran == 0 {
-        (Verdict::skip(format!("neither userns nor gvisor could run ({})", why_not.join("; "))), ev)
+        (
+            Verdict::skip(format!(
+                "neither userns nor gvisor could run ({})",
+                why_not.join("; ")
+            )),
+            ev,
+        )
     } else {
         (Verdict::Pass, ev)
     }
@@ -790,10 +867,18 @@ async fn conf03(pods: &mut Pods<'_>) -> (Verdict, Vec<String>) {
         let name = format!("matrix-conf03-{rt}-{}", pods.run_id);
         let r = pods
             .cri
-            .run_to_completion(Variant::Unpriv, &name, &opts, &["/bin/busybox", "true"], Duration::from_secs(60))
+            .run_to_completion(
+                Variant::Unpriv,
+                &name,
+                &opts,
+                &["/bin/busybox", "true"],
+                Duration::from_secs(60),
+            )
             .await;
         match r {
-            Ok(c) if c.exit_code == 0 => ev.push(format!("{rt}: exit 0 in {} ms", t.elapsed().as_millis())),
+            Ok(c) if c.exit_code == 0 => {
+                ev.push(format!("{rt}: exit 0 in {} ms", t.elapsed().as_millis()))
+            }
             Ok(c) => {
                 ok = false;
                 ev.push(format!("{rt}: exit {} ({})", c.exit_code, c.reason));
@@ -810,14 +895,22 @@ async fn conf03(pods: &mut Pods<'_>) -> (Verdict, Vec<String>) {
 /// CONF-04: a TCP connection to every peer's node API on the cluster network.
 pub async fn conf04(peers: &[(String, SocketAddr)]) -> (Verdict, Vec<String>) {
     if peers.is_empty() {
-        return (Verdict::skip("single-node cluster: no peer to reach"), vec![]);
+        return (
+            Verdict::skip("single-node cluster: no peer to reach"),
+            vec![],
+        );
     }
     let mut ev = Vec::new();
     let mut ok = true;
     for (name, addr) in peers {
         let t = Instant::now();
-        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(_)) => ev.push(format!("{name} {addr}: connected in {} ms", t.elapsed().as_millis())),
+        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+            .await
+        {
+            Ok(Ok(_)) => ev.push(format!(
+                "{name} {addr}: connected in {} ms",
+                t.elapsed().as_millis()
+            )),
             Ok(Err(e)) => {
                 ok = false;
                 ev.push(format!("{name} {addr}: {e}"));
@@ -845,7 +938,11 @@ mod tests {
 
     #[test]
     fn brk01_no_shell_is_blocked() {
-        let o = out(1, "nsenter: can't execute '/bin/bash': No such file or directory\nnsenter: can't execute '/bin/sh': No such file or directory\n", "");
+        let o = out(
+            1,
+            "nsenter: can't execute '/bin/bash': No such file or directory\nnsenter: can't execute '/bin/sh': No such file or directory\n",
+            "",
+        );
         assert!(matches!(evaluate("BRK-01", &o), Outcome::Blocked(_)));
         let o = out(0, "SHELL-RAN\nuid=0(root) gid=0(root)\n", "");
         assert!(evaluate("BRK-01", &o).escaped());
@@ -853,14 +950,50 @@ mod tests {
 
     #[test]
     fn brk_probes_classify() {
-        let ro = out(0, "sh: can't create /proc/sysrq-trigger: Read-only file system\n", "");
+        let ro = out(
+            0,
+            "sh: can't create /proc/sysrq-trigger: Read-only file system\n",
+            "",
+        );
         assert!(!evaluate("BRK-04", &ro).escaped());
         assert!(evaluate("BRK-04", &out(0, "WROTE-SYSRQ\n", "")).escaped());
-        assert!(!evaluate("BRK-06", &out(0, "insmod: can't insert '/bin/busybox': Operation not permitted\nrc=1\n", "")).escaped());
-        assert!(evaluate("BRK-06", &out(0, "insmod: can't insert '/bin/busybox': Exec format error\nrc=1\n", "")).escaped());
-        assert!(evaluate("BRK-07", &out(0, "OPENED-RW:/proc/sys/kernel/core_pattern\n", "")).escaped());
+        assert!(
+            !evaluate(
+                "BRK-06",
+                &out(
+                    0,
+                    "insmod: can't insert '/bin/busybox': Operation not permitted\nrc=1\n",
+                    ""
+                )
+            )
+            .escaped()
+        );
+        assert!(
+            evaluate(
+                "BRK-06",
+                &out(
+                    0,
+                    "insmod: can't insert '/bin/busybox': Exec format error\nrc=1\n",
+                    ""
+                )
+            )
+            .escaped()
+        );
+        assert!(
+            evaluate(
+                "BRK-07",
+                &out(0, "OPENED-RW:/proc/sys/kernel/core_pattern\n", "")
+            )
+            .escaped()
+        );
         assert!(!evaluate("BRK-10", &out(0, "api=10.88.0.1:50000\n\x15\x03\x03\n", "")).escaped());
-        assert!(evaluate("BRK-10", &out(0, "HTTP/1.0 200 OK\n{\"version\":\"0.1\"}", "")).escaped());
+        assert!(
+            evaluate(
+                "BRK-10",
+                &out(0, "HTTP/1.0 200 OK\n{\"version\":\"0.1\"}", "")
+            )
+            .escaped()
+        );
         assert!(evaluate("BRK-99", &out(0, "", "")).escaped());
     }
 
@@ -868,7 +1001,14 @@ mod tests {
     fn unprotectable_priv_rests_on_sandboxed_variants() {
         let esc = || Ok(Outcome::Escaped("WROTE-SYSRQ".into()));
         let blk = || Ok(Outcome::Blocked("EROFS".into()));
-        let (v, ev) = attack_verdict(true, &[(Variant::Priv, esc()), (Variant::Userns, blk()), (Variant::Gvisor, blk())]);
+        let (v, ev) = attack_verdict(
+            true,
+            &[
+                (Variant::Priv, esc()),
+                (Variant::Userns, blk()),
+                (Variant::Gvisor, blk()),
+            ],
+        );
         assert_eq!(v, Verdict::Pass);
         assert!(ev[0].contains("unprotectable at node level"));
         let (v, _) = attack_verdict(true, &[(Variant::Priv, esc()), (Variant::Userns, esc())]);
@@ -879,14 +1019,22 @@ mod tests {
         // Nothing protectable ran: an explicit skip with the reasons.
         // unpriv blocked is not enough when priv got through: the sandboxed
         // variants must have run.
-        let (v, _) = attack_verdict(true, &[(Variant::Priv, esc()), (Variant::Unpriv, blk()), (Variant::Gvisor, Err("runsc missing".into()))]);
+        let (v, _) = attack_verdict(
+            true,
+            &[
+                (Variant::Priv, esc()),
+                (Variant::Unpriv, blk()),
+                (Variant::Gvisor, Err("runsc missing".into())),
+            ],
+        );
         match v {
             Verdict::Skip { reason } => assert!(reason.contains("runsc missing")),
             other => panic!("{other:?}"),
         }
     }
 
-    const STATUS: &str = "Name:\tcat\nUid:\t0\t0\t0\t0\nNoNewPrivs:\t0\nSeccomp:\t2\nCapEff:\t00000000a80425fb\n";
+    const STATUS: &str =
+        "Name:\tcat\nUid:\t0\t0\t0\t0\nNoNewPrivs:\t0\nSeccomp:\t2\nCapEff:\t00000000a80425fb\n";
 
     #[test]
     fn status_based_checks() {
@@ -897,7 +1045,10 @@ mod tests {
         assert_eq!(rt01(&hardened).0, Verdict::Pass);
         assert_eq!(rt01("garbage").0, Verdict::Fail);
         assert_eq!(rt02(STATUS).0, Verdict::Pass);
-        assert_eq!(rt02(&STATUS.replace("Seccomp:\t2", "Seccomp:\t0")).0, Verdict::Fail);
+        assert_eq!(
+            rt02(&STATUS.replace("Seccomp:\t2", "Seccomp:\t0")).0,
+            Verdict::Fail
+        );
         assert_eq!(rt04(STATUS).0, Verdict::Fail);
         let r = "Uid:\t65534\t65534\t65534\t65534\nNoNewPrivs:\t1\nCapEff:\t0000000000000000\n";
         assert_eq!(rt04(r).0, Verdict::Pass);
@@ -908,34 +1059,91 @@ mod tests {
         assert_eq!(rt08("         0    1048576      65536\n").0, Verdict::Pass);
         assert_eq!(rt08("         0          0 4294967295\n").0, Verdict::Fail);
         assert_eq!(rt08("").0, Verdict::Fail);
-        assert_eq!(rt09("[    0.000000] Starting gVisor...\n", "4.4.0\n", "6.12.48-amd64\n").0, Verdict::Pass);
-        assert_eq!(rt09("[    0.000000] Linux version", "6.12.48-amd64", "6.12.48-amd64").0, Verdict::Fail);
+        assert_eq!(
+            rt09(
+                "[    0.000000] Starting gVisor...\n",
+                "4.4.0\n",
+                "6.12.48-amd64\n"
+            )
+            .0,
+            Verdict::Pass
+        );
+        assert_eq!(
+            rt09(
+                "[    0.000000] Linux version",
+                "6.12.48-amd64",
+                "6.12.48-amd64"
+            )
+            .0,
+            Verdict::Fail
+        );
     }
 
     #[test]
     fn rt03_and_net01() {
-        let good = out(0, "kcore=character special file 1:3\nfirmware_entries=0\n", "sh: can't create /proc/sysrq-trigger: Read-only file system\nsh: can't create /proc/sys/kernel/hostname: Read-only file system\nsh: can't create /proc/irq/default_smp_affinity: Read-only file system\n");
+        let good = out(
+            0,
+            "kcore=character special file 1:3\nfirmware_entries=0\n",
+            "sh: can't create /proc/sysrq-trigger: Read-only file system\nsh: can't create /proc/sys/kernel/hostname: Read-only file system\nsh: can't create /proc/irq/default_smp_affinity: Read-only file system\n",
+        );
         assert_eq!(rt03(&good).0, Verdict::Pass);
-        let no_sysrq = out(0, "kcore=stat: can't stat '/proc/kcore': No such file or directory\nfirmware_entries=0\nabsent:/proc/sysrq-trigger\n", "sh: can't create /proc/sys/kernel/hostname: Read-only file system\nsh: can't create /proc/irq/default_smp_affinity: Read-only file system\n");
+        let no_sysrq = out(
+            0,
+            "kcore=stat: can't stat '/proc/kcore': No such file or directory\nfirmware_entries=0\nabsent:/proc/sysrq-trigger\n",
+            "sh: can't create /proc/sys/kernel/hostname: Read-only file system\nsh: can't create /proc/irq/default_smp_affinity: Read-only file system\n",
+        );
         assert_eq!(rt03(&no_sysrq).0, Verdict::Pass);
-        let bad = out(0, "kcore=regular empty file 0:0\nfirmware_entries=3\nOPENED-RW:/proc/sysrq-trigger\n", "");
+        let bad = out(
+            0,
+            "kcore=regular empty file 0:0\nfirmware_entries=3\nOPENED-RW:/proc/sysrq-trigger\n",
+            "",
+        );
         assert_eq!(rt03(&bad).0, Verdict::Fail);
         assert_eq!(net01(&out(0, "nc: timeout\nrc=1\n", "")).0, Verdict::Pass);
-        assert_eq!(net01(&out(0, "nc: can't connect to remote host (10.0.2.2): Connection refused\nrc=1\n", "")).0, Verdict::Fail);
+        assert_eq!(
+            net01(&out(
+                0,
+                "nc: can't connect to remote host (10.0.2.2): Connection refused\nrc=1\n",
+                ""
+            ))
+            .0,
+            Verdict::Fail
+        );
     }
 
     #[test]
     fn sysctls() {
         let mut d = BTreeMap::new();
         d.insert("kernel.kptr_restrict".to_string(), "2".to_string());
-        d.insert("net.ipv4.ip_local_port_range".to_string(), "32768 60999".to_string());
-        let ok = compare_sysctls(&d, |k| Ok(if k == "kernel.kptr_restrict" { "2\n".into() } else { "32768\t60999\n".into() }));
+        d.insert(
+            "net.ipv4.ip_local_port_range".to_string(),
+            "32768 60999".to_string(),
+        );
+        let ok = compare_sysctls(&d, |k| {
+            Ok(if k == "kernel.kptr_restrict" {
+                "2\n".into()
+            } else {
+                "32768\t60999\n".into()
+            })
+        });
         assert_eq!(ok.0, Verdict::Pass);
-        let bad = compare_sysctls(&d, |k| if k == "kernel.kptr_restrict" { Ok("0\n".into()) } else { Err("ENOENT".into()) });
+        let bad = compare_sysctls(&d, |k| {
+            if k == "kernel.kptr_restrict" {
+                Ok("0\n".into())
+            } else {
+                Err("ENOENT".into())
+            }
+        });
         assert_eq!(bad.0, Verdict::Fail);
         assert!(bad.1.iter().any(|l| l.contains("declared 2, node has 0")));
-        assert_eq!(compare_sysctls(&BTreeMap::new(), |_| Ok(String::new())).0, Verdict::Fail);
-        assert_eq!(sysctl_path(Path::new("/"), "kernel.yama.ptrace_scope").unwrap(), Path::new("/proc/sys/kernel/yama/ptrace_scope"));
+        assert_eq!(
+            compare_sysctls(&BTreeMap::new(), |_| Ok(String::new())).0,
+            Verdict::Fail
+        );
+        assert_eq!(
+            sysctl_path(Path::new("/"), "kernel.yama.ptrace_scope").unwrap(),
+            Path::new("/proc/sys/kernel/yama/ptrace_scope")
+        );
         assert!(sysctl_path(Path::new("/"), "a..b").is_none());
         assert!(sysctl_path(Path::new("/"), "a/b").is_none());
     }
@@ -946,7 +1154,11 @@ mod tests {
         let root = dir.path();
         std::fs::create_dir_all(root.join("usr/lib/ironclad")).unwrap();
         std::fs::create_dir_all(root.join("proc/sys/kernel/yama")).unwrap();
-        std::fs::write(root.join("usr/lib/ironclad/sysctl.json"), r#"{"kernel.yama.ptrace_scope":"1"}"#).unwrap();
+        std::fs::write(
+            root.join("usr/lib/ironclad/sysctl.json"),
+            r#"{"kernel.yama.ptrace_scope":"1"}"#,
+        )
+        .unwrap();
         std::fs::write(root.join("proc/sys/kernel/yama/ptrace_scope"), "1\n").unwrap();
         assert_eq!(rt07(root).0, Verdict::Pass);
         std::fs::write(root.join("proc/sys/kernel/yama/ptrace_scope"), "0\n").unwrap();
@@ -964,18 +1176,33 @@ mod tests {
             t.local_addr().unwrap()
         };
         assert_eq!(conf04(&[("a".into(), addr)]).await.0, Verdict::Pass);
-        assert_eq!(conf04(&[("a".into(), addr), ("b".into(), closed)]).await.0, Verdict::Fail);
+        assert_eq!(
+            conf04(&[("a".into(), addr), ("b".into(), closed)]).await.0,
+            Verdict::Fail
+        );
         assert!(matches!(conf04(&[]).await.0, Verdict::Skip { .. }));
     }
 
     #[test]
     fn rt10_aggregates() {
         let s = vec![
-            ("BRK-04".to_string(), Variant::Userns, Ok(Outcome::Blocked("x".into()))),
-            ("BRK-04".to_string(), Variant::Gvisor, Err("runsc missing".into())),
+            (
+                "BRK-04".to_string(),
+                Variant::Userns,
+                Ok(Outcome::Blocked("x".into())),
+            ),
+            (
+                "BRK-04".to_string(),
+                Variant::Gvisor,
+                Err("runsc missing".into()),
+            ),
         ];
         assert_eq!(rt10(&s).0, Verdict::Pass);
-        let s2 = vec![("BRK-05".to_string(), Variant::Gvisor, Ok(Outcome::Escaped("y".into())))];
+        let s2 = vec![(
+            "BRK-05".to_string(),
+            Variant::Gvisor,
+            Ok(Outcome::Escaped("y".into())),
+        )];
         assert_eq!(rt10(&s2).0, Verdict::Fail);
         assert!(matches!(rt10(&[]).0, Verdict::Skip { .. }));
     }

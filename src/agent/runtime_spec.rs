@@ -72,9 +72,7 @@ pub const READONLY_PATHS: &[&str] = &[
 /// The base OCI runtime spec: containerd's built-in default, with the reduced
 /// capability set.
 pub fn base_runtime_spec() -> Value {
-    let mount = |dest: &str, ty: &str, src: &str, opts: &[&str]| {
-        json!({"destination": dest, "type": ty, "source": src, "options": opts})
-    };
+    let mount = |dest: &str, ty: &str, src: &str, opts: &[&str]| json!({"destination": dest, "type": ty, "source": src, "options": opts});
     json!({
         "ociVersion": "1.1.0",
         "process": {

@@ -5,6 +5,7 @@
 
 mod gen_cmd;
 mod image;
+pub mod matrix_cmd;
 mod validate;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -103,6 +104,8 @@ enum Command {
     /// Build, list and inspect node images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Run the conformance and breakout matrix on a running cluster.
+    Matrix(matrix_cmd::Args),
 }
 
 /// Chooses how diagnostics look. On a terminal: miette's defaults. Otherwise
@@ -129,8 +132,9 @@ fn install_report_hook() {
 pub fn main() -> ExitCode {
     install_report_hook();
     let cli = Cli::parse();
-    let _global = cli.global;
+    let global = cli.global;
     let result = match cli.command {
+        Command::Matrix(args) => matrix_cmd::run(args, &global),
         Command::Validate(args) => validate::run(args),
         Command::Gen(cmd) => gen_cmd::run(cmd),
         Command::Image(cmd) => image::run(cmd),

@@ -57,20 +57,85 @@ const fn c(id: &'static str, title: &'static str, level: Level, runner: Runner) 
 
 /// Every check, in report order.
 pub const CATALOG: &[Check] = &[
-    c("BRK-01", "privileged hostPID pod: nsenter into PID 1 and run the node's shell", Level::Cri, Runner::Node),
-    c("BRK-02", "privileged hostPID pod: nsenter into PID 1 with its own busybox shell", Level::Cri, Runner::Node),
-    c("BRK-03", "write the node's root through /proc/1/root; remount / read-write", Level::Cri, Runner::Node),
-    c("BRK-04", "write /proc/sysrq-trigger (probe: h)", Level::Cri, Runner::Node),
-    c("BRK-05", "open the node's disks read-write", Level::Cri, Runner::Node),
+    c(
+        "BRK-01",
+        "privileged hostPID pod: nsenter into PID 1 and run the node's shell",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "BRK-02",
+        "privileged hostPID pod: nsenter into PID 1 with its own busybox shell",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "BRK-03",
+        "write the node's root through /proc/1/root; remount / read-write",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "BRK-04",
+        "write /proc/sysrq-trigger (probe: h)",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "BRK-05",
+        "open the node's disks read-write",
+        Level::Cri,
+        Runner::Node,
+    ),
     c("BRK-06", "load a kernel module", Level::Cri, Runner::Node),
-    c("BRK-07", "write core_pattern / uevent_helper / modprobe", Level::Cri, Runner::Node),
-    c("BRK-08", "cgroup v1 release_agent escape", Level::Cri, Runner::Node),
-    c("BRK-09", "ptrace a host process / write /proc/<pid>/mem", Level::Cri, Runner::Node),
-    c("BRK-10", "reach containerd.sock or the node API from a pod", Level::Cri, Runner::Node),
-    c("RT-01", "effective capabilities of a default container: no NET_RAW, no MKNOD", Level::Cri, Runner::Node),
-    c("RT-02", "seccomp mode of a default container is 2", Level::Cri, Runner::Node),
-    c("RT-03", "masked and read-only /proc and /sys paths", Level::Cri, Runner::Node),
-    c("RT-04", "no_new_privs in restricted pods", Level::Cri, Runner::Node),
+    c(
+        "BRK-07",
+        "write core_pattern / uevent_helper / modprobe",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "BRK-08",
+        "cgroup v1 release_agent escape",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "BRK-09",
+        "ptrace a host process / write /proc/<pid>/mem",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "BRK-10",
+        "reach containerd.sock or the node API from a pod",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "RT-01",
+        "effective capabilities of a default container: no NET_RAW, no MKNOD",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "RT-02",
+        "seccomp mode of a default container is 2",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "RT-03",
+        "masked and read-only /proc and /sys paths",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "RT-04",
+        "no_new_privs in restricted pods",
+        Level::Cri,
+        Runner::Node,
+    ),
     Check {
         id: "BRK-04-O",
         title: "destructive BRK-04: sysrq o (power-off) from a privileged pod; the node's fate seen from the host",
@@ -85,17 +150,72 @@ pub const CATALOG: &[Check] = &[
         runner: Runner::Node,
         destructive: true,
     },
-    c("RT-07", "kernel hardening sysctls match the image's declared values", Level::Cri, Runner::Node),
-    c("RT-08", "user-namespaced pod: uid_map maps 0 to a non-zero host range", Level::Cri, Runner::Node),
-    c("RT-09", "gVisor pod: gVisor kernel, host kernel version not visible", Level::Cri, Runner::Node),
-    c("RT-10", "all capabilities inside gVisor or userns, then BRK-01..09: all fail", Level::Cri, Runner::Node),
-    c("NET-01", "a pod cannot reach the QEMU user-net gateway when egress is off", Level::Cri, Runner::Node),
-    c("API-04", "anonymous access to the node API: TLS refused without a client certificate", Level::Cri, Runner::Host),
-    c("CONF-01", "every node's API answers with the expected version and role", Level::Conf, Runner::Host),
-    c("CONF-02", "etcd: voting members, health on all, a write on one is read on all", Level::Conf, Runner::Host),
-    c("CONF-03", "a pod runs to completion on each runtime class", Level::Conf, Runner::Node),
-    c("CONF-04", "node-to-node traffic on the cluster network (every pair)", Level::Conf, Runner::Node),
-    c("CONF-05", "time is in sync between nodes and the host", Level::Conf, Runner::Host),
+    c(
+        "RT-07",
+        "kernel hardening sysctls match the image's declared values",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "RT-08",
+        "user-namespaced pod: uid_map maps 0 to a non-zero host range",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "RT-09",
+        "gVisor pod: gVisor kernel, host kernel version not visible",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "RT-10",
+        "all capabilities inside gVisor or userns, then BRK-01..09: all fail",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "NET-01",
+        "a pod cannot reach the QEMU user-net gateway when egress is off",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "API-04",
+        "anonymous access to the node API: TLS refused without a client certificate",
+        Level::Cri,
+        Runner::Host,
+    ),
+    c(
+        "CONF-01",
+        "every node's API answers with the expected version and role",
+        Level::Conf,
+        Runner::Host,
+    ),
+    c(
+        "CONF-02",
+        "etcd: voting members, health on all, a write on one is read on all",
+        Level::Conf,
+        Runner::Host,
+    ),
+    c(
+        "CONF-03",
+        "a pod runs to completion on each runtime class",
+        Level::Conf,
+        Runner::Node,
+    ),
+    c(
+        "CONF-04",
+        "node-to-node traffic on the cluster network (every pair)",
+        Level::Conf,
+        Runner::Node,
+    ),
+    c(
+        "CONF-05",
+        "time is in sync between nodes and the host",
+        Level::Conf,
+        Runner::Host,
+    ),
 ];
 
 /// The catalog entry of `id` (case-insensitive).
@@ -195,6 +315,10 @@ pub struct NodeMatrixReport {
     pub node: String,
     /// `containerd 1.7.x` as the CRI reports it.
     pub runtime: String,
+    /// sha256 of the node's `/usr/lib/ironclad/manifest.json` (the image copy,
+    /// without the `rootfs.squashfs` part entry).
+    #[serde(default)]
+    pub image_manifest_sha256: Option<String>,
     pub results: Vec<CheckResult>,
     pub duration_ms: u64,
 }
@@ -247,7 +371,12 @@ impl Report {
 
     /// Sorts results by catalog order, then node name.
     pub fn sort(&mut self) {
-        let pos = |id: &str| CATALOG.iter().position(|c| c.id == id).unwrap_or(usize::MAX);
+        let pos = |id: &str| {
+            CATALOG
+                .iter()
+                .position(|c| c.id == id)
+                .unwrap_or(usize::MAX)
+        };
         self.results
             .sort_by(|a, b| (pos(&a.id), &a.node).cmp(&(pos(&b.id), &b.node)));
     }
@@ -325,8 +454,14 @@ mod tests {
     #[test]
     fn exit_status_is_nonzero_iff_a_check_failed() {
         assert_eq!(exit_status(&report(&[])), 0);
-        assert_eq!(exit_status(&report(&[Verdict::Pass, Verdict::skip("x")])), 0);
+        assert_eq!(
+            exit_status(&report(&[Verdict::Pass, Verdict::skip("x")])),
+            0
+        );
         assert_eq!(exit_status(&report(&[Verdict::Pass, Verdict::Fail])), 1);
-        assert_eq!(report(&[Verdict::Pass, Verdict::Fail, Verdict::skip("y")]).counts(), (1, 1, 1));
+        assert_eq!(
+            report(&[Verdict::Pass, Verdict::Fail, Verdict::skip("y")]).counts(),
+            (1, 1, 1)
+        );
     }
 }

@@ -28,9 +28,25 @@ pub fn table(report: &Report) -> String {
     if let Some(h) = &report.image_manifest_sha256 {
         let _ = writeln!(s, "image manifest sha256 {h}");
     }
-    let idw = report.results.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
-    let nw = report.results.iter().map(|r| r.node.len()).max().unwrap_or(4).max(4);
-    let _ = writeln!(s, "{:idw$}  {:nw$}  {:7}  EVIDENCE", "ID", "NODE", "VERDICT");
+    let idw = report
+        .results
+        .iter()
+        .map(|r| r.id.len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    let nw = report
+        .results
+        .iter()
+        .map(|r| r.node.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        s,
+        "{:idw$}  {:nw$}  {:7}  EVIDENCE",
+        "ID", "NODE", "VERDICT"
+    );
     for r in &report.results {
         let _ = writeln!(
             s,
@@ -104,7 +120,11 @@ pub fn junit(report: &Report) -> String {
     if !props.is_empty() {
         s.push_str("    <properties>\n");
         for (k, v) in props {
-            let _ = writeln!(s, "      <property name=\"{k}\" value=\"{}\"/>", xml_escape(&v));
+            let _ = writeln!(
+                s,
+                "      <property name=\"{k}\" value=\"{}\"/>",
+                xml_escape(&v)
+            );
         }
         s.push_str("    </properties>\n");
     }
@@ -124,7 +144,10 @@ pub fn junit(report: &Report) -> String {
                 if evidence.is_empty() {
                     s.push_str("/>\n");
                 } else {
-                    let _ = writeln!(s, ">\n      <system-out>{evidence}</system-out>\n    </testcase>");
+                    let _ = writeln!(
+                        s,
+                        ">\n      <system-out>{evidence}</system-out>\n    </testcase>"
+                    );
                 }
             }
             Verdict::Fail => {
@@ -163,9 +186,24 @@ mod tests {
             image_manifest_sha256: Some("cd".into()),
             destructive: false,
             results: vec![
-                CheckResult::new("BRK-01", "cp-1", Verdict::Pass, vec!["nsenter: can't execute '/bin/bash': No such file or directory".into()]),
-                CheckResult::new("RT-02", "cp-1", Verdict::Fail, vec!["Seccomp:\t0 <\u{1}bad> & 'q'".into()]),
-                CheckResult::new("RT-09", "w-1", Verdict::skip("runsc not <registered>"), vec![]),
+                CheckResult::new(
+                    "BRK-01",
+                    "cp-1",
+                    Verdict::Pass,
+                    vec!["nsenter: can't execute '/bin/bash': No such file or directory".into()],
+                ),
+                CheckResult::new(
+                    "RT-02",
+                    "cp-1",
+                    Verdict::Fail,
+                    vec!["Seccomp:\t0 <\u{1}bad> & 'q'".into()],
+                ),
+                CheckResult::new(
+                    "RT-09",
+                    "w-1",
+                    Verdict::skip("runsc not <registered>"),
+                    vec![],
+                ),
             ],
             duration_ms: 1234,
         }
@@ -203,17 +241,26 @@ mod tests {
             }
         }
         check_text(rest)?;
-        if stack.is_empty() { Ok(()) } else { Err(format!("unclosed {stack:?}")) }
+        if stack.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("unclosed {stack:?}"))
+        }
     }
 
     fn check_text(t: &str) -> Result<(), String> {
-        if t.chars().any(|c| (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t')) {
+        if t.chars()
+            .any(|c| (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t'))
+        {
             return Err("control character".into());
         }
         let mut rest = t;
         while let Some(i) = rest.find('&') {
             let end = rest[i..].find(';').ok_or("bare &")? + i;
-            if !matches!(&rest[i..=end], "&amp;" | "&lt;" | "&gt;" | "&quot;" | "&apos;") {
+            if !matches!(
+                &rest[i..=end],
+                "&amp;" | "&lt;" | "&gt;" | "&quot;" | "&apos;"
+            ) {
                 return Err(format!("unknown entity {}", &rest[i..=end]));
             }
             rest = &rest[end + 1..];
@@ -249,6 +296,9 @@ mod tests {
 
     #[test]
     fn escape() {
-        assert_eq!(xml_escape("a<b>&\"'\u{7}\n"), "a&lt;b&gt;&amp;&quot;&apos;\n");
+        assert_eq!(
+            xml_escape("a<b>&\"'\u{7}\n"),
+            "a&lt;b&gt;&amp;&quot;&apos;\n"
+        );
     }
 }

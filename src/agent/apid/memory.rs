@@ -321,6 +321,7 @@ impl MemoryController {
                 Ok(Reply::Matrix(crate::matrix::NodeMatrixReport {
                     node: self.node.clone(),
                     runtime: "none".into(),
+                    image_manifest_sha256: None,
                     results,
                     duration_ms: 0,
                 }))
