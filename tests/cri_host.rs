@@ -305,8 +305,8 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
     };
     let req = MatrixRunRequest {
         checks: [
-            "RT-01", "RT-02", "RT-03", "RT-04", "RT-08", "RT-09", "BRK-06", "BRK-07", "BRK-10",
-            "NET-01", "CONF-03",
+            "RT-01", "RT-02", "RT-03", "RT-04", "RT-08", "RT-09", "BRK-01", "BRK-06", "BRK-07",
+            "BRK-09", "BRK-10", "NET-01", "CONF-03",
         ]
         .map(String::from)
         .to_vec(),
@@ -330,6 +330,35 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
     for id in ["RT-01", "RT-02", "RT-03", "RT-04", "BRK-10", "CONF-03"] {
         assert_eq!(verdict(id), Verdict::Pass, "{id}");
     }
+    // The privileged hostPID pod tried to nsenter PID 1 and run a shell; on
+    // this host it either ran one (FAIL) or nsenter was refused (some CI
+    // sandboxes keep PID 1's namespaces out of reach): either way the
+    // evidence says which.
+    let brk01 = report.results.iter().find(|r| r.id == "BRK-01").unwrap();
+    assert!(
+        brk01.evidence.iter().any(|e| e.starts_with("priv: ")),
+        "{brk01:?}"
+    );
+    if brk01.verdict == Verdict::Pass {
+        assert!(brk01.evidence[0].contains("nsenter"), "{brk01:?}");
+    }
+    // The privileged pod sees the host's containerd and opens its memory; the
+    // default pod sees no host process at all.
+    let brk09 = report.results.iter().find(|r| r.id == "BRK-09").unwrap();
+    assert!(
+        brk09
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("priv: got through") && e.contains("OPENED-RW")),
+        "{brk09:?}"
+    );
+    assert!(
+        brk09
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("unpriv: blocked") && e.contains("no host process visible")),
+        "{brk09:?}"
+    );
     // containerd 1.6 silently ignores the user namespace request: caught.
     if v.runtime_version.starts_with("1.6") {
         assert_eq!(verdict("RT-08"), Verdict::Fail);

@@ -152,3 +152,128 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
     s1.abort();
     s2.abort();
 }
+
+/// `ironclad matrix` end to end: a state dir with a client.yaml whose nodes
+/// are loopback apids, JSON on stdout, JUnit to a file, exit statuses.
+#[test]
+fn cli_runs_the_matrix_from_the_state_dir() {
+    use ironclad::clientconfig::{ClientConfig, ClientNode, KIND};
+    use std::process::Command;
+    let bin = env!("CARGO_BIN_EXE_ironclad");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let secrets = Secrets::generate("mx").unwrap();
+    let ((cp, s1), (w, s2)) = rt.block_on(async {
+        let a = node(&secrets, "mx-cp-1").await;
+        let b = node(&secrets, "mx-w-1").await;
+        client(&secrets, a.0, Role::Admin)
+            .bootstrap()
+            .await
+            .unwrap();
+        (a, b)
+    });
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("clusters/mx");
+    std::fs::create_dir_all(&dir).unwrap();
+    let admin = issue_client_cert(&secrets.os_ca, Role::Admin, "admin").unwrap();
+    std::fs::write(dir.join("admin.crt"), &admin.cert_pem).unwrap();
+    std::fs::write(dir.join("admin.key"), &admin.key_pem).unwrap();
+    std::fs::write(dir.join("cluster.yaml"), "name: mx\n").unwrap();
+    let cfg = ClientConfig {
+        api_version: ironclad::API_VERSION.into(),
+        kind: KIND.into(),
+        cluster: "mx".into(),
+        os_ca: secrets.os_ca.cert_pem().into(),
+        cert: "admin.crt".into(),
+        key: "admin.key".into(),
+        nodes: vec![
+            ClientNode {
+                name: "mx-cp-1".into(),
+                role: ironclad::spec::Role::ControlPlane,
+                address: Ipv4Addr::new(10, 5, 0, 2),
+                endpoint: Some(cp),
+            },
+            ClientNode {
+                name: "mx-w-1".into(),
+                role: ironclad::spec::Role::Worker,
+                address: Ipv4Addr::new(10, 5, 0, 3),
+                endpoint: Some(w),
+            },
+        ],
+    };
+    cfg.save(&dir.join("client.yaml")).unwrap();
+    let junit = state.path().join("matrix.xml");
+    let out = Command::new(bin)
+        .args([
+            "matrix", "--check", "CONF-01", "--check", "API-04", "--check", "RT-02", "--output",
+            "json", "--junit",
+        ])
+        .arg(&junit)
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: ironclad::matrix::Report = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report.cluster, "mx");
+    let f = report.cluster_file.unwrap();
+    assert!(f.path.ends_with("clusters/mx/cluster.yaml"));
+    assert_eq!(f.sha256.len(), 64);
+    assert_eq!(report.results.len(), 6);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<testcase ").count(), 6);
+    assert_eq!(xml.matches("<skipped ").count(), 2);
+
+    // Bad input: exit 2 with the reason, before anything is contacted.
+    let out = Command::new(bin)
+        .args(["matrix", "mx", "--check", "NOPE-9"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOPE-9"));
+    let out = Command::new(bin)
+        .args(["matrix", "nope"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(bin)
+        .args(["matrix", "--list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("BRK-10"));
+
+    // A node down: its checks FAIL and the exit status is 1.
+    s2.abort();
+    let mut down = cfg.clone();
+    down.nodes[1].endpoint = Some(
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap(),
+    );
+    down.save(&dir.join("client.yaml")).unwrap();
+    let out = Command::new(bin)
+        .args(["matrix", "--check", "CONF-01"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
+    s1.abort();
+}
