@@ -567,7 +567,10 @@ impl Pods<'_> {
                             summarize(&o.stdout)
                         ))
                     }
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        let _ = self.cri.remove_sandbox(&pod.sandbox_id).await;
+                        Err(e)
+                    }
                 }
             }
             (_, r) => r,
@@ -627,7 +630,23 @@ fn run_id() -> String {
 /// Unknown ids are `bad_request`; destructive checks without `destructive`
 /// too; host-level ids are ignored (the host runs them). containerd not
 /// answering is `unavailable`.
+///
+/// Runs are serialized: a second request waits for the first (each removes
+/// every labelled pod, so two at once would break each other). The run is its
+/// own task: if the caller goes away (the HTTP client hung up), it still
+/// finishes and removes its pods.
 pub async fn run(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixReport, ApiError> {
+    let (req, env) = (req.clone(), env.clone());
+    tokio::spawn(async move {
+        static RUN_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_at_a_time = RUN_LOCK.lock().await;
+        run_locked(&req, &env).await
+    })
+    .await
+    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("matrix run aborted: {e}")))?
+}
+
+async fn run_locked(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixReport, ApiError> {
     let started = Instant::now();
     let checks = crate::matrix::select(&req.checks, req.destructive)
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?;
@@ -1205,5 +1224,32 @@ mod tests {
         )];
         assert_eq!(rt10(&s2).0, Verdict::Fail);
         assert!(matches!(rt10(&[]).0, Verdict::Skip { .. }));
+    }
+
+    #[tokio::test]
+    async fn run_refuses_bad_requests_and_reports_a_missing_containerd() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = NodeEnv {
+            node: "n".into(),
+            socket: dir.path().join("absent.sock"),
+            root: dir.path().into(),
+            toolbox_image: "ironclad.local/toolbox:1".into(),
+            host_network: true,
+            runtimes: vec!["runc".into()],
+            user_namespaces: false,
+            egress: false,
+            peers: vec![],
+        };
+        let bad = MatrixRunRequest {
+            checks: vec!["BRK-99".into()],
+            destructive: false,
+        };
+        assert_eq!(
+            run(&bad, &env).await.unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        let e = run(&MatrixRunRequest::default(), &env).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unavailable);
+        assert!(e.message.contains("absent.sock"), "{e}");
     }
 }
