@@ -1,6 +1,6 @@
 //! The CRI wrapper and the node matrix executor against a real containerd on
 //! this host: a private containerd (own root, state and socket in a temp dir,
-//! the hardened config of `agent::runtime_spec`), the offline busybox images
+//! the node's own config hardened by `agent::runtime_spec`), the offline busybox images
 //! built the way the image builder does, real pods, real exec probes.
 //!
 //! Needs root, `containerd`, `runc`, `ctr` and a static busybox (Debian:
@@ -10,9 +10,10 @@
 
 use ironclad::agent::cri::{Cri, LABEL, PodOptions, Variant};
 use ironclad::agent::matrix::{NodeEnv, run};
-use ironclad::agent::runtime_spec;
+use ironclad::agent::{containerd, runtime_spec};
 use ironclad::api::MatrixRunRequest;
 use ironclad::image::oci::{ImageKind, image_archive};
+use ironclad::machine::ContainerdSettings;
 use ironclad::matrix::Verdict;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -65,48 +66,52 @@ impl Drop for Containerd {
     }
 }
 
+/// The node's own containerd config (`containerd::render_config`, hardened by
+/// `runtime_spec::harden_containerd_config`), moved into `dir`: only paths
+/// change, and `restrict_oom_score_adj` (this host may not let even root
+/// lower oom_score_adj; the node does).
 fn config(dir: &Path, socket: &Path, spec: &Path) -> String {
-    let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
-    format!(
-        r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{sock}.ttrpc"
-
-[{cri}]
-  sandbox_image = "ironclad.local/pause:1"
-  enable_selinux = false
-  # This host may not let even root lower oom_score_adj (sandboxed CI).
-  restrict_oom_score_adj = true
-{unset}
-[{cri}.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-
-[{cri}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-{base}
-[{cri}.containerd.runtimes.runc.options]
-  BinaryName = "{runc}"
-
-[{cri}.cni]
-  bin_dir = "{cni}"
-  conf_dir = "{cni}"
-"#,
-        root = dir.join("root").display(),
-        state = dir.join("state").display(),
-        sock = socket.display(),
-        unset = runtime_spec::unset_seccomp_line(),
-        base = runtime_spec::base_spec_line(&spec.display().to_string()),
-        runc = RUNC,
-        cni = dir.join("cni").display(),
-    )
+    let settings = ContainerdSettings {
+        runtimes: vec!["runc".into()],
+        user_namespaces: true,
+    };
+    let node = containerd::render_config(&settings).unwrap();
+    let mut cfg = runtime_spec::harden_containerd_config(&node, &spec.display().to_string());
+    let swaps = [
+        (
+            "root = \"/var/lib/containerd\"",
+            format!("root = \"{}\"", dir.join("root").display()),
+        ),
+        (
+            "state = \"/run/containerd\"",
+            format!("state = \"{}\"", dir.join("state").display()),
+        ),
+        (
+            "address = \"/run/containerd/containerd.sock\"",
+            format!("address = \"{}\"", socket.display()),
+        ),
+        (
+            "restrict_oom_score_adj = false",
+            "restrict_oom_score_adj = true".to_string(),
+        ),
+        (
+            "bin_dir = \"/usr/lib/cni\"",
+            format!("bin_dir = \"{}\"", dir.join("cni").display()),
+        ),
+        (
+            "conf_dir = \"/etc/cni/net.d\"",
+            format!("conf_dir = \"{}\"", dir.join("cni").display()),
+        ),
+    ];
+    for (from, to) in swaps {
+        assert!(
+            cfg.contains(from),
+            "the node config has no {from:?} any more"
+        );
+        cfg = cfg.replace(from, &to);
+    }
+    assert!(!cfg.contains("\"/run/containerd") && !cfg.contains("/var/lib/containerd"));
+    cfg
 }
 
 async fn start() -> Containerd {

@@ -125,9 +125,68 @@ pub fn base_spec_line(path: &str) -> String {
     format!("  base_runtime_spec = \"{path}\"\n")
 }
 
+/// Adds the hardening lines to a containerd config rendered by
+/// [`crate::agent::containerd::render_config`]: `unset_seccomp_profile` in the
+/// CRI plugin's table and `base_runtime_spec = spec_path` in every runtime's
+/// table. Idempotent; other lines are kept as they are.
+pub fn harden_containerd_config(config: &str, spec_path: &str) -> String {
+    const CRI: &str = "[plugins.\"io.containerd.grpc.v1.cri\"]";
+    const RUNTIMES: &str = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.";
+    if config.contains("unset_seccomp_profile") || config.contains("base_runtime_spec") {
+        return config.to_string();
+    }
+    let mut out = String::with_capacity(config.len() + 256);
+    for line in config.lines() {
+        out.push_str(line);
+        out.push('\n');
+        let t = line.trim();
+        if t == CRI {
+            out.push_str(&unset_seccomp_line());
+        } else if let Some(rest) = t.strip_prefix(RUNTIMES)
+            && rest.ends_with(']')
+            && !rest.contains('.')
+        {
+            out.push_str(&base_spec_line(spec_path));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hardening_the_node_config() {
+        let settings = crate::machine::ContainerdSettings {
+            runtimes: vec!["runc".into(), "crun".into(), "runsc".into()],
+            user_namespaces: true,
+        };
+        let cfg = crate::agent::containerd::render_config(&settings).unwrap();
+        let h = harden_containerd_config(&cfg, BASE_SPEC_PATH);
+        assert_eq!(h.matches("base_runtime_spec = ").count(), 3);
+        assert_eq!(
+            h.matches("unset_seccomp_profile = \"runtime/default\"")
+                .count(),
+            1
+        );
+        // Each line lands in its table.
+        let after = |header: &str| {
+            let i = h.find(header).unwrap() + header.len();
+            h[i..].lines().nth(1).unwrap().to_string()
+        };
+        assert!(after("[plugins.\"io.containerd.grpc.v1.cri\"]").contains("unset_seccomp_profile"));
+        assert!(after("runtimes.runsc]").contains("base_runtime_spec"));
+        assert!(!after("runtimes.runsc.options]").contains("base_runtime_spec"));
+        assert_eq!(harden_containerd_config(&h, BASE_SPEC_PATH), h);
+        // Nothing else changed.
+        let stripped: String = h
+            .lines()
+            .filter(|l| !l.contains("base_runtime_spec") && !l.contains("unset_seccomp_profile"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(stripped, cfg);
+    }
 
     #[test]
     fn default_caps_lack_net_raw_and_mknod() {
