@@ -280,11 +280,10 @@ pub fn attack_verdict(
     for (v, o) in outcomes {
         let counts = !(priv_unprotectable && *v == Variant::Priv);
         match o {
+            // A blocked attack counts for every variant, priv included.
             Ok(Outcome::Blocked(d)) => {
                 evidence.push(format!("{v}: blocked: {d}"));
-                if counts {
-                    considered_ran += 1;
-                }
+                considered_ran += 1;
             }
             Ok(Outcome::Escaped(d)) => {
                 if counts {
@@ -306,9 +305,12 @@ pub fn attack_verdict(
     let sandboxed_ran = outcomes
         .iter()
         .any(|(v, o)| SANDBOXED.contains(v) && o.is_ok());
+    let priv_got_through = outcomes
+        .iter()
+        .any(|(v, o)| *v == Variant::Priv && matches!(o, Ok(Outcome::Escaped(_))));
     let verdict = if escaped_any {
         Verdict::Fail
-    } else if priv_unprotectable && !sandboxed_ran {
+    } else if priv_got_through && !sandboxed_ran {
         Verdict::skip(format!(
             "a plain privileged container cannot be stopped here on a shared kernel, and neither the userns nor the gvisor variant could run ({})",
             not_run.join("; ")
@@ -522,17 +524,113 @@ struct Pods<'a> {
     pods: HashMap<Variant, Result<Pod, String>>,
 }
 
+/// Why a variant cannot run on this node at all (before trying).
+fn unavailable(env: &NodeEnv, v: Variant) -> Option<String> {
+    match v {
+        Variant::Gvisor if !env.has_runtime("runsc") => {
+            Some("runsc is not a runtime of this cluster (cluster file: runtimes)".into())
+        }
+        Variant::Userns if !env.user_namespaces => {
+            Some("user namespaces are off in the cluster file".into())
+        }
+        _ => None,
+    }
+}
+
+async fn exec_script(cri: &mut Cri, pod: &Pod, script: &str) -> Result<ExecOutput, String> {
+    cri.exec(
+        &pod.container_id,
+        &["/bin/busybox", "sh", "-c", script],
+        PROBE_TIMEOUT,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Starts the pod of `v`. A userns pod whose user namespace the runtime
+/// silently ignored is removed again and reported as not started.
+async fn start_variant(
+    cri: &mut Cri,
+    env: &NodeEnv,
+    run_id: &str,
+    v: Variant,
+) -> Result<Pod, String> {
+    if let Some(why) = unavailable(env, v) {
+        return Err(why);
+    }
+    let opts = PodOptions {
+        host_network: env.host_network,
+        runtime_handler: None,
+        image: env.toolbox_image.clone(),
+    };
+    let name = format!("matrix-{}-{run_id}", v.name());
+    let pod = cri
+        .run_pod(v, &name, &opts)
+        .await
+        .map_err(|e| format!("pod did not start: {e}"))?;
+    if v != Variant::Userns {
+        return Ok(pod);
+    }
+    let check = match exec_script(cri, &pod, "busybox cat /proc/self/uid_map").await {
+        Ok(o) if rt08(&o.stdout).0 == Verdict::Pass => return Ok(pod),
+        Ok(o) => format!(
+            "the runtime ignored the user namespace (uid_map {})",
+            summarize(&o.stdout)
+        ),
+        Err(e) => e,
+    };
+    let _ = cri.remove_sandbox(&pod.sandbox_id).await;
+    Err(check)
+}
+
+/// The variants the checks `ids` need.
+fn variants_for(ids: &[&str]) -> Vec<Variant> {
+    let mut out = Vec::new();
+    let mut add = |v: Variant| {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    };
+    for a in ATTACKS {
+        if ids.contains(&a.id) {
+            a.variants.iter().for_each(|&v| add(v));
+        }
+    }
+    for id in ids {
+        match *id {
+            "RT-01" | "RT-02" | "RT-03" | "NET-01" => add(Variant::Unpriv),
+            "RT-04" => add(Variant::Restricted),
+            "RT-08" => add(Variant::Userns),
+            "RT-09" => add(Variant::Gvisor),
+            "RT-10" => SANDBOXED.iter().for_each(|&v| add(v)),
+            _ => {}
+        }
+    }
+    out.sort();
+    out
+}
+
 impl Pods<'_> {
-    /// Why a variant cannot run on this node at all (before trying).
     fn unavailable(&self, v: Variant) -> Option<String> {
-        match v {
-            Variant::Gvisor if !self.env.has_runtime("runsc") => {
-                Some("runsc is not a runtime of this cluster (cluster file: runtimes)".into())
-            }
-            Variant::Userns if !self.env.user_namespaces => {
-                Some("user namespaces are off in the cluster file".into())
-            }
-            _ => None,
+        unavailable(self.env, v)
+    }
+
+    /// Starts the pods of `variants` at once (pod start-up is mostly waiting
+    /// on shims and mounts, so this saves wall time under TCG).
+    async fn prestart(&mut self, variants: &[Variant]) {
+        let env = self.env;
+        let run_id = self.run_id.clone();
+        let starts = variants
+            .iter()
+            .filter(|v| !self.pods.contains_key(v))
+            .map(|&v| {
+                let mut cri = self.cri.clone();
+                let run_id = run_id.clone();
+                async move { (v, start_variant(&mut cri, env, &run_id, v).await) }
+            })
+            .collect::<Vec<_>>();
+        for (v, r) in futures::future::join_all(starts).await {
+            self.pods.insert(v, r);
         }
     }
 
@@ -540,59 +638,14 @@ impl Pods<'_> {
         if let Some(p) = self.pods.get(&v) {
             return p.clone();
         }
-        let res = match self.unavailable(v) {
-            Some(why) => Err(why),
-            None => {
-                let opts = PodOptions {
-                    host_network: self.env.host_network,
-                    runtime_handler: None,
-                    image: self.env.toolbox_image.clone(),
-                };
-                let name = format!("matrix-{}-{}", v.name(), self.run_id);
-                self.cri
-                    .run_pod(v, &name, &opts)
-                    .await
-                    .map_err(|e| format!("pod did not start: {e}"))
-            }
-        };
-        // A userns request the runtime silently ignored is not a userns pod.
-        let res = match (v, res) {
-            (Variant::Userns, Ok(pod)) => {
-                match self.exec_on(&pod, "busybox cat /proc/self/uid_map").await {
-                    Ok(o) if rt08(&o.stdout).0 == Verdict::Pass => Ok(pod),
-                    Ok(o) => {
-                        let _ = self.cri.remove_sandbox(&pod.sandbox_id).await;
-                        Err(format!(
-                            "the runtime ignored the user namespace (uid_map {})",
-                            summarize(&o.stdout)
-                        ))
-                    }
-                    Err(e) => {
-                        let _ = self.cri.remove_sandbox(&pod.sandbox_id).await;
-                        Err(e)
-                    }
-                }
-            }
-            (_, r) => r,
-        };
-        if let Ok(p) = &res {
-            // Keep it for cleanup even if a later check fails.
-            self.pods.insert(v, Ok(p.clone()));
-        } else {
-            self.pods.insert(v, res.clone());
-        }
+        let res = start_variant(&mut self.cri, self.env, &self.run_id, v).await;
+        // Kept for cleanup even if a later check fails.
+        self.pods.insert(v, res.clone());
         res
     }
 
     async fn exec_on(&mut self, pod: &Pod, script: &str) -> Result<ExecOutput, String> {
-        self.cri
-            .exec(
-                &pod.container_id,
-                &["/bin/busybox", "sh", "-c", script],
-                PROBE_TIMEOUT,
-            )
-            .await
-            .map_err(|e| e.to_string())
+        exec_script(&mut self.cri, pod, script).await
     }
 
     async fn exec(&mut self, v: Variant, script: &str) -> Result<ExecOutput, String> {
@@ -711,6 +764,7 @@ async fn run_locked(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixR
 
 async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec<CheckResult>) {
     let node = pods.env.node.clone();
+    pods.prestart(&variants_for(ids)).await;
     // Outcomes of the sandboxed variants, for RT-10.
     let mut sandboxed: Vec<(String, Variant, Result<Outcome, String>)> = Vec::new();
     let needs_rt10 = ids.contains(&"RT-10");
@@ -1036,6 +1090,16 @@ mod tests {
         let (v, _) = attack_verdict(false, &[(Variant::Priv, esc())]);
         assert_eq!(v, Verdict::Fail);
         // Nothing protectable ran: an explicit skip with the reasons.
+        // priv blocked too (e.g. a kernel without modules): a pass.
+        let (v, _) = attack_verdict(
+            true,
+            &[
+                (Variant::Priv, blk()),
+                (Variant::Unpriv, blk()),
+                (Variant::Gvisor, Err("x".into())),
+            ],
+        );
+        assert_eq!(v, Verdict::Pass);
         // unpriv blocked is not enough when priv got through: the sandboxed
         // variants must have run.
         let (v, _) = attack_verdict(
@@ -1224,6 +1288,17 @@ mod tests {
         )];
         assert_eq!(rt10(&s2).0, Verdict::Fail);
         assert!(matches!(rt10(&[]).0, Verdict::Skip { .. }));
+    }
+
+    #[test]
+    fn variants_needed_by_checks() {
+        assert_eq!(variants_for(&["RT-02"]), [Variant::Unpriv]);
+        assert_eq!(
+            variants_for(&["BRK-01", "RT-04"]),
+            [Variant::Priv, Variant::Restricted]
+        );
+        assert_eq!(variants_for(&["RT-10"]), [Variant::Userns, Variant::Gvisor]);
+        assert!(variants_for(&["RT-07", "CONF-04"]).is_empty());
     }
 
     #[tokio::test]
