@@ -775,19 +775,36 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
             continue;
         }
         let t = Instant::now();
-        let mut outcomes = Vec::new();
-        for &v in attack.variants {
-            if !wanted && !SANDBOXED.contains(&v) {
-                continue;
+        // The variants' probes of one attack run at once (one pod each).
+        let variants: Vec<Variant> = attack
+            .variants
+            .iter()
+            .copied()
+            .filter(|v| wanted || SANDBOXED.contains(v))
+            .collect();
+        let mut targets = Vec::new();
+        for &v in &variants {
+            targets.push((v, pods.get(v).await));
+        }
+        let script = script(attack.id, pods.env.host_network);
+        let probes = targets.into_iter().map(|(v, pod)| {
+            let mut cri = pods.cri.clone();
+            let script = script.clone();
+            async move {
+                let o = match pod {
+                    Ok(pod) => exec_script(&mut cri, &pod, &script)
+                        .await
+                        .map(|out| evaluate(attack.id, &out)),
+                    Err(e) => Err(e),
+                };
+                (v, o)
             }
-            let o = pods
-                .exec(v, &script(attack.id, pods.env.host_network))
-                .await
-                .map(|out| evaluate(attack.id, &out));
-            if SANDBOXED.contains(&v) && attack.id != "BRK-10" {
-                sandboxed.push((attack.id.to_string(), v, o.clone()));
+        });
+        let outcomes = futures::future::join_all(probes).await;
+        for (v, o) in &outcomes {
+            if SANDBOXED.contains(v) && attack.id != "BRK-10" {
+                sandboxed.push((attack.id.to_string(), *v, o.clone()));
             }
-            outcomes.push((v, o));
         }
         if wanted {
             let (verdict, evidence) = attack_verdict(attack.priv_unprotectable, &outcomes);
