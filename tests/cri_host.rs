@@ -24,6 +24,14 @@ const CTR: &str = "/usr/bin/ctr";
 const RUNC: &str = "/usr/sbin/runc";
 const BUSYBOX: &str = "/bin/busybox";
 
+/// The runtimes this test registers. Only runc: on this kind of host crun
+/// refuses the hybrid cgroup layout, and runsc refuses a sandbox in the root
+/// network namespace (pods here share the host network; on a node they get
+/// their own from CNI). Measured, see docs/matrix.md.
+fn runtimes() -> Vec<String> {
+    vec!["runc".to_string()]
+}
+
 /// Why this host cannot run the test, if it cannot.
 fn missing() -> Option<String> {
     if !rustix::process::geteuid().is_root() {
@@ -57,6 +65,24 @@ impl Drop for Containerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Shims and runtime processes this containerd started and that
+        // outlived a failed test: their command lines name our temp dir.
+        let ours = self.dir.path().to_string_lossy().to_string();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&ours)
+                && let Some(pid) = rustix::process::Pid::from_raw(pid)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
         // Unmount whatever is left under our root (nothing, when cleanup worked).
         let _ = Command::new("umount")
             .args(["-R", "-l"])
@@ -72,7 +98,7 @@ impl Drop for Containerd {
 /// lower oom_score_adj; the node does).
 fn config(dir: &Path, socket: &Path, spec: &Path) -> String {
     let settings = ContainerdSettings {
-        runtimes: vec!["runc".into()],
+        runtimes: runtimes(),
         user_namespaces: true,
     };
     let node = containerd::render_config(&settings).unwrap();
@@ -303,7 +329,7 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         root: PathBuf::from("/"),
         toolbox_image: "ironclad.local/toolbox:1".into(),
         host_network: true,
-        runtimes: vec!["runc".into()],
+        runtimes: runtimes(),
         user_namespaces: true,
         egress: false,
         peers: vec![],
