@@ -229,6 +229,7 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         host_network: true,
         runtime_handler: None,
         image: "ironclad.local/toolbox:1".into(),
+        cgroup_parent: String::new(),
     };
     // A sandbox + container, probes, and cleanup.
     let t = Instant::now();
@@ -334,6 +335,19 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         egress: false,
         peers: vec![],
     };
+    // RT-06 (destructive in the catalog): a bounded fork bomb under a pids
+    // limit on the pod's parent cgroup, on this host's real cgroups.
+    let fork = run(
+        &MatrixRunRequest {
+            checks: vec!["RT-06".into()],
+            destructive: true,
+        },
+        &env,
+    )
+    .await
+    .unwrap();
+    eprintln!("RT-06: {:?}", fork.results);
+    assert_eq!(fork.results[0].verdict, Verdict::Pass, "{:?}", fork.results);
     let req = MatrixRunRequest {
         checks: [
             "RT-01", "RT-02", "RT-03", "RT-04", "RT-08", "RT-09", "BRK-01", "BRK-06", "BRK-07",

@@ -126,6 +126,9 @@ pub struct PodOptions {
     pub runtime_handler: Option<String>,
     /// The image of the workload container.
     pub image: String,
+    /// The pod's parent cgroup (cgroupfs path, e.g. `/ironclad-matrix-rt06`);
+    /// empty: containerd's default.
+    pub cgroup_parent: String,
 }
 
 fn ns_mode(m: cri::NamespaceMode) -> i32 {
@@ -202,6 +205,7 @@ pub fn sandbox_config(variant: Variant, name: &str, opts: &PodOptions) -> cri::P
         labels,
         linux: Some(cri::LinuxPodSandboxConfig {
             security_context: Some(sc),
+            cgroup_parent: opts.cgroup_parent.clone(),
             ..Default::default()
         }),
         ..Default::default()
@@ -650,6 +654,7 @@ mod tests {
             host_network: false,
             runtime_handler: None,
             image: "ironclad.local/toolbox:1".into(),
+            cgroup_parent: String::new(),
         }
     }
 

@@ -562,6 +562,7 @@ async fn start_variant(
         host_network: env.host_network,
         runtime_handler: None,
         image: env.toolbox_image.clone(),
+        cgroup_parent: String::new(),
     };
     let name = format!("matrix-{}-{run_id}", v.name());
     let pod = cri
@@ -838,12 +839,7 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
                 Ok(o) => rt04(&o.stdout),
                 Err(e) => (Verdict::Fail, vec![e]),
             },
-            "RT-06" => (
-                Verdict::skip(
-                    "the fork bomb needs a pids limit on the pod cgroup, which CRI alone does not set (a kubelet's podPidsLimit does); not run",
-                ),
-                vec![],
-            ),
+            "RT-06" => rt06(pods).await,
             "RT-07" => rt07(&pods.env.root),
             "RT-08" => match pods.unavailable(Variant::Userns) {
                 Some(why) => (Verdict::skip(why), vec![]),
@@ -953,6 +949,7 @@ async fn conf03(pods: &mut Pods<'_>) -> (Verdict, Vec<String>) {
             host_network: pods.env.host_network,
             runtime_handler: Some(rt.clone()),
             image: pods.env.toolbox_image.clone(),
+            cgroup_parent: String::new(),
         };
         let name = format!("matrix-conf03-{rt}-{}", pods.run_id);
         let r = pods
@@ -980,6 +977,90 @@ async fn conf03(pods: &mut Pods<'_>) -> (Verdict, Vec<String>) {
         }
     }
     (Verdict::pass_if(ok), ev)
+}
+
+/// The parent cgroup of the RT-06 pod (cgroupfs driver), with a pids limit as
+/// a kubelet's podPidsLimit would set on a pod cgroup.
+pub const RT06_CGROUP: &str = "ironclad-matrix-rt06";
+/// The pids limit of that cgroup.
+pub const RT06_PIDS_MAX: u32 = 64;
+/// The fork bomb, bounded: 400 background sleeps against a limit of 64. The
+/// sleeps get /dev/null as stdio so that ExecSync's output pipes close.
+pub const RT06_SCRIPT: &str = "n=0; while [ $n -lt 400 ]; do busybox sleep 120 </dev/null >/dev/null 2>&1 & n=$((n+1)); done 2>&1 | busybox sort | busybox uniq -c | busybox head -n 3; echo done";
+
+/// The pids cgroup directory of RT-06 under `root` (cgroup v2 unified, or
+/// the v1 pids hierarchy).
+pub fn rt06_cgroup_dir(root: &Path) -> PathBuf {
+    let cg = root.join("sys/fs/cgroup");
+    if cg.join("cgroup.controllers").exists() {
+        cg.join(RT06_CGROUP)
+    } else {
+        cg.join("pids").join(RT06_CGROUP)
+    }
+}
+
+/// RT-06 from the fork bomb's output: forks hit EAGAIN at the limit.
+pub fn rt06_eval(out: &ExecOutput) -> (Verdict, Vec<String>) {
+    let text = out.combined();
+    let limited = text.contains("Resource temporarily unavailable") || text.contains("can't fork");
+    (
+        Verdict::pass_if(limited),
+        vec![format!("fork bomb: {}", summarize(&text))],
+    )
+}
+
+async fn rt06(pods: &mut Pods<'_>) -> (Verdict, Vec<String>) {
+    let dir = rt06_cgroup_dir(&pods.env.root);
+    let cg = pods.env.root.join("sys/fs/cgroup");
+    if cg.join("cgroup.controllers").exists() {
+        // The root must delegate the pids controller (best effort: usually on).
+        let _ = std::fs::write(cg.join("cgroup.subtree_control"), "+pids");
+    }
+    let setup = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("pids.max"), RT06_PIDS_MAX.to_string()));
+    if let Err(e) = setup {
+        return (
+            Verdict::Fail,
+            vec![format!("cannot set a pids limit in {}: {e}", dir.display())],
+        );
+    }
+    let opts = PodOptions {
+        host_network: pods.env.host_network,
+        runtime_handler: None,
+        image: pods.env.toolbox_image.clone(),
+        cgroup_parent: format!("/{RT06_CGROUP}"),
+    };
+    let name = format!("matrix-rt06-{}", pods.run_id);
+    let mut ev = vec![format!(
+        "pod cgroup parent /{RT06_CGROUP}, pids.max {RT06_PIDS_MAX}"
+    )];
+    let res = match pods.cri.run_pod(Variant::Unpriv, &name, &opts).await {
+        Ok(pod) => {
+            let out = exec_script(&mut pods.cri, &pod, RT06_SCRIPT).await;
+            if let Err(e) = pods.cri.remove_sandbox(&pod.sandbox_id).await {
+                ev.push(format!("cleanup: {e}"));
+            }
+            out
+        }
+        Err(e) => Err(format!("pod did not start: {e}")),
+    };
+    // The containers' cgroups are gone with the pod; the parent can go too.
+    let _ = std::fs::remove_dir(&dir);
+    match res {
+        Ok(o) => {
+            let (v, e) = rt06_eval(&o);
+            ev.extend(e);
+            ev.push(
+                "machined (this answer) kept running; the host checks the node API after the run"
+                    .into(),
+            );
+            (v, ev)
+        }
+        Err(e) => {
+            ev.push(e);
+            (Verdict::Fail, ev)
+        }
+    }
 }
 
 /// CONF-04: a TCP connection to every peer's node API on the cluster network.
@@ -1305,6 +1386,26 @@ mod tests {
         )];
         assert_eq!(rt10(&s2).0, Verdict::Fail);
         assert!(matches!(rt10(&[]).0, Verdict::Skip { .. }));
+    }
+
+    #[test]
+    fn rt06_needs_eagain() {
+        let hit = out(
+            0,
+            "    336 sh: can't fork: Resource temporarily unavailable\ndone\n",
+            "",
+        );
+        assert_eq!(rt06_eval(&hit).0, Verdict::Pass);
+        assert_eq!(rt06_eval(&out(0, "done\n", "")).0, Verdict::Fail);
+        let dir = tempfile::tempdir().unwrap();
+        assert!(rt06_cgroup_dir(dir.path()).ends_with("sys/fs/cgroup/pids/ironclad-matrix-rt06"));
+        std::fs::create_dir_all(dir.path().join("sys/fs/cgroup")).unwrap();
+        std::fs::write(
+            dir.path().join("sys/fs/cgroup/cgroup.controllers"),
+            "pids\n",
+        )
+        .unwrap();
+        assert!(rt06_cgroup_dir(dir.path()).ends_with("sys/fs/cgroup/ironclad-matrix-rt06"));
     }
 
     #[test]

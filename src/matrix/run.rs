@@ -191,6 +191,23 @@ pub async fn run(
             }
         }
     }
+    // RT-06: the node's fate after the fork bomb, seen from the host.
+    for r in results.iter_mut().filter(|r| r.id == "RT-06") {
+        let Some(t) = ctx.targets.iter().find(|t| t.name == r.node) else {
+            continue;
+        };
+        match t.client.health().await {
+            Ok(h) => r.evidence.push(format!(
+                "node API after the fork bomb (from the host): healthy={}",
+                h.healthy
+            )),
+            Err(e) => {
+                r.verdict = Verdict::Fail;
+                r.evidence
+                    .push(format!("node API after the fork bomb: {e}"));
+            }
+        }
+    }
     manifests.sort();
     manifests.dedup();
     let image_manifest_sha256 = match manifests.as_slice() {
