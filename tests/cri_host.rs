@@ -347,6 +347,21 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
     .await
     .unwrap();
     eprintln!("RT-06: {:?}", fork.results);
+    // The sysrq power-off refuses to run anywhere but on a node.
+    let off = run(
+        &MatrixRunRequest {
+            checks: vec!["BRK-04-O".into()],
+            destructive: true,
+        },
+        &env,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(&off.results[0].verdict, Verdict::Skip { reason } if reason.contains("not an ironclad node")),
+        "{:?}",
+        off.results
+    );
     assert_eq!(fork.results[0].verdict, Verdict::Pass, "{:?}", fork.results);
     let req = MatrixRunRequest {
         checks: [

@@ -604,6 +604,9 @@ fn variants_for(ids: &[&str]) -> Vec<Variant> {
             "RT-08" => add(Variant::Userns),
             "RT-09" => add(Variant::Gvisor),
             "RT-10" => SANDBOXED.iter().for_each(|&v| add(v)),
+            "BRK-04-O" => [Variant::Unpriv, Variant::Userns, Variant::Gvisor]
+                .iter()
+                .for_each(|&v| add(v)),
             _ => {}
         }
     }
@@ -901,6 +904,14 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
         r.duration_ms = t.elapsed().as_millis() as u64;
         results.push(r);
     }
+    // Last, because it ends with the node powering off.
+    if ids.contains(&"BRK-04-O") {
+        let t = Instant::now();
+        let (verdict, evidence) = sysrq_power_off(pods).await;
+        let mut r = CheckResult::new("BRK-04-O", &node, verdict, evidence);
+        r.duration_ms = t.elapsed().as_millis() as u64;
+        results.push(r);
+    }
 }
 
 fn rt10(sandboxed: &[(String, Variant, Result<Outcome, String>)]) -> (Verdict, Vec<String>) {
@@ -977,6 +988,57 @@ async fn conf03(pods: &mut Pods<'_>) -> (Verdict, Vec<String>) {
         }
     }
     (Verdict::pass_if(ok), ev)
+}
+
+/// How long after answering the node's privileged pod writes sysrq `o`.
+pub const POWER_OFF_DELAY: Duration = Duration::from_secs(10);
+/// The destructive sysrq probe.
+pub const SYSRQ_O_SCRIPT: &str = "test -e /proc/sysrq-trigger || { echo 'absent: /proc/sysrq-trigger'; exit 0; }; (echo o > /proc/sysrq-trigger) 2>&1 && echo WROTE-SYSRQ; exit 0";
+
+/// BRK-04-O: the sandboxable variants try sysrq `o` (if one gets through, the
+/// node powers off now and the host sees the node's report missing: FAIL);
+/// then a privileged pod is scheduled to do it [`POWER_OFF_DELAY`] after this
+/// answer, and the host watches the node go down.
+async fn sysrq_power_off(pods: &mut Pods<'_>) -> (Verdict, Vec<String>) {
+    // Never power off a machine that is not an ironclad node (a developer's
+    // host running the executor in a test).
+    let marker = pods.env.root.join(NODE_MARKER.trim_start_matches('/'));
+    if !marker.is_file() {
+        return (
+            Verdict::skip(format!(
+                "not an ironclad node ({} missing): refusing to power this machine off",
+                marker.display()
+            )),
+            vec![],
+        );
+    }
+    let mut outcomes = Vec::new();
+    for v in [Variant::Unpriv, Variant::Userns, Variant::Gvisor] {
+        let o = pods
+            .exec(v, SYSRQ_O_SCRIPT)
+            .await
+            .map(|out| evaluate("BRK-04", &out));
+        outcomes.push((v, o));
+    }
+    let (verdict, mut ev) = attack_verdict(true, &outcomes);
+    let env = pods.env.clone();
+    let run_id = pods.run_id.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(POWER_OFF_DELAY).await;
+        if let Ok(mut cri) = Cri::connect(&env.socket).await
+            && let Ok(pod) =
+                start_variant(&mut cri, &env, &format!("{run_id}-o"), Variant::Priv).await
+        {
+            let _ = exec_script(&mut cri, &pod, SYSRQ_O_SCRIPT).await;
+            // Still here: the kernel ignored it; do not leave the pod behind.
+            let _ = cri.remove_sandbox(&pod.sandbox_id).await;
+        }
+    });
+    ev.push(format!(
+        "priv: scheduled `echo o > /proc/sysrq-trigger` from a privileged pod {}s after this answer ({UNPROTECTABLE}); the host watches the node's fate",
+        POWER_OFF_DELAY.as_secs()
+    ));
+    (verdict, ev)
 }
 
 /// The parent cgroup of the RT-06 pod (cgroupfs driver), with a pids limit as
@@ -1417,6 +1479,10 @@ mod tests {
         );
         assert_eq!(variants_for(&["RT-10"]), [Variant::Userns, Variant::Gvisor]);
         assert!(variants_for(&["RT-07", "CONF-04"]).is_empty());
+        assert_eq!(
+            variants_for(&["BRK-04-O"]),
+            [Variant::Unpriv, Variant::Userns, Variant::Gvisor]
+        );
     }
 
     #[tokio::test]

@@ -138,9 +138,9 @@ pub const CATALOG: &[Check] = &[
     ),
     Check {
         id: "BRK-04-O",
-        title: "destructive BRK-04: sysrq o (power-off) from a privileged pod; the node's fate seen from the host",
+        title: "destructive BRK-04: sysrq o (power-off) from each variant; the node's fate seen from the host",
         level: Level::Cri,
-        runner: Runner::Host,
+        runner: Runner::Node,
         destructive: true,
     },
     Check {

@@ -144,14 +144,6 @@ pub async fn run(
                 "CONF-02" => vec![conf02(ctx).await],
                 "CONF-05" => vec![conf05(ctx).await],
                 "API-04" => api04(ctx).await,
-                "BRK-04-O" => vec![CheckResult::new(
-                    id,
-                    CLUSTER_NODE,
-                    Verdict::skip(
-                        "destructive sysrq power-off needs a throw-away node whose QEMU exit the host observes; not implemented yet",
-                    ),
-                    vec![],
-                )],
                 other => vec![CheckResult::new(
                     other,
                     CLUSTER_NODE,
@@ -167,7 +159,15 @@ pub async fn run(
         }
         out
     };
-    let (node_reports, host_results) = futures::join!(node_fut, host_fut);
+    // With the sysrq power-off, nodes go down after answering: the host's own
+    // checks run first.
+    let power_off = node_ids.iter().any(|i| i == "BRK-04-O");
+    let (node_reports, host_results) = if power_off {
+        let h = host_fut.await;
+        (node_fut.await, h)
+    } else {
+        futures::join!(node_fut, host_fut)
+    };
 
     let mut results = host_results;
     let mut manifests = Vec::new();
@@ -208,6 +208,9 @@ pub async fn run(
             }
         }
     }
+    if power_off {
+        node_fates(ctx, &mut results).await;
+    }
     manifests.sort();
     manifests.dedup();
     let image_manifest_sha256 = match manifests.as_slice() {
@@ -226,6 +229,42 @@ pub async fn run(
     };
     report.sort();
     Ok(report)
+}
+
+/// How long the host waits for a node to go down after the sysrq power-off.
+pub const POWER_OFF_WAIT: Duration = Duration::from_secs(120);
+
+/// BRK-04-O's host half: every node that answered is expected to power off
+/// (its privileged pod writes sysrq `o`); record when its API went down.
+async fn node_fates(ctx: &HostContext, results: &mut [CheckResult]) {
+    let watch = ctx.targets.iter().map(|t| async move {
+        let start = Instant::now();
+        while start.elapsed() < POWER_OFF_WAIT {
+            let probe = tokio::time::timeout(Duration::from_secs(5), t.client.health()).await;
+            if !matches!(probe, Ok(Ok(_))) {
+                return (t.name.clone(), Some(start.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        (t.name.clone(), None)
+    });
+    for (node, down) in futures::future::join_all(watch).await {
+        if let Some(r) = results
+            .iter_mut()
+            .find(|r| r.id == "BRK-04-O" && r.node == node)
+        {
+            r.evidence.push(match down {
+                Some(after) => format!(
+                    "host: the node API went down {:.0}s after the run: the privileged pod powered the node off (unprotectable at node level)",
+                    after.as_secs_f64()
+                ),
+                None => format!(
+                    "host: the node API still answers {}s after the run: the privileged sysrq o had no effect",
+                    POWER_OFF_WAIT.as_secs()
+                ),
+            });
+        }
+    }
 }
 
 /// CONF-01: every node answers `version` with this build's version, its own
