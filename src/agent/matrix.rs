@@ -1470,6 +1470,36 @@ mod tests {
         assert!(rt06_cgroup_dir(dir.path()).ends_with("sys/fs/cgroup/ironclad-matrix-rt06"));
     }
 
+    /// Every probe script parses as busybox sh (syntax only: `sh -n`).
+    #[test]
+    fn probe_scripts_parse() {
+        let Some(bb) = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+        else {
+            eprintln!("no busybox here: syntax check skipped");
+            return;
+        };
+        let mut scripts: Vec<String> = ATTACKS
+            .iter()
+            .flat_map(|a| [script(a.id, false), script(a.id, true)])
+            .collect();
+        scripts.extend([RT03_SCRIPT, RT06_SCRIPT, SYSRQ_O_SCRIPT].map(String::from));
+        scripts.push(net01_script());
+        for sc in scripts {
+            let out = std::process::Command::new(bb)
+                .args(["sh", "-n", "-c", &sc])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{sc}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(script("BRK-10", false).contains("awk '/^default/{print $3; exit}'"));
+    }
+
     #[test]
     fn variants_needed_by_checks() {
         assert_eq!(variants_for(&["RT-02"]), [Variant::Unpriv]);
