@@ -10,8 +10,8 @@
 //! can provide one.
 
 use super::{
-    CLUSTER_NODE, CheckResult, FileRef, NodeMatrixReport, REPORT_API_VERSION, Report, Runner,
-    SelectError, Verdict, select,
+    CLUSTER_NODE, CheckResult, FileRef, REPORT_API_VERSION, Report, Runner, SelectError, Verdict,
+    select,
 };
 use crate::api::MatrixRunRequest;
 use crate::client::{ClientError, NodeClient, ServerDate};
@@ -574,11 +574,6 @@ async fn api04(ctx: &HostContext) -> Vec<CheckResult> {
         ));
     }
     out
-}
-
-/// A node report's results as they are (used by `create --matrix` too).
-pub fn node_results(r: NodeMatrixReport) -> Vec<CheckResult> {
-    r.results
 }
 
 #[cfg(test)]
