@@ -245,7 +245,9 @@ pub fn container_config(
                 ..Default::default()
             })
         } else {
-            None
+            // A kubelet always sends the message, with empty lists for a
+            // default pod: the runtime's (base spec's) set applies.
+            Some(cri::Capability::default())
         },
         no_new_privs: restricted,
         run_as_user: restricted.then_some(cri::Int64Value {
@@ -707,7 +709,8 @@ mod tests {
         let c = container_config(Variant::Unpriv, "c", &opts(), &["x"]);
         let sc = c.linux.unwrap().security_context.unwrap();
         assert!(!sc.privileged);
-        assert!(sc.capabilities.is_none());
+        let caps = sc.capabilities.unwrap();
+        assert!(caps.add_capabilities.is_empty() && caps.drop_capabilities.is_empty());
         // No profile: the runtime's `unset_seccomp_profile` applies.
         assert!(sc.seccomp.is_none());
         assert!(!sc.no_new_privs);
