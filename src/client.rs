@@ -438,7 +438,71 @@ impl NodeClient {
     pub async fn shutdown(&self) -> Result<Accepted, ClientError> {
         self.post_empty(paths::SHUTDOWN).await
     }
+
+    /// Runs the node's matrix checks. It takes minutes under TCG: the request
+    /// may take up to [`MATRIX_TIMEOUT`] (the client has no overall timeout
+    /// otherwise; this bounds a node that never answers).
+    pub async fn matrix_run(
+        &self,
+        req: &api::MatrixRunRequest,
+    ) -> Result<crate::matrix::NodeMatrixReport, ClientError> {
+        let url = format!("{}{}", self.base, paths::MATRIX_RUN);
+        let body = serde_json::to_vec(req).map_err(|e| ClientError::Setup(e.to_string()))?;
+        let r = self
+            .http
+            .post(&url)
+            .timeout(MATRIX_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let resp = self.send(r, &url).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+            url,
+            status,
+            reason: e.to_string(),
+        })
+    }
 }
+
+/// A node's clock as its API shows it: the HTTP `Date` header of a health
+/// request, with the host's clock just before sending and just after the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerDate {
+    pub sent: std::time::SystemTime,
+    pub received: std::time::SystemTime,
+    /// The raw header (`Sun, 06 Nov 1994 08:49:37 GMT`), when sent.
+    pub date: Option<String>,
+}
+
+impl NodeClient {
+    /// The node's `Date` header on `GET /v1/health` (clock-skew checks).
+    pub async fn server_date(&self) -> Result<ServerDate, ClientError> {
+        let url = format!("{}{}", self.base, paths::HEALTH);
+        let sent = std::time::SystemTime::now();
+        let resp = self.send(self.http.get(&url), &url).await?;
+        let received = std::time::SystemTime::now();
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok(ServerDate {
+            sent,
+            received,
+            date,
+        })
+    }
+}
+
+/// How long one node may take to run its matrix checks.
+pub const MATRIX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Keeps the re-export path stable for callers that name the API module.
 pub use api::Role;

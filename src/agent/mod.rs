@@ -21,6 +21,9 @@
 //! | [`power`] | shutdown triggers and the final sync/unmount/reboot |
 //! | [`pid1`] | the binary's entry: picks the stage, runs it, never returns |
 //!
+//! | [`cri`] | CRI client to containerd: pod variants, exec probes, cleanup |
+//! | [`matrix`] | the node side of the matrix: runs the CRI-level checks |
+//! | [`runtime_spec`] | the hardened base OCI spec and CRI options for containerd |
 //! | [`apid`] | the node API server (mTLS HTTPS), behind the `Controller` trait |
 //!
 //! Not yet here: the real controller wiring apid to the supervisor, etcd.
@@ -28,14 +31,17 @@
 pub mod apid;
 pub mod console;
 pub mod containerd;
+pub mod cri;
 pub mod disks;
 pub mod etcd;
+pub mod matrix;
 pub mod modules;
 pub mod mounts;
 pub mod net;
 pub mod pid1;
 pub mod power;
 pub mod reaper;
+pub mod runtime_spec;
 pub mod stage1;
 pub mod stage2;
 pub mod supervisor;

@@ -41,6 +41,8 @@ pub mod paths {
     pub const APPLY_CONFIG: &str = "/v1/apply-config";
     pub const REBOOT: &str = "/v1/reboot";
     pub const SHUTDOWN: &str = "/v1/shutdown";
+    /// `POST` runs the node's matrix checks (admin; takes minutes).
+    pub const MATRIX_RUN: &str = "/v1/matrix/run";
 
     /// `template` with its `{name}`/`{id}` placeholder replaced.
     pub fn fill(template: &str, value: &str) -> String {
@@ -296,6 +298,20 @@ impl std::fmt::Debug for ApplyConfigRequest {
     }
 }
 
+/// `POST /v1/matrix/run`: which checks (every non-destructive one when
+/// empty) and whether destructive ones may run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixRunRequest {
+    #[serde(default)]
+    pub checks: Vec<String>,
+    #[serde(default)]
+    pub destructive: bool,
+}
+
+/// The most check ids one request may name.
+pub const MAX_MATRIX_CHECKS: usize = 256;
+
 /// Which service start/stop/restart acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceOp {
@@ -338,6 +354,7 @@ pub enum Action {
     ApplyConfig(Box<crate::machine::MachineConfig>),
     Reboot,
     Shutdown,
+    MatrixRun(MatrixRunRequest),
 }
 
 impl Action {
@@ -360,7 +377,8 @@ impl Action {
             | Action::EtcdPut(_)
             | Action::ApplyConfig(_)
             | Action::Reboot
-            | Action::Shutdown => Role::Admin,
+            | Action::Shutdown
+            | Action::MatrixRun(_) => Role::Admin,
         }
     }
 }
@@ -387,6 +405,7 @@ pub enum Reply {
     Member(EtcdMember),
     Kv(KvValue),
     Accepted(Accepted),
+    Matrix(crate::matrix::NodeMatrixReport),
 }
 
 /// Checks a service name (what a path segment may hold).
@@ -432,12 +451,20 @@ mod tests {
         assert!(serde_json::from_str::<PutRequest>(r#"{"key":"a","value":"b"}"#).is_ok());
         assert!(serde_json::from_str::<PutRequest>(r#"{"key":"a","value":"b","x":1}"#).is_err());
         assert!(serde_json::from_str::<JoinRequest>(r#"{"initial_cluster":[],"y":0}"#).is_err());
+        let m: MatrixRunRequest = serde_json::from_str(r#"{"checks":["RT-01"]}"#).unwrap();
+        assert_eq!(m.checks, ["RT-01"]);
+        assert!(!m.destructive);
+        assert!(serde_json::from_str::<MatrixRunRequest>(r#"{"checks":[],"x":1}"#).is_err());
     }
 
     #[test]
     fn roles() {
         assert_eq!(Action::Version.required_role(), Role::Reader);
         assert_eq!(Action::Reboot.required_role(), Role::Admin);
+        assert_eq!(
+            Action::MatrixRun(MatrixRunRequest::default()).required_role(),
+            Role::Admin
+        );
         assert!(allows(Role::Admin, Role::Admin));
         assert!(allows(Role::Reader, Role::Reader));
         assert!(!allows(Role::Reader, Role::Admin));

@@ -7,6 +7,7 @@ mod etcd_cmd;
 mod gen_cmd;
 mod image;
 mod lifecycle;
+pub mod matrix_cmd;
 mod node_cmd;
 mod validate;
 
@@ -129,6 +130,8 @@ enum Command {
     /// Run a cluster's supervisor (started by create/start; not for people).
     #[command(name = "__supervise", hide = true)]
     Supervise(lifecycle::SuperviseArgs),
+    /// Run the conformance and breakout matrix on a running cluster.
+    Matrix(matrix_cmd::Args),
 }
 
 /// Chooses how diagnostics look. On a terminal: miette's defaults. Otherwise
@@ -157,6 +160,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let global = cli.global;
     let result = match cli.command {
+        Command::Matrix(args) => matrix_cmd::run(args, &global),
         Command::Validate(args) => validate::run(args),
         Command::Gen(cmd) => gen_cmd::run(cmd),
         Command::Image(cmd) => image::run(cmd),

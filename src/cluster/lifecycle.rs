@@ -458,7 +458,9 @@ pub fn finish_converge(c: Converging, progress: &dyn Progress) -> Result<()> {
             Ok(())
         }
         Ok(Err(e)) => Err(LifecycleError::Failed(format!("etcd: {e}"))),
-        Err(_) => Err(LifecycleError::Failed("etcd: the converge step panicked".into())),
+        Err(_) => Err(LifecycleError::Failed(
+            "etcd: the converge step panicked".into(),
+        )),
     }
 }
 

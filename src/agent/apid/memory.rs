@@ -302,6 +302,30 @@ impl MemoryController {
                 st.power = Some("shutdown");
                 Ok(done)
             }
+            // No containerd here: every node-level check is an explicit skip.
+            Action::MatrixRun(req) => {
+                let checks = crate::matrix::select(&req.checks, req.destructive)
+                    .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?;
+                let results = checks
+                    .iter()
+                    .filter(|c| c.runner == crate::matrix::Runner::Node)
+                    .map(|c| {
+                        crate::matrix::CheckResult::new(
+                            c.id,
+                            &self.node,
+                            crate::matrix::Verdict::skip("memory controller: no containerd"),
+                            vec![],
+                        )
+                    })
+                    .collect();
+                Ok(Reply::Matrix(crate::matrix::NodeMatrixReport {
+                    node: self.node.clone(),
+                    runtime: "none".into(),
+                    image_manifest_sha256: None,
+                    results,
+                    duration_ms: 0,
+                }))
+            }
         }
     }
 }

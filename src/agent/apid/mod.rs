@@ -16,8 +16,8 @@ mod tests;
 
 use crate::api::{
     Action, AddLearnerRequest, ApiError, ApplyConfigRequest, ErrorCode, JoinRequest, KvQuery,
-    LogLine, LogsQuery, MAX_BODY_BYTES, MAX_TAIL, PutRequest, Reply, Role, ServiceOp, allows,
-    valid_name,
+    LogLine, LogsQuery, MAX_BODY_BYTES, MAX_MATRIX_CHECKS, MAX_TAIL, MatrixRunRequest, PutRequest,
+    Reply, Role, ServiceOp, allows, valid_name,
 };
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -227,6 +227,7 @@ fn router<C: Controller>(c: Arc<C>) -> Router {
         .route(p::ETCD_JOIN, post(join::<C>))
         .route(p::ETCD_KV, get(kv_get::<C>).put(kv_put::<C>))
         .route(p::APPLY_CONFIG, post(apply_config::<C>))
+        .route(p::MATRIX_RUN, post(matrix_run::<C>))
         .fallback(|| async { error(ApiError::new(ErrorCode::NotFound, "no such endpoint")) })
         .method_not_allowed_fallback(|| async {
             error(ApiError::new(
@@ -515,5 +516,32 @@ async fn apply_config<C: Controller>(
                 .map_err(|_| ApiError::new(ErrorCode::BadRequest, "invalid machine config"))
         })
         .map(|cfg| Action::ApplyConfig(Box::new(cfg)));
+    run(&*c, peer, action).await
+}
+
+/// Validates a matrix request at the edge: known ids, destructive ones only
+/// when allowed, a bounded list.
+fn matrix_request(req: MatrixRunRequest) -> Result<MatrixRunRequest, ApiError> {
+    if req.checks.len() > MAX_MATRIX_CHECKS {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("at most {MAX_MATRIX_CHECKS} check ids"),
+        ));
+    }
+    crate::matrix::select(&req.checks, req.destructive)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?;
+    Ok(req)
+}
+
+async fn matrix_run<C: Controller>(
+    State(c): St<C>,
+    peer: PeerExt,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let action = admin_body::<MatrixRunRequest>(peer, &headers, body)
+        .await
+        .and_then(matrix_request)
+        .map(Action::MatrixRun);
     run(&*c, peer, action).await
 }

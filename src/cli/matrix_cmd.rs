@@ -1,0 +1,140 @@
+//! `ironclad matrix [NAME] [--check ID...] [--output json] [--junit FILE]
+//! [--destructive] [--list]`: runs the conformance and breakout matrix on a
+//! running cluster and prints a table (or JSON); `--junit` also writes JUnit
+//! XML. Exit status 1 when a check failed. The work is in [`crate::matrix`].
+
+use super::{CliResult, Exit, Failure, Global, Output};
+use crate::matrix::{self, CATALOG, render};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The cluster [default: the only cluster in the state dir].
+    pub name: Option<String>,
+    /// Run only these checks (repeatable; e.g. --check RT-01 --check BRK-04).
+    #[arg(long = "check", value_name = "ID")]
+    pub checks: Vec<String>,
+    /// How to print the report.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Also write the report as JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Add the destructive checks (sysrq power-off, fork bomb): throw-away clusters only.
+    #[arg(long)]
+    pub destructive: bool,
+    /// List the checks and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+fn list() -> String {
+    let mut s = String::new();
+    for c in CATALOG {
+        let d = if c.destructive { " (destructive)" } else { "" };
+        s.push_str(&format!("{:9} {}{d}\n", c.id, c.title));
+    }
+    s
+}
+
+/// Picks the cluster: the given name, or the only one under the state root.
+fn cluster_name(root: &Path, name: Option<String>) -> Result<String, Failure> {
+    if let Some(n) = name {
+        return Ok(n);
+    }
+    let all = crate::cluster::paths::list_clusters(root)
+        .map_err(|e| Failure::msg(Exit::Failed, format!("{}: {e}", root.display())))?;
+    match all.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(Failure::msg(
+            Exit::BadInput,
+            format!("no cluster in {} (create one first)", root.display()),
+        )),
+        many => Err(Failure::msg(
+            Exit::BadInput,
+            format!("several clusters ({}): name one", many.join(", ")),
+        )),
+    }
+}
+
+pub fn run(args: Args, global: &Global) -> CliResult {
+    if args.list {
+        print!("{}", list());
+        return Ok(());
+    }
+    // Bad check ids are bad input, before anything is contacted.
+    matrix::select(&args.checks, args.destructive).map_err(|e| Failure::msg(Exit::BadInput, e))?;
+    let root = global.state_root()?;
+    let name = cluster_name(&root, args.name.clone())?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| Failure::msg(Exit::Failed, format!("tokio: {e}")))?;
+    let report = runtime.block_on(async {
+        let ctx = matrix::run::load(&root, &name)?;
+        matrix::run::run(&ctx, &args.checks, args.destructive).await
+    });
+    let report = report.map_err(|e| match e {
+        matrix::run::MatrixError::Select(_) | matrix::run::MatrixError::NoCluster { .. } => {
+            Failure::msg(Exit::BadInput, e)
+        }
+        other => Failure::msg(Exit::Failed, other),
+    })?;
+    print_report(&report, args.output, args.junit.as_deref())
+}
+
+/// Prints (and writes JUnit for) a report; a failure when a check failed.
+/// `ironclad create --matrix` calls this with the report of its run.
+pub fn print_report(report: &matrix::Report, output: Output, junit: Option<&Path>) -> CliResult {
+    match output {
+        Output::Text => print!("{}", render::table(report)),
+        Output::Json => print!("{}", render::json(report)),
+    }
+    if let Some(path) = junit {
+        crate::fsutil::write_public(path, render::junit(report).as_bytes())
+            .map_err(|e| Failure::msg(Exit::Failed, format!("{}: {e}", path.display())))?;
+    }
+    if matrix::exit_status(report) != 0 {
+        let (_, failed, _) = report.counts();
+        return Err(Failure::msg(
+            Exit::Failed,
+            format!("{failed} check(s) failed"),
+        ));
+    }
+    Ok(())
+}
+
+/// For `ironclad create --matrix`: the whole non-destructive matrix on the
+/// cluster that was just created, printed as a table.
+pub fn run_after_create(root: &Path, name: &str) -> CliResult {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| Failure::msg(Exit::Failed, format!("tokio: {e}")))?;
+    let report = runtime
+        .block_on(async {
+            let ctx = matrix::run::load(root, name)?;
+            matrix::run::run(&ctx, &[], false).await
+        })
+        .map_err(|e| Failure::msg(Exit::Failed, e))?;
+    print_report(&report, Output::Text, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_names_every_check() {
+        let l = list();
+        assert!(l.contains("BRK-01"));
+        assert!(l.contains("RT-06") && l.contains("(destructive)"));
+    }
+
+    #[test]
+    fn cluster_name_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(cluster_name(dir.path(), None).is_err());
+        std::fs::create_dir_all(dir.path().join("clusters/dev")).unwrap();
+        assert_eq!(cluster_name(dir.path(), None).unwrap(), "dev");
+        std::fs::create_dir_all(dir.path().join("clusters/ci")).unwrap();
+        assert!(cluster_name(dir.path(), None).is_err());
+        assert_eq!(cluster_name(dir.path(), Some("x".into())).unwrap(), "x");
+    }
+}

@@ -1,0 +1,279 @@
+//! The host side of the matrix against real apid servers on loopback (real
+//! TLS, real client certificates, the in-memory controller behind them): the
+//! node call `POST /v1/matrix/run`, CONF-01, CONF-02, CONF-05, API-04, the
+//! merged report and its renderers.
+
+use ironclad::agent::apid::memory::MemoryController;
+use ironclad::agent::apid::{Apid, server_tls_config};
+use ironclad::api::{ErrorCode, MatrixRunRequest, Role};
+use ironclad::client::{ClientError, NodeClient};
+use ironclad::matrix::run::{HostContext, Target, run};
+use ironclad::matrix::{Verdict, exit_status, render};
+use ironclad::pki::{Secrets, issue_client_cert};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+async fn node(
+    secrets: &Secrets,
+    name: &str,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let cert = secrets
+        .os_ca
+        .issue_server(name, &[name], &[Ipv4Addr::LOCALHOST], false)
+        .unwrap();
+    let tls = server_tls_config(secrets.os_ca.cert_pem(), &cert.cert_pem, &cert.key_pem).unwrap();
+    let apid = Apid::bind_with("127.0.0.1:0".parse().unwrap(), tls)
+        .await
+        .unwrap();
+    let addr = apid.local_addr().unwrap();
+    let ctl = Arc::new(MemoryController::new(name, &["etcd", "containerd"]));
+    (
+        addr,
+        tokio::spawn(async move {
+            let _ = apid.serve(ctl).await;
+        }),
+    )
+}
+
+fn client(secrets: &Secrets, addr: std::net::SocketAddr, role: Role) -> NodeClient {
+    let c = issue_client_cert(&secrets.os_ca, role, "matrix-test").unwrap();
+    NodeClient::new(addr, secrets.os_ca.cert_pem(), &c.cert_pem, &c.key_pem).unwrap()
+}
+
+#[tokio::test]
+async fn host_checks_and_node_calls_merge_into_one_report() {
+    let secrets = Secrets::generate("mx").unwrap();
+    let (cp, s1) = node(&secrets, "mx-cp-1").await;
+    let (w, s2) = node(&secrets, "mx-w-1").await;
+    let cp_client = client(&secrets, cp, Role::Admin);
+    cp_client.bootstrap().await.unwrap();
+
+    // The route: admin only, strict body, ids checked at the edge.
+    let reader = client(&secrets, cp, Role::Reader);
+    let code = |r: Result<_, ClientError>| match r {
+        Err(ClientError::Api(e)) => e.code,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        code(reader.matrix_run(&MatrixRunRequest::default()).await),
+        ErrorCode::Forbidden
+    );
+    let bad = MatrixRunRequest {
+        checks: vec!["NOPE-1".into()],
+        destructive: false,
+    };
+    assert_eq!(
+        code(cp_client.matrix_run(&bad).await),
+        ErrorCode::BadRequest
+    );
+    let destructive = MatrixRunRequest {
+        checks: vec!["RT-06".into()],
+        destructive: false,
+    };
+    assert_eq!(
+        code(cp_client.matrix_run(&destructive).await),
+        ErrorCode::BadRequest
+    );
+    let raw = cp_client
+        .post_raw("/v1/matrix/run", br#"{"checks":[],"extra":1}"#.to_vec())
+        .await;
+    assert!(matches!(raw, Err(ClientError::Api(e)) if e.code == ErrorCode::BadRequest));
+
+    let ctx = HostContext {
+        cluster: "mx".into(),
+        os_ca_pem: secrets.os_ca.cert_pem().to_string(),
+        targets: vec![
+            Target {
+                name: "mx-cp-1".into(),
+                control_plane: true,
+                endpoint: cp,
+                client: cp_client,
+            },
+            Target {
+                name: "mx-w-1".into(),
+                control_plane: false,
+                endpoint: w,
+                client: client(&secrets, w, Role::Admin),
+            },
+        ],
+        cluster_file: None,
+    };
+    let checks: Vec<String> = ["CONF-01", "CONF-02", "CONF-05", "API-04", "RT-01"]
+        .map(String::from)
+        .to_vec();
+    let report = run(&ctx, &checks, false).await.unwrap();
+    let table = render::table(&report);
+    eprintln!("{table}");
+    let get = |id: &str, node: &str| {
+        report
+            .results
+            .iter()
+            .find(|r| r.id == id && r.node == node)
+            .unwrap_or_else(|| panic!("no {id} for {node}:\n{table}"))
+            .verdict
+            .clone()
+    };
+    assert_eq!(get("CONF-01", "mx-cp-1"), Verdict::Pass);
+    assert_eq!(get("CONF-01", "mx-w-1"), Verdict::Pass);
+    assert_eq!(get("CONF-02", "cluster"), Verdict::Pass);
+    assert_eq!(get("CONF-05", "cluster"), Verdict::Pass);
+    assert_eq!(get("API-04", "mx-cp-1"), Verdict::Pass);
+    assert_eq!(get("API-04", "mx-w-1"), Verdict::Pass);
+    // The node's own answer comes through the API, on each node.
+    assert!(
+        matches!(get("RT-01", "mx-w-1"), Verdict::Skip { reason } if reason.contains("no containerd"))
+    );
+    assert_eq!(report.results.len(), 2 + 1 + 1 + 2 + 2);
+    assert_eq!(exit_status(&report), 0);
+    assert!(render::junit(&report).contains("<testcase "));
+    // Ordering: catalog order, then node.
+    let ids: Vec<&str> = report.results.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.first(), Some(&"RT-01"));
+
+    // A node that is gone (nothing listens on its endpoint): its checks FAIL
+    // with the reason, and so does the exit status.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut ctx = ctx;
+    ctx.targets[1].endpoint = closed;
+    ctx.targets[1].client = client(&secrets, closed, Role::Admin);
+    let report = run(&ctx, &["CONF-01".into(), "RT-02".into()], false)
+        .await
+        .unwrap();
+    let down: Vec<_> = report
+        .results
+        .iter()
+        .filter(|r| r.node == "mx-w-1")
+        .collect();
+    assert!(down.iter().all(|r| r.verdict == Verdict::Fail), "{down:?}");
+    assert_eq!(exit_status(&report), 1);
+    s1.abort();
+    s2.abort();
+}
+
+/// `ironclad matrix` end to end: a state dir with a client.yaml whose nodes
+/// are loopback apids, JSON on stdout, JUnit to a file, exit statuses.
+#[test]
+fn cli_runs_the_matrix_from_the_state_dir() {
+    use ironclad::clientconfig::{ClientConfig, ClientNode, KIND};
+    use std::process::Command;
+    let bin = env!("CARGO_BIN_EXE_ironclad");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let secrets = Secrets::generate("mx").unwrap();
+    let ((cp, s1), (w, s2)) = rt.block_on(async {
+        let a = node(&secrets, "mx-cp-1").await;
+        let b = node(&secrets, "mx-w-1").await;
+        client(&secrets, a.0, Role::Admin)
+            .bootstrap()
+            .await
+            .unwrap();
+        (a, b)
+    });
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("clusters/mx");
+    std::fs::create_dir_all(&dir).unwrap();
+    let admin = issue_client_cert(&secrets.os_ca, Role::Admin, "admin").unwrap();
+    std::fs::write(dir.join("admin.crt"), &admin.cert_pem).unwrap();
+    std::fs::write(dir.join("admin.key"), &admin.key_pem).unwrap();
+    std::fs::write(dir.join("cluster.yaml"), "name: mx\n").unwrap();
+    let cfg = ClientConfig {
+        api_version: ironclad::API_VERSION.into(),
+        kind: KIND.into(),
+        cluster: "mx".into(),
+        os_ca: secrets.os_ca.cert_pem().into(),
+        cert: "admin.crt".into(),
+        key: "admin.key".into(),
+        nodes: vec![
+            ClientNode {
+                name: "mx-cp-1".into(),
+                role: ironclad::spec::Role::ControlPlane,
+                address: Ipv4Addr::new(10, 5, 0, 2),
+                endpoint: Some(cp),
+            },
+            ClientNode {
+                name: "mx-w-1".into(),
+                role: ironclad::spec::Role::Worker,
+                address: Ipv4Addr::new(10, 5, 0, 3),
+                endpoint: Some(w),
+            },
+        ],
+    };
+    cfg.save(&dir.join("client.yaml")).unwrap();
+    let junit = state.path().join("matrix.xml");
+    let out = Command::new(bin)
+        .args([
+            "matrix", "--check", "CONF-01", "--check", "API-04", "--check", "RT-02", "--output",
+            "json", "--junit",
+        ])
+        .arg(&junit)
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: ironclad::matrix::Report = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report.cluster, "mx");
+    let f = report.cluster_file.unwrap();
+    assert!(f.path.ends_with("clusters/mx/cluster.yaml"));
+    assert_eq!(f.sha256.len(), 64);
+    assert_eq!(report.results.len(), 6);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<testcase ").count(), 6);
+    assert_eq!(xml.matches("<skipped ").count(), 2);
+
+    // Bad input: exit 2 with the reason, before anything is contacted.
+    let out = Command::new(bin)
+        .args(["matrix", "mx", "--check", "NOPE-9"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOPE-9"));
+    let out = Command::new(bin)
+        .args(["matrix", "nope"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(bin)
+        .args(["matrix", "--list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("BRK-10"));
+
+    // A node down: its checks FAIL and the exit status is 1.
+    s2.abort();
+    let mut down = cfg.clone();
+    down.nodes[1].endpoint = Some(
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap(),
+    );
+    down.save(&dir.join("client.yaml")).unwrap();
+    let out = Command::new(bin)
+        .args(["matrix", "--check", "CONF-01"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
+    s1.abort();
+}
