@@ -18,9 +18,17 @@ pub struct CreateArgs {
     /// Seconds to wait for every node to be ready.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
-    /// Output format of the summary.
+    /// Output format of the summary. With `--matrix --output json`, stdout
+    /// holds the matrix report only.
     #[arg(long, value_enum, default_value_t)]
     output: Output,
+    /// Run the conformance and breakout matrix once the cluster is up; the
+    /// exit status is then the matrix's (1 when a check fails).
+    #[arg(long)]
+    matrix: bool,
+    /// With `--matrix`: also write the report as JUnit XML to FILE.
+    #[arg(long, value_name = "FILE", requires = "matrix")]
+    junit: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -144,11 +152,22 @@ pub fn create(g: &Global, a: CreateArgs) -> CliResult {
         cache_dir: None,
     };
     let report = lifecycle::create(&opts, &Stderr).map_err(failure)?;
-    print_up("created", &report, a.output)?;
+    if !(a.matrix && a.output == Output::Json) {
+        print_up("created", &report, a.output)?;
+    }
     if a.output == Output::Text
         && let Ok(st) = lifecycle::status(&opts.root, &report.cluster)
     {
         print_status(&st);
+    }
+    if a.matrix {
+        eprintln!("matrix: running the checks on {}", report.cluster);
+        super::matrix_cmd::run_after_create(
+            &opts.root,
+            &report.cluster,
+            a.output,
+            a.junit.as_deref(),
+        )?;
     }
     Ok(())
 }

@@ -104,7 +104,12 @@ pub fn print_report(report: &matrix::Report, output: Output, junit: Option<&Path
 
 /// For `ironclad create --matrix`: the whole non-destructive matrix on the
 /// cluster that was just created, printed as a table.
-pub fn run_after_create(root: &Path, name: &str) -> CliResult {
+pub fn run_after_create(
+    root: &Path,
+    name: &str,
+    output: Output,
+    junit: Option<&Path>,
+) -> CliResult {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| Failure::msg(Exit::Failed, format!("tokio: {e}")))?;
     let report = runtime
@@ -113,7 +118,7 @@ pub fn run_after_create(root: &Path, name: &str) -> CliResult {
             matrix::run::run(&ctx, &[], false).await
         })
         .map_err(|e| Failure::msg(Exit::Failed, e))?;
-    print_report(&report, Output::Text, None)
+    print_report(&report, output, junit)
 }
 
 #[cfg(test)]
