@@ -6,15 +6,17 @@
 //! Kept small on purpose (CI has 2 cores): the dev cluster (1+1) and 1-node
 //! clusters; every wait polls a condition with a deadline.
 
+mod etcd;
 mod harness;
+mod matrix;
 
 use harness::Harness;
 use std::time::{Duration, Instant};
 
 /// Generous for TCG on a busy 2-core machine.
-const BOOT: Duration = Duration::from_secs(300);
+pub(crate) const BOOT: Duration = Duration::from_secs(300);
 
-fn repo_file(rel: &str) -> String {
+pub(crate) fn repo_file(rel: &str) -> String {
     format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
 }
 

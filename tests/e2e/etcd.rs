@@ -1,0 +1,108 @@
+//! clusters/ha.yaml: three control planes form one etcd cluster of voting
+//! members; keys written through one node are read through the others; a
+//! control plane killed with SIGKILL leaves a working quorum and, started
+//! again from its disk, catches up.
+
+use crate::harness::Harness;
+use crate::{BOOT, repo_file};
+use serde_json::Value;
+use std::time::Duration;
+
+fn members(h: &Harness, via: &str) -> Vec<Value> {
+    let out = h.ok(&[
+        "etcd", "members", "--cluster", "ha", "--node", via, "--output", "json",
+    ]);
+    let v: Value = serde_json::from_str(&out).expect("members JSON");
+    v["members"].as_array().cloned().unwrap_or_default()
+}
+
+fn get(h: &Harness, via: &str, key: &str) -> Option<String> {
+    let out = h.ok(&[
+        "etcd", "get", key, "--cluster", "ha", "--node", via, "--output", "json",
+    ]);
+    let v: Value = serde_json::from_str(&out).expect("kv JSON");
+    v["value"].as_str().map(str::to_string)
+}
+
+fn put(h: &Harness, via: &str, key: &str, value: &str) {
+    h.ok(&["etcd", "put", key, value, "--cluster", "ha", "--node", via]);
+}
+
+#[test]
+fn ha_cluster_etcd_quorum_survives_a_killed_control_plane() {
+    let h = Harness::new("ha_etcd");
+    let timeout = (2 * BOOT.as_secs()).to_string();
+    h.ok(&[
+        "create",
+        "-f",
+        &repo_file("clusters/ha.yaml"),
+        "--accel",
+        "tcg",
+        "--timeout",
+        &timeout,
+    ]);
+
+    // Three voting members, named after the control planes.
+    let m = members(&h, "ha-cp-2");
+    let mut names: Vec<&str> = m.iter().filter_map(|x| x["name"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["ha-cp-1", "ha-cp-2", "ha-cp-3"], "{m:?}");
+    assert!(m.iter().all(|x| x["is_learner"] == false), "{m:?}");
+
+    // Workers run no etcd.
+    let svc = h.ok(&[
+        "node", "services", "--cluster", "ha", "--node", "ha-worker-1", "--output", "json",
+    ]);
+    assert!(!svc.contains("\"etcd\""), "{svc}");
+
+    // A write through one control plane is read through every other.
+    put(&h, "ha-cp-1", "/e2e/before", "one");
+    for cp in ["ha-cp-2", "ha-cp-3"] {
+        assert_eq!(get(&h, cp, "/e2e/before").as_deref(), Some("one"), "{cp}");
+    }
+
+    // SIGKILL one control plane: the other two still serve reads and writes.
+    let st = h.status("ha");
+    let cp3 = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "ha-cp-3")
+        .unwrap()["pid"]
+        .as_u64()
+        .unwrap() as i32;
+    // SAFETY: kill(2) on the QEMU pid status just reported for our cluster.
+    unsafe {
+        libc::kill(cp3, libc::SIGKILL);
+    }
+    h.wait_for("ha-cp-3 to show as crashed", Duration::from_secs(30), || {
+        h.node_states("ha")
+            .iter()
+            .any(|(n, s)| n == "ha-cp-3" && s == "crashed")
+    });
+    put(&h, "ha-cp-2", "/e2e/during", "two");
+    assert_eq!(get(&h, "ha-cp-1", "/e2e/during").as_deref(), Some("two"));
+
+    // Started again from its disk, it rejoins with its data and catches up.
+    h.ok(&[
+        "start", "ha", "--node", "ha-cp-3", "--timeout", &timeout,
+    ]);
+    h.wait_for(
+        "ha-cp-3 to serve the key written while it was down",
+        Duration::from_secs(120),
+        || {
+            let out = h.run(&[
+                "etcd", "get", "/e2e/during", "--cluster", "ha", "--node", "ha-cp-3",
+                "--output", "json",
+            ]);
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"two\"")
+        },
+    );
+    assert_eq!(get(&h, "ha-cp-3", "/e2e/before").as_deref(), Some("one"));
+    let m = members(&h, "ha-cp-3");
+    assert_eq!(m.len(), 3, "{m:?}");
+    assert!(m.iter().all(|x| x["is_learner"] == false), "{m:?}");
+
+    h.ok(&["destroy", "ha"]);
+    assert!(h.leftover_processes().is_empty(), "{:?}", h.leftover_processes());
+}
