@@ -6,7 +6,9 @@
 //! All paths are joined to [`Stage2::root`], so the whole sequence runs in unit
 //! tests against a temporary directory with [`super::sys::FakeSys`].
 
+use super::applied;
 use super::console;
+use super::facts;
 use super::containerd::{self, ContainerdError};
 use super::disks::{self, DiskError};
 use super::modules::{self, ModuleError};
@@ -43,7 +45,12 @@ pub struct Stage2 {
 /// What the synchronous boot produced.
 #[derive(Debug)]
 pub struct Prepared {
+    /// The effective config (fw_cfg, or the one applied through the API).
     pub config: MachineConfig,
+    /// SHA-256 of the fw_cfg config document.
+    pub fw_cfg_digest: String,
+    /// The boot counter on the state disk (1 on the first boot; 0 if unreadable).
+    pub boot: u64,
     /// Whether the state disk was formatted during this boot.
     pub formatted: bool,
     /// Mounts to undo at shutdown, in order (node paths).
@@ -104,27 +111,51 @@ impl Stage2 {
             .collect();
         console::phase(&format!("modules (slowest: {})", slow.join(", ")));
 
+        let mounts_text =
+            std::fs::read_to_string(self.p("proc/self/mounts")).unwrap_or_default();
+        console::say(&facts::root_fact(&mounts_text));
+
         let image_sysctls = match std::fs::read_to_string(self.p(SYSCTL_JSON)) {
             Ok(t) => sysctl::parse_image_set(&t).map_err(Stage2Error::Sysctl)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
             Err(e) => return Err(Stage2Error::Read(self.p(SYSCTL_JSON), e)),
         };
 
-        let config = self.read_config()?;
+        let (fw_cfg, fw_cfg_text) = self.read_config()?;
         console::phase("config");
+
+        let formatted = self.state_disk(sys)?;
+        let boot = match facts::bump_boot_count(&self.root) {
+            Ok(n) => n,
+            Err(e) => {
+                console::say(&format!("machined: boot counter: {e}"));
+                0
+            }
+        };
+        console::phase(if formatted {
+            "state disk formatted and mounted"
+        } else {
+            "state disk mounted"
+        });
+        console::say(&facts::state_fact(formatted, boot));
+
+        let fw_cfg_digest = applied::digest(&fw_cfg_text);
+        let (config, choice) = applied::choose(&self.root, fw_cfg, &fw_cfg_text);
+        match choice {
+            applied::Choice::None => {}
+            applied::Choice::Stored => {
+                console::say("machined: using the config applied through the API");
+            }
+            applied::Choice::Ignored(why) => {
+                console::say(&format!("machined: applied config not used: {why}"));
+            }
+        }
 
         let set = sysctl::merge(&image_sysctls, &config.sysctls);
         for (k, e) in sysctl::apply(&self.root, &set) {
             console::say(&format!("machined: sysctl {k}: {e}"));
         }
         console::phase("sysctls");
-
-        let formatted = self.state_disk(sys)?;
-        console::phase(if formatted {
-            "state disk formatted and mounted"
-        } else {
-            "state disk mounted"
-        });
 
         self.etc_overlay(sys)?;
         sys.sethostname(&config.node.name)
@@ -141,13 +172,16 @@ impl Stage2 {
         containerd::write_configs(&self.root, &config.containerd)?;
         Ok(Prepared {
             config,
+            fw_cfg_digest,
+            boot,
             formatted,
             unmount_at_shutdown: vec![PathBuf::from("/var")],
         })
     }
 
-    /// Reads and parses the machine config from fw_cfg (waiting briefly for the entry).
-    pub fn read_config(&self) -> Result<MachineConfig, Stage2Error> {
+    /// Reads and parses the machine config from fw_cfg (waiting briefly for
+    /// the entry); also returns the document's text.
+    pub fn read_config(&self) -> Result<(MachineConfig, String), Stage2Error> {
         let path = self.p(CONFIG_PATH);
         let deadline = Instant::now() + self.device_timeout;
         let text = loop {
@@ -159,7 +193,7 @@ impl Stage2 {
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         };
-        Ok(MachineConfig::from_yaml(&text)?)
+        Ok((MachineConfig::from_yaml(&text)?, text))
     }
 
     /// Finds the state disk, formats it when it has no ext4 superblock, mounts it at /var.
