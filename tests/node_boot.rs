@@ -80,7 +80,12 @@ impl Vm {
 
     /// Waits until the serial log satisfies `pred`; fails early if QEMU exits
     /// or machined prints a fatal error.
-    fn wait_serial(&mut self, what: &str, deadline: Instant, pred: impl Fn(&str) -> bool) -> String {
+    fn wait_serial(
+        &mut self,
+        what: &str,
+        deadline: Instant,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         loop {
             let log = self.serial();
             if pred(&log) {
@@ -157,7 +162,12 @@ fn ready_uptime(log: &str, n: usize) -> Option<f64> {
     log.lines()
         .filter(|l| l.starts_with("machined: ready t="))
         .nth(n)
-        .and_then(|l| l.trim_start_matches("machined: ready t=").trim().parse().ok())
+        .and_then(|l| {
+            l.trim_start_matches("machined: ready t=")
+                .trim()
+                .parse()
+                .ok()
+        })
 }
 
 fn fact<'a>(log: &'a str, prefix: &str, n: usize) -> Option<&'a str> {

@@ -83,11 +83,7 @@ pub enum Choice {
 
 /// Picks the effective config: the stored one if it was applied over exactly
 /// `fw_cfg_text` and names the same cluster, node and role as `fw_cfg`.
-pub fn choose(
-    root: &Path,
-    fw_cfg: MachineConfig,
-    fw_cfg_text: &str,
-) -> (MachineConfig, Choice) {
+pub fn choose(root: &Path, fw_cfg: MachineConfig, fw_cfg_text: &str) -> (MachineConfig, Choice) {
     let Ok(stored_text) = std::fs::read_to_string(root.join(STORED)) else {
         return (fw_cfg, Choice::None);
     };
@@ -123,12 +119,14 @@ mod tests {
         assert_eq!(choose(r, base.clone(), &base_text).1, Choice::None);
 
         let mut new = base.clone();
-        new.sysctls
-            .insert("vm.swappiness".into(), "10".into());
+        new.sysctls.insert("vm.swappiness".into(), "10".into());
         check(&base, &new).unwrap();
         store(r, &new.to_yaml().unwrap(), &digest(&base_text)).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(r.join(STORED)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(r.join(STORED))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
 
         let (eff, why) = choose(r, base.clone(), &base_text);
@@ -145,7 +143,10 @@ mod tests {
 
         // A stored document that no longer parses is ignored.
         std::fs::write(r.join(STORED), "apiVersion: nope\n").unwrap();
-        assert!(matches!(choose(r, base.clone(), &base_text).1, Choice::Ignored(_)));
+        assert!(matches!(
+            choose(r, base.clone(), &base_text).1,
+            Choice::Ignored(_)
+        ));
     }
 
     #[test]
@@ -153,9 +154,15 @@ mod tests {
         let base = config(false);
         let mut other = base.clone();
         other.node.name = "w9".into();
-        assert!(matches!(check(&base, &other), Err(ApplyError::OtherNode { .. })));
+        assert!(matches!(
+            check(&base, &other),
+            Err(ApplyError::OtherNode { .. })
+        ));
         let mut other = base.clone();
         other.cluster.name = "zzz".into();
-        assert!(matches!(check(&base, &other), Err(ApplyError::OtherCluster { .. })));
+        assert!(matches!(
+            check(&base, &other),
+            Err(ApplyError::OtherCluster { .. })
+        ));
     }
 }

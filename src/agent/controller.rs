@@ -170,9 +170,10 @@ impl Controller for NodeController {
             Action::Health => {
                 let statuses = self.services.statuses();
                 let etcd_bootstrapped = self.etcd.is_some()
-                    && self.services.status(etcd::SERVICE).is_some_and(|s| {
-                        !matches!(s.state, supervisor::ServiceState::Stopped)
-                    });
+                    && self
+                        .services
+                        .status(etcd::SERVICE)
+                        .is_some_and(|s| !matches!(s.state, supervisor::ServiceState::Stopped));
                 Ok(Reply::Health(Health {
                     healthy: healthy(&statuses),
                     etcd_bootstrapped,
@@ -304,7 +305,9 @@ mod tests {
         };
         assert_eq!(v.node, "cp1");
         c.services
-            .wait_for("talker", T, |s| s.state == supervisor::ServiceState::Running)
+            .wait_for("talker", T, |s| {
+                s.state == supervisor::ServiceState::Running
+            })
             .await
             .unwrap();
         let Reply::Services(l) = c.execute(Action::ListServices).await.unwrap() else {

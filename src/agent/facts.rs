@@ -115,8 +115,12 @@ mod tests {
 
     #[test]
     fn root_fact_reads_the_last_root_line() {
-        let m = "rootfs / rootfs rw 0 0\n/dev/vda / squashfs ro,relatime 0 0\nproc /proc proc rw 0 0\n";
-        assert_eq!(root_fact(m), "machined: fact root=/dev/vda fstype=squashfs ro");
+        let m =
+            "rootfs / rootfs rw 0 0\n/dev/vda / squashfs ro,relatime 0 0\nproc /proc proc rw 0 0\n";
+        assert_eq!(
+            root_fact(m),
+            "machined: fact root=/dev/vda fstype=squashfs ro"
+        );
         assert_eq!(
             root_mount("/dev/vdb / ext4 rw,noatime 0 0\n"),
             Some(("/dev/vdb".into(), "ext4".into(), false))
@@ -131,7 +135,10 @@ mod tests {
         assert_eq!(bump_boot_count(dir.path()).unwrap(), 2);
         std::fs::write(dir.path().join(BOOT_COUNT), "not a number").unwrap();
         assert_eq!(bump_boot_count(dir.path()).unwrap(), 1);
-        assert_eq!(state_fact(false, 2), "machined: fact state-disk formatted=false boot=2");
+        assert_eq!(
+            state_fact(false, 2),
+            "machined: fact state-disk formatted=false boot=2"
+        );
     }
 
     #[test]

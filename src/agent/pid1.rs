@@ -14,6 +14,7 @@ use super::stage1::{self, Stage1};
 use super::stage2::{Prepared, Stage2};
 use super::supervisor::{self, ServiceState, Settings};
 use super::sys::{PowerAction, RealSys, Sys};
+use super::sysctl;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +42,7 @@ pub fn main(argv0: &str) -> ! {
     // Stage 1 handed us the console already; attach again in case we were started otherwise.
     let _ = console::attach(Path::new("/dev/console"));
     console::phase("stage2");
-    let prepared = match Stage2::new().prepare(&sys) {
+    let prepared = match Stage2::new().prepare_with(&sys, Some(Arc::new(RealSys))) {
         Ok(p) => p,
         Err(e) => fatal(&sys, &format!("stage 2: {e}")),
     };
@@ -101,6 +102,26 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
         }
     };
     let apid_up = apid.is_some();
+
+    // Late modules (pods' networking) and their sysctls, while containerd starts.
+    let late = prepared.late_modules;
+    let deferred = prepared.deferred_sysctls;
+    let late_done = tokio::task::spawn_blocking(move || {
+        if let Some(t) = late {
+            match t.join() {
+                Ok(report) => {
+                    for (m, e) in &report.failed {
+                        console::say(&format!("machined: module {m}: {e}"));
+                    }
+                    console::phase(&format!("late modules ({} loaded)", report.loaded.len()));
+                }
+                Err(_) => console::say("machined: late module loading failed"),
+            }
+        }
+        for (k, e) in sysctl::apply(Path::new("/"), &deferred) {
+            console::say(&format!("machined: sysctl {k}: {e}"));
+        }
+    });
     if let Some(apid) = apid {
         let controller = Arc::new(NodeController::new(
             config.clone(),
@@ -120,6 +141,7 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
     let h = handle.clone();
     let r = reaper.clone();
     tokio::spawn(async move {
+        let _ = late_done.await;
         match h
             .wait_for("containerd", READY_TIMEOUT, |s| {
                 s.state == ServiceState::Running

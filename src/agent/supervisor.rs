@@ -200,7 +200,11 @@ impl LogRing {
     /// The last `tail` lines (all when `None`), with their times.
     pub fn tail(&self, tail: Option<usize>) -> Vec<Line> {
         let n = tail.unwrap_or(self.lines.len()).min(self.lines.len());
-        self.lines.iter().skip(self.lines.len() - n).cloned().collect()
+        self.lines
+            .iter()
+            .skip(self.lines.len() - n)
+            .cloned()
+            .collect()
     }
 }
 
