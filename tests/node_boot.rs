@@ -15,6 +15,7 @@
 //! (a guard kills it, and PR_SET_PDEATHSIG covers a killed test process); on
 //! failure the serial log is copied to `target/e2e-logs/`.
 
+use futures::StreamExt;
 use ironclad::api::ErrorCode;
 use ironclad::client::NodeClient;
 use ironclad::image::{BuildOptions, NoProgress, RecipeRef, ensure_built};
@@ -324,6 +325,34 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
         "the kernel ring from its start"
     );
     assert_eq!(admin.dmesg(Some(3)).await.unwrap().lines.len(), 3);
+
+    // Follow containerd's log across a restart through the API: the new
+    // process's first line arrives on the open stream.
+    let mut follow = admin.follow_logs("containerd", Some(1)).await.unwrap();
+    let _last = tokio::time::timeout(Duration::from_secs(30), follow.next())
+        .await
+        .expect("the buffered line")
+        .expect("a line")
+        .unwrap();
+    let st = admin.service_restart("containerd").await.unwrap();
+    assert_eq!(st.name, "containerd");
+    let seen = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(l) = follow.next().await {
+            if l.unwrap().line.contains("starting containerd") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        seen,
+        Ok(true),
+        "the restarted containerd's first line was streamed"
+    );
+    drop(follow);
+    let e = admin.service_stop("no-such-service").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
 
     // As reader: reads yes, power no.
     let reader = NodeClient::new(endpoint, &ca, &reader.cert_pem, &reader.key_pem).unwrap();

@@ -241,18 +241,16 @@ pub fn follow_stream(
     rx: broadcast::Receiver<Line>,
 ) -> BoxStream<'static, LogLine> {
     let live = futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(l) => return Some((line(l), rx)),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    let marker = LogLine {
-                        time_ms: supervisor::now_ms(),
-                        line: format!("[machined: {n} lines skipped: reader too slow]"),
-                    };
-                    return Some((marker, rx));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+        match rx.recv().await {
+            Ok(l) => Some((line(l), rx)),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                let marker = LogLine {
+                    time_ms: supervisor::now_ms(),
+                    line: format!("[machined: {n} lines skipped: reader too slow]"),
+                };
+                Some((marker, rx))
             }
+            Err(broadcast::error::RecvError::Closed) => None,
         }
     });
     futures::stream::iter(past.into_iter().map(line))
@@ -459,5 +457,35 @@ mod tests {
         assert_eq!(l.lines.len(), 1);
         assert_eq!(l.lines[0].line, "[    1.500000] booted");
         c.services.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn follow_gets_lines_written_after_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("go");
+        let reaper = Reaper::new(ReapMode::Own);
+        tokio::spawn(reaper.clone().run());
+        let script = format!(
+            "echo first; while [ ! -e {} ]; do sleep 0.05; done; echo late; exec sleep 30",
+            flag.display()
+        );
+        let svc = ServiceSpec::new("slow", "/bin/sh", &["-c", &script]);
+        let h = supervisor::start(reaper, Settings::default(), vec![svc]).unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let c = NodeController::new(
+            config(false),
+            "base".into(),
+            h.clone(),
+            None,
+            tx,
+            dir.path().to_path_buf(),
+        );
+        let mut s = c.follow_logs("slow".into(), Some(10)).await.unwrap();
+        let first = tokio::time::timeout(T, s.next()).await.unwrap().unwrap();
+        assert_eq!(first.line, "first");
+        std::fs::write(&flag, b"").unwrap();
+        let late = tokio::time::timeout(T, s.next()).await.unwrap().unwrap();
+        assert_eq!(late.line, "late");
+        h.shutdown().await;
     }
 }

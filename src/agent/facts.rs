@@ -25,7 +25,7 @@ pub fn root_mount(mounts: &str) -> Option<(String, String, bool)> {
                 (dev.to_string(), fstype.to_string(), ro)
             })
         })
-        .last()
+        .next_back()
 }
 
 /// The root fact line, from a `/proc/self/mounts` text.
