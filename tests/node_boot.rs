@@ -360,6 +360,24 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     let e = reader.reboot().await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");
 
+    // Apply a config for the next boot: refused for another node, stored for this one.
+    let mut other = cfg.clone();
+    other.node.name = "someone-else".into();
+    let e = admin
+        .apply_config(&other.to_yaml().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::BadRequest), "{e}");
+    let mut next = cfg.clone();
+    next.sysctls.insert("vm.swappiness".into(), "10".into());
+    assert!(
+        admin
+            .apply_config(&next.to_yaml().unwrap())
+            .await
+            .unwrap()
+            .accepted
+    );
+
     // Reboot through the API: same disk, not formatted again, boot 2.
     assert!(admin.reboot().await.unwrap().accepted);
     let rebooted = Instant::now();
@@ -372,6 +390,10 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
         rebooted.elapsed().as_secs_f64()
     );
     assert!(log.contains("machined: shutdown requested by the node API (reboot)"));
+    assert!(
+        log.contains("machined: using the config applied through the API"),
+        "the applied config is used on the next boot"
+    );
     assert_eq!(
         fact(&log, "machined: fact state-disk ", 1),
         Some("machined: fact state-disk formatted=false boot=2")
