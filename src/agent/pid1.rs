@@ -140,8 +140,10 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
 
     let h = handle.clone();
     let r = reaper.clone();
+    // Not waited for by `ready`: only pods need them, and under TCG they
+    // finish seconds after containerd answers. Their end is on the console.
+    drop(late_done);
     tokio::spawn(async move {
-        let _ = late_done.await;
         match h
             .wait_for("containerd", READY_TIMEOUT, |s| {
                 s.state == ServiceState::Running

@@ -72,26 +72,24 @@ pub struct Prepared {
 /// setup more than it saved).
 pub const PREFETCH: &[&str] = &["usr/bin/containerd"];
 
-/// Reads `paths` to the end on a background thread (missing files are
-/// skipped); the data lands in the page cache.
-pub fn prefetch(paths: Vec<PathBuf>) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        use std::io::Read;
-        let mut total = 0u64;
-        let mut buf = vec![0u8; 1 << 20];
-        for p in paths {
-            let Ok(mut f) = std::fs::File::open(&p) else {
-                continue;
-            };
-            while let Ok(n) = f.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                total += n as u64;
+/// Reads `paths` to the end (missing files are skipped) so that the data
+/// lands in the page cache; returns the bytes read.
+pub fn prefetch(paths: &[PathBuf]) -> u64 {
+    use std::io::Read;
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for p in paths {
+        let Ok(mut f) = std::fs::File::open(p) else {
+            continue;
+        };
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
             }
+            total += n as u64;
         }
-        total
-    })
+    }
+    total
 }
 
 /// Takes the sysctls provided by late modules (`net.bridge.*`, from
@@ -171,17 +169,20 @@ impl Stage2 {
         let names = modules::parse_list(&text)?;
         let (early, late) = modules::split_critical(&names, modules::CRITICAL);
         let mut report = modules::load(sys, &early, &moddir);
-        // After the critical modules, not before: both read the squashfs.
-        let prefetch = prefetch(PREFETCH.iter().map(|p| self.p(p)).collect());
-        // What pods need (bridge, netfilter, veth) loads while the boot goes on.
+        // One background thread (the other vCPU), after the critical modules
+        // (both read the squashfs): first containerd's blocks, which are
+        // needed at "services started", then what pods need (bridge,
+        // netfilter, veth), needed only before "ready".
         let late = match late_sys {
-            Some(bg) if !late.is_empty() => {
+            Some(bg) => {
                 let dir = moddir.clone();
+                let files: Vec<PathBuf> = PREFETCH.iter().map(|p| self.p(p)).collect();
                 Some(std::thread::spawn(move || {
+                    prefetch(&files);
                     modules::load(bg.as_ref(), &late, &dir)
                 }))
             }
-            _ => {
+            None => {
                 report.extend(modules::load(sys, &late, &moddir));
                 None
             }
@@ -259,7 +260,6 @@ impl Stage2 {
         console::phase("network");
 
         containerd::write_configs(&self.root, &config.containerd)?;
-        let _ = prefetch;
         Ok(Prepared {
             late_modules: late,
             deferred_sysctls,
@@ -549,6 +549,27 @@ mod tests {
             !sys.calls()
                 .iter()
                 .any(|c| matches!(c, Call::Mount { fstype, .. } if fstype == "ext4"))
+        );
+    }
+
+    #[test]
+    fn prefetch_reads_what_exists_and_bridge_sysctls_wait_for_their_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("bin");
+        std::fs::write(&f, vec![7u8; 3 << 20]).unwrap();
+        assert_eq!(prefetch(&[dir.path().join("missing"), f]), 3 << 20);
+        let mut set: BTreeMap<String, String> = [
+            ("net.bridge.bridge-nf-call-iptables", "1"),
+            ("net.ipv4.ip_forward", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let later = defer_module_sysctls(&mut set);
+        assert_eq!(set.keys().collect::<Vec<_>>(), ["net.ipv4.ip_forward"]);
+        assert_eq!(
+            later.keys().collect::<Vec<_>>(),
+            ["net.bridge.bridge-nf-call-iptables"]
         );
     }
 }
