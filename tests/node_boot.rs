@@ -389,6 +389,13 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
         ready_uptime(&log, 1),
         rebooted.elapsed().as_secs_f64()
     );
+    let second = log
+        .split("machined: shutdown requested by the node API (reboot)")
+        .nth(1)
+        .unwrap_or("");
+    for l in second.lines().filter(|l| l.starts_with("machined:")) {
+        eprintln!("  {l}");
+    }
     assert!(log.contains("machined: shutdown requested by the node API (reboot)"));
     assert!(
         log.contains("machined: using the config applied through the API"),
