@@ -12,6 +12,16 @@
 //! from the CNI setup, so the CRI path is expected to work; it is not verified
 //! yet (no CRI client in the image), and a plain `ctr run` with runsc is not
 //! supported by this configuration.
+//!
+//! User namespaces for pods: containerd 1.7's CRI takes the pod's userns
+//! options (KEP-127, the pre-Kubernetes-1.27 form) with no config switch; it
+//! chowns the snapshot for the mapping (1.7 has no idmapped overlay mounts;
+//! that needs containerd 2.0 and runc 1.2, while trixie ships 1.7.24 and
+//! runc 1.1.15, crun 1.21). What the node provides: a real switch_root (a
+//! chrooted init cannot create user namespaces), `user.max_user_namespaces`
+//! > 0 in the image sysctls, kernel 6.12. `ContainerdSettings::user_namespaces`
+//! changes nothing here yet: refusing userns pods would be admission's job.
+//! Not verified end to end (no CRI client in the image).
 
 use super::reaper::Reaper;
 use super::supervisor::{Backoff, Health, ServiceSpec};
