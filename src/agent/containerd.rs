@@ -18,8 +18,8 @@
 //! chowns the snapshot for the mapping (1.7 has no idmapped overlay mounts;
 //! that needs containerd 2.0 and runc 1.2, while trixie ships 1.7.24 and
 //! runc 1.1.15, crun 1.21). What the node provides: a real switch_root (a
-//! chrooted init cannot create user namespaces), `user.max_user_namespaces`
-//! > 0 in the image sysctls, kernel 6.12. `ContainerdSettings::user_namespaces`
+//! chrooted init cannot create user namespaces), a non-zero
+//! `user.max_user_namespaces` in the image sysctls, kernel 6.12. `ContainerdSettings::user_namespaces`
 //! changes nothing here yet: refusing userns pods would be admission's job.
 //! Not verified end to end (no CRI client in the image).
 
