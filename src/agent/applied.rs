@@ -96,8 +96,13 @@ pub fn choose(root: &Path, fw_cfg: MachineConfig, fw_cfg_text: &str) -> (Machine
     }
     let stored = match MachineConfig::from_yaml(&stored_text) {
         Ok(c) => c,
-        // The error names fields, never values.
-        Err(e) => return (fw_cfg, Choice::Ignored(format!("invalid: {e}"))),
+        // The parser's message may quote the document (keys): not printed.
+        Err(_) => {
+            return (
+                fw_cfg,
+                Choice::Ignored("it no longer parses as a machine config".into()),
+            );
+        }
     };
     match check(&fw_cfg, &stored) {
         Ok(()) => (stored, Choice::Stored),
