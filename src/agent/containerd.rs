@@ -12,6 +12,16 @@
 //! from the CNI setup, so the CRI path is expected to work; it is not verified
 //! yet (no CRI client in the image), and a plain `ctr run` with runsc is not
 //! supported by this configuration.
+//!
+//! User namespaces for pods: containerd 1.7's CRI takes the pod's userns
+//! options (KEP-127, the pre-Kubernetes-1.27 form) with no config switch; it
+//! chowns the snapshot for the mapping (1.7 has no idmapped overlay mounts;
+//! that needs containerd 2.0 and runc 1.2, while trixie ships 1.7.24 and
+//! runc 1.1.15, crun 1.21). What the node provides: a real switch_root (a
+//! chrooted init cannot create user namespaces), a non-zero
+//! `user.max_user_namespaces` in the image sysctls, kernel 6.12. `ContainerdSettings::user_namespaces`
+//! changes nothing here yet: refusing userns pods would be admission's job.
+//! Not verified end to end (no CRI client in the image).
 
 use super::reaper::Reaper;
 use super::supervisor::{Backoff, Health, ServiceSpec};
@@ -139,8 +149,20 @@ pub fn render_cni() -> String {
 
 /// Writes the containerd and CNI configs under `root`.
 pub fn write_configs(root: &Path, settings: &ContainerdSettings) -> Result<(), ContainerdError> {
-    let cfg = render_config(settings)?;
-    for (rel, data) in [(CONFIG, cfg), (CNI_CONFIG, render_cni())] {
+    // The hardening (no NET_RAW/MKNOD by default, seccomp RuntimeDefault when
+    // a pod asks for none) goes on top of the plain config; see runtime_spec.
+    let cfg = super::runtime_spec::harden_containerd_config(
+        &render_config(settings)?,
+        super::runtime_spec::BASE_SPEC_PATH,
+    );
+    for (rel, data) in [
+        (CONFIG, cfg),
+        (CNI_CONFIG, render_cni()),
+        (
+            super::runtime_spec::BASE_SPEC_PATH,
+            super::runtime_spec::render_base_runtime_spec(),
+        ),
+    ] {
         let path = root.join(rel.trim_start_matches('/'));
         let res = match path.parent() {
             Some(p) => std::fs::create_dir_all(p),
@@ -277,7 +299,23 @@ mod tests {
     fn configs_are_written_under_root() {
         let dir = tempfile::tempdir().unwrap();
         write_configs(dir.path(), &all()).unwrap();
-        assert!(dir.path().join("etc/containerd/config.toml").is_file());
+        let cfg = std::fs::read_to_string(dir.path().join("etc/containerd/config.toml")).unwrap();
+        // The hardened config points at the base spec written beside it.
+        assert!(
+            cfg.contains("unset_seccomp_profile = \"runtime/default\""),
+            "{cfg}"
+        );
+        assert!(
+            cfg.contains(super::super::runtime_spec::BASE_SPEC_PATH),
+            "{cfg}"
+        );
+        let spec =
+            std::fs::read_to_string(dir.path().join("etc/containerd/base-runtime-spec.json"))
+                .unwrap();
+        assert!(
+            !spec.contains("CAP_NET_RAW") && !spec.contains("CAP_MKNOD"),
+            "{spec}"
+        );
         assert!(
             dir.path()
                 .join("etc/cni/net.d/10-ironclad.conflist")

@@ -19,21 +19,25 @@
 //! | [`containerd`] | containerd/CNI configs, health probe, image import |
 //! | [`etcd`] | the etcd service, bootstrap, join, members and keys |
 //! | [`power`] | shutdown triggers and the final sync/unmount/reboot |
+//! | [`facts`] | host-checkable `machined: fact ...` lines, boot counter, kernel log |
+//! | [`applied`] | configs applied through the API, stored for the next boot |
+//! | [`controller`] | the real `apid::Controller`: supervisor, kmsg, power, etcd |
 //! | [`pid1`] | the binary's entry: picks the stage, runs it, never returns |
-//!
 //! | [`cri`] | CRI client to containerd: pod variants, exec probes, cleanup |
 //! | [`matrix`] | the node side of the matrix: runs the CRI-level checks |
 //! | [`runtime_spec`] | the hardened base OCI spec and CRI options for containerd |
 //! | [`apid`] | the node API server (mTLS HTTPS), behind the `Controller` trait |
 //!
-//! Not yet here: the real controller wiring apid to the supervisor, etcd.
 
 pub mod apid;
+pub mod applied;
 pub mod console;
 pub mod containerd;
+pub mod controller;
 pub mod cri;
 pub mod disks;
 pub mod etcd;
+pub mod facts;
 pub mod matrix;
 pub mod modules;
 pub mod mounts;

@@ -49,6 +49,22 @@ impl LoadReport {
     }
 }
 
+/// Modules the boot cannot go on without (machine config, state disk, /etc
+/// overlay, NICs). Everything after the last of them in the list (bridge,
+/// netfilter, veth: what pods need) can load in the background.
+pub const CRITICAL: &[&str] = &["qemu_fw_cfg.ko", "ext4.ko", "overlay.ko", "virtio_net.ko"];
+
+/// Splits a list in load order into the part up to and including the last
+/// critical module, and the rest. Order (and so dependencies) is kept: the
+/// late part only depends on modules before it.
+pub fn split_critical(names: &[String], critical: &[&str]) -> (Vec<String>, Vec<String>) {
+    let cut = names
+        .iter()
+        .rposition(|n| critical.contains(&n.as_str()))
+        .map_or(0, |i| i + 1);
+    (names[..cut].to_vec(), names[cut..].to_vec())
+}
+
 /// Loads every module of the list file `list` from directory `dir`, in order.
 pub fn load_from(sys: &dyn Sys, list: &Path, dir: &Path) -> Result<LoadReport, ModuleError> {
     let text = std::fs::read_to_string(list).map_err(|e| ModuleError::List {
@@ -74,6 +90,16 @@ pub fn load(sys: &dyn Sys, names: &[String], dir: &Path) -> LoadReport {
         }
     }
     report
+}
+
+impl LoadReport {
+    /// Appends another report (a later batch).
+    pub fn extend(&mut self, other: LoadReport) {
+        self.loaded.extend(other.loaded);
+        self.present.extend(other.present);
+        self.failed.extend(other.failed);
+        self.timings.extend(other.timings);
+    }
 }
 
 /// Why a module list could not be used.
@@ -126,5 +152,19 @@ mod tests {
                 .map(|n| Call::Module(Path::new("/lib/modules").join(n)))
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn critical_prefix_and_background_rest() {
+        let names: Vec<String> = ["crc16.ko", "ext4.ko", "overlay.ko", "bridge.ko", "veth.ko"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (early, late) = split_critical(&names, CRITICAL);
+        assert_eq!(early, ["crc16.ko", "ext4.ko", "overlay.ko"]);
+        assert_eq!(late, ["bridge.ko", "veth.ko"]);
+        let (early, late) = split_critical(&names[3..], CRITICAL);
+        assert!(early.is_empty());
+        assert_eq!(late.len(), 2);
     }
 }

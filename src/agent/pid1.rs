@@ -3,16 +3,22 @@
 //! the console and the machine powers off (returning from PID 1 would panic
 //! the kernel).
 
+use super::apid::{self, Apid};
 use super::console;
 use super::containerd;
+use super::controller::NodeController;
+use super::etcd::Etcd;
 use super::power;
 use super::reaper::{ReapMode, Reaper};
 use super::stage1::{self, Stage1};
 use super::stage2::{Prepared, Stage2};
 use super::supervisor::{self, ServiceState, Settings};
 use super::sys::{PowerAction, RealSys, Sys};
+use super::sysctl;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// How long containerd may take to answer before boot is declared stuck (it
 /// keeps being supervised; this only bounds the `ready` wait).
@@ -36,7 +42,7 @@ pub fn main(argv0: &str) -> ! {
     // Stage 1 handed us the console already; attach again in case we were started otherwise.
     let _ = console::attach(Path::new("/dev/console"));
     console::phase("stage2");
-    let prepared = match Stage2::new().prepare(&sys) {
+    let prepared = match Stage2::new().prepare_with(&sys, Some(Arc::new(RealSys))) {
         Ok(p) => p,
         Err(e) => fatal(&sys, &format!("stage 2: {e}")),
     };
@@ -69,20 +75,74 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
     let reaper = Reaper::new(ReapMode::All);
     tokio::spawn(reaper.clone().run());
     let button = power::watch_power_button(Path::new("/"), Duration::from_secs(10));
-    let _config = prepared.config;
+    let config = prepared.config;
     let settings = Settings {
         log_dir: Some(PathBuf::from("/var/log")),
         ring_lines: 2000,
     };
-    let handle = supervisor::start(
-        reaper.clone(),
-        settings,
-        vec![containerd::service(Path::new("/"))],
-    )
-    .map_err(|e| e.to_string())?;
+    let etcd = Etcd::new(&config, Path::new("/"));
+    let mut specs = vec![containerd::service(Path::new("/"))];
+    if let Some(e) = &etcd {
+        specs.push(e.service());
+    }
+    let handle = supervisor::start(reaper.clone(), settings, specs).map_err(|e| e.to_string())?;
     console::phase("services started");
+
+    // The node API, while containerd starts.
+    let (power_tx, mut power_rx) = mpsc::channel::<PowerAction>(1);
+    let apid = match Apid::bind(apid::default_addr(), &config.pki).await {
+        Ok(a) => {
+            console::phase(&format!("apid listening on :{}", crate::machine::API_PORT));
+            Some(a)
+        }
+        // The error names the PEM block, never its content.
+        Err(e) => {
+            console::say(&format!("machined: apid: {e}"));
+            None
+        }
+    };
+    let apid_up = apid.is_some();
+
+    // Late modules (pods' networking) and their sysctls, while containerd starts.
+    let late = prepared.late_modules;
+    let deferred = prepared.deferred_sysctls;
+    let late_done = tokio::task::spawn_blocking(move || {
+        if let Some(t) = late {
+            match t.join() {
+                Ok(report) => {
+                    for (m, e) in &report.failed {
+                        console::say(&format!("machined: module {m}: {e}"));
+                    }
+                    console::phase(&format!("late modules ({} loaded)", report.loaded.len()));
+                }
+                Err(_) => console::say("machined: late module loading failed"),
+            }
+        }
+        for (k, e) in sysctl::apply(Path::new("/"), &deferred) {
+            console::say(&format!("machined: sysctl {k}: {e}"));
+        }
+    });
+    if let Some(apid) = apid {
+        let controller = Arc::new(NodeController::new(
+            config.clone(),
+            prepared.fw_cfg_digest.clone(),
+            handle.clone(),
+            etcd.clone(),
+            power_tx.clone(),
+            PathBuf::from("/"),
+        ));
+        tokio::spawn(async move {
+            if let Err(e) = apid.serve(controller).await {
+                console::say(&format!("machined: apid stopped: {e}"));
+            }
+        });
+    }
+
     let h = handle.clone();
     let r = reaper.clone();
+    // Not waited for by `ready`: only pods need them, and under TCG they
+    // finish seconds after containerd answers. Their end is on the console.
+    drop(late_done);
     tokio::spawn(async move {
         match h
             .wait_for("containerd", READY_TIMEOUT, |s| {
@@ -90,7 +150,11 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
             })
             .await
         {
-            Ok(_) => console::phase("ready"),
+            Ok(_) if apid_up => console::phase("ready"),
+            Ok(_) => {
+                console::say("machined: not ready: the node API is not listening");
+                return;
+            }
             Err(e) => {
                 console::say(&format!("machined: not ready: {e}"));
                 return;
@@ -101,12 +165,24 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
             Err(e) => console::say(&format!("machined: image import failed: {e}")),
         }
     });
-    let why = power::wait_for_request(button)
-        .await
-        .map_err(|e| format!("cannot watch for shutdown requests: {e}"))?;
+    let (why, action) = tokio::select! {
+        why = power::wait_for_request(button) => {
+            let why = why.map_err(|e| format!("cannot watch for shutdown requests: {e}"))?;
+            (why, PowerAction::PowerOff)
+        }
+        Some(action) = power_rx.recv() => {
+            let what = match action {
+                PowerAction::Reboot => "reboot",
+                PowerAction::PowerOff => "shutdown",
+            };
+            (format!("the node API ({what})"), action)
+        }
+    };
     console::say(&format!("machined: shutdown requested by {why}"));
+    // Further API power requests get "already shutting down".
+    drop(power_rx);
     handle.shutdown().await;
-    Ok(PowerAction::PowerOff)
+    Ok(action)
 }
 
 /// Prints the error, syncs and powers off; never returns.

@@ -6,16 +6,20 @@
 //! All paths are joined to [`Stage2::root`], so the whole sequence runs in unit
 //! tests against a temporary directory with [`super::sys::FakeSys`].
 
+use super::applied;
 use super::console;
 use super::containerd::{self, ContainerdError};
 use super::disks::{self, DiskError};
+use super::facts;
 use super::modules::{self, ModuleError};
 use super::mounts::{self, MountError};
 use super::net::{self, NetError};
 use super::sys::{Sys, flags};
 use super::sysctl;
 use crate::machine::{MachineConfig, MachineConfigError};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Module list of the image.
@@ -43,11 +47,62 @@ pub struct Stage2 {
 /// What the synchronous boot produced.
 #[derive(Debug)]
 pub struct Prepared {
+    /// The effective config (fw_cfg, or the one applied through the API).
     pub config: MachineConfig,
+    /// SHA-256 of the fw_cfg config document.
+    pub fw_cfg_digest: String,
+    /// The boot counter on the state disk (1 on the first boot; 0 if unreadable).
+    pub boot: u64,
     /// Whether the state disk was formatted during this boot.
     pub formatted: bool,
     /// Mounts to undo at shutdown, in order (node paths).
     pub unmount_at_shutdown: Vec<PathBuf>,
+    /// The modules loading in the background, if any.
+    pub late_modules: Option<std::thread::JoinHandle<modules::LoadReport>>,
+    /// Sysctls of those modules (`net.bridge.*`), to apply once they are loaded.
+    pub deferred_sysctls: BTreeMap<String, String>,
+}
+
+/// Files read once in the background at the start of stage 2, so that their
+/// squashfs blocks are decompressed (on the other vCPU) by the time they are
+/// executed: under TCG, paging in containerd from the squashfs took most of
+/// its start time.
+/// Only containerd: it is on the path to `ready`; the shim, runc and ctr are
+/// first used after it (prefetching all four, 111 MB, slowed the state disk
+/// setup more than it saved).
+pub const PREFETCH: &[&str] = &["usr/bin/containerd"];
+
+/// Reads `paths` to the end (missing files are skipped) so that the data
+/// lands in the page cache; returns the bytes read.
+pub fn prefetch(paths: &[PathBuf]) -> u64 {
+    use std::io::Read;
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for p in paths {
+        let Ok(mut f) = std::fs::File::open(p) else {
+            continue;
+        };
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+    }
+    total
+}
+
+/// Takes the sysctls provided by late modules (`net.bridge.*`, from
+/// br_netfilter) out of `set`.
+pub fn defer_module_sysctls(set: &mut BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let keys: Vec<String> = set
+        .keys()
+        .filter(|k| k.starts_with("net.bridge."))
+        .cloned()
+        .collect();
+    keys.into_iter()
+        .filter_map(|k| set.remove_entry(&k))
+        .collect()
 }
 
 /// The running kernel's release (`uname -r`).
@@ -80,8 +135,21 @@ impl Stage2 {
         self.root.join(rel.trim_start_matches('/'))
     }
 
-    /// Runs the synchronous boot, printing a phase line after each step.
+    /// Runs the synchronous boot, printing a phase line after each step; every
+    /// module is loaded before it returns.
     pub fn prepare(&self, sys: &dyn Sys) -> Result<Prepared, Stage2Error> {
+        self.prepare_with(sys, None)
+    }
+
+    /// As [`Stage2::prepare`], but with `late_sys` the modules after the
+    /// critical ones ([`modules::CRITICAL`]) load on a background thread
+    /// ([`Prepared::late_modules`]), and the sysctls they provide
+    /// ([`Prepared::deferred_sysctls`]) are left for after it.
+    pub fn prepare_with(
+        &self,
+        sys: &dyn Sys,
+        late_sys: Option<Arc<dyn Sys>>,
+    ) -> Result<Prepared, Stage2Error> {
         let mut mounted = mounts::current(&self.root);
         let soft = mounts::apply(sys, &self.root, mounts::BASE_TABLE, &mut mounted)?;
         for (t, e) in soft {
@@ -93,7 +161,32 @@ impl Stage2 {
         console::phase("mounts");
 
         let moddir = self.p(&format!("usr/lib/modules/{}/ironclad", self.kernel_release));
-        let report = modules::load_from(sys, &self.p(MODULES_LIST), &moddir)?;
+        let list = self.p(MODULES_LIST);
+        let text = std::fs::read_to_string(&list).map_err(|e| ModuleError::List {
+            path: list.clone(),
+            source: e,
+        })?;
+        let names = modules::parse_list(&text)?;
+        let (early, late) = modules::split_critical(&names, modules::CRITICAL);
+        let mut report = modules::load(sys, &early, &moddir);
+        // One background thread (the other vCPU), after the critical modules
+        // (both read the squashfs): first containerd's blocks, which are
+        // needed at "services started", then what pods need (bridge,
+        // netfilter, veth), needed only before "ready".
+        let late = match late_sys {
+            Some(bg) => {
+                let dir = moddir.clone();
+                let files: Vec<PathBuf> = PREFETCH.iter().map(|p| self.p(p)).collect();
+                Some(std::thread::spawn(move || {
+                    prefetch(&files);
+                    modules::load(bg.as_ref(), &late, &dir)
+                }))
+            }
+            None => {
+                report.extend(modules::load(sys, &late, &moddir));
+                None
+            }
+        };
         for (m, e) in &report.failed {
             console::say(&format!("machined: module {m}: {e}"));
         }
@@ -104,27 +197,55 @@ impl Stage2 {
             .collect();
         console::phase(&format!("modules (slowest: {})", slow.join(", ")));
 
+        let mounts_text = std::fs::read_to_string(self.p("proc/self/mounts")).unwrap_or_default();
+        console::say(&facts::root_fact(&mounts_text));
+
         let image_sysctls = match std::fs::read_to_string(self.p(SYSCTL_JSON)) {
             Ok(t) => sysctl::parse_image_set(&t).map_err(Stage2Error::Sysctl)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
             Err(e) => return Err(Stage2Error::Read(self.p(SYSCTL_JSON), e)),
         };
 
-        let config = self.read_config()?;
+        let (fw_cfg, fw_cfg_text) = self.read_config()?;
         console::phase("config");
 
-        let set = sysctl::merge(&image_sysctls, &config.sysctls);
-        for (k, e) in sysctl::apply(&self.root, &set) {
-            console::say(&format!("machined: sysctl {k}: {e}"));
-        }
-        console::phase("sysctls");
-
         let formatted = self.state_disk(sys)?;
+        let boot = match facts::bump_boot_count(&self.root) {
+            Ok(n) => n,
+            Err(e) => {
+                console::say(&format!("machined: boot counter: {e}"));
+                0
+            }
+        };
         console::phase(if formatted {
             "state disk formatted and mounted"
         } else {
             "state disk mounted"
         });
+        console::say(&facts::state_fact(formatted, boot));
+
+        let fw_cfg_digest = applied::digest(&fw_cfg_text);
+        let (config, choice) = applied::choose(&self.root, fw_cfg, &fw_cfg_text);
+        match choice {
+            applied::Choice::None => {}
+            applied::Choice::Stored => {
+                console::say("machined: using the config applied through the API");
+            }
+            applied::Choice::Ignored(why) => {
+                console::say(&format!("machined: applied config not used: {why}"));
+            }
+        }
+
+        let mut set = sysctl::merge(&image_sysctls, &config.sysctls);
+        let deferred_sysctls = if late.is_some() {
+            defer_module_sysctls(&mut set)
+        } else {
+            Default::default()
+        };
+        for (k, e) in sysctl::apply(&self.root, &set) {
+            console::say(&format!("machined: sysctl {k}: {e}"));
+        }
+        console::phase("sysctls");
 
         self.etc_overlay(sys)?;
         sys.sethostname(&config.node.name)
@@ -140,14 +261,19 @@ impl Stage2 {
 
         containerd::write_configs(&self.root, &config.containerd)?;
         Ok(Prepared {
+            late_modules: late,
+            deferred_sysctls,
             config,
+            fw_cfg_digest,
+            boot,
             formatted,
             unmount_at_shutdown: vec![PathBuf::from("/var")],
         })
     }
 
-    /// Reads and parses the machine config from fw_cfg (waiting briefly for the entry).
-    pub fn read_config(&self) -> Result<MachineConfig, Stage2Error> {
+    /// Reads and parses the machine config from fw_cfg (waiting briefly for
+    /// the entry); also returns the document's text.
+    pub fn read_config(&self) -> Result<(MachineConfig, String), Stage2Error> {
         let path = self.p(CONFIG_PATH);
         let deadline = Instant::now() + self.device_timeout;
         let text = loop {
@@ -159,7 +285,7 @@ impl Stage2 {
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         };
-        Ok(MachineConfig::from_yaml(&text)?)
+        Ok((MachineConfig::from_yaml(&text)?, text))
     }
 
     /// Finds the state disk, formats it when it has no ext4 superblock, mounts it at /var.
@@ -176,7 +302,18 @@ impl Stage2 {
             let st = sys
                 .run(
                     Path::new(MKE2FS),
-                    &["-t", "ext4", "-q", "-F", "-L", "ironclad-state", &kdev],
+                    // A new disk holds nothing to discard; skipping it saves a pass over the device.
+                    &[
+                        "-t",
+                        "ext4",
+                        "-q",
+                        "-F",
+                        "-E",
+                        "nodiscard",
+                        "-L",
+                        "ironclad-state",
+                        &kdev,
+                    ],
                 )
                 .map_err(|e| Stage2Error::Os(format!("run {MKE2FS}"), e))?;
             if !st.success() {
@@ -333,10 +470,20 @@ mod tests {
             calls[mk],
             Call::Run(
                 PathBuf::from(MKE2FS),
-                ["-t", "ext4", "-q", "-F", "-L", "ironclad-state", "/dev/vdb"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
+                [
+                    "-t",
+                    "ext4",
+                    "-q",
+                    "-F",
+                    "-E",
+                    "nodiscard",
+                    "-L",
+                    "ironclad-state",
+                    "/dev/vdb"
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
             )
         );
         let var = pos(&|c| matches!(c, Call::Mount { fstype, .. } if fstype == "ext4"));
@@ -402,6 +549,27 @@ mod tests {
             !sys.calls()
                 .iter()
                 .any(|c| matches!(c, Call::Mount { fstype, .. } if fstype == "ext4"))
+        );
+    }
+
+    #[test]
+    fn prefetch_reads_what_exists_and_bridge_sysctls_wait_for_their_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("bin");
+        std::fs::write(&f, vec![7u8; 3 << 20]).unwrap();
+        assert_eq!(prefetch(&[dir.path().join("missing"), f]), 3 << 20);
+        let mut set: BTreeMap<String, String> = [
+            ("net.bridge.bridge-nf-call-iptables", "1"),
+            ("net.ipv4.ip_forward", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let later = defer_module_sysctls(&mut set);
+        assert_eq!(set.keys().collect::<Vec<_>>(), ["net.ipv4.ip_forward"]);
+        assert_eq!(
+            later.keys().collect::<Vec<_>>(),
+            ["net.bridge.bridge-nf-call-iptables"]
         );
     }
 }

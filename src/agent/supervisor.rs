@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 /// A health probe: `Ok(())` when the service answers.
@@ -147,10 +147,27 @@ pub struct ServiceStatus {
     pub last_error: Option<String>,
 }
 
+/// One output line of a service, with when it was read (ms since the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub time_ms: u64,
+    pub text: String,
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How many new lines a slow follower may lag behind before it misses some.
+const FOLLOW_BUFFER: usize = 1024;
+
 /// A fixed-size buffer of a service's last output lines.
 #[derive(Debug, Default)]
 pub struct LogRing {
-    lines: VecDeque<String>,
+    lines: VecDeque<Line>,
     cap: usize,
 }
 
@@ -163,6 +180,13 @@ impl LogRing {
     }
 
     pub fn push(&mut self, line: String) {
+        self.push_line(Line {
+            time_ms: now_ms(),
+            text: line,
+        });
+    }
+
+    pub fn push_line(&mut self, line: Line) {
         if self.lines.len() == self.cap {
             self.lines.pop_front();
         }
@@ -170,7 +194,17 @@ impl LogRing {
     }
 
     pub fn lines(&self) -> Vec<String> {
-        self.lines.iter().cloned().collect()
+        self.lines.iter().map(|l| l.text.clone()).collect()
+    }
+
+    /// The last `tail` lines (all when `None`), with their times.
+    pub fn tail(&self, tail: Option<usize>) -> Vec<Line> {
+        let n = tail.unwrap_or(self.lines.len()).min(self.lines.len());
+        self.lines
+            .iter()
+            .skip(self.lines.len() - n)
+            .cloned()
+            .collect()
     }
 }
 
@@ -178,6 +212,8 @@ struct Entry {
     spec: ServiceSpec,
     status: watch::Sender<ServiceStatus>,
     logs: Arc<Mutex<LogRing>>,
+    /// Every new line, for followers.
+    new_lines: broadcast::Sender<Line>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -290,6 +326,7 @@ pub fn start(
                 last_error: None,
             }),
             logs: Arc::new(Mutex::new(LogRing::new(settings.ring_lines))),
+            new_lines: broadcast::channel(FOLLOW_BUFFER).0,
             stop: watch::Sender::new(false),
             task: Mutex::new(None),
             spec,
@@ -396,6 +433,25 @@ impl SupervisorHandle {
             .map(|e| e.logs.lock().map(|l| l.lines()).unwrap_or_default())
     }
 
+    /// The last `tail` buffered lines of a service (all when `None`) and a
+    /// receiver of every line that comes after them (no line lost or repeated
+    /// in between: both are taken under the ring's lock).
+    pub fn follow(
+        &self,
+        name: &str,
+        tail: Option<usize>,
+    ) -> Option<(Vec<Line>, broadcast::Receiver<Line>)> {
+        let e = self.entry(name)?;
+        let ring = e.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = e.new_lines.subscribe();
+        Some((ring.tail(tail), rx))
+    }
+
+    /// The names of the supervised services, in start order.
+    pub fn names(&self) -> Vec<String> {
+        self.entries.iter().map(|e| e.spec.name.clone()).collect()
+    }
+
     /// Waits until `name`'s status satisfies `pred`, up to `timeout`.
     pub async fn wait_for(
         &self,
@@ -436,6 +492,7 @@ fn set(entry: &Entry, f: impl FnOnce(&mut ServiceStatus)) {
 async fn pump(
     reader: impl AsyncRead + Unpin,
     logs: Arc<Mutex<LogRing>>,
+    new_lines: broadcast::Sender<Line>,
     file: Option<Arc<tokio::sync::Mutex<tokio::fs::File>>>,
 ) {
     let mut lines = BufReader::new(reader).lines();
@@ -445,9 +502,15 @@ async fn pump(
             let _ = f.write_all(line.as_bytes()).await;
             let _ = f.write_all(b"\n").await;
         }
-        if let Ok(mut l) = logs.lock() {
-            l.push(line);
-        }
+        let line = Line {
+            time_ms: now_ms(),
+            text: line,
+        };
+        let mut ring = logs.lock().unwrap_or_else(|p| p.into_inner());
+        ring.push_line(line.clone());
+        // Sent under the ring's lock so that `follow` sees each line exactly once.
+        // No follower is not an error.
+        let _ = new_lines.send(line);
     }
 }
 
@@ -512,13 +575,23 @@ async fn run_service(h: SupervisorHandle, i: usize, reaper: Reaper, settings: Se
                     .stdout
                     .and_then(|o| tokio::process::ChildStdout::from_std(o).ok())
                 {
-                    tokio::spawn(pump(o, entry.logs.clone(), file.clone()));
+                    tokio::spawn(pump(
+                        o,
+                        entry.logs.clone(),
+                        entry.new_lines.clone(),
+                        file.clone(),
+                    ));
                 }
                 if let Some(e) = sp
                     .stderr
                     .and_then(|e| tokio::process::ChildStderr::from_std(e).ok())
                 {
-                    tokio::spawn(pump(e, entry.logs.clone(), file.clone()));
+                    tokio::spawn(pump(
+                        e,
+                        entry.logs.clone(),
+                        entry.new_lines.clone(),
+                        file.clone(),
+                    ));
                 }
                 let mut exit = sp.exit;
                 supervise_one(entry, pid, &mut exit, &mut stop, &mut failures).await

@@ -10,7 +10,14 @@ use std::time::Duration;
 
 fn members(h: &Harness, via: &str) -> Vec<Value> {
     let out = h.ok(&[
-        "etcd", "members", "--cluster", "ha", "--node", via, "--output", "json",
+        "etcd",
+        "members",
+        "--cluster",
+        "ha",
+        "--node",
+        via,
+        "--output",
+        "json",
     ]);
     let v: Value = serde_json::from_str(&out).expect("members JSON");
     v["members"].as_array().cloned().unwrap_or_default()
@@ -18,7 +25,15 @@ fn members(h: &Harness, via: &str) -> Vec<Value> {
 
 fn get(h: &Harness, via: &str, key: &str) -> Option<String> {
     let out = h.ok(&[
-        "etcd", "get", key, "--cluster", "ha", "--node", via, "--output", "json",
+        "etcd",
+        "get",
+        key,
+        "--cluster",
+        "ha",
+        "--node",
+        via,
+        "--output",
+        "json",
     ]);
     let v: Value = serde_json::from_str(&out).expect("kv JSON");
     v["value"].as_str().map(str::to_string)
@@ -51,7 +66,14 @@ fn ha_cluster_etcd_quorum_survives_a_killed_control_plane() {
 
     // Workers run no etcd.
     let svc = h.ok(&[
-        "node", "services", "--cluster", "ha", "--node", "ha-worker-1", "--output", "json",
+        "node",
+        "services",
+        "--cluster",
+        "ha",
+        "--node",
+        "ha-worker-1",
+        "--output",
+        "json",
     ]);
     assert!(!svc.contains("\"etcd\""), "{svc}");
 
@@ -75,25 +97,34 @@ fn ha_cluster_etcd_quorum_survives_a_killed_control_plane() {
     unsafe {
         libc::kill(cp3, libc::SIGKILL);
     }
-    h.wait_for("ha-cp-3 to show as crashed", Duration::from_secs(30), || {
-        h.node_states("ha")
-            .iter()
-            .any(|(n, s)| n == "ha-cp-3" && s == "crashed")
-    });
+    h.wait_for(
+        "ha-cp-3 to show as crashed",
+        Duration::from_secs(30),
+        || {
+            h.node_states("ha")
+                .iter()
+                .any(|(n, s)| n == "ha-cp-3" && s == "crashed")
+        },
+    );
     put(&h, "ha-cp-2", "/e2e/during", "two");
     assert_eq!(get(&h, "ha-cp-1", "/e2e/during").as_deref(), Some("two"));
 
     // Started again from its disk, it rejoins with its data and catches up.
-    h.ok(&[
-        "start", "ha", "--node", "ha-cp-3", "--timeout", &timeout,
-    ]);
+    h.ok(&["start", "ha", "--node", "ha-cp-3", "--timeout", &timeout]);
     h.wait_for(
         "ha-cp-3 to serve the key written while it was down",
         Duration::from_secs(120),
         || {
             let out = h.run(&[
-                "etcd", "get", "/e2e/during", "--cluster", "ha", "--node", "ha-cp-3",
-                "--output", "json",
+                "etcd",
+                "get",
+                "/e2e/during",
+                "--cluster",
+                "ha",
+                "--node",
+                "ha-cp-3",
+                "--output",
+                "json",
             ]);
             out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"two\"")
         },
@@ -104,5 +135,9 @@ fn ha_cluster_etcd_quorum_survives_a_killed_control_plane() {
     assert!(m.iter().all(|x| x["is_learner"] == false), "{m:?}");
 
     h.ok(&["destroy", "ha"]);
-    assert!(h.leftover_processes().is_empty(), "{:?}", h.leftover_processes());
+    assert!(
+        h.leftover_processes().is_empty(),
+        "{:?}",
+        h.leftover_processes()
+    );
 }

@@ -41,12 +41,17 @@ fn matrix_on_the_dev_cluster_passes() {
         }
         if verdict == "skip" {
             // An explicit SKIP carries its reason.
-            assert!(r.to_string().contains("reason"), "SKIP without a reason: {r}");
+            assert!(
+                r.to_string().contains("reason"),
+                "SKIP without a reason: {r}"
+            );
         }
     }
     assert!(failed.is_empty(), "failed checks:\n{}", failed.join("\n"));
     assert!(out.status.success(), "exit status {}", out.status);
-    for id in ["BRK-01", "BRK-03", "RT-01", "RT-02", "RT-07", "CONF-01", "CONF-02", "API-04"] {
+    for id in [
+        "BRK-01", "BRK-03", "RT-01", "RT-02", "RT-07", "CONF-01", "CONF-02", "API-04",
+    ] {
         assert!(
             results.iter().any(|r| r["id"] == id),
             "{id} missing from the report"
@@ -54,6 +59,9 @@ fn matrix_on_the_dev_cluster_passes() {
     }
     assert!(report["image_manifest_sha256"].is_string() || stdout.contains("manifest"));
     let xml = std::fs::read_to_string(&junit).expect("JUnit file");
-    assert!(xml.contains("<testsuite") && xml.contains("BRK-01"), "{xml}");
+    assert!(
+        xml.contains("<testsuite") && xml.contains("BRK-01"),
+        "{xml}"
+    );
     h.ok(&["destroy", "dev"]);
 }

@@ -1,0 +1,417 @@
+//! Boots one real node under QEMU TCG from the real image and talks to it.
+//!
+//! Builds (or reuses) the image, generates the config of a one-node cluster,
+//! starts QEMU with the command line of `qemu::VmSpec` (root squashfs
+//! read-only, qcow2 state disk, machine config over fw_cfg, user NIC with the
+//! API port forwarded to a free port on 127.0.0.1, `restrict=on`), waits for
+//! `machined: ready` on the serial console, checks the facts machined prints
+//! (root read back from /proc/self/mounts; state disk formatted, boot 1),
+//! exercises the node API over mTLS with the real admin and reader
+//! certificates, reboots through the API and checks that the state disk
+//! survived (`formatted=false boot=2`), then powers off through the API.
+//!
+//! The image cache is `<CARGO_TARGET_TMPDIR>/image-cache` (shared with the
+//! other VM tests) unless `IRONCLAD_CACHE_DIR` is set. QEMU dies with the test
+//! (a guard kills it, and PR_SET_PDEATHSIG covers a killed test process); on
+//! failure the serial log is copied to `target/e2e-logs/`.
+
+use futures::StreamExt;
+use ironclad::api::ErrorCode;
+use ironclad::client::NodeClient;
+use ironclad::image::{BuildOptions, NoProgress, RecipeRef, ensure_built};
+use ironclad::machine::MachineConfig;
+use ironclad::pki::{self, ClientRole, Secrets};
+use ironclad::qemu::{Accel, ClusterNic, MachineType, UserNic, VmSpec};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CLUSTER: &str = "\
+apiVersion: ironclad.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: nb
+spec:
+  controlPlanes:
+    count: 1
+  workers:
+    count: 0
+";
+
+/// Deadline for one boot to reach `ready` under TCG on a busy 2-core host.
+const BOOT_DEADLINE: Duration = Duration::from_secs(180);
+
+/// QEMU, killed when dropped; the serial log is kept on failure.
+struct Vm {
+    child: Child,
+    serial: PathBuf,
+}
+
+impl Vm {
+    fn start(spec: &VmSpec) -> Vm {
+        let args = spec.to_args().expect("a valid VmSpec");
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: prctl in the child before exec; async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("qemu-system-x86_64 starts");
+        Vm {
+            child,
+            serial: spec.serial_log.clone(),
+        }
+    }
+
+    fn serial(&self) -> String {
+        std::fs::read(&self.serial)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Waits until the serial log satisfies `pred`; fails early if QEMU exits
+    /// or machined prints a fatal error.
+    fn wait_serial(
+        &mut self,
+        what: &str,
+        deadline: Instant,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        loop {
+            let log = self.serial();
+            if pred(&log) {
+                return log;
+            }
+            assert!(
+                !log.contains("machined: fatal"),
+                "machined failed while waiting for {what}:\n{log}"
+            );
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("QEMU exited ({st}) while waiting for {what}:\n{log}");
+            }
+            assert!(Instant::now() < deadline, "no {what} in time:\n{log}");
+            // Polling interval of a deadline-bound wait, not a fixed delay.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for QEMU to exit on its own.
+    fn wait_exit(&mut self, deadline: Instant) -> std::process::ExitStatus {
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "QEMU did not exit after a power-off:\n{}",
+                self.serial()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .parent()
+                .map(|t| t.join("e2e-logs"))
+                .unwrap_or_else(|| PathBuf::from("e2e-logs"));
+            let _ = std::fs::create_dir_all(&dir);
+            let dst = dir.join("node_boot-serial.log");
+            if std::fs::copy(&self.serial, &dst).is_ok() {
+                eprintln!("serial log kept at {}", dst.display());
+            }
+        }
+    }
+}
+
+/// Stands in for the cluster switch: accepts QEMU's stream connection and
+/// drops what it sends (one node has no peer to talk to).
+fn fake_switch(path: &Path) {
+    let l = std::os::unix::net::UnixListener::bind(path).expect("bind the switch socket");
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { return };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c, &mut std::io::sink());
+            });
+        }
+    });
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The uptime of the `n`-th (0-based) `machined: ready` line.
+fn ready_uptime(log: &str, n: usize) -> Option<f64> {
+    log.lines()
+        .filter(|l| l.starts_with("machined: ready t="))
+        .nth(n)
+        .and_then(|l| {
+            l.trim_start_matches("machined: ready t=")
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
+fn fact<'a>(log: &'a str, prefix: &str, n: usize) -> Option<&'a str> {
+    log.lines()
+        .filter(|l| l.starts_with(prefix))
+        .nth(n)
+        .map(str::trim)
+}
+
+/// Retries a call until the API answers (the hostfwd port accepts before the
+/// guest listens).
+async fn until_answers<T, F, Fut>(deadline: Instant, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ironclad::client::ClientError>>,
+{
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("API not answering yet: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("the node API did not answer in time: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
+    // The image, with this build's machined.
+    let cache = std::env::var_os("IRONCLAD_CACHE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-cache"));
+    let opts = BuildOptions {
+        machined: Some(PathBuf::from(env!("CARGO_BIN_EXE_machined"))),
+        cache_dir: Some(cache),
+        refresh_base: false,
+    };
+    let t = Instant::now();
+    let image = tokio::task::spawn_blocking(move || {
+        ensure_built(&RecipeRef::Name("trixie".into()), &opts, &NoProgress)
+    })
+    .await
+    .unwrap()
+    .expect("the image builds");
+    eprintln!(
+        "image {} ({}) in {:.1}s",
+        image.key,
+        if image.cache_hit { "cached" } else { "built" },
+        t.elapsed().as_secs_f64()
+    );
+
+    // A one-node cluster's config.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cluster = ironclad::spec::parse_cluster(CLUSTER, "nb.yaml").expect("cluster parses");
+    let report = ironclad::configdir::generate(&cluster, &dir.join("config")).unwrap();
+    let node = &report.nodes[0];
+    let cfg_text = std::fs::read_to_string(&node.config).unwrap();
+    let cfg = MachineConfig::from_yaml(&cfg_text).unwrap();
+    let (secrets, _) = Secrets::ensure(&dir.join("config/secrets"), "nb").unwrap();
+    let reader = pki::issue_client_cert(&secrets.os_ca, ClientRole::Reader, "reader").unwrap();
+    let ca = secrets.os_ca.cert_pem().to_string();
+
+    let state = dir.join("state.qcow2");
+    let st = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&state)
+        .arg("2G")
+        .status()
+        .expect("qemu-img runs");
+    assert!(st.success());
+    let switch = dir.join("sw.sock");
+    fake_switch(&switch);
+    let port = free_port();
+    let spec = VmSpec {
+        name: node.name.clone(),
+        kernel: image.vmlinuz.clone(),
+        initrd: image.initramfs.clone(),
+        append: "console=ttyS0 panic=-1 quiet".into(),
+        cpus: 2,
+        memory_mib: 1024,
+        machine: MachineType::Q35,
+        accel: Accel::Tcg,
+        root_image: image.rootfs.clone(),
+        state_disk: state.clone(),
+        machine_config: node.config.clone(),
+        user_nic: UserNic {
+            mac: cfg.node.user_mac.parse().unwrap(),
+            restrict: true,
+            host_api_port: port,
+        },
+        cluster_nic: Some(ClusterNic {
+            mac: cfg.node.cluster_mac.parse().unwrap(),
+            socket: switch,
+        }),
+        qmp_socket: dir.join("qmp.sock"),
+        serial_log: dir.join("serial.log"),
+    };
+
+    // First boot.
+    let booted = Instant::now();
+    let mut vm = Vm::start(&spec);
+    let log = vm.wait_serial("machined: ready", booted + BOOT_DEADLINE, |l| {
+        l.contains("\nmachined: ready t=")
+    });
+    eprintln!(
+        "first boot: ready at {:?} s uptime, {:.1}s wall",
+        ready_uptime(&log, 0),
+        booted.elapsed().as_secs_f64()
+    );
+    for l in log.lines().filter(|l| l.starts_with("machined:")) {
+        eprintln!("  {l}");
+    }
+    assert_eq!(
+        fact(&log, "machined: fact root=", 0),
+        Some("machined: fact root=/dev/vda fstype=squashfs ro"),
+        "the root is the read-only squashfs"
+    );
+    assert_eq!(
+        fact(&log, "machined: fact state-disk ", 0),
+        Some("machined: fact state-disk formatted=true boot=1")
+    );
+    assert!(log.contains("machined: apid listening"), "{log}");
+    assert!(!log.contains("BEGIN"), "no PEM on the console");
+
+    // The API, as admin.
+    let endpoint = SocketAddr::from(([127, 0, 0, 1], port));
+    let admin_cert = std::fs::read_to_string(&report.admin_cert).unwrap();
+    let admin_key = std::fs::read_to_string(&report.admin_key).unwrap();
+    let admin = NodeClient::new(endpoint, &ca, &admin_cert, &admin_key).unwrap();
+    let api_deadline = Instant::now() + Duration::from_secs(60);
+    let v = until_answers(api_deadline, || admin.version()).await;
+    assert_eq!(v.node, node.name);
+    assert_eq!(v.api, "v1");
+    let health = admin.health().await.unwrap();
+    assert!(!health.etcd_bootstrapped);
+    let services = admin.services().await.unwrap().services;
+    let containerd = services
+        .iter()
+        .find(|s| s.name == "containerd")
+        .expect("containerd is supervised");
+    assert_eq!(containerd.state, ironclad::api::ServiceState::Running);
+    assert!(services.iter().any(|s| s.name == "etcd"), "{services:?}");
+    let logs = admin.logs("containerd", Some(5)).await.unwrap().lines;
+    assert!(!logs.is_empty() && logs.len() <= 5, "{logs:?}");
+    let e = admin.logs("no-such-service", None).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    let dmesg = admin.dmesg(None).await.unwrap().lines;
+    assert!(
+        dmesg.iter().any(|l| l.line.contains("Linux version")),
+        "the kernel ring from its start"
+    );
+    assert_eq!(admin.dmesg(Some(3)).await.unwrap().lines.len(), 3);
+
+    // Follow containerd's log across a restart through the API: the new
+    // process's first line arrives on the open stream.
+    let mut follow = admin.follow_logs("containerd", Some(1)).await.unwrap();
+    let _last = tokio::time::timeout(Duration::from_secs(30), follow.next())
+        .await
+        .expect("the buffered line")
+        .expect("a line")
+        .unwrap();
+    let st = admin.service_restart("containerd").await.unwrap();
+    assert_eq!(st.name, "containerd");
+    let seen = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(l) = follow.next().await {
+            if l.unwrap().line.contains("starting containerd") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        seen,
+        Ok(true),
+        "the restarted containerd's first line was streamed"
+    );
+    drop(follow);
+    let e = admin.service_stop("no-such-service").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+
+    // As reader: reads yes, power no.
+    let reader = NodeClient::new(endpoint, &ca, &reader.cert_pem, &reader.key_pem).unwrap();
+    assert_eq!(reader.version().await.unwrap().node, node.name);
+    let e = reader.reboot().await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");
+
+    // Apply a config for the next boot: refused for another node, stored for this one.
+    let mut other = cfg.clone();
+    other.node.name = "someone-else".into();
+    let e = admin
+        .apply_config(&other.to_yaml().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::BadRequest), "{e}");
+    let mut next = cfg.clone();
+    next.sysctls.insert("vm.swappiness".into(), "10".into());
+    assert!(
+        admin
+            .apply_config(&next.to_yaml().unwrap())
+            .await
+            .unwrap()
+            .accepted
+    );
+
+    // Reboot through the API: same disk, not formatted again, boot 2.
+    assert!(admin.reboot().await.unwrap().accepted);
+    let rebooted = Instant::now();
+    let log = vm.wait_serial("a second machined: ready", rebooted + BOOT_DEADLINE, |l| {
+        ready_uptime(l, 1).is_some()
+    });
+    eprintln!(
+        "second boot: ready at {:?} s uptime, {:.1}s wall after the request",
+        ready_uptime(&log, 1),
+        rebooted.elapsed().as_secs_f64()
+    );
+    let second = log
+        .split("machined: shutdown requested by the node API (reboot)")
+        .nth(1)
+        .unwrap_or("");
+    for l in second.lines().filter(|l| l.starts_with("machined:")) {
+        eprintln!("  {l}");
+    }
+    assert!(log.contains("machined: shutdown requested by the node API (reboot)"));
+    assert!(
+        log.contains("machined: using the config applied through the API"),
+        "the applied config is used on the next boot"
+    );
+    assert_eq!(
+        fact(&log, "machined: fact state-disk ", 1),
+        Some("machined: fact state-disk formatted=false boot=2")
+    );
+    let v = until_answers(Instant::now() + Duration::from_secs(60), || admin.version()).await;
+    assert_eq!(v.node, node.name);
+
+    // Power off through the API: QEMU exits.
+    assert!(admin.shutdown().await.unwrap().accepted);
+    let st = vm.wait_exit(Instant::now() + Duration::from_secs(120));
+    eprintln!("QEMU exited after the API power-off: {st}");
+    let log = vm.serial();
+    assert!(log.contains("machined: shutdown requested by the node API (shutdown)"));
+}
