@@ -212,8 +212,20 @@ impl Etcd {
                 Err(e) => eprintln!("etcd: cannot prepare its files: {e}"),
             }
         }
+        // The first pass of each start is a boot phase the host can time.
+        let inner = self.probe();
+        let announced: Probe = Arc::new(move || {
+            let inner = inner.clone();
+            Box::pin(async move {
+                let res = inner().await;
+                if res.is_ok() {
+                    super::console::phase("etcd healthy");
+                }
+                res
+            })
+        });
         spec.health = Health::Probe {
-            probe: self.probe(),
+            probe: announced,
             interval: PROBE_INTERVAL,
             timeout: PROBE_TIMEOUT,
         };

@@ -74,7 +74,8 @@ pub fn main(argv0: &str) -> ! {
 async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
     let reaper = Reaper::new(ReapMode::All);
     tokio::spawn(reaper.clone().run());
-    let button = power::watch_power_button(Path::new("/"), Duration::from_secs(10));
+    // Long enough for the background module loading (button, evdev) under TCG.
+    let button = power::watch_power_button(Path::new("/"), Duration::from_secs(120));
     let config = prepared.config;
     let settings = Settings {
         log_dir: Some(PathBuf::from("/var/log")),

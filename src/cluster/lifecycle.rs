@@ -85,18 +85,41 @@ pub fn check_host_tools() -> Result<()> {
 pub enum ReadyCondition {
     /// machined printed [`READY_LINE`] on the serial console of the current boot.
     SerialReady,
+    /// The node API answers `health` over mTLS through the host port (the
+    /// admin client of `client.yaml`): the host can manage the node.
+    ApiHealth,
 }
 
 impl ReadyCondition {
     fn met(self, paths: &ClusterPaths, node: &NodeRecord) -> bool {
         match self {
             ReadyCondition::SerialReady => serial_log_has(paths, &node.name, READY_LINE),
+            ReadyCondition::ApiHealth => api_answers(paths, &node.name),
         }
     }
 }
 
-/// The conditions `create` and `start` wait for.
-pub const DEFAULT_READY: &[ReadyCondition] = &[ReadyCondition::SerialReady];
+/// The conditions `create` and `start` wait for, checked in this order.
+pub const DEFAULT_READY: &[ReadyCondition] =
+    &[ReadyCondition::SerialReady, ReadyCondition::ApiHealth];
+
+fn api_answers(paths: &ClusterPaths, node: &str) -> bool {
+    let Ok(client) = crate::client::NodeClient::from_client_config(&paths.client_yaml(), node)
+    else {
+        return false;
+    };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return false;
+    };
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), client.health())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    })
+}
 
 fn serial_log_has(paths: &ClusterPaths, node: &str, needle: &str) -> bool {
     std::fs::read(paths.serial_log(node))
