@@ -269,6 +269,7 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
         }),
         qmp_socket: dir.join("qmp.sock"),
         serial_log: dir.join("serial.log"),
+        tcg_tb_size_mib: Some(32),
     };
 
     // First boot.
