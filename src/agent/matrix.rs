@@ -703,6 +703,9 @@ pub async fn run(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixRepo
     .map_err(|e| ApiError::new(ErrorCode::Internal, format!("matrix run aborted: {e}")))?
 }
 
+/// How long a run waits for the offline images to be imported.
+const IMAGE_WAIT: Duration = Duration::from_secs(180);
+
 async fn run_locked(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixReport, ApiError> {
     let started = Instant::now();
     let checks = crate::matrix::select(&req.checks, req.destructive)
@@ -722,7 +725,16 @@ async fn run_locked(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixR
     let runtime = format!("{} {}", version.runtime_name, version.runtime_version);
     // Leftovers of an interrupted run.
     let _ = client.remove_labelled().await;
-    let image_ok = client.image_present(&env.toolbox_image).await;
+    // machined imports the offline images right after `ready`: a run asked
+    // for at once waits for them (bounded).
+    let deadline = Instant::now() + IMAGE_WAIT;
+    let image_ok = loop {
+        let present = client.image_present(&env.toolbox_image).await;
+        if !matches!(present, Ok(false)) || Instant::now() >= deadline {
+            break present;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let mut pods = Pods {
         cri: client,
         env,

@@ -254,6 +254,14 @@ impl Stage2 {
             &self.p("etc/hostname"),
             format!("{}\n", config.node.name).as_bytes(),
         );
+        // containerd copies it into every pod. Without egress there is no
+        // resolver to name; with it, QEMU's user-net DNS.
+        let resolv = if config.cluster.egress {
+            "nameserver 10.0.2.3\n"
+        } else {
+            "# egress is off: this node and its pods resolve no names\n"
+        };
+        let _ = crate::fsutil::write_public(&self.p("etc/resolv.conf"), resolv.as_bytes());
         console::phase("etc and hostname");
 
         net::configure(sys, &self.root, &config, self.device_timeout)?;
