@@ -63,9 +63,38 @@ pub const RUNTIMES: &[Runtime] = &[
     },
     Runtime {
         name: "runsc",
-        binary: "/usr/bin/runsc",
+        binary: RUNSC_WRAPPER,
     },
 ];
+
+/// gVisor as the runc shim runs it: a link to machined, which execs
+/// [`RUNSC`] with `--network=host` first. Debian's runsc (20240729) takes any
+/// network namespace for the root one on kernels that namespace
+/// `net.core.rmem_default` (6.12 does) and refuses to start a sandbox with its
+/// own network stack; with `host` it uses the stack of the pod's own network
+/// namespace (still not the node's), set up by CNI as for any pod.
+pub const RUNSC_WRAPPER: &str = "/run/ironclad/bin/runsc";
+/// The real runsc in the image.
+pub const RUNSC: &str = "/usr/bin/runsc";
+/// Where machined lives in the root (the wrapper's link target).
+pub const MACHINED: &str = "/usr/sbin/machined";
+
+/// Runs as [`RUNSC_WRAPPER`]: execs the real runsc with `--network=host`
+/// before the shim's arguments. Returns only on failure (exit status 127).
+pub fn runsc_wrapper(args: impl Iterator<Item = std::ffi::OsString>) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(RUNSC)
+        .arg("--network=host")
+        .args(args)
+        .exec();
+    eprintln!("ironclad runsc wrapper: cannot run {RUNSC}: {err}");
+    127
+}
+
+/// Whether machined was started as the runsc wrapper.
+pub fn is_runsc_wrapper(argv0: &str) -> bool {
+    Path::new(argv0).file_name().and_then(|n| n.to_str()) == Some("runsc")
+}
 
 /// Why containerd could not be configured or prepared.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +200,19 @@ pub fn write_configs(root: &Path, settings: &ContainerdSettings) -> Result<(), C
         .and_then(|()| crate::fsutil::write_public(&path, data.as_bytes()));
         res.map_err(|e| ContainerdError::Write { path, source: e })?;
     }
+    let link = root.join(RUNSC_WRAPPER.trim_start_matches('/'));
+    let res = match link.parent() {
+        Some(p) => std::fs::create_dir_all(p),
+        None => Ok(()),
+    }
+    .and_then(|()| match std::fs::remove_file(&link) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => std::os::unix::fs::symlink(MACHINED, &link),
+    });
+    res.map_err(|e| ContainerdError::Write {
+        path: link,
+        source: e,
+    })?;
     Ok(())
 }
 

@@ -33,7 +33,9 @@ pub const USERNS_LENGTH: u32 = 65536;
 /// The uid/gid the restricted variant runs as.
 pub const RESTRICTED_UID: i64 = 65534;
 /// How long one CRI call other than exec may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Generous: under TCG on one vCPU a sandbox (shim, CNI plugins, runc) can
+/// take a minute when several start at once.
+const CALL_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Why a CRI call failed.
 #[derive(Debug, thiserror::Error)]
