@@ -7,6 +7,8 @@ use crate::{BOOT, repo_file};
 use serde_json::Value;
 
 #[test]
+#[ignore = "takes over 8 minutes under TCG on 2 cores (pods start slowly); \
+            run with `cargo nextest run --run-ignored all -E 'test(matrix_on_the_dev)'`"]
 fn matrix_on_the_dev_cluster_passes() {
     let h = Harness::new("matrix_dev");
     let timeout = BOOT.as_secs().to_string();
