@@ -131,7 +131,7 @@ fn dev_cluster_lifecycle() {
     assert!(all_in(&h, "dev", "ready"));
     let log = std::fs::read_to_string(dir.join("logs/dev-cp-1.log")).unwrap();
     assert!(
-        !log.contains("formatted"),
+        log.contains("state-disk formatted=false") && !log.contains("formatted=true"),
         "state disk formatted again:\n{log}"
     );
     assert_eq!(
