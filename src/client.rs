@@ -226,19 +226,7 @@ impl NodeClient {
                 .body(b);
         }
         let resp = self.send(req, &url).await?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
-            url,
-            status,
-            reason: e.to_string(),
-        })
+        decode(resp, url).await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -455,20 +443,29 @@ impl NodeClient {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         let resp = self.send(r, &url).await?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
-            url,
-            status,
-            reason: e.to_string(),
-        })
+        decode(resp, url).await
     }
+}
+
+/// Reads a successful answer's body as `T` (`send` already turned error
+/// statuses into typed errors).
+async fn decode<T: DeserializeOwned>(
+    resp: reqwest::Response,
+    url: String,
+) -> Result<T, ClientError> {
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+        url,
+        status,
+        reason: e.to_string(),
+    })
 }
 
 /// A node's clock as its API shows it: the HTTP `Date` header of a health
