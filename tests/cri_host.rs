@@ -12,7 +12,7 @@ use ironclad::agent::cri::{Cri, LABEL, PodOptions, Variant};
 use ironclad::agent::matrix::{NodeEnv, run};
 use ironclad::agent::{containerd, runtime_spec};
 use ironclad::api::MatrixRunRequest;
-use ironclad::image::oci::{ImageKind, image_archive};
+use ironclad::image::oci::{PAUSE_REF, TOOLBOX_REF, images_archive};
 use ironclad::machine::ContainerdSettings;
 use ironclad::matrix::Verdict;
 use std::path::{Path, PathBuf};
@@ -175,22 +175,28 @@ async fn start() -> Containerd {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The offline images, built as the image builder builds them.
+    // The offline images, built as the image builder builds them: one
+    // archive, one import, both images.
     let busybox = std::fs::read(BUSYBOX).unwrap();
-    for kind in [ImageKind::Pause, ImageKind::Toolbox] {
-        let tar = c.dir.path().join(format!("{kind:?}.tar"));
-        std::fs::write(&tar, image_archive(kind, &busybox, 1_735_689_600).unwrap()).unwrap();
-        let out = Command::new(CTR)
-            .arg("--address")
-            .arg(&c.socket)
-            .args(["-n", "k8s.io", "images", "import"])
-            .arg(&tar)
-            .output()
-            .unwrap();
+    let tar = c.dir.path().join("offline.tar");
+    std::fs::write(&tar, images_archive(&busybox, 1_735_689_600).unwrap()).unwrap();
+    let out = Command::new(CTR)
+        .arg("--address")
+        .arg(&c.socket)
+        .args(["-n", "k8s.io", "images", "import"])
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ctr import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let images = ctr_lines(&c, &["images", "ls"]);
+    for r in [PAUSE_REF, TOOLBOX_REF] {
         assert!(
-            out.status.success(),
-            "ctr import: {}",
-            String::from_utf8_lossy(&out.stderr)
+            images.iter().any(|l| l.split_whitespace().next() == Some(r)),
+            "{r} not imported: {images:?}"
         );
     }
     c

@@ -108,7 +108,19 @@ pub enum ContainerdError {
     },
 }
 
-/// Renders `config.toml` for the runtimes of `settings` (runc is always there: it is the default).
+/// The runtime handler of pods that name none: crun when the cluster has it
+/// (a C runtime: every container start and exec spawns the runtime, and
+/// under emulation runc's Go start-up costs seconds each time), else runc.
+pub fn default_runtime(settings: &ContainerdSettings) -> &'static str {
+    if settings.runtimes.iter().any(|r| r == "crun") {
+        "crun"
+    } else {
+        "runc"
+    }
+}
+
+/// Renders `config.toml` for the runtimes of `settings` (runc is always
+/// registered; the default handler is [`default_runtime`]).
 pub fn render_config(settings: &ContainerdSettings) -> Result<String, ContainerdError> {
     for r in &settings.runtimes {
         if !RUNTIMES.iter().any(|k| k.name == r) {
@@ -132,7 +144,11 @@ pub fn render_config(settings: &ContainerdSettings) -> Result<String, Containerd
     let _ = writeln!(s, "  restrict_oom_score_adj = false");
     let _ = writeln!(s, "\n[{cri}.containerd]");
     let _ = writeln!(s, "  snapshotter = \"overlayfs\"");
-    let _ = writeln!(s, "  default_runtime_name = \"runc\"");
+    let _ = writeln!(
+        s,
+        "  default_runtime_name = \"{}\"",
+        default_runtime(settings)
+    );
     for rt in RUNTIMES {
         if rt.name != "runc" && !settings.runtimes.iter().any(|r| r == rt.name) {
             continue;

@@ -584,36 +584,6 @@ async fn start_variant(
     Err(check)
 }
 
-/// The variants the checks `ids` need.
-fn variants_for(ids: &[&str]) -> Vec<Variant> {
-    let mut out = Vec::new();
-    let mut add = |v: Variant| {
-        if !out.contains(&v) {
-            out.push(v);
-        }
-    };
-    for a in ATTACKS {
-        if ids.contains(&a.id) {
-            a.variants.iter().for_each(|&v| add(v));
-        }
-    }
-    for id in ids {
-        match *id {
-            "RT-01" | "RT-02" | "RT-03" | "NET-01" => add(Variant::Unpriv),
-            "RT-04" => add(Variant::Restricted),
-            "RT-08" => add(Variant::Userns),
-            "RT-09" => add(Variant::Gvisor),
-            "RT-10" => SANDBOXED.iter().for_each(|&v| add(v)),
-            "BRK-04-O" => [Variant::Unpriv, Variant::Userns, Variant::Gvisor]
-                .iter()
-                .for_each(|&v| add(v)),
-            _ => {}
-        }
-    }
-    out.sort();
-    out
-}
-
 impl Pods<'_> {
     fn unavailable(&self, v: Variant) -> Option<String> {
         unavailable(self.env, v)
@@ -657,16 +627,23 @@ impl Pods<'_> {
         self.exec_on(&pod, script).await
     }
 
-    /// Removes every pod of this run, then any labelled leftover.
+    /// Removes every pod of this run (all at once), then any labelled
+    /// leftover.
     async fn cleanup(&mut self) -> Vec<String> {
-        let mut errors = Vec::new();
-        for (_, p) in self.pods.drain() {
-            if let Ok(p) = p
-                && let Err(e) = self.cri.remove_sandbox(&p.sandbox_id).await
-            {
-                errors.push(e.to_string());
-            }
-        }
+        let removals = self
+            .pods
+            .drain()
+            .filter_map(|(_, p)| p.ok())
+            .map(|p| {
+                let mut cri = self.cri.clone();
+                async move { cri.remove_sandbox(&p.sandbox_id).await }
+            })
+            .collect::<Vec<_>>();
+        let mut errors: Vec<String> = futures::future::join_all(removals)
+            .await
+            .into_iter()
+            .filter_map(|r| r.err().map(|e| e.to_string()))
+            .collect();
         if let Err(e) = self.cri.remove_labelled().await {
             errors.push(e.to_string());
         }
@@ -778,55 +755,201 @@ async fn run_locked(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixR
     })
 }
 
-async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec<CheckResult>) {
-    let node = pods.env.node.clone();
-    pods.prestart(&variants_for(ids)).await;
-    // Outcomes of the sandboxed variants, for RT-10.
-    let mut sandboxed: Vec<(String, Variant, Result<Outcome, String>)> = Vec::new();
+/// Marks the start of one probe's output in a batch.
+const BATCH_BEGIN: &str = "@@ironclad-probe";
+/// Marks the end of one probe's output, followed by its exit status.
+const BATCH_END: &str = "@@ironclad-rc";
+
+/// `s` as one single-quoted shell word.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// One script that runs `probes` (key, script) one after the other, each in
+/// its own busybox shell under a [`PROBE_TIMEOUT`], stdout and stderr
+/// together, framed by markers for [`split_batch`]. One `ExecSync` per pod
+/// instead of one per probe: under TCG every exec costs the runtime's
+/// start-up and the shim's round trips.
+pub fn batch_script(probes: &[(String, String)]) -> String {
+    let mut s = String::new();
+    for (key, script) in probes {
+        s.push_str(&format!(
+            "echo '{BATCH_BEGIN} {key}'; busybox timeout {} busybox sh -c {} </dev/null 2>&1; r=$?; echo; echo \"{BATCH_END} $r\"; ",
+            PROBE_TIMEOUT.as_secs(),
+            shell_quote(script)
+        ));
+    }
+    s.push_str("exit 0");
+    s
+}
+
+/// Splits a batch's output into each probe's output (stdout holds both
+/// streams; the exit status is the probe's, 143 when it timed out).
+pub fn split_batch(out: &ExecOutput) -> HashMap<String, ExecOutput> {
+    let mut map = HashMap::new();
+    let mut cur: Option<(String, String)> = None;
+    for line in out.stdout.lines() {
+        if let Some(key) = line.strip_prefix(BATCH_BEGIN) {
+            cur = Some((key.trim().to_string(), String::new()));
+        } else if let Some(rc) = line.strip_prefix(BATCH_END) {
+            if let Some((key, mut text)) = cur.take() {
+                let exit_code = rc.trim().parse().unwrap_or(-1);
+                if exit_code == 143 {
+                    text.push_str(&format!(
+                        "(probe timed out after {} s)\n",
+                        PROBE_TIMEOUT.as_secs()
+                    ));
+                }
+                map.insert(
+                    key,
+                    ExecOutput {
+                        exit_code,
+                        stdout: text,
+                        stderr: String::new(),
+                    },
+                );
+            }
+        } else if let Some((_, text)) = cur.as_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    map
+}
+
+/// Probe keys of the non-attack checks in a batch.
+const STATUS_KEY: &str = "status";
+
+/// Which probes each variant's pod runs for the checks `ids` (attack ids
+/// as keys, [`STATUS_KEY`] and the check id for the others).
+fn plan(ids: &[&str], env: &NodeEnv) -> BTreeMap<Variant, Vec<(String, String)>> {
+    let mut plan: BTreeMap<Variant, Vec<(String, String)>> = BTreeMap::new();
+    let mut add = |v: Variant, key: &str, script: String| {
+        let probes = plan.entry(v).or_default();
+        if !probes.iter().any(|(k, _)| k == key) {
+            probes.push((key.to_string(), script));
+        }
+    };
     let needs_rt10 = ids.contains(&"RT-10");
     for attack in ATTACKS {
         let wanted = ids.contains(&attack.id);
         let for_rt10 = needs_rt10 && attack.id != "BRK-10";
-        if !wanted && !for_rt10 {
-            continue;
-        }
-        let t = Instant::now();
-        // The variants' probes of one attack run at once (one pod each).
-        let variants: Vec<Variant> = attack
-            .variants
-            .iter()
-            .copied()
-            .filter(|v| wanted || SANDBOXED.contains(v))
-            .collect();
-        let mut targets = Vec::new();
-        for &v in &variants {
-            targets.push((v, pods.get(v).await));
-        }
-        let script = script(attack.id, pods.env.host_network);
-        let probes = targets.into_iter().map(|(v, pod)| {
-            let mut cri = pods.cri.clone();
-            let script = script.clone();
-            async move {
-                let o = match pod {
-                    Ok(pod) => exec_script(&mut cri, &pod, &script)
-                        .await
-                        .map(|out| evaluate(attack.id, &out)),
-                    Err(e) => Err(e),
-                };
-                (v, o)
+        for &v in attack.variants {
+            if wanted || (for_rt10 && SANDBOXED.contains(&v)) {
+                add(v, attack.id, script(attack.id, env.host_network));
             }
+        }
+    }
+    let status = || "busybox cat /proc/self/status".to_string();
+    for &id in ids {
+        match id {
+            "RT-01" | "RT-02" => add(Variant::Unpriv, STATUS_KEY, status()),
+            "RT-03" => add(Variant::Unpriv, id, RT03_SCRIPT.into()),
+            "RT-04" => add(Variant::Restricted, STATUS_KEY, status()),
+            "RT-08" => add(
+                Variant::Userns,
+                id,
+                "busybox cat /proc/self/uid_map; busybox id".into(),
+            ),
+            "RT-09" => add(
+                Variant::Gvisor,
+                id,
+                "busybox dmesg 2>&1 | busybox head -n 3; echo ---; busybox uname -r".into(),
+            ),
+            "NET-01" if !env.egress && !env.host_network => {
+                add(Variant::Unpriv, id, net01_script())
+            }
+            _ => {}
+        }
+    }
+    plan
+}
+
+/// Each variant's probe outputs by key, or why the variant did not run.
+type Outputs = HashMap<Variant, Result<HashMap<String, ExecOutput>, String>>;
+
+fn output(outputs: &Outputs, v: Variant, key: &str) -> Result<ExecOutput, String> {
+    match outputs.get(&v) {
+        None => Err(format!("{v} was not run")),
+        Some(Err(e)) => Err(e.clone()),
+        Some(Ok(map)) => map.get(key).cloned().ok_or_else(|| {
+            format!("no output for {key}: the {v} batch ended before this probe")
+        }),
+    }
+}
+
+/// Starts the variants' pods at once, then runs each pod's batch, all pods
+/// at once.
+async fn run_batches(ids: &[&str], pods: &mut Pods<'_>) -> Outputs {
+    let plan = plan(ids, pods.env);
+    let variants: Vec<Variant> = plan.keys().copied().collect();
+    pods.prestart(&variants).await;
+    let runs = plan.into_iter().map(|(v, probes)| {
+        let pod = pods.pods.get(&v).cloned().unwrap_or_else(|| {
+            Err(format!("{v} was not started"))
         });
-        let outcomes = futures::future::join_all(probes).await;
-        for (v, o) in &outcomes {
-            if SANDBOXED.contains(v) && attack.id != "BRK-10" {
-                sandboxed.push((attack.id.to_string(), *v, o.clone()));
+        let mut cri = pods.cri.clone();
+        async move {
+            let pod = match pod {
+                Ok(p) => p,
+                Err(e) => return (v, Err(e)),
+            };
+            let timeout = PROBE_TIMEOUT * (probes.len() as u32 + 1);
+            let script = batch_script(&probes);
+            let res = cri
+                .exec(&pod.container_id, &["/bin/busybox", "sh", "-c", &script], timeout)
+                .await
+                .map(|out| split_batch(&out))
+                .map_err(|e| e.to_string());
+            (v, res)
+        }
+    });
+    futures::future::join_all(runs).await.into_iter().collect()
+}
+
+async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec<CheckResult>) {
+    let node = pods.env.node.clone();
+    let t = Instant::now();
+    // CONF-03's job pods run beside the variants' pods.
+    let conf03_job = {
+        let (cri, env, run_id) = (pods.cri.clone(), pods.env.clone(), pods.run_id.clone());
+        let wanted = ids.contains(&"CONF-03");
+        async move {
+            if wanted {
+                Some(conf03(cri, &env, &run_id).await)
+            } else {
+                None
             }
+        }
+    };
+    let (outputs, conf03_result) = tokio::join!(run_batches(ids, pods), conf03_job);
+    let batch_ms = t.elapsed().as_millis() as u64;
+    let mut push = |id: &str, (verdict, evidence): (Verdict, Vec<String>), ms: u64| {
+        let mut r = CheckResult::new(id, &node, verdict, evidence);
+        r.duration_ms = ms;
+        results.push(r);
+    };
+    // Outcomes of the sandboxed variants, for RT-10.
+    let mut sandboxed: Vec<(String, Variant, Result<Outcome, String>)> = Vec::new();
+    for attack in ATTACKS {
+        let wanted = ids.contains(&attack.id);
+        let mut outcomes = Vec::new();
+        for &v in attack.variants {
+            if !wanted && !SANDBOXED.contains(&v) {
+                continue;
+            }
+            let o = output(&outputs, v, attack.id).map(|out| evaluate(attack.id, &out));
+            if SANDBOXED.contains(&v) && attack.id != "BRK-10" {
+                sandboxed.push((attack.id.to_string(), v, o.clone()));
+            }
+            outcomes.push((v, o));
         }
         if wanted {
-            let (verdict, evidence) = attack_verdict(attack.priv_unprotectable, &outcomes);
-            let mut r = CheckResult::new(attack.id, &node, verdict, evidence);
-            r.duration_ms = t.elapsed().as_millis() as u64;
-            results.push(r);
+            push(
+                attack.id,
+                attack_verdict(attack.priv_unprotectable, &outcomes),
+                batch_ms,
+            );
         }
     }
     for &id in ids {
@@ -834,95 +957,66 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
             continue;
         }
         let t = Instant::now();
-        let (verdict, evidence) = match id {
-            "RT-01" | "RT-02" => match pods
-                .exec(Variant::Unpriv, "busybox cat /proc/self/status")
-                .await
-            {
-                Ok(o) if id == "RT-01" => rt01(&o.stdout),
-                Ok(o) => rt02(&o.stdout),
+        let from_batch = |v: Variant, key: &str, f: &dyn Fn(&ExecOutput) -> (Verdict, Vec<String>)| {
+            match output(&outputs, v, key) {
+                Ok(o) => f(&o),
                 Err(e) => (Verdict::Fail, vec![e]),
-            },
-            "RT-03" => match pods.exec(Variant::Unpriv, RT03_SCRIPT).await {
-                Ok(o) => rt03(&o),
-                Err(e) => (Verdict::Fail, vec![e]),
-            },
-            "RT-04" => match pods
-                .exec(Variant::Restricted, "busybox cat /proc/self/status")
-                .await
-            {
-                Ok(o) => rt04(&o.stdout),
-                Err(e) => (Verdict::Fail, vec![e]),
-            },
+            }
+        };
+        let result = match id {
+            "RT-01" => from_batch(Variant::Unpriv, STATUS_KEY, &|o| rt01(&o.stdout)),
+            "RT-02" => from_batch(Variant::Unpriv, STATUS_KEY, &|o| rt02(&o.stdout)),
+            "RT-03" => from_batch(Variant::Unpriv, id, &rt03),
+            "RT-04" => from_batch(Variant::Restricted, STATUS_KEY, &|o| rt04(&o.stdout)),
             "RT-06" => rt06(pods).await,
             "RT-07" => rt07(&pods.env.root),
             "RT-08" => match pods.unavailable(Variant::Userns) {
                 Some(why) => (Verdict::skip(why), vec![]),
-                None => match pods
-                    .exec(
-                        Variant::Userns,
-                        "busybox cat /proc/self/uid_map; busybox id",
-                    )
-                    .await
-                {
-                    Ok(o) => rt08(&o.stdout),
-                    Err(e) => (Verdict::Fail, vec![e]),
-                },
+                None => from_batch(Variant::Userns, id, &|o| rt08(&o.stdout)),
             },
-            "RT-09" => {
-                match pods.unavailable(Variant::Gvisor) {
-                    Some(why) => (Verdict::skip(why), vec![]),
-                    None => {
-                        let host = std::fs::read_to_string(
-                            pods.env.root.join("proc/sys/kernel/osrelease"),
-                        )
-                        .unwrap_or_default();
-                        match pods.exec(Variant::Gvisor, "busybox dmesg 2>&1 | busybox head -n 3; echo ---; busybox uname -r").await {
-                        Ok(o) => {
-                            let (d, u) = o.stdout.split_once("---").unwrap_or((&o.stdout, ""));
-                            rt09(d, u, &host)
-                        }
-                        Err(e) => (Verdict::Fail, vec![e]),
-                    }
-                    }
+            "RT-09" => match pods.unavailable(Variant::Gvisor) {
+                Some(why) => (Verdict::skip(why), vec![]),
+                None => {
+                    let host = std::fs::read_to_string(
+                        pods.env.root.join("proc/sys/kernel/osrelease"),
+                    )
+                    .unwrap_or_default();
+                    from_batch(Variant::Gvisor, id, &|o| {
+                        let (d, u) = o.stdout.split_once("---").unwrap_or((&o.stdout, ""));
+                        rt09(d, u, &host)
+                    })
                 }
-            }
+            },
             "RT-10" => rt10(&sandboxed),
-            "NET-01" => {
-                if pods.env.egress {
-                    (
-                        Verdict::skip(
-                            "egress is on in the cluster file: the gateway is meant to be reachable",
-                        ),
-                        vec![],
-                    )
-                } else if pods.env.host_network {
-                    (
-                        Verdict::skip("pods share the host network here (no CNI)"),
-                        vec![],
-                    )
-                } else {
-                    match pods.exec(Variant::Unpriv, &net01_script()).await {
-                        Ok(o) => net01(&o),
-                        Err(e) => (Verdict::Fail, vec![e]),
-                    }
-                }
-            }
-            "CONF-03" => conf03(pods).await,
+            "NET-01" if pods.env.egress => (
+                Verdict::skip(
+                    "egress is on in the cluster file: the gateway is meant to be reachable",
+                ),
+                vec![],
+            ),
+            "NET-01" if pods.env.host_network => (
+                Verdict::skip("pods share the host network here (no CNI)"),
+                vec![],
+            ),
+            "NET-01" => from_batch(Variant::Unpriv, id, &net01),
+            "CONF-03" => match &conf03_result {
+                Some(r) => r.clone(),
+                None => continue,
+            },
             "CONF-04" => conf04(&pods.env.peers).await,
             _ => continue,
         };
-        let mut r = CheckResult::new(id, &node, verdict, evidence);
-        r.duration_ms = t.elapsed().as_millis() as u64;
-        results.push(r);
+        let ms = match id {
+            "RT-06" | "RT-07" | "CONF-04" => t.elapsed().as_millis() as u64,
+            _ => batch_ms,
+        };
+        push(id, result, ms);
     }
     // Last, because it ends with the node powering off.
     if ids.contains(&"BRK-04-O") {
         let t = Instant::now();
-        let (verdict, evidence) = sysrq_power_off(pods).await;
-        let mut r = CheckResult::new("BRK-04-O", &node, verdict, evidence);
-        r.duration_ms = t.elapsed().as_millis() as u64;
-        results.push(r);
+        let r = sysrq_power_off(pods).await;
+        push("BRK-04-O", r, t.elapsed().as_millis() as u64);
     }
 }
 
@@ -962,44 +1056,45 @@ fn rt10(sandboxed: &[(String, Variant, Result<Outcome, String>)]) -> (Verdict, V
     }
 }
 
-async fn conf03(pods: &mut Pods<'_>) -> (Verdict, Vec<String>) {
-    let mut ev = Vec::new();
-    let mut ok = true;
-    let runtimes = pods.env.runtimes.clone();
-    for rt in runtimes {
-        let t = Instant::now();
+/// CONF-03: one job pod per runtime handler runs `busybox true` to
+/// completion; the runtimes' pods run at once.
+async fn conf03(cri: Cri, env: &NodeEnv, run_id: &str) -> (Verdict, Vec<String>) {
+    let jobs = env.runtimes.iter().map(|rt| {
+        let mut cri = cri.clone();
         let opts = PodOptions {
-            host_network: pods.env.host_network,
+            host_network: env.host_network,
             runtime_handler: Some(rt.clone()),
-            image: pods.env.toolbox_image.clone(),
+            image: env.toolbox_image.clone(),
             cgroup_parent: String::new(),
         };
-        let name = format!("matrix-conf03-{rt}-{}", pods.run_id);
-        let r = pods
-            .cri
-            .run_to_completion(
-                Variant::Unpriv,
-                &name,
-                &opts,
-                &["/bin/busybox", "true"],
-                Duration::from_secs(60),
-            )
-            .await;
-        match r {
-            Ok(c) if c.exit_code == 0 => {
-                ev.push(format!("{rt}: exit 0 in {} ms", t.elapsed().as_millis()))
-            }
-            Ok(c) => {
-                ok = false;
-                ev.push(format!("{rt}: exit {} ({})", c.exit_code, c.reason));
-            }
-            Err(e) => {
-                ok = false;
-                ev.push(format!("{rt}: {e}"));
+        let name = format!("matrix-conf03-{rt}-{run_id}");
+        async move {
+            let t = Instant::now();
+            let r = cri
+                .run_to_completion(
+                    Variant::Unpriv,
+                    &name,
+                    &opts,
+                    &["/bin/busybox", "true"],
+                    Duration::from_secs(120),
+                )
+                .await;
+            match r {
+                Ok(c) if c.exit_code == 0 => (
+                    true,
+                    format!("{rt}: exit 0 in {} ms", t.elapsed().as_millis()),
+                ),
+                Ok(c) => (false, format!("{rt}: exit {} ({})", c.exit_code, c.reason)),
+                Err(e) => (false, format!("{rt}: {e}")),
             }
         }
-    }
-    (Verdict::pass_if(ok), ev)
+    });
+    let done = futures::future::join_all(jobs).await;
+    let ok = done.iter().all(|(ok, _)| *ok);
+    (
+        Verdict::pass_if(ok),
+        done.into_iter().map(|(_, ev)| ev).collect(),
+    )
 }
 
 /// How long after answering the node's privileged pod writes sysrq `o`.
@@ -1512,19 +1607,91 @@ mod tests {
         assert!(script("BRK-10", false).contains("awk '/^default/{print $3; exit}'"));
     }
 
+    fn env() -> NodeEnv {
+        NodeEnv {
+            node: "n".into(),
+            socket: PathBuf::from("/nonexistent.sock"),
+            root: PathBuf::from("/"),
+            toolbox_image: "ironclad.local/toolbox:1".into(),
+            host_network: false,
+            runtimes: vec!["runc".into()],
+            user_namespaces: true,
+            egress: false,
+            peers: vec![],
+        }
+    }
+
+    fn planned(ids: &[&str]) -> Vec<Variant> {
+        plan(ids, &env()).keys().copied().collect()
+    }
+
     #[test]
     fn variants_needed_by_checks() {
-        assert_eq!(variants_for(&["RT-02"]), [Variant::Unpriv]);
+        assert_eq!(planned(&["RT-02"]), [Variant::Unpriv]);
         assert_eq!(
-            variants_for(&["BRK-01", "RT-04"]),
+            planned(&["BRK-01", "RT-04"]),
             [Variant::Priv, Variant::Restricted]
         );
-        assert_eq!(variants_for(&["RT-10"]), [Variant::Userns, Variant::Gvisor]);
-        assert!(variants_for(&["RT-07", "CONF-04"]).is_empty());
-        assert_eq!(
-            variants_for(&["BRK-04-O"]),
-            [Variant::Unpriv, Variant::Userns, Variant::Gvisor]
-        );
+        assert_eq!(planned(&["RT-10"]), [Variant::Userns, Variant::Gvisor]);
+        assert!(planned(&["RT-07", "CONF-04"]).is_empty());
+        // RT-01 and RT-02 share one read of /proc/self/status.
+        let p = plan(&["RT-01", "RT-02", "NET-01"], &env());
+        let keys: Vec<&str> = p[&Variant::Unpriv].iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, [STATUS_KEY, "NET-01"]);
+        // With egress on, NET-01 has nothing to probe.
+        let mut e = env();
+        e.egress = true;
+        assert!(plan(&["NET-01"], &e).is_empty());
+    }
+
+    /// A batch runs every probe in its own shell (one that exits early or
+    /// quotes does not disturb the next), and splits back by key with each
+    /// probe's exit status.
+    #[test]
+    fn batches_run_and_split() {
+        let Some(bb) = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+        else {
+            eprintln!("no busybox here: batch run skipped");
+            return;
+        };
+        let probes = vec![
+            ("a".to_string(), "echo 'it''s'; echo err >&2; exit 3".to_string()),
+            ("b".to_string(), "busybox printf 'no newline'".to_string()),
+            ("c".to_string(), script("BRK-04", false)),
+        ];
+        let out = std::process::Command::new(bb)
+            .env("PATH", format!("{}:/usr/bin:/bin", Path::new(bb).parent().unwrap().display()))
+            .args(["sh", "-c", &batch_script(&probes)])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let split = split_batch(&ExecOutput {
+            exit_code: 0,
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::new(),
+        });
+        assert_eq!(split.len(), 3, "{split:?}");
+        assert_eq!(split["a"].exit_code, 3);
+        assert_eq!(split["a"].combined(), "its\nerr");
+        assert_eq!(split["b"].combined(), "no newline");
+        assert_eq!(split["b"].exit_code, 0);
+        // A batch cut short: the probes after the cut are missing.
+        let cut = split_batch(&out_of(&format!("{BATCH_BEGIN} a\nx\n{BATCH_END} 0\n{BATCH_BEGIN} b\ny\n")));
+        assert_eq!(cut.len(), 1);
+        let mut outputs: Outputs = HashMap::new();
+        outputs.insert(Variant::Unpriv, Ok(cut));
+        assert!(output(&outputs, Variant::Unpriv, "b").unwrap_err().contains("ended before"));
+        assert!(output(&outputs, Variant::Priv, "a").unwrap_err().contains("not run"));
+    }
+
+    fn out_of(stdout: &str) -> ExecOutput {
+        ExecOutput {
+            exit_code: 0,
+            stdout: stdout.into(),
+            stderr: String::new(),
+        }
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use super::closure::{library_closure, resolve_in_tree};
 use super::initramfs::Archive;
 use super::manifest::{self, Manifest, ModuleManifest, RecipeInfo};
 use super::modules::{DepTable, ModuleFile, read_module};
-use super::oci::{ImageKind, image_archive};
+use super::oci::images_archive;
 use super::recipe::{self, LoadedRecipe, RecipeRef};
 use super::squashfs::make_squashfs;
 use sha2::{Digest, Sha256};
@@ -663,17 +663,15 @@ fn assemble(
                 "busybox in the tree is not static (use busybox-static)".into(),
             ));
         }
-        let pause = image_archive(ImageKind::Pause, &bb, epoch)?;
-        let toolbox = image_archive(ImageKind::Toolbox, &bb, epoch)?;
-        st.write("/usr/lib/ironclad/images/pause.tar", &pause, 0o644)?;
-        st.write("/usr/lib/ironclad/images/toolbox.tar", &toolbox, 0o644)?;
+        let archive = images_archive(&bb, epoch)?;
+        st.write(
+            &format!("/usr/lib/ironclad/images/{}", super::oci::ARCHIVE_NAME),
+            &archive,
+            0o644,
+        )?;
         Ok((
             (),
-            format!(
-                "pause {} KiB, toolbox {} KiB",
-                pause.len() / 1024,
-                toolbox.len() / 1024
-            ),
+            format!("pause and toolbox {} KiB", archive.len() / 1024),
         ))
     })?;
 

@@ -96,30 +96,30 @@ impl ImageKind {
     }
 }
 
-/// Builds one OCI image-layout archive around a static `busybox` binary.
-pub fn image_archive(kind: ImageKind, busybox: &[u8], mtime: u64) -> Result<Vec<u8>, OciError> {
+/// The archive's file name under `/usr/lib/ironclad/images`.
+pub const ARCHIVE_NAME: &str = "offline.tar";
+
+/// Builds one OCI image-layout archive holding both offline images around a
+/// static `busybox` binary. They share one layer (busybox and its applet
+/// links) and differ only in their config (the pause image's entrypoint
+/// sleeps), so a node imports and unpacks once, with one `ctr` run.
+pub fn images_archive(busybox: &[u8], mtime: u64) -> Result<Vec<u8>, OciError> {
     let mut layer_items = BTreeMap::new();
     layer_items.insert("bin".to_string(), TarItem::Dir(0o755));
     layer_items.insert(
         "bin/busybox".to_string(),
         TarItem::File(busybox.to_vec(), 0o755),
     );
-    let (entrypoint, cmd) = match kind {
-        ImageKind::Pause => (json!(["/bin/busybox", "sleep", "2147483647"]), json!(null)),
-        ImageKind::Toolbox => {
-            for applet in TOOLBOX_APPLETS {
-                layer_items.insert(
-                    format!("bin/{applet}"),
-                    TarItem::Link("busybox".to_string()),
-                );
-            }
-            for d in ["dev", "etc", "proc", "sys", "root"] {
-                layer_items.insert(d.to_string(), TarItem::Dir(0o755));
-            }
-            layer_items.insert("tmp".to_string(), TarItem::Dir(0o1777));
-            (json!(null), json!(["/bin/sh"]))
-        }
-    };
+    for applet in TOOLBOX_APPLETS {
+        layer_items.insert(
+            format!("bin/{applet}"),
+            TarItem::Link("busybox".to_string()),
+        );
+    }
+    for d in ["dev", "etc", "proc", "sys", "root"] {
+        layer_items.insert(d.to_string(), TarItem::Dir(0o755));
+    }
+    layer_items.insert("tmp".to_string(), TarItem::Dir(0o1777));
     let layer = write_tar(&layer_items, mtime)?;
     let layer_digest = format!("sha256:{}", sha256_hex(&layer));
     let created = time::OffsetDateTime::from_unix_timestamp(mtime as i64)
@@ -129,49 +129,55 @@ pub fn image_archive(kind: ImageKind, busybox: &[u8], mtime: u64) -> Result<Vec<
                 .ok()
         })
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string());
-    let mut config_section = json!({
-        "Env": ["PATH=/bin"],
-        "WorkingDir": "/",
-    });
-    if !entrypoint.is_null() {
-        config_section["Entrypoint"] = entrypoint;
-    }
-    if !cmd.is_null() {
-        config_section["Cmd"] = cmd;
-    }
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "created": created,
-        "config": config_section,
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-    }))?;
-    let config_digest = format!("sha256:{}", sha256_hex(&config));
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA,
-        "config": {"mediaType": CONFIG_MEDIA, "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": LAYER_MEDIA, "digest": layer_digest, "size": layer.len()}],
-    }))?;
-    let manifest_digest = format!("sha256:{}", sha256_hex(&manifest));
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": INDEX_MEDIA,
-        "manifests": [{
+    let mut blobs = vec![layer.clone()];
+    let mut manifests = Vec::new();
+    for kind in [ImageKind::Pause, ImageKind::Toolbox] {
+        let mut config_section = json!({
+            "Env": ["PATH=/bin"],
+            "WorkingDir": "/",
+        });
+        match kind {
+            ImageKind::Pause => {
+                config_section["Entrypoint"] = json!(["/bin/busybox", "sleep", "2147483647"])
+            }
+            ImageKind::Toolbox => config_section["Cmd"] = json!(["/bin/sh"]),
+        }
+        let config = serde_json::to_vec(&json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "created": created,
+            "config": config_section,
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        }))?;
+        let config_digest = format!("sha256:{}", sha256_hex(&config));
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
             "mediaType": MANIFEST_MEDIA,
-            "digest": manifest_digest,
+            "config": {"mediaType": CONFIG_MEDIA, "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": LAYER_MEDIA, "digest": layer_digest, "size": layer.len()}],
+        }))?;
+        manifests.push(json!({
+            "mediaType": MANIFEST_MEDIA,
+            "digest": format!("sha256:{}", sha256_hex(&manifest)),
             "size": manifest.len(),
             "platform": {"architecture": "amd64", "os": "linux"},
             "annotations": {
                 "io.containerd.image.name": kind.reference(),
                 "org.opencontainers.image.ref.name": kind.reference(),
             },
-        }],
+        }));
+        blobs.push(config);
+        blobs.push(manifest);
+    }
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA,
+        "manifests": manifests,
     }))?;
     let mut outer = BTreeMap::new();
     outer.insert("blobs".to_string(), TarItem::Dir(0o755));
     outer.insert("blobs/sha256".to_string(), TarItem::Dir(0o755));
-    for blob in [layer, config, manifest] {
+    for blob in blobs {
         outer.insert(
             format!("blobs/sha256/{}", sha256_hex(&blob)),
             TarItem::File(blob, 0o644),
@@ -220,25 +226,36 @@ mod tests {
         data
     }
 
+    /// The image of `reference` in the archive: (manifest, config).
+    fn image(
+        files: &BTreeMap<String, (tar::EntryType, Vec<u8>, Option<String>)>,
+        reference: &str,
+    ) -> (serde_json::Value, serde_json::Value) {
+        let index: serde_json::Value = serde_json::from_slice(&files["index.json"].1).unwrap();
+        let m = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["io.containerd.image.name"] == reference)
+            .unwrap_or_else(|| panic!("{reference} not in the index"));
+        assert_eq!(m["annotations"]["org.opencontainers.image.ref.name"], reference);
+        let manifest: serde_json::Value =
+            serde_json::from_slice(blob(files, m["digest"].as_str().unwrap())).unwrap();
+        assert_eq!(manifest["schemaVersion"], 2);
+        let config: serde_json::Value =
+            serde_json::from_slice(blob(files, manifest["config"]["digest"].as_str().unwrap()))
+                .unwrap();
+        (manifest, config)
+    }
+
     #[test]
     fn layout_structure_is_valid_and_references_resolve() {
         let bb = b"\x7fELF static busybox".to_vec();
-        let archive = image_archive(ImageKind::Toolbox, &bb, 42).unwrap();
+        let archive = images_archive(&bb, 42).unwrap();
         let files = entries(&archive);
         let layout: serde_json::Value = serde_json::from_slice(&files["oci-layout"].1).unwrap();
         assert_eq!(layout["imageLayoutVersion"], "1.0.0");
-        let index: serde_json::Value = serde_json::from_slice(&files["index.json"].1).unwrap();
-        let m = &index["manifests"][0];
-        assert_eq!(
-            m["annotations"]["org.opencontainers.image.ref.name"],
-            TOOLBOX_REF
-        );
-        let manifest: serde_json::Value =
-            serde_json::from_slice(blob(&files, m["digest"].as_str().unwrap())).unwrap();
-        assert_eq!(manifest["schemaVersion"], 2);
-        let config: serde_json::Value =
-            serde_json::from_slice(blob(&files, manifest["config"]["digest"].as_str().unwrap()))
-                .unwrap();
+        let (manifest, config) = image(&files, TOOLBOX_REF);
         assert_eq!(config["config"]["Cmd"][0], "/bin/sh");
         let layer_digest = manifest["layers"][0]["digest"].as_str().unwrap();
         assert_eq!(config["rootfs"]["diff_ids"][0], layer_digest);
@@ -249,26 +266,20 @@ mod tests {
     }
 
     #[test]
-    fn pause_runs_sleep_and_is_deterministic() {
-        let a = image_archive(ImageKind::Pause, b"bb", 42).unwrap();
-        assert_eq!(a, image_archive(ImageKind::Pause, b"bb", 42).unwrap());
+    fn pause_shares_the_layer_runs_sleep_and_is_deterministic() {
+        let a = images_archive(b"bb", 42).unwrap();
+        assert_eq!(a, images_archive(b"bb", 42).unwrap());
         let files = entries(&a);
-        let index: serde_json::Value = serde_json::from_slice(&files["index.json"].1).unwrap();
-        let m = &index["manifests"][0];
-        assert_eq!(m["annotations"]["io.containerd.image.name"], PAUSE_REF);
-        let manifest: serde_json::Value =
-            serde_json::from_slice(blob(&files, m["digest"].as_str().unwrap())).unwrap();
-        let config: serde_json::Value =
-            serde_json::from_slice(blob(&files, manifest["config"]["digest"].as_str().unwrap()))
-                .unwrap();
-        assert_eq!(config["config"]["Entrypoint"][1], "sleep");
-        let layer = entries(blob(
-            &files,
-            manifest["layers"][0]["digest"].as_str().unwrap(),
-        ));
-        assert!(
-            !layer.contains_key("bin/sh"),
-            "the pause image has no shell link"
-        );
+        let (pm, pc) = image(&files, PAUSE_REF);
+        let (tm, _) = image(&files, TOOLBOX_REF);
+        assert_eq!(pc["config"]["Entrypoint"][1], "sleep");
+        assert_eq!(pm["layers"], tm["layers"], "one layer for both images");
+        assert_ne!(pm["config"], tm["config"]);
+        // layer, two configs, two manifests
+        let n = files
+            .iter()
+            .filter(|(k, (ty, _, _))| k.starts_with("blobs/sha256/") && ty.is_file())
+            .count();
+        assert_eq!(n, 5);
     }
 }
