@@ -70,7 +70,7 @@ pub fn run(args: Args, global: &Global) -> CliResult {
         .map_err(|e| Failure::msg(Exit::Failed, format!("tokio: {e}")))?;
     let report = runtime.block_on(async {
         let ctx = matrix::run::load(&root, &name)?;
-        matrix::run::run(&ctx, &args.checks, args.destructive).await
+        matrix::run::run(&ctx, &args.checks, args.destructive, &say).await
     });
     let report = report.map_err(|e| match e {
         matrix::run::MatrixError::Select(_) | matrix::run::MatrixError::NoCluster { .. } => {
@@ -79,6 +79,11 @@ pub fn run(args: Args, global: &Global) -> CliResult {
         other => Failure::msg(Exit::Failed, other),
     })?;
     print_report(&report, args.output, args.junit.as_deref())
+}
+
+/// Progress on stderr (stdout carries the report).
+fn say(line: &str) {
+    eprintln!("matrix: {line}");
 }
 
 /// Prints (and writes JUnit for) a report; a failure when a check failed.
@@ -115,7 +120,7 @@ pub fn run_after_create(
     let report = runtime
         .block_on(async {
             let ctx = matrix::run::load(root, name)?;
-            matrix::run::run(&ctx, &[], false).await
+            matrix::run::run(&ctx, &[], false, &say).await
         })
         .map_err(|e| Failure::msg(Exit::Failed, e))?;
     print_report(&report, output, junit)

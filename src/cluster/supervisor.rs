@@ -45,10 +45,14 @@ pub fn kernel_cmdline(accel: crate::qemu::Accel) -> String {
 }
 /// The QEMU binary.
 pub const QEMU: &str = "qemu-system-x86_64";
-/// The TCG translated-code cache per node (MiB). QEMU's default (1 GiB, filled
-/// lazily) leaves about 170 MiB resident per booted node; 32 MiB keeps an idle
-/// worker's QEMU well under 400 MiB.
-pub const TCG_TB_SIZE_MIB: u32 = 32;
+/// The TCG translated-code cache per node (MiB). QEMU's default (1 GiB,
+/// filled lazily) leaves about 170 MiB more resident per booted node; too
+/// small a cache is flushed over and over by the nodes' big Go binaries
+/// (containerd, shims, runc, etcd). Measured on a dev cluster (2 cores, TCG):
+/// 32 MiB: ready at 17-20 s, matrix 198 s, idle worker 346 MiB;
+/// 64 MiB: ready at 15-17 s, matrix 107 s, idle worker 383 MiB;
+/// 96 MiB: ready at 13.5 s, matrix 91 s, idle worker 423 MiB.
+pub const TCG_TB_SIZE_MIB: u32 = 64;
 /// The hidden subcommand that runs the supervisor.
 pub const SUBCOMMAND: &str = "__supervise";
 

@@ -101,11 +101,17 @@ pub fn load(root: &Path, name: &str) -> Result<HostContext, MatrixError> {
     })
 }
 
+/// How often a run says that the nodes are still at work.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+
 /// Runs the selected checks on the cluster and returns the merged report.
+/// `progress` hears one line as each node finishes, and a heartbeat while
+/// nodes are still at work.
 pub async fn run(
     ctx: &HostContext,
     checks: &[String],
     destructive: bool,
+    progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Report, MatrixError> {
     let started = Instant::now();
     let selected = select(checks, destructive)?;
@@ -129,11 +135,39 @@ pub async fn run(
             checks: node_ids.clone(),
             destructive,
         };
+        let pending = std::sync::Mutex::new(
+            ctx.targets
+                .iter()
+                .map(|t| t.name.clone())
+                .collect::<Vec<_>>(),
+        );
         let calls = ctx.targets.iter().map(|t| {
             let req = req.clone();
-            async move { (t.name.clone(), t.client.matrix_run(&req).await) }
+            let pending = &pending;
+            async move {
+                let r = t.client.matrix_run(&req).await;
+                if let Ok(mut p) = pending.lock() {
+                    p.retain(|n| n != &t.name);
+                }
+                progress(&node_done(&t.name, &r, started.elapsed()));
+                (t.name.clone(), r)
+            }
         });
-        futures::future::join_all(calls).await
+        let all = futures::future::join_all(calls);
+        tokio::pin!(all);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+        loop {
+            tokio::select! {
+                done = &mut all => break done,
+                _ = tick.tick() => {
+                    let waiting = pending.lock().map(|p| p.join(", ")).unwrap_or_default();
+                    progress(&format!(
+                        "still running on {waiting} ({} s)",
+                        started.elapsed().as_secs()
+                    ));
+                }
+            }
+        }
     };
     let host_fut = async {
         let mut out = Vec::new();
@@ -229,6 +263,28 @@ pub async fn run(
     };
     report.sort();
     Ok(report)
+}
+
+/// The progress line of a node whose run ended.
+fn node_done(
+    node: &str,
+    r: &Result<super::NodeMatrixReport, ClientError>,
+    elapsed: Duration,
+) -> String {
+    match r {
+        Ok(rep) => {
+            let count = |v: fn(&Verdict) -> bool| rep.results.iter().filter(|r| v(&r.verdict)).count();
+            format!(
+                "{node}: {} checks ({} passed, {} failed, {} skipped) in {:.1} s",
+                rep.results.len(),
+                count(|v| matches!(v, Verdict::Pass)),
+                count(|v| matches!(v, Verdict::Fail)),
+                count(|v| matches!(v, Verdict::Skip { .. })),
+                elapsed.as_secs_f64()
+            )
+        }
+        Err(e) => format!("{node}: the run failed after {:.1} s: {e}", elapsed.as_secs_f64()),
+    }
 }
 
 /// How long the host waits for a node to go down after the sysrq power-off.
