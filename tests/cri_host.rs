@@ -195,7 +195,9 @@ async fn start() -> Containerd {
     let images = ctr_lines(&c, &["images", "ls"]);
     for r in [PAUSE_REF, TOOLBOX_REF] {
         assert!(
-            images.iter().any(|l| l.split_whitespace().next() == Some(r)),
+            images
+                .iter()
+                .any(|l| l.split_whitespace().next() == Some(r)),
             "{r} not imported: {images:?}"
         );
     }

@@ -101,7 +101,19 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
     let checks: Vec<String> = ["CONF-01", "CONF-02", "CONF-05", "API-04", "RT-01"]
         .map(String::from)
         .to_vec();
-    let report = run(&ctx, &checks, false).await.unwrap();
+    let heard = std::sync::Mutex::new(Vec::<String>::new());
+    let progress = |l: &str| heard.lock().unwrap().push(l.to_string());
+    let report = run(&ctx, &checks, false, &progress).await.unwrap();
+    // One line per node as its run ends, with its counts.
+    let lines = heard.lock().unwrap().clone();
+    for node in ["mx-cp-1", "mx-w-1"] {
+        assert!(
+            lines.iter().any(
+                |l| l.starts_with(&format!("{node}: 1 checks (0 passed, 0 failed, 1 skipped)"))
+            ),
+            "{lines:?}"
+        );
+    }
     let table = render::table(&report);
     eprintln!("{table}");
     let get = |id: &str, node: &str| {
@@ -139,9 +151,18 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
     let mut ctx = ctx;
     ctx.targets[1].endpoint = closed;
     ctx.targets[1].client = client(&secrets, closed, Role::Admin);
-    let report = run(&ctx, &["CONF-01".into(), "RT-02".into()], false)
+    let report = run(&ctx, &["CONF-01".into(), "RT-02".into()], false, &progress)
         .await
         .unwrap();
+    assert!(
+        heard
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("mx-w-1: the run failed after")),
+        "{:?}",
+        heard.lock().unwrap()
+    );
     let down: Vec<_> = report
         .results
         .iter()

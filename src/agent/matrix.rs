@@ -872,9 +872,10 @@ fn output(outputs: &Outputs, v: Variant, key: &str) -> Result<ExecOutput, String
     match outputs.get(&v) {
         None => Err(format!("{v} was not run")),
         Some(Err(e)) => Err(e.clone()),
-        Some(Ok(map)) => map.get(key).cloned().ok_or_else(|| {
-            format!("no output for {key}: the {v} batch ended before this probe")
-        }),
+        Some(Ok(map)) => map
+            .get(key)
+            .cloned()
+            .ok_or_else(|| format!("no output for {key}: the {v} batch ended before this probe")),
     }
 }
 
@@ -885,9 +886,11 @@ async fn run_batches(ids: &[&str], pods: &mut Pods<'_>) -> Outputs {
     let variants: Vec<Variant> = plan.keys().copied().collect();
     pods.prestart(&variants).await;
     let runs = plan.into_iter().map(|(v, probes)| {
-        let pod = pods.pods.get(&v).cloned().unwrap_or_else(|| {
-            Err(format!("{v} was not started"))
-        });
+        let pod = pods
+            .pods
+            .get(&v)
+            .cloned()
+            .unwrap_or_else(|| Err(format!("{v} was not started")));
         let mut cri = pods.cri.clone();
         async move {
             let pod = match pod {
@@ -897,7 +900,11 @@ async fn run_batches(ids: &[&str], pods: &mut Pods<'_>) -> Outputs {
             let timeout = PROBE_TIMEOUT * (probes.len() as u32 + 1);
             let script = batch_script(&probes);
             let res = cri
-                .exec(&pod.container_id, &["/bin/busybox", "sh", "-c", &script], timeout)
+                .exec(
+                    &pod.container_id,
+                    &["/bin/busybox", "sh", "-c", &script],
+                    timeout,
+                )
                 .await
                 .map(|out| split_batch(&out))
                 .map_err(|e| e.to_string());
@@ -957,12 +964,13 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
             continue;
         }
         let t = Instant::now();
-        let from_batch = |v: Variant, key: &str, f: &dyn Fn(&ExecOutput) -> (Verdict, Vec<String>)| {
-            match output(&outputs, v, key) {
+        let from_batch =
+            |v: Variant, key: &str, f: &dyn Fn(&ExecOutput) -> (Verdict, Vec<String>)| match output(
+                &outputs, v, key,
+            ) {
                 Ok(o) => f(&o),
                 Err(e) => (Verdict::Fail, vec![e]),
-            }
-        };
+            };
         let result = match id {
             "RT-01" => from_batch(Variant::Unpriv, STATUS_KEY, &|o| rt01(&o.stdout)),
             "RT-02" => from_batch(Variant::Unpriv, STATUS_KEY, &|o| rt02(&o.stdout)),
@@ -977,10 +985,9 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
             "RT-09" => match pods.unavailable(Variant::Gvisor) {
                 Some(why) => (Verdict::skip(why), vec![]),
                 None => {
-                    let host = std::fs::read_to_string(
-                        pods.env.root.join("proc/sys/kernel/osrelease"),
-                    )
-                    .unwrap_or_default();
+                    let host =
+                        std::fs::read_to_string(pods.env.root.join("proc/sys/kernel/osrelease"))
+                            .unwrap_or_default();
                     from_batch(Variant::Gvisor, id, &|o| {
                         let (d, u) = o.stdout.split_once("---").unwrap_or((&o.stdout, ""));
                         rt09(d, u, &host)
@@ -1636,7 +1643,10 @@ mod tests {
         assert!(planned(&["RT-07", "CONF-04"]).is_empty());
         // RT-01 and RT-02 share one read of /proc/self/status.
         let p = plan(&["RT-01", "RT-02", "NET-01"], &env());
-        let keys: Vec<&str> = p[&Variant::Unpriv].iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = p[&Variant::Unpriv]
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
         assert_eq!(keys, [STATUS_KEY, "NET-01"]);
         // With egress on, NET-01 has nothing to probe.
         let mut e = env();
@@ -1657,12 +1667,21 @@ mod tests {
             return;
         };
         let probes = vec![
-            ("a".to_string(), "echo 'it''s'; echo err >&2; exit 3".to_string()),
+            (
+                "a".to_string(),
+                "echo 'it''s'; echo err >&2; exit 3".to_string(),
+            ),
             ("b".to_string(), "busybox printf 'no newline'".to_string()),
             ("c".to_string(), script("BRK-04", false)),
         ];
         let out = std::process::Command::new(bb)
-            .env("PATH", format!("{}:/usr/bin:/bin", Path::new(bb).parent().unwrap().display()))
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/bin:/bin",
+                    Path::new(bb).parent().unwrap().display()
+                ),
+            )
             .args(["sh", "-c", &batch_script(&probes)])
             .output()
             .unwrap();
@@ -1678,12 +1697,22 @@ mod tests {
         assert_eq!(split["b"].combined(), "no newline");
         assert_eq!(split["b"].exit_code, 0);
         // A batch cut short: the probes after the cut are missing.
-        let cut = split_batch(&out_of(&format!("{BATCH_BEGIN} a\nx\n{BATCH_END} 0\n{BATCH_BEGIN} b\ny\n")));
+        let cut = split_batch(&out_of(&format!(
+            "{BATCH_BEGIN} a\nx\n{BATCH_END} 0\n{BATCH_BEGIN} b\ny\n"
+        )));
         assert_eq!(cut.len(), 1);
         let mut outputs: Outputs = HashMap::new();
         outputs.insert(Variant::Unpriv, Ok(cut));
-        assert!(output(&outputs, Variant::Unpriv, "b").unwrap_err().contains("ended before"));
-        assert!(output(&outputs, Variant::Priv, "a").unwrap_err().contains("not run"));
+        assert!(
+            output(&outputs, Variant::Unpriv, "b")
+                .unwrap_err()
+                .contains("ended before")
+        );
+        assert!(
+            output(&outputs, Variant::Priv, "a")
+                .unwrap_err()
+                .contains("not run")
+        );
     }
 
     fn out_of(stdout: &str) -> ExecOutput {

@@ -238,7 +238,10 @@ mod tests {
             .iter()
             .find(|m| m["annotations"]["io.containerd.image.name"] == reference)
             .unwrap_or_else(|| panic!("{reference} not in the index"));
-        assert_eq!(m["annotations"]["org.opencontainers.image.ref.name"], reference);
+        assert_eq!(
+            m["annotations"]["org.opencontainers.image.ref.name"],
+            reference
+        );
         let manifest: serde_json::Value =
             serde_json::from_slice(blob(files, m["digest"].as_str().unwrap())).unwrap();
         assert_eq!(manifest["schemaVersion"], 2);

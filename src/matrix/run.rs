@@ -273,7 +273,8 @@ fn node_done(
 ) -> String {
     match r {
         Ok(rep) => {
-            let count = |v: fn(&Verdict) -> bool| rep.results.iter().filter(|r| v(&r.verdict)).count();
+            let count =
+                |v: fn(&Verdict) -> bool| rep.results.iter().filter(|r| v(&r.verdict)).count();
             format!(
                 "{node}: {} checks ({} passed, {} failed, {} skipped) in {:.1} s",
                 rep.results.len(),
@@ -283,7 +284,10 @@ fn node_done(
                 elapsed.as_secs_f64()
             )
         }
-        Err(e) => format!("{node}: the run failed after {:.1} s: {e}", elapsed.as_secs_f64()),
+        Err(e) => format!(
+            "{node}: the run failed after {:.1} s: {e}",
+            elapsed.as_secs_f64()
+        ),
     }
 }
 
