@@ -766,26 +766,37 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// One script that runs `probes` (key, script) one after the other, each in
-/// its own busybox shell under a [`PROBE_TIMEOUT`], stdout and stderr
-/// together, framed by markers for [`split_batch`]. One `ExecSync` per pod
-/// instead of one per probe: under TCG every exec costs the runtime's
-/// start-up and the shim's round trips.
-pub fn batch_script(probes: &[(String, String)]) -> String {
-    let mut s = String::new();
+/// its own busybox shell killed after `timeout` (whole seconds, at least 1), framed by markers
+/// for [`split_batch`]. One `ExecSync` per pod instead of one per probe:
+/// under TCG every exec costs the runtime's start-up and the shim's round
+/// trips. Each probe writes to a file in a private temp dir, printed after
+/// it ended, so that a child it left running (nsenter's shell, nc) cannot
+/// hold the exec's output open and stall the probes after it.
+pub fn batch_script(probes: &[(String, String)], timeout: Duration) -> String {
+    let mut s = String::from(
+        "d=$(busybox mktemp -d /tmp/ironclad-probe.XXXXXX) || { echo 'no temp dir for the probes'; exit 1; }; ",
+    );
     for (key, script) in probes {
         s.push_str(&format!(
-            "echo '{BATCH_BEGIN} {key}'; busybox timeout {} busybox sh -c {} </dev/null 2>&1; r=$?; echo; echo \"{BATCH_END} $r\"; ",
-            PROBE_TIMEOUT.as_secs(),
+            "echo '{BATCH_BEGIN} {key}'; busybox timeout -s KILL {} busybox sh -c {} </dev/null >$d/out 2>&1; r=$?; busybox cat $d/out; echo; echo \"{BATCH_END} $r\"; ",
+            timeout.as_secs().max(1),
             shell_quote(script)
         ));
     }
-    s.push_str("exit 0");
+    s.push_str("busybox rm -rf $d; exit 0");
     s
 }
 
+/// Whether a probe of a batch was killed at its timeout.
+pub fn timed_out(out: &ExecOutput) -> bool {
+    out.exit_code == 137
+}
+
 /// Splits a batch's output into each probe's output (stdout holds both
-/// streams; the exit status is the probe's, 143 when it timed out).
-pub fn split_batch(out: &ExecOutput) -> HashMap<String, ExecOutput> {
+/// streams; the exit status is the probe's, 137 when it was killed at its
+/// timeout). A batch that printed no probe at all is an error with what it
+/// printed instead.
+pub fn split_batch(out: &ExecOutput) -> Result<HashMap<String, ExecOutput>, String> {
     let mut map = HashMap::new();
     let mut cur: Option<(String, String)> = None;
     for line in out.stdout.lines() {
@@ -794,11 +805,8 @@ pub fn split_batch(out: &ExecOutput) -> HashMap<String, ExecOutput> {
         } else if let Some(rc) = line.strip_prefix(BATCH_END) {
             if let Some((key, mut text)) = cur.take() {
                 let exit_code = rc.trim().parse().unwrap_or(-1);
-                if exit_code == 143 {
-                    text.push_str(&format!(
-                        "(probe timed out after {} s)\n",
-                        PROBE_TIMEOUT.as_secs()
-                    ));
+                if exit_code == 137 {
+                    text.push_str("(probe killed at its timeout)\n");
                 }
                 map.insert(
                     key,
@@ -814,7 +822,14 @@ pub fn split_batch(out: &ExecOutput) -> HashMap<String, ExecOutput> {
             text.push('\n');
         }
     }
-    map
+    if map.is_empty() && cur.is_none() {
+        return Err(format!(
+            "the probes did not run (exit {}): {}",
+            out.exit_code,
+            summarize(&out.combined())
+        ));
+    }
+    Ok(map)
 }
 
 /// Probe keys of the non-attack checks in a batch.
@@ -883,7 +898,15 @@ fn output(outputs: &Outputs, v: Variant, key: &str) -> Result<ExecOutput, String
 /// at once.
 async fn run_batches(ids: &[&str], pods: &mut Pods<'_>) -> Outputs {
     let plan = plan(ids, pods.env);
-    let variants: Vec<Variant> = plan.keys().copied().collect();
+    let mut variants: Vec<Variant> = plan.keys().copied().collect();
+    if ids.contains(&"BRK-04-O") {
+        // Its probes come last (they may power the node off), on pods started now.
+        for v in [Variant::Unpriv, Variant::Userns, Variant::Gvisor] {
+            if !variants.contains(&v) {
+                variants.push(v);
+            }
+        }
+    }
     pods.prestart(&variants).await;
     let runs = plan.into_iter().map(|(v, probes)| {
         let pod = pods
@@ -898,7 +921,7 @@ async fn run_batches(ids: &[&str], pods: &mut Pods<'_>) -> Outputs {
                 Err(e) => return (v, Err(e)),
             };
             let timeout = PROBE_TIMEOUT * (probes.len() as u32 + 1);
-            let script = batch_script(&probes);
+            let script = batch_script(&probes, PROBE_TIMEOUT);
             let res = cri
                 .exec(
                     &pod.container_id,
@@ -906,8 +929,8 @@ async fn run_batches(ids: &[&str], pods: &mut Pods<'_>) -> Outputs {
                     timeout,
                 )
                 .await
-                .map(|out| split_batch(&out))
-                .map_err(|e| e.to_string());
+                .map_err(|e| e.to_string())
+                .and_then(|out| split_batch(&out));
             (v, res)
         }
     });
@@ -945,7 +968,13 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
             if !wanted && !SANDBOXED.contains(&v) {
                 continue;
             }
-            let o = output(&outputs, v, attack.id).map(|out| evaluate(attack.id, &out));
+            // A probe killed at its timeout did not show the attack blocked:
+            // unless it got through first, that variant did not run.
+            let o =
+                output(&outputs, v, attack.id).and_then(|out| match evaluate(attack.id, &out) {
+                    Outcome::Blocked(d) if timed_out(&out) => Err(format!("probe timed out: {d}")),
+                    o => Ok(o),
+                });
             if SANDBOXED.contains(&v) && attack.id != "BRK-10" {
                 sandboxed.push((attack.id.to_string(), v, o.clone()));
             }
@@ -1656,7 +1685,8 @@ mod tests {
 
     /// A batch runs every probe in its own shell (one that exits early or
     /// quotes does not disturb the next), and splits back by key with each
-    /// probe's exit status.
+    /// probe's exit status; a probe is killed at its timeout, and a child it
+    /// left running does not hold up the batch.
     #[test]
     fn batches_run_and_split() {
         let Some(bb) = ["/bin/busybox", "/usr/bin/busybox"]
@@ -1666,40 +1696,49 @@ mod tests {
             eprintln!("no busybox here: batch run skipped");
             return;
         };
-        let probes = vec![
-            (
-                "a".to_string(),
-                "echo 'it''s'; echo err >&2; exit 3".to_string(),
-            ),
-            ("b".to_string(), "busybox printf 'no newline'".to_string()),
-            ("c".to_string(), script("BRK-04", false)),
-        ];
+        let probes = [
+            ("a", "echo 'it''s'; echo err >&2; exit 3"),
+            ("b", "busybox printf 'no newline'"),
+            ("c", &script("BRK-04", false)),
+            ("bg", "busybox sleep 8 & echo left-a-child"),
+            ("slow", "echo partial; busybox sleep 8; echo never"),
+            ("after", "echo still-ran"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let t = Instant::now();
         let out = std::process::Command::new(bb)
-            .env(
-                "PATH",
-                format!(
-                    "{}:/usr/bin:/bin",
-                    Path::new(bb).parent().unwrap().display()
-                ),
-            )
-            .args(["sh", "-c", &batch_script(&probes)])
+            .args(["sh", "-c", &batch_script(&probes, Duration::from_secs(1))])
             .output()
             .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(6),
+            "the batch waited for a probe's child: {:?}",
+            t.elapsed()
+        );
         assert!(out.status.success());
-        let split = split_batch(&ExecOutput {
-            exit_code: 0,
-            stdout: String::from_utf8_lossy(&out.stdout).into(),
-            stderr: String::new(),
-        });
-        assert_eq!(split.len(), 3, "{split:?}");
+        let split = split_batch(&out_of(&String::from_utf8_lossy(&out.stdout))).unwrap();
+        assert_eq!(split.len(), probes.len(), "{split:?}");
         assert_eq!(split["a"].exit_code, 3);
         assert_eq!(split["a"].combined(), "its\nerr");
         assert_eq!(split["b"].combined(), "no newline");
         assert_eq!(split["b"].exit_code, 0);
+        assert!(!timed_out(&split["bg"]));
+        assert_eq!(split["bg"].combined(), "left-a-child");
+        assert!(timed_out(&split["slow"]), "{:?}", split["slow"]);
+        assert!(split["slow"].combined().starts_with("partial"));
+        assert!(!split["slow"].combined().contains("never"));
+        assert_eq!(split["after"].combined(), "still-ran");
+        // A batch that printed no probe at all is an error.
+        assert!(
+            split_batch(&out_of("no temp dir for the probes"))
+                .unwrap_err()
+                .contains("did not run")
+        );
         // A batch cut short: the probes after the cut are missing.
         let cut = split_batch(&out_of(&format!(
             "{BATCH_BEGIN} a\nx\n{BATCH_END} 0\n{BATCH_BEGIN} b\ny\n"
-        )));
+        )))
+        .unwrap();
         assert_eq!(cut.len(), 1);
         let mut outputs: Outputs = HashMap::new();
         outputs.insert(Variant::Unpriv, Ok(cut));
