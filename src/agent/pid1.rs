@@ -144,9 +144,10 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
 
     let h = handle.clone();
     let r = reaper.clone();
-    // Not waited for by `ready`: only pods need them, and under TCG they
-    // finish seconds after containerd answers. Their end is on the console.
-    drop(late_done);
+    // Not waited for by `ready`: only pods need them (and their sysctls), and
+    // under TCG they finish seconds after containerd answers. The offline
+    // images are imported after them, so that a client waiting for the
+    // images (the matrix) cannot start a pod before the bridge module is in.
     tokio::spawn(async move {
         match h
             .wait_for("containerd", READY_TIMEOUT, |s| {
@@ -164,6 +165,7 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
                 return;
             }
         }
+        let _ = late_done.await;
         match containerd::import_images(&r, Path::new(containerd::IMAGES_DIR)).await {
             Ok(done) => console::phase(&format!("images imported ({})", done.len())),
             Err(e) => console::say(&format!("machined: image import failed: {e}")),
