@@ -1613,13 +1613,17 @@ mod tests {
         assert!(rt06_cgroup_dir(dir.path()).ends_with("sys/fs/cgroup/ironclad-matrix-rt06"));
     }
 
+    /// The host's busybox (package busybox-static in CI), if any.
+    fn busybox() -> Option<&'static str> {
+        ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+    }
+
     /// Every probe script parses as busybox sh (syntax only: `sh -n`).
     #[test]
     fn probe_scripts_parse() {
-        let Some(bb) = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-        else {
+        let Some(bb) = busybox() else {
             eprintln!("no busybox here: syntax check skipped");
             return;
         };
@@ -1689,10 +1693,7 @@ mod tests {
     /// left running does not hold up the batch.
     #[test]
     fn batches_run_and_split() {
-        let Some(bb) = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-        else {
+        let Some(bb) = busybox() else {
             eprintln!("no busybox here: batch run skipped");
             return;
         };
