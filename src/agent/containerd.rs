@@ -43,6 +43,9 @@ pub const SANDBOX_IMAGE: &str = "ironclad.local/pause:1";
 pub const POD_SUBNET: &str = "10.88.0.0/16";
 /// Offline OCI archives in the image.
 pub const IMAGES_DIR: &str = "/usr/lib/ironclad/images";
+/// libcni's state on the state disk: the cached results of each pod
+/// network's ADD and host-local's address leases.
+pub const CNI_STATE: &str = "/var/lib/cni";
 
 /// A runtime handler known to machined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +195,19 @@ pub fn render_cni() -> String {
     s
 }
 
+/// Forgets the pod networks of the previous boot. None of them exists any
+/// more (their network namespaces went with the kernel), their leases would
+/// only shrink the address pool, and a result file cut short by a hard power
+/// off makes every later teardown of that sandbox fail ("failed to get
+/// network cached result: unexpected end of JSON input"). At boot only,
+/// before containerd starts: a restarted containerd keeps its pods.
+pub fn forget_previous_pod_networks(root: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(root.join(CNI_STATE.trim_start_matches('/'))) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// Writes the containerd and CNI configs under `root`.
 pub fn write_configs(root: &Path, settings: &ContainerdSettings) -> Result<(), ContainerdError> {
     // The hardening (no NET_RAW/MKNOD by default, seccomp RuntimeDefault when
@@ -316,6 +332,20 @@ mod tests {
             runtimes: vec!["runc".into(), "crun".into(), "runsc".into()],
             user_namespaces: false,
         }
+    }
+
+    #[test]
+    fn previous_pod_networks_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("var/lib/cni/results");
+        std::fs::create_dir_all(&results).unwrap();
+        // What a power-off in the middle of a write leaves.
+        std::fs::write(results.join("ironclad-abc-eth0"), b"").unwrap();
+        forget_previous_pod_networks(dir.path()).unwrap();
+        assert!(!dir.path().join("var/lib/cni").exists());
+        // Nothing to forget on a first boot.
+        forget_previous_pod_networks(dir.path()).unwrap();
+        assert!(dir.path().join("var/lib").exists());
     }
 
     #[test]

@@ -267,6 +267,12 @@ impl Stage2 {
         net::configure(sys, &self.root, &config, self.device_timeout)?;
         console::phase("network");
 
+        if let Err(e) = containerd::forget_previous_pod_networks(&self.root) {
+            console::say(&format!(
+                "machined: cannot remove the previous boot's pod networks ({}): {e}",
+                containerd::CNI_STATE
+            ));
+        }
         containerd::write_configs(&self.root, &config.containerd)?;
         Ok(Prepared {
             late_modules: late,

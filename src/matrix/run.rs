@@ -145,7 +145,12 @@ pub async fn run(
             let req = req.clone();
             let pending = &pending;
             async move {
-                let r = t.client.matrix_run(&req).await;
+                let mut r = t.client.matrix_run(&req).await;
+                // RT-06's host half at once: with BRK-04-O in the run the
+                // node powers itself off seconds after answering.
+                if let Ok(rep) = &mut r {
+                    rt06_node_fate(&t.client, &mut rep.results).await;
+                }
                 if let Ok(mut p) = pending.lock() {
                     p.retain(|n| n != &t.name);
                 }
@@ -225,23 +230,6 @@ pub async fn run(
             }
         }
     }
-    // RT-06: the node's fate after the fork bomb, seen from the host.
-    for r in results.iter_mut().filter(|r| r.id == "RT-06") {
-        let Some(t) = ctx.targets.iter().find(|t| t.name == r.node) else {
-            continue;
-        };
-        match t.client.health().await {
-            Ok(h) => r.evidence.push(format!(
-                "node API after the fork bomb (from the host): healthy={}",
-                h.healthy
-            )),
-            Err(e) => {
-                r.verdict = Verdict::Fail;
-                r.evidence
-                    .push(format!("node API after the fork bomb: {e}"));
-            }
-        }
-    }
     if power_off {
         node_fates(ctx, &mut results).await;
     }
@@ -263,6 +251,23 @@ pub async fn run(
     };
     report.sort();
     Ok(report)
+}
+
+/// RT-06's host half: the node's API still answers after the fork bomb.
+async fn rt06_node_fate(client: &NodeClient, results: &mut [CheckResult]) {
+    for r in results.iter_mut().filter(|r| r.id == "RT-06") {
+        match client.health().await {
+            Ok(h) => r.evidence.push(format!(
+                "node API after the fork bomb (from the host): healthy={}",
+                h.healthy
+            )),
+            Err(e) => {
+                r.verdict = Verdict::Fail;
+                r.evidence
+                    .push(format!("node API after the fork bomb: {e}"));
+            }
+        }
+    }
 }
 
 /// The progress line of a node whose run ended.
