@@ -191,13 +191,7 @@ impl NodeClient {
             return Ok(resp);
         }
         let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.to_string(),
-                source,
-            })?;
+        let body = read_body(resp, url).await?;
         match serde_json::from_slice::<ErrorBody>(&body) {
             Ok(e) => Err(ClientError::Api(e.into())),
             Err(e) => Err(ClientError::Protocol {
@@ -447,6 +441,17 @@ impl NodeClient {
     }
 }
 
+/// An answer's whole body; a failure to read it is a transport error.
+async fn read_body(resp: reqwest::Response, url: &str) -> Result<Vec<u8>, ClientError> {
+    resp.bytes()
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        })
+}
+
 /// Reads a successful answer's body as `T` (`send` already turned error
 /// statuses into typed errors).
 async fn decode<T: DeserializeOwned>(
@@ -454,13 +459,7 @@ async fn decode<T: DeserializeOwned>(
     url: String,
 ) -> Result<T, ClientError> {
     let status = resp.status().as_u16();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|source| ClientError::Transport {
-            url: url.clone(),
-            source,
-        })?;
+    let bytes = read_body(resp, &url).await?;
     serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
         url,
         status,
