@@ -32,6 +32,29 @@ pub const FW_CFG_NAME: &str = "opt/ironclad/machine-config";
 pub const KIND: &str = "MachineConfig";
 /// TCP port of the node API (apid) on every node.
 pub const API_PORT: u16 = 50000;
+/// The label of a node's state disk (ext4).
+pub const STATE_DISK_LABEL: &str = "ironclad-state";
+
+/// mke2fs's arguments for a node's new state disk at `dev`, the same on the
+/// host (`create` formats the disk it makes) and in machined (a disk that
+/// comes blank is formatted on first boot). A new disk reads as zeros and
+/// holds nothing to discard, so neither the inode tables nor the journal
+/// need a zeroing pass (lazy init, stated explicitly: mke2fs otherwise
+/// infers it from the running kernel's ext4 module); the root directory is
+/// root's even when an ordinary user formats it.
+pub fn mke2fs_args(dev: &str) -> [&str; 9] {
+    [
+        "-t",
+        "ext4",
+        "-q",
+        "-F",
+        "-E",
+        "nodiscard,lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0",
+        "-L",
+        STATE_DISK_LABEL,
+        dev,
+    ]
+}
 /// etcd client port.
 pub const ETCD_CLIENT_PORT: u16 = 2379;
 /// etcd peer port.

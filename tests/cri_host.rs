@@ -342,6 +342,7 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         user_namespaces: true,
         egress: false,
         peers: vec![],
+        containerd_wait: std::time::Duration::from_secs(10),
     };
     // RT-06 (destructive in the catalog): a bounded fork bomb under a pids
     // limit on the pod's parent cgroup, on this host's real cgroups.

@@ -5,7 +5,7 @@
 //! build from the same base tree gives byte-identical outputs). Takes 1-3
 //! minutes.
 
-use ironclad::image::initramfs::read_gzip;
+use ironclad::image::initramfs::read_newc;
 use ironclad::image::manifest::hash_file;
 use ironclad::image::{BuildOptions, Progress, RecipeRef, ensure_built};
 use std::path::{Path, PathBuf};
@@ -91,7 +91,6 @@ fn full_build_is_cached_complete_and_reproducible() {
         "/usr/lib/cni/bridge".into(),
         "/usr/lib64/ld-linux-x86-64.so.2".into(),
         "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
-        format!("/usr/lib/modules/{kver}/ironclad/ext4.ko"),
         format!("/usr/lib/modules/{kver}/ironclad/br_netfilter.ko"),
         "/usr/lib/ironclad/modules.load".into(),
         "/usr/lib/ironclad/sysctl.json".into(),
@@ -122,8 +121,9 @@ fn full_build_is_cached_complete_and_reproducible() {
         "modules are decompressed"
     );
 
-    // The initramfs: machined as /init, its loader and libraries, stage-1 modules.
-    let entries = read_gzip(&std::fs::read(&built.initramfs).unwrap()).unwrap();
+    // The initramfs (uncompressed): machined as /init, its loader and
+    // libraries, stage-1 modules and stage 2's early ones.
+    let entries = read_newc(&std::fs::read(&built.initramfs).unwrap()).unwrap();
     let get = |p: &str| entries.iter().find(|e| e.path == p);
     assert_eq!(get("init").unwrap().data, std::fs::read(&machined).unwrap());
     assert!(get("lib64/ld-linux-x86-64.so.2").is_some());
@@ -135,7 +135,22 @@ fn full_build_is_cached_complete_and_reproducible() {
         load.contains(&"virtio_blk.ko") && load.contains(&"squashfs.ko"),
         "{load:?}"
     );
-    for m in &load {
+    let early = String::from_utf8(get("etc/ironclad/modules.early").unwrap().data.clone()).unwrap();
+    let early: Vec<&str> = early.lines().collect();
+    for m in [
+        "qemu_fw_cfg.ko",
+        "jbd2.ko",
+        "ext4.ko",
+        "overlay.ko",
+        "virtio_net.ko",
+    ] {
+        assert!(early.contains(&m), "{m} in {early:?}");
+        assert!(
+            !listing.iter().any(|l| l.ends_with(&format!("/{m}"))),
+            "{m} only in the initramfs"
+        );
+    }
+    for m in load.iter().chain(&early) {
         let data = &get(&format!("lib/modules/{m}")).unwrap().data;
         assert_eq!(&data[..4], b"\x7fELF", "{m} is a decompressed module");
     }

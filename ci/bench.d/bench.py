@@ -152,7 +152,7 @@ RATIOS = [
     ("etcd healthy: baseline QEMU start / ironclad create start (wall)",
      ("baseline", "etcd_healthy_wall"), ("ironclad", "etcd_healthy_wall"), None, None),
     ("containerd answering: baseline / ironclad (guest uptime)",
-     ("baseline", "containerd_uptime"), ("ironclad", "node_ready_uptime"), None, None),
+     ("baseline", "containerd_uptime"), ("ironclad", "node_containerd_uptime"), None, None),
     ("etcd healthy, ironclad / bare kernel limit (guest uptime)",
      ("ironclad", "etcd_healthy_uptime"), ("limit", "init_uptime"), None, None),
 ]

@@ -55,6 +55,9 @@ pub struct NodeEnv {
     pub egress: bool,
     /// The other members' node API addresses on the cluster network.
     pub peers: Vec<(String, SocketAddr)>,
+    /// How long a run waits for containerd to answer: `ready` does not wait
+    /// for it, so a run asked for right after boot finds it starting.
+    pub containerd_wait: Duration,
 }
 
 impl NodeEnv {
@@ -87,6 +90,7 @@ impl NodeEnv {
                     )
                 })
                 .collect(),
+            containerd_wait: CONTAINERD_WAIT,
         }
     }
 
@@ -682,6 +686,8 @@ pub async fn run(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixRepo
 
 /// How long a run waits for the offline images to be imported.
 const IMAGE_WAIT: Duration = Duration::from_secs(180);
+/// How long a node's run waits for containerd to answer ([`NodeEnv::containerd_wait`]).
+pub const CONTAINERD_WAIT: Duration = Duration::from_secs(120);
 
 async fn run_locked(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixReport, ApiError> {
     let started = Instant::now();
@@ -692,18 +698,26 @@ async fn run_locked(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixR
         .filter(|c| c.runner == Runner::Node)
         .map(|c| c.id)
         .collect();
-    let mut client = Cri::connect(&env.socket)
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
-    let version = client
-        .version()
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+    // `ready` does not wait for containerd, and machined imports the offline
+    // images after containerd answers: a run asked for at once waits for
+    // both (bounded).
+    let deadline = Instant::now() + env.containerd_wait;
+    let (mut client, version) = loop {
+        let answer = match Cri::connect(&env.socket).await {
+            Ok(mut c) => c.version().await.map(|v| (c, v)),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(ok) => break ok,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(ApiError::new(ErrorCode::Unavailable, e.to_string()));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
     let runtime = format!("{} {}", version.runtime_name, version.runtime_version);
     // Leftovers of an interrupted run.
     let _ = client.remove_labelled().await;
-    // machined imports the offline images right after `ready`: a run asked
-    // for at once waits for them (bounded).
     let deadline = Instant::now() + IMAGE_WAIT;
     let image_ok = loop {
         let present = client.image_present(&env.toolbox_image).await;
@@ -1658,6 +1672,7 @@ mod tests {
             user_namespaces: true,
             egress: false,
             peers: vec![],
+            containerd_wait: Duration::ZERO,
         }
     }
 
@@ -1776,6 +1791,7 @@ mod tests {
             user_namespaces: false,
             egress: false,
             peers: vec![],
+            containerd_wait: Duration::ZERO,
         };
         let bad = MatrixRunRequest {
             checks: vec!["BRK-99".into()],

@@ -26,6 +26,27 @@ pub fn parse_list(text: &str) -> Result<Vec<String>, ModuleError> {
     Ok(out)
 }
 
+/// Parses a list of groups: groups are separated by blank lines, each loads
+/// on its own thread (the image build keeps related modules in one group).
+pub fn parse_groups(text: &str) -> Result<Vec<Vec<String>>, ModuleError> {
+    let mut groups = Vec::new();
+    let mut offset = 0;
+    for block in text.split("\n\n") {
+        let names = parse_list(block).map_err(|e| match e {
+            ModuleError::BadName { line, name } => ModuleError::BadName {
+                line: line + offset,
+                name,
+            },
+            other => other,
+        })?;
+        offset += block.lines().count() + 1;
+        if !names.is_empty() {
+            groups.push(names);
+        }
+    }
+    Ok(groups)
+}
+
 /// Outcome of loading a list.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct LoadReport {
@@ -49,22 +70,6 @@ impl LoadReport {
     }
 }
 
-/// Modules the boot cannot go on without (machine config, state disk, /etc
-/// overlay, NICs). Everything after the last of them in the list (bridge,
-/// netfilter, veth: what pods need) can load in the background.
-pub const CRITICAL: &[&str] = &["qemu_fw_cfg.ko", "ext4.ko", "overlay.ko", "virtio_net.ko"];
-
-/// Splits a list in load order into the part up to and including the last
-/// critical module, and the rest. Order (and so dependencies) is kept: the
-/// late part only depends on modules before it.
-pub fn split_critical(names: &[String], critical: &[&str]) -> (Vec<String>, Vec<String>) {
-    let cut = names
-        .iter()
-        .rposition(|n| critical.contains(&n.as_str()))
-        .map_or(0, |i| i + 1);
-    (names[..cut].to_vec(), names[cut..].to_vec())
-}
-
 /// Loads every module of the list file `list` from directory `dir`, in order.
 pub fn load_from(sys: &dyn Sys, list: &Path, dir: &Path) -> Result<LoadReport, ModuleError> {
     let text = std::fs::read_to_string(list).map_err(|e| ModuleError::List {
@@ -75,18 +80,39 @@ pub fn load_from(sys: &dyn Sys, list: &Path, dir: &Path) -> Result<LoadReport, M
     Ok(load(sys, &names, dir))
 }
 
+/// Module files opened ahead of loading, in load order. Stage 1 opens the
+/// early modules and then deletes the initramfs while a thread loads them.
+#[derive(Debug)]
+pub struct Opened {
+    files: Vec<(String, std::io::Result<std::fs::File>)>,
+}
+
+/// Opens the named modules in `dir` (an error is kept and reported at load).
+pub fn open(names: &[String], dir: &Path) -> Opened {
+    Opened {
+        files: names
+            .iter()
+            .map(|n| (n.clone(), std::fs::File::open(dir.join(n))))
+            .collect(),
+    }
+}
+
 /// Loads the named modules from `dir`, in order.
 pub fn load(sys: &dyn Sys, names: &[String], dir: &Path) -> LoadReport {
+    load_opened(sys, open(names, dir))
+}
+
+/// Loads opened modules, in order.
+pub fn load_opened(sys: &dyn Sys, opened: Opened) -> LoadReport {
     let mut report = LoadReport::default();
-    for name in names {
-        let path: PathBuf = dir.join(name);
+    for (name, file) in opened.files {
         let started = std::time::Instant::now();
-        let res = sys.finit_module(&path);
+        let res = file.and_then(|f| sys.finit_module(&f));
         report.timings.push((name.clone(), started.elapsed()));
         match res {
-            Ok(()) => report.loaded.push(name.clone()),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => report.present.push(name.clone()),
-            Err(e) => report.failed.push((name.clone(), e.to_string())),
+            Ok(()) => report.loaded.push(name),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => report.present.push(name),
+            Err(e) => report.failed.push((name, e.to_string())),
         }
     }
     report
@@ -99,6 +125,66 @@ impl LoadReport {
         self.present.extend(other.present);
         self.failed.extend(other.failed);
         self.timings.extend(other.timings);
+    }
+}
+
+/// Modules that one stage starts loading and a later one waits for: stage 1
+/// starts stage 2's early modules (machine config, state disk, /etc overlay,
+/// NICs) from the initramfs, and stage 2 (in the same process) waits for
+/// them when it needs them.
+#[derive(Debug)]
+pub enum Pending {
+    /// Nothing to wait for.
+    None,
+    /// Loaded already (no background thread was asked for).
+    Loaded(LoadReport),
+    /// Loading on background threads, one per group.
+    Loading(Vec<std::thread::JoinHandle<LoadReport>>),
+}
+
+impl Pending {
+    /// Starts loading each group of `opened` on its own thread with `bg`, or
+    /// loads them now, one after the other, with `sys` when there is no `bg`.
+    pub fn start(sys: &dyn Sys, bg: Option<std::sync::Arc<dyn Sys>>, opened: Vec<Opened>) -> Self {
+        match bg {
+            Some(bg) => Self::Loading(
+                opened
+                    .into_iter()
+                    .map(|group| {
+                        let bg = bg.clone();
+                        std::thread::spawn(move || load_opened(bg.as_ref(), group))
+                    })
+                    .collect(),
+            ),
+            None => {
+                let mut report = LoadReport::default();
+                for group in opened {
+                    report.extend(load_opened(sys, group));
+                }
+                Self::Loaded(report)
+            }
+        }
+    }
+
+    /// Waits for the loading to end.
+    pub fn wait(self) -> LoadReport {
+        match self {
+            Self::None => LoadReport::default(),
+            Self::Loaded(r) => r,
+            Self::Loading(threads) => {
+                let mut report = LoadReport::default();
+                for t in threads {
+                    report.extend(t.join().unwrap_or_else(|_| LoadReport {
+                        failed: vec![(
+                            "(early modules)".into(),
+                            "the loading thread panicked".into(),
+                        )],
+                        ..LoadReport::default()
+                    }));
+                }
+                report
+            }
+        }
     }
 }
 
@@ -138,7 +224,11 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let r = load(&sys, &names, Path::new("/lib/modules"));
+        let dir = tempfile::tempdir().unwrap();
+        for n in &names {
+            std::fs::write(dir.path().join(n), b"elf").unwrap();
+        }
+        let r = load(&sys, &names, dir.path());
         assert_eq!(r.loaded, vec!["a.ko", "d.ko"]);
         assert_eq!(r.present, vec!["b.ko"]);
         assert_eq!(r.failed.len(), 1);
@@ -149,22 +239,38 @@ mod tests {
             order,
             names
                 .iter()
-                .map(|n| Call::Module(Path::new("/lib/modules").join(n)))
+                .map(|n| Call::Module(dir.path().join(n)))
                 .collect::<Vec<_>>()
         );
     }
 
     #[test]
-    fn critical_prefix_and_background_rest() {
-        let names: Vec<String> = ["crc16.ko", "ext4.ko", "overlay.ko", "bridge.ko", "veth.ko"]
+    fn groups_are_separated_by_blank_lines() {
+        let g = parse_groups("a.ko\nb.ko\n\n# second\nc.ko\n\n\n").unwrap();
+        assert_eq!(g, [vec!["a.ko", "b.ko"], vec!["c.ko"]]);
+        assert!(parse_groups("").unwrap().is_empty());
+        assert!(matches!(
+            parse_groups("a.ko\n\nb.ko\nx/c.ko\n"),
+            Err(ModuleError::BadName { line: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn opened_modules_load_after_their_directory_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ext4.ko"), b"elf").unwrap();
+        let names: Vec<String> = ["ext4.ko", "missing.ko"]
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let (early, late) = split_critical(&names, CRITICAL);
-        assert_eq!(early, ["crc16.ko", "ext4.ko", "overlay.ko"]);
-        assert_eq!(late, ["bridge.ko", "veth.ko"]);
-        let (early, late) = split_critical(&names[3..], CRITICAL);
-        assert!(early.is_empty());
-        assert_eq!(late.len(), 2);
+        let opened = open(&names, dir.path());
+        let path = dir.path().join("ext4.ko");
+        std::fs::remove_file(&path).unwrap();
+        let sys = FakeSys::new();
+        let r = load_opened(&sys, opened);
+        assert_eq!(r.loaded, ["ext4.ko"]);
+        assert_eq!(r.failed.len(), 1);
+        assert_eq!(r.failed[0].0, "missing.ko");
+        assert_eq!(sys.calls(), [Call::Module(path)]);
     }
 }

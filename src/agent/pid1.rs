@@ -8,6 +8,7 @@ use super::console;
 use super::containerd;
 use super::controller::NodeController;
 use super::etcd::Etcd;
+use super::modules::Pending;
 use super::power;
 use super::reaper::{ReapMode, Reaper};
 use super::stage1::{self, Stage1};
@@ -20,9 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// How long containerd may take to answer before boot is declared stuck (it
-/// keeps being supervised; this only bounds the `ready` wait).
-const READY_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long containerd may take to answer before the image import is given
+/// up (it keeps being supervised; this only bounds that wait).
+const CONTAINERD_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs machined. `argv0` is the program name it was started as.
 pub fn main(argv0: &str) -> ! {
@@ -31,21 +32,22 @@ pub fn main(argv0: &str) -> ! {
     }
     let pid = std::process::id();
     let sys = RealSys;
-    if stage1::is_stage1(argv0, pid, Path::new("/")) {
-        let err = match Stage1::default().run(&sys) {
-            Err(e) => e,
-            Ok(never) => match never {},
-        };
-        fatal(&sys, &format!("stage 1: {err}"));
-    }
-    if pid != 1 {
+    let early = if stage1::is_stage1(argv0, pid, Path::new("/")) {
+        // Stage 2 goes on in this process after the switch.
+        match Stage1::default().run(&sys, Some(Arc::new(RealSys))) {
+            Ok(early) => early,
+            Err(e) => fatal(&sys, &format!("stage 1: {e}")),
+        }
+    } else if pid != 1 {
         eprintln!("machined is the init of an ironclad node and must run as PID 1");
         std::process::exit(2);
-    }
-    // Stage 1 handed us the console already; attach again in case we were started otherwise.
-    let _ = console::attach(Path::new("/dev/console"));
+    } else {
+        // Started as PID 1 without stage 1: attach the console ourselves.
+        let _ = console::attach(Path::new("/dev/console"));
+        Pending::None
+    };
     console::phase("stage2");
-    let prepared = match Stage2::new().prepare_with(&sys, Some(Arc::new(RealSys))) {
+    let prepared = match Stage2::new().prepare_with(&sys, Some(Arc::new(RealSys)), early) {
         Ok(p) => p,
         Err(e) => fatal(&sys, &format!("stage 2: {e}")),
     };
@@ -142,29 +144,34 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
         });
     }
 
+    // Ready: the state disk is mounted, the network configured, every boot
+    // service started, and the node API answers. The services' own health
+    // (containerd answering, etcd healthy) is reported by the API and on
+    // its own line below; the host needs only the API to go on (bootstrap,
+    // join, matrix).
+    if apid_up {
+        console::phase("ready");
+    } else {
+        console::say("machined: not ready: the node API is not listening");
+    }
+
     let h = handle.clone();
     let r = reaper.clone();
-    // Not waited for by `ready`: only pods need them (and their sysctls), and
-    // under TCG they finish seconds after containerd answers. The offline
-    // images are imported after them, so that a client waiting for the
-    // images (the matrix) cannot start a pod before the bridge module is in.
+    // The pods' modules (and their sysctls) finish under TCG seconds after
+    // containerd answers. The offline images are imported after them, so
+    // that a client waiting for the images (the matrix) cannot start a pod
+    // before the bridge module is in.
     tokio::spawn(async move {
-        match h
-            .wait_for("containerd", READY_TIMEOUT, |s| {
+        let running = h
+            .wait_for("containerd", CONTAINERD_TIMEOUT, |s| {
                 s.state == ServiceState::Running
             })
-            .await
-        {
-            Ok(_) if apid_up => console::phase("ready"),
-            Ok(_) => {
-                console::say("machined: not ready: the node API is not listening");
-                return;
-            }
-            Err(e) => {
-                console::say(&format!("machined: not ready: {e}"));
-                return;
-            }
+            .await;
+        if let Err(e) = running {
+            console::say(&format!("machined: containerd is not answering: {e}"));
+            return;
         }
+        console::phase("containerd answering");
         let _ = late_done.await;
         match containerd::import_images(&r, Path::new(containerd::IMAGES_DIR)).await {
             Ok(done) => console::phase(&format!("images imported ({})", done.len())),

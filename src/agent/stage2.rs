@@ -11,12 +11,12 @@ use super::console;
 use super::containerd::{self, ContainerdError};
 use super::disks::{self, DiskError};
 use super::facts;
-use super::modules::{self, ModuleError};
+use super::modules::{self, ModuleError, Pending};
 use super::mounts::{self, MountError};
 use super::net::{self, NetError};
 use super::sys::{Sys, flags};
 use super::sysctl;
-use crate::machine::{MachineConfig, MachineConfigError};
+use crate::machine::{MachineConfig, MachineConfigError, mke2fs_args};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,6 +61,15 @@ pub struct Prepared {
     pub late_modules: Option<std::thread::JoinHandle<modules::LoadReport>>,
     /// Sysctls of those modules (`net.bridge.*`), to apply once they are loaded.
     pub deferred_sysctls: BTreeMap<String, String>,
+}
+
+/// The state disk as found (and formatted) before it is mounted.
+#[derive(Debug)]
+pub struct StateDisk {
+    /// Its device path as the kernel sees it (`/dev/vdb`).
+    pub kernel_path: String,
+    /// Whether it was formatted during this boot.
+    pub formatted: bool,
 }
 
 /// Files read once in the background at the start of stage 2, so that their
@@ -136,19 +145,25 @@ impl Stage2 {
     }
 
     /// Runs the synchronous boot, printing a phase line after each step; every
-    /// module is loaded before it returns.
-    pub fn prepare(&self, sys: &dyn Sys) -> Result<Prepared, Stage2Error> {
-        self.prepare_with(sys, None)
+    /// module of the image's list is loaded before it returns, and `early`
+    /// (stage 1's) is waited for.
+    pub fn prepare(&self, sys: &dyn Sys, early: Pending) -> Result<Prepared, Stage2Error> {
+        self.prepare_with(sys, None, early)
     }
 
-    /// As [`Stage2::prepare`], but with `late_sys` the modules after the
-    /// critical ones ([`modules::CRITICAL`]) load on a background thread
+    /// As [`Stage2::prepare`], but with `late_sys` the image's modules (what
+    /// pods need: bridge, netfilter, veth) load on a background thread
     /// ([`Prepared::late_modules`]), and the sysctls they provide
     /// ([`Prepared::deferred_sysctls`]) are left for after it.
+    ///
+    /// The state disk is formatted (mke2fs needs no ext4 module) while
+    /// stage 1's early modules are still loading on the other vCPU; those are
+    /// waited for before the machine config is read (`qemu_fw_cfg`).
     pub fn prepare_with(
         &self,
         sys: &dyn Sys,
         late_sys: Option<Arc<dyn Sys>>,
+        early: Pending,
     ) -> Result<Prepared, Stage2Error> {
         let mut mounted = mounts::current(&self.root);
         let soft = mounts::apply(sys, &self.root, mounts::BASE_TABLE, &mut mounted)?;
@@ -166,13 +181,22 @@ impl Stage2 {
             path: list.clone(),
             source: e,
         })?;
-        let names = modules::parse_list(&text)?;
-        let (early, late) = modules::split_critical(&names, modules::CRITICAL);
-        let mut report = modules::load(sys, &early, &moddir);
-        // One background thread (the other vCPU), after the critical modules
-        // (both read the squashfs): first containerd's blocks, which are
-        // needed at "services started", then what pods need (bridge,
-        // netfilter, veth), needed only before "ready".
+        let late = modules::parse_list(&text)?;
+        let image_sysctls = match std::fs::read_to_string(self.p(SYSCTL_JSON)) {
+            Ok(t) => sysctl::parse_image_set(&t).map_err(Stage2Error::Sysctl)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(Stage2Error::Read(self.p(SYSCTL_JSON), e)),
+        };
+
+        let state_dev = self.format_state_disk(sys)?;
+        if state_dev.formatted {
+            console::phase("state disk formatted");
+        }
+
+        let mut report = early.wait();
+        // One background thread (the other vCPU): first containerd's blocks,
+        // needed right after "services started", then what pods need
+        // (bridge, netfilter, veth), needed only before the first pod.
         let late = match late_sys {
             Some(bg) => {
                 let dir = moddir.clone();
@@ -200,16 +224,11 @@ impl Stage2 {
         let mounts_text = std::fs::read_to_string(self.p("proc/self/mounts")).unwrap_or_default();
         console::say(&facts::root_fact(&mounts_text));
 
-        let image_sysctls = match std::fs::read_to_string(self.p(SYSCTL_JSON)) {
-            Ok(t) => sysctl::parse_image_set(&t).map_err(Stage2Error::Sysctl)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
-            Err(e) => return Err(Stage2Error::Read(self.p(SYSCTL_JSON), e)),
-        };
-
         let (fw_cfg, fw_cfg_text) = self.read_config()?;
         console::phase("config");
 
-        let formatted = self.state_disk(sys)?;
+        self.mount_state_disk(sys, &state_dev.kernel_path)?;
+        let formatted = state_dev.formatted;
         let boot = match facts::bump_boot_count(&self.root) {
             Ok(n) => n,
             Err(e) => {
@@ -217,11 +236,7 @@ impl Stage2 {
                 0
             }
         };
-        console::phase(if formatted {
-            "state disk formatted and mounted"
-        } else {
-            "state disk mounted"
-        });
+        console::phase("state disk mounted");
         console::say(&facts::state_fact(formatted, boot));
 
         let fw_cfg_digest = applied::digest(&fw_cfg_text);
@@ -302,44 +317,40 @@ impl Stage2 {
         Ok((MachineConfig::from_yaml(&text)?, text))
     }
 
-    /// Finds the state disk, formats it when it has no ext4 superblock, mounts it at /var.
-    pub fn state_disk(&self, sys: &dyn Sys) -> Result<bool, Stage2Error> {
+    /// Finds the state disk and formats it when it has no ext4 superblock.
+    pub fn format_state_disk(&self, sys: &dyn Sys) -> Result<StateDisk, Stage2Error> {
         let dev = disks::wait_for(&self.root, disks::STATE_SERIAL, self.device_timeout)?;
         let kernel_dev = match dev.strip_prefix(&self.root) {
             Ok(rel) => Path::new("/").join(rel),
             Err(_) => dev.clone(),
         };
         let kdev = kernel_dev.to_string_lossy().into_owned();
-        let formatted = if disks::has_ext4(&dev)? {
-            false
-        } else {
-            let st = sys
-                .run(
-                    Path::new(MKE2FS),
-                    // A new disk holds nothing to discard; skipping it saves a pass over the device.
-                    &[
-                        "-t",
-                        "ext4",
-                        "-q",
-                        "-F",
-                        "-E",
-                        "nodiscard",
-                        "-L",
-                        "ironclad-state",
-                        &kdev,
-                    ],
-                )
-                .map_err(|e| Stage2Error::Os(format!("run {MKE2FS}"), e))?;
-            if !st.success() {
-                return Err(Stage2Error::Format(kdev, st.to_string()));
-            }
-            true
-        };
+        if disks::has_ext4(&dev)? {
+            return Ok(StateDisk {
+                kernel_path: kdev,
+                formatted: false,
+            });
+        }
+        let st = sys
+            .run(Path::new(MKE2FS), &mke2fs_args(&kdev))
+            .map_err(|e| Stage2Error::Os(format!("run {MKE2FS}"), e))?;
+        if !st.success() {
+            return Err(Stage2Error::Format(kdev, st.to_string()));
+        }
+        Ok(StateDisk {
+            kernel_path: kdev,
+            formatted: true,
+        })
+    }
+
+    /// Mounts the (formatted) state disk at /var and makes the directories
+    /// the services need.
+    pub fn mount_state_disk(&self, sys: &dyn Sys, kdev: &str) -> Result<(), Stage2Error> {
         let var = self.p("var");
         std::fs::create_dir_all(&var)
             .and_then(|()| {
                 sys.mount(
-                    &kdev,
+                    kdev,
                     &var,
                     "ext4",
                     flags::NOSUID | flags::NODEV | flags::NOATIME,
@@ -351,7 +362,7 @@ impl Stage2 {
             std::fs::create_dir_all(self.p(d))
                 .map_err(|e| Stage2Error::Os(format!("mkdir /{d}"), e))?;
         }
-        Ok(formatted)
+        Ok(())
     }
 
     /// Makes /etc writable: an overlay with a tmpfs upper over the read-only /etc.
@@ -434,6 +445,9 @@ mod tests {
             std::fs::write(p, data).unwrap();
         };
         w(MODULES_LIST, b"qemu_fw_cfg.ko\next4.ko\noverlay.ko\n");
+        for m in ["qemu_fw_cfg.ko", "ext4.ko", "overlay.ko"] {
+            w(&format!("usr/lib/modules/6.12.0-test/ironclad/{m}"), b"elf");
+        }
         w(
             SYSCTL_JSON,
             br#"{"kernel.kptr_restrict":"2","net.ipv4.ip_forward":"0"}"#,
@@ -467,7 +481,7 @@ mod tests {
         let (dir, s2) = node(false);
         let r = dir.path();
         let sys = FakeSys::new();
-        let p = s2.prepare(&sys).unwrap();
+        let p = s2.prepare(&sys, Pending::None).unwrap();
         assert!(p.formatted);
         assert_eq!(p.config.node.name, "cp1");
         let calls = sys.calls();
@@ -484,24 +498,17 @@ mod tests {
             calls[mk],
             Call::Run(
                 PathBuf::from(MKE2FS),
-                [
-                    "-t",
-                    "ext4",
-                    "-q",
-                    "-F",
-                    "-E",
-                    "nodiscard",
-                    "-L",
-                    "ironclad-state",
-                    "/dev/vdb"
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
+                mke2fs_args("/dev/vdb")
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
             )
         );
         let var = pos(&|c| matches!(c, Call::Mount { fstype, .. } if fstype == "ext4"));
         assert!(mk < var);
+        // Formatting does not wait for the modules (stage 1's early ones
+        // load meanwhile on the other vCPU).
+        assert!(mk < m0);
         match &calls[var] {
             Call::Mount { source, target, .. } => {
                 assert_eq!(source, "/dev/vdb");
@@ -537,7 +544,7 @@ mod tests {
     fn later_boots_keep_the_state_disk() {
         let (_dir, s2) = node(true);
         let sys = FakeSys::new();
-        let p = s2.prepare(&sys).unwrap();
+        let p = s2.prepare(&sys, Pending::None).unwrap();
         assert!(!p.formatted);
         assert!(!sys.calls().iter().any(|c| matches!(c, Call::Run(..))));
     }
@@ -546,10 +553,10 @@ mod tests {
     fn missing_or_bad_config_is_fatal_with_a_hint() {
         let (dir, s2) = node(true);
         std::fs::remove_file(dir.path().join(CONFIG_PATH)).unwrap();
-        let e = s2.prepare(&FakeSys::new()).unwrap_err();
+        let e = s2.prepare(&FakeSys::new(), Pending::None).unwrap_err();
         assert!(e.to_string().contains("-fw_cfg"), "{e}");
         std::fs::write(dir.path().join(CONFIG_PATH), "apiVersion: nope\n").unwrap();
-        let e = s2.prepare(&FakeSys::new()).unwrap_err();
+        let e = s2.prepare(&FakeSys::new(), Pending::None).unwrap_err();
         assert!(matches!(e, Stage2Error::Config(_)), "{e}");
     }
 
@@ -558,7 +565,7 @@ mod tests {
         let (_dir, s2) = node(false);
         let sys = FakeSys::new();
         sys.fail_on("mke2fs", libc::ENOENT);
-        assert!(s2.prepare(&sys).is_err());
+        assert!(s2.prepare(&sys, Pending::None).is_err());
         assert!(
             !sys.calls()
                 .iter()

@@ -50,8 +50,8 @@ pub trait Sys: Send + Sync {
     fn move_mount(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn chroot(&self, path: &Path) -> io::Result<()>;
     fn chdir(&self, path: &Path) -> io::Result<()>;
-    /// `finit_module(2)` of a (decompressed) `.ko` file.
-    fn finit_module(&self, path: &Path) -> io::Result<()>;
+    /// `finit_module(2)` of an open (decompressed) `.ko` file.
+    fn finit_module(&self, module: &std::fs::File) -> io::Result<()>;
     fn sethostname(&self, name: &str) -> io::Result<()>;
     /// Sets an interface up (`SIOCSIFFLAGS` with `IFF_UP`).
     fn link_up(&self, ifname: &str) -> io::Result<()>;
@@ -197,15 +197,14 @@ impl Sys for RealSys {
         std::env::set_current_dir(path)
     }
 
-    fn finit_module(&self, path: &Path) -> io::Result<()> {
+    fn finit_module(&self, module: &std::fs::File) -> io::Result<()> {
         use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(path)?;
         let params = c"";
         // SAFETY: fd is open for the call; params is a valid empty C string.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_finit_module,
-                f.as_raw_fd(),
+                module.as_raw_fd(),
                 params.as_ptr(),
                 0 as libc::c_int,
             )
@@ -395,8 +394,14 @@ impl Sys for FakeSys {
     fn chdir(&self, path: &Path) -> io::Result<()> {
         self.record(Call::Chdir(path.into()))
     }
-    fn finit_module(&self, path: &Path) -> io::Result<()> {
-        self.record(Call::Module(path.into()))
+    /// Records the file's path (from `/proc/self/fd`), even when its
+    /// directory is gone by now.
+    fn finit_module(&self, module: &std::fs::File) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", module.as_raw_fd()))?;
+        let shown = link.to_string_lossy();
+        let path = shown.strip_suffix(" (deleted)").unwrap_or(&shown);
+        self.record(Call::Module(PathBuf::from(path)))
     }
     fn sethostname(&self, name: &str) -> io::Result<()> {
         self.record(Call::Hostname(name.into()))

@@ -319,24 +319,72 @@ fn write_endpoints(paths: &ClusterPaths, state: &ClusterState) -> Result<()> {
     client.save(&path).map_err(LifecycleError::failed)
 }
 
+/// Makes a node's state disk: a qcow2 image of `bytes`, formatted as the
+/// node expects it (ext4, [`crate::machine::mke2fs_args`]) when the host has
+/// mke2fs, so that the node's first boot does not spend its CPU on it
+/// (0.6 s under TCG). Without mke2fs, or if formatting fails, the disk is
+/// left blank and machined formats it on first boot.
 fn make_disk(path: &Path, bytes: u64) -> Result<()> {
-    let out = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(path)
-        .arg(bytes.to_string())
-        .output()
-        .map_err(|e| LifecycleError::Failed(format!("cannot run qemu-img: {e}")))?;
-    if !out.status.success() {
-        return Err(LifecycleError::Failed(format!(
-            "qemu-img create {} failed: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+    let formatted = match crate::image::build::find_tool("mke2fs") {
+        Some(mke2fs) => formatted_disk(&mke2fs, path, bytes).is_ok(),
+        None => false,
+    };
+    if !formatted {
+        qemu_img(
+            &["create", "-q", "-f", "qcow2"],
+            &[path.as_os_str(), bytes.to_string().as_ref()],
+        )?;
     }
     // qemu-img honours the umask; the disk holds the node's secrets at rest.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(LifecycleError::failed)
+}
+
+/// A sparse raw file formatted by mke2fs, converted to qcow2 at `path` (only
+/// the blocks mke2fs wrote are stored: a few MiB).
+fn formatted_disk(mke2fs: &Path, path: &Path, bytes: u64) -> Result<()> {
+    let raw = path.with_extension("raw.tmp");
+    let result = (|| {
+        std::fs::File::create(&raw)
+            .and_then(|f| f.set_len(bytes))
+            .map_err(LifecycleError::failed)?;
+        let raw_arg = raw.to_string_lossy();
+        let out = std::process::Command::new(mke2fs)
+            .args(crate::machine::mke2fs_args(&raw_arg))
+            .output()
+            .map_err(|e| LifecycleError::Failed(format!("cannot run mke2fs: {e}")))?;
+        if !out.status.success() {
+            return Err(LifecycleError::Failed(format!(
+                "mke2fs {} failed: {}",
+                raw.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        qemu_img(
+            &["convert", "-q", "-f", "raw", "-O", "qcow2"],
+            &[raw.as_os_str(), path.as_os_str()],
+        )
+    })();
+    let _ = std::fs::remove_file(&raw);
+    result
+}
+
+/// Runs `qemu-img ARGS FILES...`.
+fn qemu_img(args: &[&str], files: &[&std::ffi::OsStr]) -> Result<()> {
+    let out = std::process::Command::new("qemu-img")
+        .args(args)
+        .args(files)
+        .output()
+        .map_err(|e| LifecycleError::Failed(format!("cannot run qemu-img: {e}")))?;
+    if !out.status.success() {
+        return Err(LifecycleError::Failed(format!(
+            "qemu-img {} failed: {}",
+            args.first().copied().unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
@@ -885,6 +933,30 @@ pub fn console(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_disks_come_formatted_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("n.qcow2");
+        make_disk(&disk, 64 << 20).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(&disk).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert!(meta.len() < 16 << 20, "only what mke2fs wrote is stored");
+        assert!(!dir.path().join("n.raw.tmp").exists());
+        // Read it back as the node would: an ext4 superblock with the label.
+        let raw = dir.path().join("back.raw");
+        qemu_img(
+            &["convert", "-q", "-f", "qcow2", "-O", "raw"],
+            &[disk.as_os_str(), raw.as_os_str()],
+        )
+        .unwrap();
+        let bytes = std::fs::read(&raw).unwrap();
+        assert_eq!(bytes.len(), 64 << 20);
+        assert_eq!(&bytes[1080..1082], &[0x53, 0xEF], "ext4 magic");
+        let label = &bytes[1024 + 120..1024 + 136];
+        assert!(label.starts_with(crate::machine::STATE_DISK_LABEL.as_bytes()));
+    }
 
     #[test]
     fn shown_states() {

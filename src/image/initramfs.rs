@@ -1,16 +1,14 @@
-//! The initramfs: a deterministic newc (`070701`) cpio writer, gzip-compressed,
-//! and a small reader used by tests and `image inspect`.
+//! The initramfs: a deterministic newc (`070701`) cpio writer, left
+//! uncompressed (the kernel's inflate is slow under TCG), and a small reader
+//! used by tests.
 //!
 //! Same entries in, same bytes out: entries are sorted by path, inode numbers
-//! are assigned in that order, every entry is owned by root with one fixed
-//! timestamp, and the gzip header carries no time or name. What goes into the
-//! archive (machined as `/init`, its libraries, the stage-1 modules) is decided
-//! by `build` following `docs/image-layout.md`.
+//! are assigned in that order, and every entry is owned by root with one
+//! fixed timestamp. What goes into the archive (machined as `/init`, its
+//! libraries, the stage-1 and early modules) is decided by `build` following
+//! `docs/image-layout.md`.
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use std::collections::BTreeMap;
-use std::io::Write;
 
 /// A problem writing or reading an archive.
 #[derive(Debug, thiserror::Error)]
@@ -168,14 +166,6 @@ impl Archive {
         write_header(&mut out, 0, 0, 1, 0, 0, (0, 0), "TRAILER!!!");
         Ok(out)
     }
-
-    /// The archive, gzip-compressed (no name or time in the gzip header).
-    pub fn to_gzip(&self, mtime: u32) -> Result<Vec<u8>, CpioError> {
-        let raw = self.to_newc(mtime)?;
-        let mut enc = GzEncoder::new(Vec::new(), Compression::default());
-        enc.write_all(&raw)?;
-        Ok(enc.finish()?)
-    }
 }
 
 fn pad4(out: &mut Vec<u8>) {
@@ -265,13 +255,6 @@ pub fn read_newc(buf: &[u8]) -> Result<Vec<ReadEntry>, CpioError> {
     }
 }
 
-/// Decompresses a gzip-compressed archive and reads it.
-pub fn read_gzip(buf: &[u8]) -> Result<Vec<ReadEntry>, CpioError> {
-    let mut raw = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(buf), &mut raw)?;
-    read_newc(&raw)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,8 +309,8 @@ mod tests {
         b.file("lib/modules/virtio_blk.ko", vec![7; 1001], 0o644)
             .unwrap();
         b.file("init", b"\x7fELFinit".to_vec(), 0o755).unwrap();
-        assert_eq!(sample().to_gzip(0).unwrap(), b.to_gzip(0).unwrap());
-        assert_eq!(read_gzip(&b.to_gzip(0).unwrap()).unwrap().len(), 9);
+        assert_eq!(sample().to_newc(0).unwrap(), b.to_newc(0).unwrap());
+        assert_eq!(read_newc(&b.to_newc(0).unwrap()).unwrap().len(), 9);
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub enum ModulesError {
     },
     #[error("module {0}: unsupported compression (only .ko and .ko.xz)")]
     Unsupported(String),
+    #[error(
+        "module {0} is needed both to mount the root (modules.initramfs) and by the early modules; \
+         the two lists load at the same time, so their dependencies must not overlap"
+    )]
+    Overlap(String),
 }
 
 /// The kernel's dependency table: module path (relative to the modules dir) →
@@ -139,6 +144,76 @@ impl DepTable {
     }
 }
 
+impl DepTable {
+    /// The load order of `early` when it loads at the same time as `init`
+    /// (already in load order): refused if one of `early`'s modules or their
+    /// dependencies is in `init`.
+    pub fn concurrent_order(
+        &self,
+        early: &[String],
+        init: &[ModuleFile],
+    ) -> Result<Vec<ModuleFile>, ModulesError> {
+        let order = self.load_order(early, &[])?;
+        match order.iter().find(|m| init.contains(m)) {
+            Some(m) => Err(ModulesError::Overlap(m.file_name.clone())),
+            None => Ok(order),
+        }
+    }
+
+    /// Splits a load order into at most `n` lists that can load at the same
+    /// time, one per thread: a module and everything it needs stay in one
+    /// list, in load order. Groups of related modules go, biggest first (by
+    /// `size`), to the list with the least so far.
+    pub fn split_concurrent(
+        &self,
+        order: &[ModuleFile],
+        n: usize,
+        size: impl Fn(&ModuleFile) -> u64,
+    ) -> Vec<Vec<ModuleFile>> {
+        // Union-find over the positions in `order`.
+        let mut parent: Vec<usize> = (0..order.len()).collect();
+        fn root(parent: &mut [usize], mut i: usize) -> usize {
+            while parent[i] != i {
+                parent[i] = parent[parent[i]];
+                i = parent[i];
+            }
+            i
+        }
+        for (i, m) in order.iter().enumerate() {
+            for dep in self.deps.get(&m.rel_path).into_iter().flatten() {
+                if let Some(j) = order.iter().position(|o| &o.rel_path == dep) {
+                    let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                    parent[a] = b;
+                }
+            }
+        }
+        let mut groups: BTreeMap<usize, (u64, Vec<usize>)> = BTreeMap::new();
+        for (i, m) in order.iter().enumerate() {
+            let g = groups.entry(root(&mut parent, i)).or_default();
+            g.0 += size(m);
+            g.1.push(i);
+        }
+        let mut groups: Vec<(u64, Vec<usize>)> = groups.into_values().collect();
+        // Biggest first; ties in load order (stable sort).
+        groups.sort_by_key(|g| std::cmp::Reverse(g.0));
+        let mut lists: Vec<(u64, Vec<usize>)> = vec![(0, Vec::new()); n.max(1)];
+        for (sz, members) in groups {
+            if let Some(l) = lists.iter_mut().min_by_key(|l| l.0) {
+                l.0 += sz;
+                l.1.extend(members);
+            }
+        }
+        lists
+            .into_iter()
+            .filter(|l| !l.1.is_empty())
+            .map(|(_, mut idx)| {
+                idx.sort_unstable();
+                idx.into_iter().map(|i| order[i].clone()).collect()
+            })
+            .collect()
+    }
+}
+
 /// Reads a module file, decompressing `.ko.xz`.
 pub fn read_module(path: &Path) -> Result<Vec<u8>, ModulesError> {
     let read_err = |source| ModulesError::Read {
@@ -200,6 +275,46 @@ kernel/drivers/block/virtio_blk.ko.xz:
         );
         assert_eq!(order[2].file_name, "virtio_net.ko");
         assert_eq!(order[2].rel_path, "kernel/drivers/net/virtio_net.ko.xz");
+    }
+
+    #[test]
+    fn lists_loaded_at_the_same_time_must_not_share_a_module() {
+        let t = DepTable::parse(DEP).unwrap();
+        let init = t.load_order(&["virtio_blk".into()], &[]).unwrap();
+        let early = t.concurrent_order(&["virtio_net".into()], &init).unwrap();
+        assert_eq!(names(&early), ["failover", "net_failover", "virtio_net"]);
+        // failover is a dependency of virtio_net: loading both lists at once
+        // would race on it.
+        let init = t.load_order(&["failover".into()], &[]).unwrap();
+        let e = t
+            .concurrent_order(&["virtio_net".into()], &init)
+            .unwrap_err();
+        assert!(
+            matches!(e, ModulesError::Overlap(ref m) if m == "failover.ko"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn concurrent_lists_keep_related_modules_together_and_balance_size() {
+        let t = DepTable::parse(DEP).unwrap();
+        let order = t
+            .load_order(
+                &["crc32c_intel".into(), "ext4".into(), "virtio_net".into()],
+                &[],
+            )
+            .unwrap();
+        let size = |m: &ModuleFile| if m.name == "ext4" { 100 } else { 10 };
+        let lists = t.split_concurrent(&order, 2, size);
+        assert_eq!(lists.len(), 2);
+        assert_eq!(names(&lists[0]), ["jbd2", "mbcache", "crc16", "ext4"]);
+        assert_eq!(
+            names(&lists[1]),
+            ["crc32c_intel", "failover", "net_failover", "virtio_net"]
+        );
+        // One thread: everything, in load order.
+        assert_eq!(t.split_concurrent(&order, 1, size), vec![order.clone()]);
+        assert!(t.split_concurrent(&[], 2, size).is_empty());
     }
 
     #[test]

@@ -76,7 +76,13 @@ pub struct ModuleLists {
     /// Loaded by stage 1 to mount the root.
     #[serde(default)]
     pub initramfs: Vec<String>,
-    /// Loaded by machined in stage 2.
+    /// Also in the initramfs, loaded on a background thread from stage 1 on:
+    /// what stage 2 needs before its services start (machine config, state
+    /// disk, /etc overlay, NICs).
+    #[serde(default)]
+    pub early: Vec<String>,
+    /// In the root, loaded by machined in stage 2 in the background (what
+    /// pods need).
     #[serde(default)]
     pub root: Vec<String>,
 }
@@ -230,7 +236,12 @@ impl Recipe {
                 return Err(bad(format!("link {path:?} has an empty target")));
             }
         }
-        let all_modules = self.modules.initramfs.iter().chain(&self.modules.root);
+        let all_modules = self
+            .modules
+            .initramfs
+            .iter()
+            .chain(&self.modules.early)
+            .chain(&self.modules.root);
         for m in all_modules {
             if !is_module_name(m) {
                 return Err(bad(format!("module {m:?} is not a kernel module name")));
