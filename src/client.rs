@@ -259,6 +259,18 @@ impl NodeClient {
         self.get(paths::HEALTH).await
     }
 
+    /// [`NodeClient::health`] that gives up after `timeout`. Early in a boot
+    /// a connection can stall in QEMU's user-mode network (its TCP
+    /// handshake with a guest that is not listening yet is retried after
+    /// seconds); a new connection gets through as soon as the guest listens.
+    pub async fn health_within(&self, timeout: Duration) -> Result<Health, ClientError> {
+        let url = format!("{}{}", self.base, paths::HEALTH);
+        let resp = self
+            .send(self.http.get(&url).timeout(timeout), &url)
+            .await?;
+        decode(resp, url).await
+    }
+
     pub async fn services(&self) -> Result<ServiceList, ClientError> {
         self.get(paths::SERVICES).await
     }

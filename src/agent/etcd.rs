@@ -46,6 +46,10 @@ pub const SERVICE: &str = "etcd";
 const BOOTSTRAP_DEADLINE: Duration = Duration::from_secs(60);
 /// How often the supervisor probes `/health` while etcd starts.
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// etcd's CPU priority ([`ServiceSpec::nice`]): above containerd and the
+/// background module loading, which start at the same time on a control
+/// plane.
+pub const NICE: i32 = -10;
 /// How long a starting etcd may stay unhealthy before the supervisor restarts
 /// it. Long on purpose: a restarted member waits for its peers (quorum), a
 /// learner for its snapshot; restarting it would not help either.
@@ -230,6 +234,7 @@ impl Etcd {
             timeout: PROBE_TIMEOUT,
         };
         spec.stop_timeout = Duration::from_secs(15);
+        spec.nice = NICE;
         spec
     }
 

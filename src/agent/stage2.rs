@@ -72,14 +72,16 @@ pub struct StateDisk {
     pub formatted: bool,
 }
 
-/// Files read once in the background at the start of stage 2, so that their
-/// squashfs blocks are decompressed (on the other vCPU) by the time they are
-/// executed: under TCG, paging in containerd from the squashfs took most of
-/// its start time.
-/// Only containerd: it is on the path to `ready`; the shim, runc and ctr are
-/// first used after it (prefetching all four, 111 MB, slowed the state disk
-/// setup more than it saved).
+/// Files read once in the background during stage 2, so that their squashfs
+/// blocks are decompressed (on the other vCPU) by the time they are
+/// executed: under TCG, paging a Go binary in from the squashfs is a good
+/// part of its start time. containerd starts with the services; the shim,
+/// runc and ctr are first used after it (prefetching all four, 111 MB,
+/// slowed the state disk setup more than it saved).
 pub const PREFETCH: &[&str] = &["usr/bin/containerd"];
+/// Read first on a control plane: etcd starts on bootstrap, about half a
+/// second after the services, and the cluster waits for it.
+pub const PREFETCH_CONTROL_PLANE: &[&str] = &["usr/bin/etcd", "usr/bin/containerd"];
 
 /// Reads `paths` to the end (missing files are skipped) so that the data
 /// lands in the page cache; returns the bytes read.
@@ -193,24 +195,7 @@ impl Stage2 {
             console::phase("state disk formatted");
         }
 
-        let mut report = early.wait();
-        // One background thread (the other vCPU): first containerd's blocks,
-        // needed right after "services started", then what pods need
-        // (bridge, netfilter, veth), needed only before the first pod.
-        let late = match late_sys {
-            Some(bg) => {
-                let dir = moddir.clone();
-                let files: Vec<PathBuf> = PREFETCH.iter().map(|p| self.p(p)).collect();
-                Some(std::thread::spawn(move || {
-                    prefetch(&files);
-                    modules::load(bg.as_ref(), &late, &dir)
-                }))
-            }
-            None => {
-                report.extend(modules::load(sys, &late, &moddir));
-                None
-            }
-        };
+        let report = early.wait();
         for (m, e) in &report.failed {
             console::say(&format!("machined: module {m}: {e}"));
         }
@@ -226,6 +211,31 @@ impl Stage2 {
 
         let (fw_cfg, fw_cfg_text) = self.read_config()?;
         console::phase("config");
+
+        // One background thread (the other vCPU): first the services'
+        // binaries, then what pods need (bridge, netfilter, veth), needed
+        // only before the first pod.
+        let late = match late_sys {
+            Some(bg) => {
+                let dir = moddir.clone();
+                let list = if fw_cfg.etcd.is_some() {
+                    PREFETCH_CONTROL_PLANE
+                } else {
+                    PREFETCH
+                };
+                let files: Vec<PathBuf> = list.iter().map(|p| self.p(p)).collect();
+                Some(std::thread::spawn(move || {
+                    prefetch(&files);
+                    modules::load(bg.as_ref(), &late, &dir)
+                }))
+            }
+            None => {
+                for (m, e) in &modules::load(sys, &late, &moddir).failed {
+                    console::say(&format!("machined: module {m}: {e}"));
+                }
+                None
+            }
+        };
 
         self.mount_state_disk(sys, &state_dev.kernel_path)?;
         let formatted = state_dev.formatted;

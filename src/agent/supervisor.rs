@@ -88,6 +88,10 @@ pub struct ServiceSpec {
     /// Started with the supervisor; otherwise it stays `stopped` until
     /// [`SupervisorHandle::start_service`] (etcd before bootstrap).
     pub autostart: bool,
+    /// CPU priority (nice value, -20..=19; 0 is the default). etcd runs
+    /// above the others: on a control plane its start is what the cluster
+    /// waits for, and a busy node must not starve its heartbeats.
+    pub nice: i32,
 }
 
 impl ServiceSpec {
@@ -103,6 +107,7 @@ impl ServiceSpec {
             backoff: Backoff::default(),
             stop_timeout: Duration::from_secs(10),
             autostart: true,
+            nice: 0,
         }
     }
 }
@@ -560,6 +565,20 @@ async fn run_service(h: SupervisorHandle, i: usize, reaper: Reaper, settings: Se
 
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args);
+        if spec.nice != 0 {
+            let nice = spec.nice;
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setpriority(2) is async-signal-safe, and the closure
+            // touches nothing but its copied argument.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }
@@ -567,6 +586,8 @@ async fn run_service(h: SupervisorHandle, i: usize, reaper: Reaper, settings: Se
             Err(e) => Err(format!("cannot start {}: {e}", spec.program.display())),
             Ok(sp) => {
                 let pid = sp.pid;
+                // A boot phase the host can time (etcd starts on bootstrap).
+                super::console::phase(&format!("{} started", spec.name));
                 set(entry, |s| {
                     s.state = ServiceState::Starting;
                     s.pid = Some(pid);

@@ -131,6 +131,13 @@ fn retryable(e: &ClientError) -> bool {
     }
 }
 
+/// The bound of a try in [`Run::answering`] while nodes boot.
+const SHORT_TRY: Duration = Duration::from_secs(1);
+/// How long [`Run::answering`] uses [`SHORT_TRY`].
+const SHORT_TRIES_FOR: Duration = Duration::from_secs(90);
+/// The bound after that.
+const LONG_TRY: Duration = Duration::from_secs(8);
+
 struct Run<'a> {
     opts: ConvergeOptions,
     end: Instant,
@@ -197,6 +204,44 @@ impl Run<'_> {
                 });
             }
             tokio::time::sleep(self.opts.poll).await;
+        }
+    }
+
+    /// Waits until `cp`'s node API answers `health`. Each try is bounded:
+    /// QEMU's user-mode network accepts the host's connection at once, and
+    /// while the guest's network is not up yet its handshake with the guest
+    /// is retried only seconds later, so a try made during boot would hold
+    /// the first call (bootstrap) for seconds after the API listens. A try
+    /// gets [`SHORT_TRY`] (a node API answers in tens of milliseconds, even
+    /// under TCG) for the first [`SHORT_TRIES_FOR`], then [`LONG_TRY`], for
+    /// a host so loaded that its nodes answer slowly.
+    async fn answering(&self, cp: &ControlPlane) -> Result<(), ConvergeError> {
+        let started = Instant::now();
+        loop {
+            let limit = if started.elapsed() < SHORT_TRIES_FOR {
+                SHORT_TRY
+            } else {
+                LONG_TRY
+            };
+            match cp.client.health_within(limit).await {
+                Ok(_) => return Ok(()),
+                Err(e) if retryable(&e) => {
+                    if Instant::now() + self.opts.poll >= self.end {
+                        return Err(ConvergeError::Timeout {
+                            node: cp.name.clone(),
+                            what: "waiting for the node API".into(),
+                            last: Some(e.to_string()),
+                        });
+                    }
+                    tokio::time::sleep(self.opts.poll).await;
+                }
+                Err(source) => {
+                    return Err(ConvergeError::Node {
+                        node: cp.name.clone(),
+                        source,
+                    });
+                }
+            }
         }
     }
 
@@ -291,6 +336,9 @@ pub async fn converge(
     //    already has etcd (its service is supervised: it had data at boot or
     //    was started): then a cluster exists, and bootstrapping the first
     //    (e.g. with a new disk) would split it; it joins like the others.
+    for cp in cps {
+        run.answering(cp).await?;
+    }
     let mut existing = None;
     for cp in &cps[1..] {
         if run.etcd_state(cp).await? != crate::api::ServiceState::Stopped {
