@@ -1,6 +1,6 @@
 //! The seam for privileged OS calls: mount, umount, move mount, chroot, chdir,
 //! finit_module, sethostname, reboot, network ioctls, running a helper to
-//! completion and exec. [`RealSys`] does the real thing through libc;
+//! completion. [`RealSys`] does the real thing through libc;
 //! [`FakeSys`] records every call (and can be told to fail some) so the boot
 //! logic is unit-tested without root.
 //!
@@ -66,8 +66,6 @@ pub trait Sys: Send + Sync {
     fn sync(&self);
     /// `reboot(2)`; returns only on error.
     fn reboot(&self, action: PowerAction) -> io::Error;
-    /// `execv(2)`; returns only on error.
-    fn exec(&self, program: &Path, args: &[&str]) -> io::Error;
 }
 
 fn cstr_path(p: &Path) -> io::Result<CString> {
@@ -276,19 +274,6 @@ impl Sys for RealSys {
         unsafe { libc::reboot(cmd) };
         io::Error::last_os_error()
     }
-
-    fn exec(&self, program: &Path, args: &[&str]) -> io::Error {
-        use std::os::unix::process::CommandExt;
-        let (argv0, rest) = match args.split_first() {
-            Some((a, r)) => (*a, r),
-            None => ("", &[][..]),
-        };
-        let mut cmd = std::process::Command::new(program);
-        if !argv0.is_empty() {
-            cmd.arg0(argv0);
-        }
-        cmd.args(rest).exec()
-    }
 }
 
 /// Converts a prefix length (0..=32) to a netmask.
@@ -324,7 +309,6 @@ pub enum Call {
     DisableCad,
     Sync,
     Reboot(PowerAction),
-    Exec(PathBuf, Vec<String>),
 }
 
 /// A recording fake: every call is appended to a log; calls whose rendering
@@ -432,13 +416,6 @@ impl Sys for FakeSys {
     fn reboot(&self, action: PowerAction) -> io::Error {
         let _ = self.record(Call::Reboot(action));
         io::Error::other("fake reboot")
-    }
-    fn exec(&self, program: &Path, args: &[&str]) -> io::Error {
-        let _ = self.record(Call::Exec(
-            program.into(),
-            args.iter().map(|a| a.to_string()).collect(),
-        ));
-        io::Error::other("fake exec")
     }
 }
 

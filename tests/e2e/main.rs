@@ -86,6 +86,12 @@ fn dev_cluster_lifecycle() {
     // The console shows the boot.
     let console = h.ok(&["console", "dev-cp-1", "--no-follow"]);
     assert!(console.contains("machined: ready"), "{console}");
+    // create formatted the state disk on the host (mke2fs is installed with
+    // e2fsprogs): the first boot finds it formatted.
+    assert!(
+        console.contains("machined: fact state-disk formatted=false boot=1"),
+        "{console}"
+    );
 
     // A QEMU killed with SIGKILL shows as crashed; start --node boots it again.
     let worker_pid = nodes[1]["pid"].as_u64().unwrap() as i32;
