@@ -309,6 +309,12 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     assert_eq!(v.api, "v1");
     let health = admin.health().await.unwrap();
     assert!(!health.etcd_bootstrapped);
+    // `ready` does not wait for containerd: it answers a few seconds later.
+    vm.wait_serial(
+        "machined: containerd answering",
+        booted + BOOT_DEADLINE,
+        |l| l.contains("\nmachined: containerd answering t="),
+    );
     let services = admin.services().await.unwrap().services;
     let containerd = services
         .iter()

@@ -43,7 +43,12 @@ pub fn main(argv0: &str) -> ! {
         std::process::exit(2);
     } else {
         // Started as PID 1 without stage 1: attach the console ourselves.
+        // The early modules are only in the initramfs: say so, since the
+        // machine config (qemu_fw_cfg) will then be missing.
         let _ = console::attach(Path::new("/dev/console"));
+        console::say(
+            "machined: started without stage 1: the early modules (initramfs) are not loaded",
+        );
         Pending::None
     };
     console::phase("stage2");

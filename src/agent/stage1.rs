@@ -6,8 +6,8 @@
 //! then runs in the same process: executing machined again from the
 //! squashfs cost 0.7 s under TCG (paging 13 MB in through decompression).
 //! Stage 2's early modules (`etc/ironclad/modules.early`: machine config,
-//! state disk, /etc overlay, NICs) load from the initramfs on a background
-//! thread while stage 1 loads its own (the image build keeps the two lists
+//! state disk, /etc overlay, NICs) load from the initramfs on background
+//! threads (one per group) while stage 1 loads its own (the image build keeps the two lists
 //! apart); their files are opened before the initramfs is deleted. See `docs/image-layout.md`.
 //!
 //! Every path is joined to a root directory so the sequence is unit-tested
@@ -63,7 +63,7 @@ impl Stage1 {
 
     /// Runs stage 1 up to and including the switch to the new root; the
     /// caller goes on with stage 2 in the same process. With `bg`, stage 2's
-    /// early modules load on a background thread (without, now); the caller
+    /// early modules load on background threads (without, now); the caller
     /// waits for them. On error the caller prints it and powers off.
     pub fn run(&self, sys: &dyn Sys, bg: Option<Arc<dyn Sys>>) -> Result<Pending, Stage1Error> {
         self.early_mounts(sys)?;

@@ -266,7 +266,12 @@ fn prepare_dir(
     let mut nodes = Vec::with_capacity(cluster.nodes.len());
     for (i, (n, port)) in cluster.nodes.iter().zip(ports).enumerate() {
         let macs = crate::machine::node_macs(name, i).map_err(LifecycleError::failed)?;
-        make_disk(&paths.disk(n.name.as_str()), n.disk.as_u64())?;
+        if let Some(why) = make_disk(&paths.disk(n.name.as_str()), n.disk.as_u64())? {
+            progress.line(&format!(
+                "{}: state disk left blank, the node formats it on first boot ({why})",
+                n.name
+            ));
+        }
         nodes.push(NodeRecord {
             name: n.name.to_string(),
             role: n.role,
@@ -323,13 +328,16 @@ fn write_endpoints(paths: &ClusterPaths, state: &ClusterState) -> Result<()> {
 /// node expects it (ext4, [`crate::machine::mke2fs_args`]) when the host has
 /// mke2fs, so that the node's first boot does not spend its CPU on it
 /// (0.6 s under TCG). Without mke2fs, or if formatting fails, the disk is
-/// left blank and machined formats it on first boot.
-fn make_disk(path: &Path, bytes: u64) -> Result<()> {
-    let formatted = match crate::image::build::find_tool("mke2fs") {
-        Some(mke2fs) => formatted_disk(&mke2fs, path, bytes).is_ok(),
-        None => false,
+/// left blank and machined formats it on first boot; then the reason is
+/// returned, for the progress output.
+fn make_disk(path: &Path, bytes: u64) -> Result<Option<String>> {
+    let blank = match crate::image::build::find_tool("mke2fs") {
+        Some(mke2fs) => formatted_disk(&mke2fs, path, bytes)
+            .err()
+            .map(|e| e.to_string()),
+        None => Some("no mke2fs on this host (Debian: e2fsprogs)".to_string()),
     };
-    if !formatted {
+    if blank.is_some() {
         qemu_img(
             &["create", "-q", "-f", "qcow2"],
             &[path.as_os_str(), bytes.to_string().as_ref()],
@@ -338,7 +346,8 @@ fn make_disk(path: &Path, bytes: u64) -> Result<()> {
     // qemu-img honours the umask; the disk holds the node's secrets at rest.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(LifecycleError::failed)
+        .map_err(LifecycleError::failed)?;
+    Ok(blank)
 }
 
 /// A sparse raw file formatted by mke2fs, converted to qcow2 at `path` (only
@@ -938,7 +947,11 @@ mod tests {
     fn state_disks_come_formatted_and_private() {
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("n.qcow2");
-        make_disk(&disk, 64 << 20).unwrap();
+        assert_eq!(
+            make_disk(&disk, 64 << 20).unwrap(),
+            None,
+            "formatted on the host"
+        );
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(&disk).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);

@@ -526,6 +526,27 @@ fn load_modules(
         .collect()
 }
 
+/// Modules machined needs before it loads the root list in the background:
+/// the machine config (fw_cfg), the state disk, the /etc overlay, the NICs.
+/// The image build refuses them in the root list.
+const STAGE2_NEEDS_EARLY: &[&str] = &["qemu_fw_cfg", "ext4", "overlay", "virtio_net"];
+
+/// Refuses a root module list (loaded in the background by stage 2) with a
+/// module of [`STAGE2_NEEDS_EARLY`] in it, listed or pulled in as a dependency.
+fn check_root_list(root: &[ModuleFile]) -> Result<(), ImageError> {
+    match root
+        .iter()
+        .find(|m| STAGE2_NEEDS_EARLY.contains(&m.name.as_str()))
+    {
+        Some(m) => Err(ImageError::Tree(format!(
+            "module {} is needed before stage 2's background loading (machine config, \
+             state disk, /etc overlay, NICs): list it under modules.early, not modules.root",
+            m.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Threads that load the early modules (the smallest node has 2 vCPUs).
 const EARLY_THREADS: usize = 2;
 
@@ -628,6 +649,7 @@ fn assemble(
         let early = table.concurrent_order(&r.modules.early, &init)?;
         let before_root: Vec<_> = init.iter().chain(&early).cloned().collect();
         let root = table.load_order(&r.modules.root, &before_root)?;
+        check_root_list(&root)?;
         let detail = format!(
             "{} for stage 1, {} early, {} for the root ({kver})",
             init.len(),
@@ -755,6 +777,7 @@ fn assemble(
         binaries: objects.iter().map(|o| o.0.clone()).collect(),
         modules: ModuleManifest {
             initramfs: init_mods.iter().map(|m| m.file_name.clone()).collect(),
+            early: early_mods.iter().map(|m| m.file_name.clone()).collect(),
             root: root_mods.iter().map(|m| m.file_name.clone()).collect(),
         },
         sysctls: r.sysctls.clone(),
@@ -844,6 +867,19 @@ pub fn forbidden_entries(root: &Path) -> Result<Vec<String>, ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boot_critical_modules_are_refused_in_the_root_list() {
+        let m = |name: &str| ModuleFile {
+            name: name.into(),
+            rel_path: format!("kernel/{name}.ko.xz"),
+            file_name: format!("{name}.ko"),
+        };
+        assert!(check_root_list(&[m("bridge"), m("veth")]).is_ok());
+        let e = check_root_list(&[m("bridge"), m("ext4")]).unwrap_err();
+        assert!(e.to_string().contains("ext4"), "{e}");
+        assert!(e.to_string().contains("modules.early"), "{e}");
+    }
 
     #[test]
     fn usr_merge_paths() {

@@ -21,8 +21,6 @@ pub enum CpioError {
     TooLarge(String),
     #[error("malformed cpio archive at byte {offset}: {message}")]
     Malformed { offset: usize, message: String },
-    #[error("compressing the archive: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// What an entry is.

@@ -35,7 +35,12 @@ pub struct Part {
 /// Module file names in load order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ModuleManifest {
+    /// Loaded by stage 1 to mount the root.
     pub initramfs: Vec<String>,
+    /// Also in the initramfs, loaded in the background from stage 1 on.
+    #[serde(default)]
+    pub early: Vec<String>,
+    /// In the root, loaded by stage 2 in the background.
     pub root: Vec<String>,
 }
 

@@ -76,7 +76,7 @@ pub struct ModuleLists {
     /// Loaded by stage 1 to mount the root.
     #[serde(default)]
     pub initramfs: Vec<String>,
-    /// Also in the initramfs, loaded on a background thread from stage 1 on:
+    /// Also in the initramfs, loaded on background threads from stage 1 on:
     /// what stage 2 needs before its services start (machine config, state
     /// disk, /etc overlay, NICs).
     #[serde(default)]
