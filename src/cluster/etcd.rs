@@ -207,7 +207,8 @@ impl Run<'_> {
         }
     }
 
-    /// Waits until `cp`'s node API answers `health`. Each try is bounded:
+    /// Waits until `cp`'s node API answers (`health`, or a typed error).
+    /// Each try is bounded:
     /// QEMU's user-mode network accepts the host's connection at once, and
     /// while the guest's network is not up yet its handshake with the guest
     /// is retried only seconds later, so a try made during boot would hold
@@ -224,7 +225,8 @@ impl Run<'_> {
                 LONG_TRY
             };
             match cp.client.health_within(limit).await {
-                Ok(_) => return Ok(()),
+                // Any answer of the API, even an error, is what is waited for.
+                Ok(_) | Err(ClientError::Api(_)) => return Ok(()),
                 Err(e) if retryable(&e) => {
                     if Instant::now() + self.opts.poll >= self.end {
                         return Err(ConvergeError::Timeout {

@@ -407,15 +407,24 @@ async fn conf02(ctx: &HostContext) -> CheckResult {
             ev.push(format!("members via {}: {e}", first.name));
         }
     }
+    // etcd's own service, not the node's overall health: `ready` does not
+    // wait for containerd, and this runs while the nodes' checks start.
     for t in &cps {
-        match t.client.health().await {
-            Ok(h) if h.healthy && h.etcd_bootstrapped => {}
-            Ok(h) => {
+        let etcd = t.client.services().await.map(|l| {
+            l.services
+                .into_iter()
+                .find(|s| s.name == crate::agent::etcd::SERVICE)
+                .map(|s| s.state)
+        });
+        match etcd {
+            Ok(Some(crate::api::ServiceState::Running)) => {}
+            Ok(Some(state)) => {
                 ok = false;
-                ev.push(format!(
-                    "{}: healthy={} etcd={}",
-                    t.name, h.healthy, h.etcd_bootstrapped
-                ));
+                ev.push(format!("{}: etcd {state:?}", t.name));
+            }
+            Ok(None) => {
+                ok = false;
+                ev.push(format!("{}: no etcd service", t.name));
             }
             Err(e) => {
                 ok = false;
