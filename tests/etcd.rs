@@ -423,7 +423,15 @@ async fn three_control_planes_bootstrap_join_promote_and_survive_restarts() {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let (cfg1, root1) = (n1.cfg.clone(), n1.root.clone());
     n1.shutdown().await;
-    nodes[0].client.etcd_put("/test/c", "three").await.unwrap();
+    // If the killed member led, writes wait for a new leader (etcd answers
+    // "request timed out" meanwhile).
+    let n0 = &nodes[0];
+    eventually(
+        "a write after the kill",
+        Duration::from_secs(60),
+        || async { n0.client.etcd_put("/test/c", "three").await.map(|_| true) },
+    )
+    .await;
     let booted = Instant::now();
     let n1 = Node::boot(&cfg1, &root1, &reaper, &secrets).await;
     eventually(
