@@ -19,8 +19,8 @@
 
 use super::ImageError;
 use super::cache;
-use super::hostcheck;
 use super::closure::{library_closure, resolve_in_tree};
+use super::hostcheck;
 use super::initramfs::Archive;
 use super::manifest::{self, Manifest, ModuleManifest, RecipeInfo};
 use super::modules::{DepTable, ModuleFile, read_module};

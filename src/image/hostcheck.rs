@@ -289,7 +289,8 @@ impl HostFacts {
             subuid.as_deref().unwrap_or_default(),
             subgid.as_deref().unwrap_or_default(),
         ]);
-        let knob = |p: &str| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+        let knob =
+            |p: &str| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
         facts.apparmor_restrict_userns =
             knob("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").map(|v| v != 0);
         facts.unprivileged_userns_clone =
