@@ -404,10 +404,7 @@ fn probe_userns(uid: u32) -> Probe {
     unsafe {
         cmd.pre_exec(move || {
             if libc::unshare(libc::CLONE_NEWUSER) != 0 {
-                return Err(std::io::Error::other(format!(
-                    "unshare(CLONE_NEWUSER): {}",
-                    std::io::Error::last_os_error()
-                )));
+                return Err(std::io::Error::last_os_error());
             }
             let fd = libc::open(c"/proc/self/uid_map".as_ptr(), libc::O_WRONLY);
             if fd < 0 {
@@ -426,7 +423,7 @@ fn probe_userns(uid: u32) -> Probe {
         Ok(s) if s.success() => Probe::Ok,
         Ok(s) => Probe::Failed(format!("the probe child exited with {s}")),
         Err(e) if e.raw_os_error().is_some() => Probe::Failed(format!(
-            "a new user namespace could not map uid {uid} ({e})"
+            "creating a user namespace and mapping uid {uid} in it failed ({e})"
         )),
         Err(e) => Probe::Failed(e.to_string()),
     }
