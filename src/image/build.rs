@@ -4,7 +4,8 @@
 //!    key is returned at once (cache hit).
 //! 2. Base tree: mmdebstrap (its default mirror) writes the suite and packages
 //!    to a tarball cached by suite, variant and packages, so a rebuild after a
-//!    machined change does not fetch anything.
+//!    machined change does not fetch anything. Its `--mode` is chosen by
+//!    [`super::hostcheck`]: `root` for root, `unshare` for an ordinary user.
 //! 3. The tarball is unpacked (only `usr/`, `boot/` and the dpkg status) into a
 //!    scratch dir; the final root is assembled from it per
 //!    `docs/image-layout.md`: the kept binaries, their library closure,
@@ -19,6 +20,7 @@
 use super::ImageError;
 use super::cache;
 use super::closure::{library_closure, resolve_in_tree};
+use super::hostcheck;
 use super::initramfs::Archive;
 use super::manifest::{self, Manifest, ModuleManifest, RecipeInfo};
 use super::modules::{DepTable, ModuleFile, read_module};
@@ -323,6 +325,10 @@ fn ensure_base(
             packages: vec!["mmdebstrap".into()],
         });
     };
+    // The mode is ironclad's choice, not mmdebstrap's guess: root, or a user
+    // namespace for an ordinary user, or an error naming the fix.
+    let mode = hostcheck::chroot_mode()?;
+    progress.phase(&format!("mmdebstrap: mode {}", mode.arg()));
     let r = &recipe.recipe;
     let dir = tar_path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(ImageError::io(format!("creating {}", dir.display())))?;
@@ -336,6 +342,7 @@ fn ensure_base(
             .map_err(ImageError::io("duplicating the log handle"))?;
         // No mirror argument: mmdebstrap uses its (and the host's) default.
         let status = Command::new(mmdebstrap)
+            .arg(format!("--mode={}", mode.arg()))
             .arg(format!("--variant={}", r.variant))
             .arg(format!("--include={}", r.packages.join(",")))
             .arg("--skip=output/dev")

@@ -10,11 +10,13 @@
 //! Submodules by concern: [`recipe`] (the document), [`build`] (the pipeline),
 //! [`closure`] (ELF library closure), [`modules`] (modules.dep, decompression),
 //! [`initramfs`] (cpio writer), [`squashfs`] (mksquashfs), [`oci`] (offline
-//! images), [`cache`] (keys, directories), [`manifest`] (the manifest document).
+//! images), [`cache`] (keys, directories), [`manifest`] (the manifest document),
+//! [`hostcheck`] (mmdebstrap's mode: root, or rootless through user namespaces).
 
 pub mod build;
 pub mod cache;
 pub mod closure;
+pub mod hostcheck;
 pub mod initramfs;
 pub mod manifest;
 pub mod modules;
@@ -50,6 +52,9 @@ pub enum ImageError {
         tools: Vec<String>,
         packages: Vec<String>,
     },
+    /// An ordinary user whose host cannot run mmdebstrap rootless.
+    #[error(transparent)]
+    Rootless(#[from] hostcheck::RootlessError),
     #[error("machined binary not found (looked at {}); build it with `cargo build --release --bin machined` or pass --machined PATH / IRONCLAD_MACHINED", looked.join(", "))]
     MachinedNotFound { looked: Vec<String> },
     #[error("{tool} failed ({status}); last output:\n{log}")]
@@ -78,7 +83,10 @@ impl ImageError {
 
     /// Whether the error is a missing host tool (the CLI's exit status 3).
     pub fn is_missing_dependency(&self) -> bool {
-        matches!(self, ImageError::MissingTools { .. })
+        matches!(
+            self,
+            ImageError::MissingTools { .. } | ImageError::Rootless(_)
+        )
     }
 
     /// Whether the error is bad input (recipe or machined path).

@@ -1,6 +1,8 @@
 //! The matrix on clusters/dev.yaml, the way the README's main job runs it:
 //! `create --matrix` with JSON and JUnit output; every check PASS or an
-//! explicit SKIP with its reason, no FAIL.
+//! explicit SKIP with its reason, no FAIL. The JSON report and the JUnit file
+//! are kept in `target/e2e-logs/matrix/` (report.json, junit.xml), pass or
+//! fail, for CI to publish.
 
 use crate::harness::Harness;
 use crate::{BOOT, repo_file};
@@ -36,6 +38,14 @@ fn matrix_on_the_dev_cluster_passes() {
         &junit_arg,
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let keep = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("e2e-logs")
+        .join("matrix");
+    let _ = std::fs::create_dir_all(&keep);
+    let _ = std::fs::write(keep.join("report.json"), stdout.as_bytes());
+    let _ = std::fs::copy(&junit, keep.join("junit.xml"));
     let report: Value = serde_json::from_str(&stdout).expect("matrix report JSON on stdout");
     let results = report["results"].as_array().expect("results");
     let mut failed = Vec::new();
