@@ -302,7 +302,7 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     let endpoint = SocketAddr::from(([127, 0, 0, 1], port));
     let admin_cert = std::fs::read_to_string(&report.admin_cert).unwrap();
     let admin_key = std::fs::read_to_string(&report.admin_key).unwrap();
-    let admin = NodeClient::new(endpoint, &ca, &admin_cert, &admin_key).unwrap();
+    let admin = NodeClient::new(&node.name, endpoint, &ca, &admin_cert, &admin_key).unwrap();
     let api_deadline = Instant::now() + Duration::from_secs(60);
     let v = until_answers(api_deadline, || admin.version()).await;
     assert_eq!(v.node, node.name);
@@ -362,7 +362,8 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     assert_eq!(e.code(), Some(ErrorCode::NotFound));
 
     // As reader: reads yes, power no.
-    let reader = NodeClient::new(endpoint, &ca, &reader.cert_pem, &reader.key_pem).unwrap();
+    let reader =
+        NodeClient::new(&node.name, endpoint, &ca, &reader.cert_pem, &reader.key_pem).unwrap();
     assert_eq!(reader.version().await.unwrap().node, node.name);
     let e = reader.reboot().await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");
