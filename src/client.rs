@@ -258,9 +258,24 @@ pub fn wrong_name_in(err: &(dyn std::error::Error + 'static)) -> Option<Vec<Stri
         rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
             presented,
             ..
-        }) => Some(presented.clone()),
+        }) => Some(presented.iter().map(|p| plain_name(p)).collect()),
         _ => None,
     }
+}
+
+/// A name as rustls reports it (`DnsName("dev-cp-1")`, `IpAddress(10.5.0.2)`)
+/// without the wrapping.
+fn plain_name(reported: &str) -> String {
+    reported
+        .strip_prefix("DnsName(\"")
+        .and_then(|r| r.strip_suffix("\")"))
+        .or_else(|| {
+            reported
+                .strip_prefix("IpAddress(")
+                .and_then(|r| r.strip_suffix(')'))
+        })
+        .unwrap_or(reported)
+        .to_string()
 }
 
 /// The first rustls error in `err`'s chain. An `io::Error`'s `source()` skips
