@@ -307,6 +307,15 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     let v = until_answers(api_deadline, || admin.version()).await;
     assert_eq!(v.node, node.name);
     assert_eq!(v.api, "v1");
+    // Its certificate names this node only: a client for another node,
+    // sent to this port, refuses the answer (a squatted host port).
+    let impostor = NodeClient::new("nb-cp-2", endpoint, &ca, &admin_cert, &admin_key).unwrap();
+    let e = impostor.version().await.unwrap_err();
+    assert!(
+        matches!(&e, ironclad::client::ClientError::WrongNode { presented, .. }
+            if presented.iter().any(|p| *p == node.name)),
+        "{e}"
+    );
     let health = admin.health().await.unwrap();
     assert!(!health.etcd_bootstrapped);
     // `ready` does not wait for containerd: it answers a few seconds later.
