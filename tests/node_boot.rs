@@ -313,7 +313,7 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     let e = impostor.version().await.unwrap_err();
     assert!(
         matches!(&e, ironclad::client::ClientError::WrongNode { presented, .. }
-            if presented.iter().any(|p| *p == node.name)),
+            if presented.contains(&node.name)),
         "{e}"
     );
     let health = admin.health().await.unwrap();
