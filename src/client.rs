@@ -3,10 +3,21 @@
 //!
 //! The rustls config is built here with the ring provider (root store: the OS
 //! CA only; client auth: the given certificate and key) and handed to reqwest
-//! as is. Nodes are reached on `https://127.0.0.1:<port>` and verified by their
-//! certificate's `127.0.0.1` SAN. API errors come back as the same
-//! [`ErrorCode`] the server sent; transport and TLS failures are distinct
-//! variants. This module holds no CLI logic and never prints key material.
+//! as is. Nodes are reached on `https://127.0.0.1:<port>` (QEMU's hostfwd),
+//! but a loopback port proves nothing about who listens on it, so a
+//! [`NodeClient`] is always made for one named node and verifies that the
+//! certificate which answers names that node ([`NodeVerifier`]: the OS CA
+//! chain as usual, the server name replaced by the node's name whatever
+//! address was dialled). Another node's certificate, or any other program on
+//! the port, is refused with [`ClientError::WrongNode`] before a request is
+//! sent.
+//!
+//! Answers are read with a bound: [`MAX_ANSWER_BYTES`] for a JSON answer,
+//! [`MAX_LOG_LINE_BYTES`] for one line of a followed log; more is
+//! [`ClientError::TooLarge`], not an unbounded buffer. API errors come back as
+//! the same [`ErrorCode`] the server sent; transport and TLS failures are
+//! distinct variants. This module holds no CLI logic and never prints key
+//! material.
 
 use crate::api::{
     self, Accepted, AddLearnerRequest, ApiError, ApplyConfigRequest, ErrorBody, ErrorCode,
@@ -14,8 +25,11 @@ use crate::api::{
     LogsQuery, PutRequest, ServiceList, ServiceStatus, VersionInfo, paths,
 };
 use futures::stream::{BoxStream, StreamExt};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,6 +56,22 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// Something answered on the node's endpoint, but its certificate (signed
+    /// by the cluster's OS CA) is not this node's: another node's key, or a
+    /// stale endpoint now held by another node.
+    #[error(
+        "{endpoint} did not answer as node {node:?}: its certificate is for {}; refusing to talk to it (another node or program holds this port: is the cluster's client.yaml stale, or is someone impersonating the node?)",
+        shown_names(presented)
+    )]
+    WrongNode {
+        node: String,
+        endpoint: SocketAddr,
+        /// The names the certificate carries (as rustls reports them).
+        presented: Vec<String>,
+    },
+    /// The answer is larger than the client reads.
+    #[error("answer from {url} is larger than {limit} bytes; refused")]
+    TooLarge { url: String, limit: usize },
     /// The node's answer was not what the API promises.
     #[error("unexpected answer from {url} (status {status}): {reason}")]
     Protocol {
@@ -72,14 +102,18 @@ impl ClientError {
     }
 }
 
-/// Builds the rustls client config: trust `ca_pem` only, authenticate with
-/// `cert_pem` + `key_pem`.
-pub fn tls_config(
-    ca_pem: &str,
-    cert_pem: &str,
-    key_pem: &str,
-) -> Result<rustls::ClientConfig, ClientError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// The largest JSON answer read from a node (a matrix report is the biggest
+/// the API sends, well below this).
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+/// The longest line of a followed log stream.
+pub const MAX_LOG_LINE_BYTES: usize = 1024 * 1024;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A root store holding the CA certificates of `ca_pem` (at least one).
+fn roots(ca_pem: &str) -> Result<rustls::RootCertStore, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let ca = ca.map_err(|e| ClientError::Setup(format!("CA certificate: {e}")))?;
@@ -90,12 +124,36 @@ pub fn tls_config(
     if roots.is_empty() {
         return Err(ClientError::Setup("no CA certificate".into()));
     }
+    Ok(roots)
+}
+
+/// The client's certificate chain and key, parsed.
+fn identity(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ClientError> {
     let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ClientError::Setup(format!("client certificate: {e}")))?;
+    // The PEM error names what is wrong, never the key's text.
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| ClientError::Setup(format!("client key: {e}")))?;
-    rustls::ClientConfig::builder_with_provider(provider)
+    Ok((certs, key))
+}
+
+/// Builds the rustls client config: trust `ca_pem` only, authenticate with
+/// `cert_pem` + `key_pem`, verify the server by the host name or address of
+/// the URL. machined uses it for its own etcd (`https://127.0.0.1:2379`,
+/// which etcd's server certificate names); node APIs use
+/// [`node_tls_config`].
+pub fn tls_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<rustls::ClientConfig, ClientError> {
+    let roots = roots(ca_pem)?;
+    let (certs, key) = identity(cert_pem, key_pem)?;
+    rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::Setup(e.to_string()))?
         .with_root_certificates(roots)
@@ -103,45 +161,210 @@ pub fn tls_config(
         .map_err(|e| ClientError::Setup(e.to_string()))
 }
 
+/// The rustls client config for the API of the node called `node`: trust
+/// `ca_pem` only, authenticate with `cert_pem` + `key_pem`, and accept only a
+/// certificate that names `node` ([`NodeVerifier`]).
+pub fn node_tls_config(
+    node: &str,
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<rustls::ClientConfig, ClientError> {
+    let verifier = NodeVerifier::new(node, ca_pem)?;
+    let (certs, key) = identity(cert_pem, key_pem)?;
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Setup(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| ClientError::Setup(e.to_string()))
+}
+
+/// Verifies a node API's certificate as the node's, not as the address the
+/// host dialled: the chain must lead to the OS CA (webpki, as usual) and the
+/// certificate must carry the node's name as a DNS SAN. The dialled address
+/// (`127.0.0.1`, a hostfwd port any local process could hold) is ignored.
+#[derive(Debug)]
+pub struct NodeVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    node: ServerName<'static>,
+}
+
+impl NodeVerifier {
+    /// A verifier for `node` trusting only the CAs of `ca_pem`.
+    pub fn new(node: &str, ca_pem: &str) -> Result<Self, ClientError> {
+        let node = ServerName::try_from(node.to_string())
+            .ok()
+            .filter(|n| matches!(n, ServerName::DnsName(_)))
+            .ok_or_else(|| {
+                ClientError::Setup(format!(
+                    "node name {node:?} is not a DNS name a certificate can be checked against"
+                ))
+            })?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
+                .build()
+                .map_err(|e| ClientError::Setup(format!("certificate verifier: {e}")))?;
+        Ok(NodeVerifier { inner, node })
+    }
+}
+
+impl ServerCertVerifier for NodeVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _dialled: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.node, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.inner.root_hint_subjects()
+    }
+}
+
+/// The names a refused certificate carried, when the error chain of a failed
+/// connection says that the server's certificate does not name the node.
+pub fn wrong_name_in(err: &(dyn std::error::Error + 'static)) -> Option<Vec<String>> {
+    match rustls_error_in(err)? {
+        rustls::Error::InvalidCertificate(CertificateError::NotValidForName) => Some(Vec::new()),
+        rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+            presented,
+            ..
+        }) => Some(presented.iter().map(|p| plain_name(p)).collect()),
+        _ => None,
+    }
+}
+
+/// A name as rustls reports it (`DnsName("dev-cp-1")`, `IpAddress(10.5.0.2)`)
+/// without the wrapping.
+fn plain_name(reported: &str) -> String {
+    reported
+        .strip_prefix("DnsName(\"")
+        .and_then(|r| r.strip_suffix("\")"))
+        .or_else(|| {
+            reported
+                .strip_prefix("IpAddress(")
+                .and_then(|r| r.strip_suffix(')'))
+        })
+        .unwrap_or(reported)
+        .to_string()
+}
+
+/// The first rustls error in `err`'s chain. An `io::Error`'s `source()` skips
+/// the error it wraps (and reqwest's connector nests one in another), so
+/// each is opened with `get_ref()` too.
+fn rustls_error_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(t) = err.downcast_ref::<rustls::Error>() {
+        return Some(t);
+    }
+    if let Some(inner) = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+    {
+        let inner: &(dyn std::error::Error + 'static) = inner;
+        if let Some(t) = rustls_error_in(inner) {
+            return Some(t);
+        }
+    }
+    rustls_error_in(err.source()?)
+}
+
+fn shown_names(presented: &[String]) -> String {
+    if presented.is_empty() {
+        "other names".to_string()
+    } else {
+        presented.join(", ")
+    }
+}
+
 /// A client for one node's API.
 #[derive(Clone)]
 pub struct NodeClient {
     http: reqwest::Client,
     base: String,
+    /// The node this client talks to (the name its certificate must carry).
+    node: String,
+    endpoint: SocketAddr,
 }
 
 impl std::fmt::Debug for NodeClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeClient")
+            .field("node", &self.node)
             .field("base", &self.base)
             .finish_non_exhaustive()
     }
 }
 
 impl NodeClient {
-    /// A client for the node API at `endpoint` (normally `127.0.0.1:<port>`)
-    /// with a ready rustls config.
-    pub fn with_tls(endpoint: SocketAddr, tls: rustls::ClientConfig) -> Result<Self, ClientError> {
+    /// A client for the API of node `node` at `endpoint` (normally
+    /// `127.0.0.1:<port>`) with a ready rustls config, which must verify the
+    /// server as `node` ([`node_tls_config`], or [`NodeVerifier`] for a
+    /// config of one's own); `node` names the node in errors.
+    pub fn with_tls(
+        node: &str,
+        endpoint: SocketAddr,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .https_only(true)
+            // Node APIs are on loopback: never through a proxy from the environment.
+            .no_proxy()
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| ClientError::Setup(e.to_string()))?;
         Ok(NodeClient {
             http,
             base: format!("https://{endpoint}"),
+            node: node.to_string(),
+            endpoint,
         })
     }
 
-    /// A client trusting `ca_pem` and authenticating with `cert_pem`/`key_pem`.
+    /// A client for node `node` at `endpoint`, trusting `ca_pem`, accepting
+    /// only a certificate that names `node`, and authenticating with
+    /// `cert_pem`/`key_pem`.
     pub fn new(
+        node: &str,
         endpoint: SocketAddr,
         ca_pem: &str,
         cert_pem: &str,
         key_pem: &str,
     ) -> Result<Self, ClientError> {
-        Self::with_tls(endpoint, tls_config(ca_pem, cert_pem, key_pem)?)
+        Self::with_tls(
+            node,
+            endpoint,
+            node_tls_config(node, ca_pem, cert_pem, key_pem)?,
+        )
     }
 
     /// A client for `node` from the client config file at `path` (its OS CA,
@@ -161,12 +384,17 @@ impl NodeClient {
         };
         let cert = read(cfg.cert_path(path))?;
         let key = read(cfg.key_path(path))?;
-        Self::new(endpoint, &cfg.os_ca, &cert, &key)
+        Self::new(&n.name, endpoint, &cfg.os_ca, &cert, &key)
     }
 
     /// The base URL (`https://127.0.0.1:<port>`).
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// The node this client talks to.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     async fn send(
@@ -175,7 +403,13 @@ impl NodeClient {
         url: &str,
     ) -> Result<reqwest::Response, ClientError> {
         let resp = req.send().await.map_err(|source| {
-            if source.is_connect() || source.is_timeout() {
+            if let Some(presented) = wrong_name_in(&source) {
+                ClientError::WrongNode {
+                    node: self.node.clone(),
+                    endpoint: self.endpoint,
+                    presented,
+                }
+            } else if source.is_connect() || source.is_timeout() {
                 ClientError::Connect {
                     url: url.to_string(),
                     source,
@@ -191,7 +425,7 @@ impl NodeClient {
             return Ok(resp);
         }
         let status = resp.status().as_u16();
-        let body = read_body(resp, url).await?;
+        let body = read_body(resp, url, MAX_ANSWER_BYTES).await?;
         match serde_json::from_slice::<ErrorBody>(&body) {
             Ok(e) => Err(ClientError::Api(e.into())),
             Err(e) => Err(ClientError::Protocol {
@@ -337,6 +571,13 @@ impl NodeClient {
                     });
                     return Some((item, (chunks, buf, url, false)));
                 }
+                if buf.len() > MAX_LOG_LINE_BYTES {
+                    let err = ClientError::TooLarge {
+                        url: url.clone(),
+                        limit: MAX_LOG_LINE_BYTES,
+                    };
+                    return Some((Err(err), (chunks, Vec::new(), url, true)));
+                }
                 match chunks.next().await {
                     Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
                     Some(Err(source)) => {
@@ -453,15 +694,39 @@ impl NodeClient {
     }
 }
 
-/// An answer's whole body; a failure to read it is a transport error.
-async fn read_body(resp: reqwest::Response, url: &str) -> Result<Vec<u8>, ClientError> {
-    resp.bytes()
-        .await
-        .map(|b| b.to_vec())
-        .map_err(|source| ClientError::Transport {
-            url: url.to_string(),
-            source,
-        })
+/// An answer's whole body, at most `limit` bytes (a longer one is
+/// [`ClientError::TooLarge`], found from its length header or while reading);
+/// a failure to read it is a transport error.
+async fn read_body(
+    mut resp: reqwest::Response,
+    url: &str,
+    limit: usize,
+) -> Result<Vec<u8>, ClientError> {
+    let too_large = || ClientError::TooLarge {
+        url: url.to_string(),
+        limit,
+    };
+    let announced = resp.content_length().unwrap_or(0);
+    if usize::try_from(announced).map_or(true, |n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    loop {
+        let chunk = resp
+            .chunk()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.to_string(),
+                source,
+            })?;
+        let Some(chunk) = chunk else {
+            return Ok(body);
+        };
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
 }
 
 /// Reads a successful answer's body as `T` (`send` already turned error
@@ -471,7 +736,7 @@ async fn decode<T: DeserializeOwned>(
     url: String,
 ) -> Result<T, ClientError> {
     let status = resp.status().as_u16();
-    let bytes = read_body(resp, &url).await?;
+    let bytes = read_body(resp, &url, MAX_ANSWER_BYTES).await?;
     serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
         url,
         status,
@@ -514,3 +779,6 @@ pub const MATRIX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Keeps the re-export path stable for callers that name the API module.
 pub use api::Role;
+
+#[cfg(test)]
+mod tests;

@@ -5,6 +5,14 @@
 //! moved as a whole) and the nodes with their roles, addresses and, once
 //! `ironclad create` has started them, their API endpoints on 127.0.0.1.
 //!
+//! An endpoint belongs to the node entry it is written in: the entry's `name`
+//! is the identity the host client demands of whatever answers there (the
+//! node's API certificate names it; see [`crate::client::NodeVerifier`]). A
+//! port alone proves nothing, since any local process (or another node's
+//! QEMU) may hold it. Files written before node identity was checked have the
+//! same shape and are read as they are; clusters made then have API
+//! certificates that already carry their node name.
+//!
 //! This module owns the document and its strict parsing; it does not open
 //! connections (see [`crate::client`]) and holds no key material itself.
 
@@ -45,7 +53,7 @@ pub struct ClientNode {
     /// Address on the cluster network.
     pub address: Ipv4Addr,
     /// Where the host reaches the node API (hostfwd on 127.0.0.1); filled in
-    /// by `ironclad create`.
+    /// by `ironclad create`. Whatever answers there must prove to be `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<SocketAddr>,
 }
@@ -190,6 +198,21 @@ mod tests {
             back.node("dev-cp-1").unwrap().endpoint.unwrap().port(),
             50001
         );
+    }
+
+    #[test]
+    fn a_file_written_before_identity_checks_still_reads() {
+        // The shape `gen config` and `create` wrote before the host checked
+        // node names: each endpoint sits in its node's entry, so the name the
+        // client demands is the entry's.
+        let old = format!(
+            "apiVersion: {}\nkind: ClientConfig\ncluster: dev\nosCa: |\n  -----BEGIN CERTIFICATE-----\n  AAAA\n  -----END CERTIFICATE-----\ncert: admin.crt\nkey: admin.key\nnodes:\n- name: dev-cp-1\n  role: control-plane\n  address: 10.5.0.2\n  endpoint: 127.0.0.1:50001\n",
+            crate::API_VERSION
+        );
+        let cfg = ClientConfig::from_yaml(&old).unwrap();
+        let n = cfg.node("dev-cp-1").unwrap();
+        assert_eq!(n.endpoint, Some("127.0.0.1:50001".parse().unwrap()));
+        assert!(cfg.node("127.0.0.1").is_none());
     }
 
     #[test]

@@ -1,16 +1,24 @@
 //! Small filesystem helpers shared by every module that stores state:
 //! atomic writes (temp file in the same directory, fsync, rename, fsync of the
-//! directory) and private directories. Secrets go through [`write_secret`], which
-//! creates the file with mode 0600 before a single byte is written.
+//! directory) and private directories.
+//!
+//! The temporary file has a random name and is created exclusively
+//! (`O_CREAT|O_EXCL`, through [`tempfile`]), so nothing planted beforehand
+//! (a symlink at a guessable name, a file of someone else's) is ever opened
+//! or followed; its mode is set before a single byte is written, so a secret
+//! ([`write_secret`], 0600) is never readable by others, not even while it is
+//! written.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// Writes `data` to `path` atomically with the given mode: the content goes to a
-/// temporary file beside `path` (created with `mode`), is synced, then renamed over
-/// `path`, and the directory is synced so the rename survives a crash.
+/// Writes `data` to `path` atomically with the given mode: the content goes to
+/// a new temporary file beside `path` (random name, created exclusively, mode
+/// set before writing), is synced, then renamed over `path`, and the directory
+/// is synced so the rename survives a crash. A temporary file is removed when
+/// anything fails.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let dir = path
         .parent()
@@ -19,28 +27,23 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The mode given to open() is filtered by the umask; set it exactly.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".tmp.");
+    // O_EXCL (and so no symlink followed), mode 0600 from creation on.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    // The mode given at creation is filtered by the umask; set it exactly,
+    // still before any data is written.
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    // On an error the temporary file is dropped, which removes it.
+    tmp.persist(path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()
 }
 
 /// Writes a secret (key, token): mode 0600, atomically.
@@ -73,6 +76,68 @@ mod tests {
         let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         // No temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_symlink_at_the_old_temp_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.key");
+        // The name the old write_atomic used, pointing at a file an attacker
+        // would like to see overwritten (or read back with the secret in it).
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"untouched").unwrap();
+        let planted = dir
+            .path()
+            .join(format!(".k.key.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        // A dangling one too (following it would create the target).
+        let dangling_target = dir.path().join("created-through-link");
+        std::os::unix::fs::symlink(&dangling_target, dir.path().join(".k.key.tmp")).unwrap();
+
+        write_secret(&p, b"secret").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"untouched");
+        assert!(!dangling_target.exists());
+        assert!(
+            fs::symlink_metadata(&planted)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let meta = fs::symlink_metadata(&p).unwrap();
+        assert!(meta.file_type().is_file(), "a regular file, not the link");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read(&p).unwrap(), b"secret");
+        // No temporary file is left behind: the two links, the victim, the key.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 4);
+    }
+
+    #[test]
+    fn modes_are_exact_when_a_file_is_replaced() {
+        // The mode is the new file's own (created 0600, set before writing),
+        // never inherited from the file it replaces.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.crt");
+        write_public(&p, b"cert").unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        write_secret(&p, b"key").unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn failure_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should go: the rename fails.
+        let p = dir.path().join("taken");
+        fs::create_dir(&p).unwrap();
+        fs::write(p.join("inside"), b"x").unwrap();
+        assert!(write_secret(&p, b"secret").is_err());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

@@ -11,9 +11,20 @@
 //!
 //! Rendering issues this node's leaf certificates from the loaded secrets each
 //! time: the node API server certificate (OS CA) for every node, and on control
-//! planes the etcd server, peer and client certificates (etcd CA). Both carry
-//! the SANs node name, cluster address, `127.0.0.1` and `localhost`. No CA key
-//! ever goes into a machine config.
+//! planes the etcd server, peer and client certificates (etcd CA). The API
+//! certificate names only this node (DNS SAN: the node name; IP SAN: its
+//! cluster address): the host dials every node on `127.0.0.1`, so a loopback
+//! SAN would let one node's certificate stand for any other, and the host
+//! client checks the node name instead ([`crate::client::NodeVerifier`]). The
+//! etcd server and peer certificates also carry `127.0.0.1` and `localhost`:
+//! machined reaches its own etcd on `https://127.0.0.1:2379`. No CA key ever
+//! goes into a machine config.
+//!
+//! The types that hold private keys ([`NodePki`], [`EtcdPki`], and so
+//! [`MachineConfig`]) print `[redacted]` for every key in their `Debug`, and a
+//! document that does not parse is reported by position and field path only
+//! ([`MachineConfigError::Parse`]): a parser's message can quote the text it
+//! refused, and in this document that text can be a private key.
 //!
 //! MACs are fixed per node ([`node_macs`]): derived from the cluster name and the
 //! node's index, locally administered and unicast, so a node keeps its MAC (and
@@ -24,6 +35,7 @@ use crate::spec::{Cluster, Node, Role};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::Ipv4Addr;
 
 /// The fw_cfg name under which QEMU hands the machine config to the guest.
@@ -120,8 +132,9 @@ pub struct NodeInfo {
     pub user_mac: String,
 }
 
-/// The certificates and keys this node needs, inline as PEM.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The certificates and keys this node needs, inline as PEM. `Debug` shows
+/// the certificates and redacts the key.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodePki {
     /// The OS CA certificate: client certs of the node API are verified against it.
@@ -135,7 +148,8 @@ pub struct NodePki {
 }
 
 /// etcd certificates of a control plane. The etcd CA's key is never here.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Debug` shows the certificates and redacts the keys.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EtcdPki {
     pub ca: String,
@@ -146,6 +160,34 @@ pub struct EtcdPki {
     /// Client certificate machined uses to talk to its local etcd.
     pub client_cert: String,
     pub client_key: String,
+}
+
+/// What `Debug` prints in place of a private key.
+const REDACTED: &str = "[redacted]";
+
+impl fmt::Debug for NodePki {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodePki")
+            .field("os_ca", &self.os_ca)
+            .field("api_cert", &self.api_cert)
+            .field("api_key", &REDACTED)
+            .field("etcd", &self.etcd)
+            .finish()
+    }
+}
+
+impl fmt::Debug for EtcdPki {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdPki")
+            .field("ca", &self.ca)
+            .field("server_cert", &self.server_cert)
+            .field("server_key", &REDACTED)
+            .field("peer_cert", &self.peer_cert)
+            .field("peer_key", &REDACTED)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &REDACTED)
+            .finish()
+    }
 }
 
 /// containerd settings.
@@ -169,14 +211,27 @@ pub struct EtcdSettings {
 
 impl MachineConfig {
     /// Strict parse of a machine config document (unknown fields are refused).
+    /// An error quotes nothing of the document (see [`ParseError`]).
     pub fn from_yaml(text: &str) -> Result<Self, MachineConfigError> {
-        let cfg: MachineConfig =
-            serde_saphyr::from_str(text).map_err(|e| MachineConfigError::Parse(e.to_string()))?;
+        let mut path = None;
+        let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize::<_, MachineConfig>(de).map_err(|e| {
+                path = Some(e.path().clone());
+                e.into_inner()
+            })
+        });
+        let cfg =
+            parsed.map_err(|e| MachineConfigError::Parse(ParseError::new(&e, path.as_ref())))?;
         if cfg.api_version != crate::API_VERSION {
-            return Err(MachineConfigError::Version(cfg.api_version));
+            return Err(MachineConfigError::Version(shown_value(
+                &cfg.api_version,
+                looks_like_api_version,
+            )));
         }
         if cfg.kind != KIND {
-            return Err(MachineConfigError::Kind(cfg.kind));
+            return Err(MachineConfigError::Kind(shown_value(&cfg.kind, |k| {
+                !k.is_empty() && k.len() <= 32 && k.bytes().all(|b| b.is_ascii_alphabetic())
+            })));
         }
         Ok(cfg)
     }
@@ -187,14 +242,182 @@ impl MachineConfig {
     }
 }
 
+/// Why a machine config document did not parse, told without quoting it: the
+/// document holds private keys, and what a parser refused (a value, an
+/// unknown key) may be a piece of one. Only the position, the field path
+/// (names the schema knows; anything else shows as `?`) and the kind of
+/// problem are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based line and column, when the parser knows them.
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+    /// The field path, e.g. `pki.etcd.serverKey` or `cluster.members[1].address`.
+    pub path: Option<String>,
+    /// What is wrong, in words that come from this program, never the document.
+    pub problem: String,
+}
+
+impl ParseError {
+    fn new(e: &serde_saphyr::Error, path: Option<&serde_path_to_error::Path>) -> Self {
+        let at = e.location();
+        ParseError {
+            line: at.map(|l| l.line()).filter(|l| *l > 0),
+            column: at.map(|l| l.column()).filter(|c| *c > 0),
+            path: path.map(shown_path).filter(|p| !p.is_empty()),
+            problem: problem_of(e.without_snippet()),
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problem)?;
+        if let Some(p) = &self.path {
+            write!(f, " at {p}")?;
+        }
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, " (line {l}, column {c})"),
+            (Some(l), None) => write!(f, " (line {l})"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Every map key the machine config schema has (camelCase, as written).
+/// A key outside this list is shown as `?` in a [`ParseError`] path.
+const SCHEMA_KEYS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "cluster",
+    "name",
+    "cidr",
+    "egress",
+    "members",
+    "role",
+    "address",
+    "node",
+    "clusterMac",
+    "userMac",
+    "pki",
+    "osCa",
+    "apiCert",
+    "apiKey",
+    "etcd",
+    "ca",
+    "serverCert",
+    "serverKey",
+    "peerCert",
+    "peerKey",
+    "clientCert",
+    "clientKey",
+    "containerd",
+    "runtimes",
+    "userNamespaces",
+    "sysctls",
+    "memberName",
+    "bootstrapNode",
+];
+
+/// The path with every segment the schema does not know shown as `?`
+/// (empty when no segment is known: nothing worth showing).
+fn shown_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let known = path.iter().any(|seg| match seg {
+        Segment::Map { key } => SCHEMA_KEYS.contains(&key.as_str()),
+        _ => false,
+    });
+    if !known {
+        return String::new();
+    }
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(if SCHEMA_KEYS.contains(&key.as_str()) {
+                    key
+                } else {
+                    "?"
+                });
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
+        }
+    }
+    out
+}
+
+/// The kind of problem, from the error's variant and the fixed words that
+/// start serde's messages; the rest of a message (which may quote the
+/// document) is dropped.
+fn problem_of(e: &serde_saphyr::Error) -> String {
+    use serde_saphyr::Error as E;
+    // `expected`, `field` and `ty` come from the schema (serde's derive and
+    // visitors); `unexpected`, `msg` and unknown names come from the document.
+    match e {
+        E::SerdeInvalidType { expected, .. } => format!("wrong type of value, expected {expected}"),
+        E::SerdeInvalidValue { expected, .. } => format!("invalid value, expected {expected}"),
+        E::SerdeInvalidLength { len, expected, .. } => {
+            format!("wrong number of items ({len}), expected {expected}")
+        }
+        E::SerdeUnknownVariant { expected, .. } => {
+            format!("unknown value, expected one of {}", expected.join(", "))
+        }
+        E::SerdeUnknownField { .. } => "unknown field".to_string(),
+        E::SerdeMissingField { field, .. } => format!("missing field `{field}`"),
+        E::DuplicateMappingKey { .. } => "duplicate key".to_string(),
+        E::InvalidScalar { ty, .. } => format!("not a valid {ty}"),
+        E::InvalidBooleanStrict { .. } => "not a boolean".to_string(),
+        E::NullIntoString { .. } => "empty where text is expected".to_string(),
+        E::IndentationError { .. } => "bad indentation".to_string(),
+        E::Eof { .. } => "the document ends too early".to_string(),
+        E::MultipleDocuments { .. } => "more than one YAML document".to_string(),
+        E::Unexpected { expected, .. } => format!("expected {expected}"),
+        E::Message { .. } => "invalid value".to_string(),
+        _ => "not valid YAML for a machine config".to_string(),
+    }
+}
+
+/// `value` when `ok` says it looks like what was expected (so it cannot be a
+/// piece of a key), otherwise a placeholder.
+fn shown_value(value: &str, ok: impl Fn(&str) -> bool) -> String {
+    if ok(value) {
+        format!("{value:?}")
+    } else {
+        "an unexpected value".to_string()
+    }
+}
+
+fn looks_like_api_version(v: &str) -> bool {
+    v.len() <= 64
+        && v.split_once('/').is_some_and(|(group, version)| {
+            !group.is_empty()
+                && group
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+                && version.starts_with('v')
+                && version
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
 /// Why a machine config could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum MachineConfigError {
     #[error("machine config is not valid: {0}")]
-    Parse(String),
-    #[error("machine config has apiVersion {0:?}; this build reads {api}", api = crate::API_VERSION)]
+    Parse(ParseError),
+    #[error("machine config has apiVersion {0}; this build reads {api}", api = crate::API_VERSION)]
     Version(String),
-    #[error("document kind is {0:?}, expected {KIND:?}")]
+    #[error("document kind is {0}, expected {KIND:?}")]
     Kind(String),
     #[error("cannot render machine config: {0}")]
     Render(String),
@@ -274,18 +497,25 @@ pub fn render(
         node: name.to_string(),
         source,
     };
-    let dns = [name, "localhost"];
-    let ips = [node.address, Ipv4Addr::LOCALHOST];
+    // The node API: this node's name and cluster address only, never a
+    // loopback name every node would share.
     let api = secrets
         .os_ca
-        .issue_server(name, &dns, &ips, false)
+        .issue_node_api(name, node.address)
         .map_err(pki_err)?;
+    // etcd: machined reaches its own etcd on 127.0.0.1 (see agent::etcd).
+    let etcd_dns = [name, "localhost"];
+    let etcd_ips = [node.address, Ipv4Addr::LOCALHOST];
     let (etcd_pki, etcd) = match node.role {
         Role::Worker => (None, None),
         Role::ControlPlane => {
             let ca = &secrets.etcd_ca;
-            let server = ca.issue_server(name, &dns, &ips, true).map_err(pki_err)?;
-            let peer = ca.issue_server(name, &dns, &ips, true).map_err(pki_err)?;
+            let server = ca
+                .issue_server(name, &etcd_dns, &etcd_ips, true)
+                .map_err(pki_err)?;
+            let peer = ca
+                .issue_server(name, &etcd_dns, &etcd_ips, true)
+                .map_err(pki_err)?;
             let client = ca
                 .issue_client(&format!("machined-{name}"), None)
                 .map_err(pki_err)?;

@@ -190,6 +190,7 @@ impl Node {
         });
         let cert = issue_client_cert(&secrets.os_ca, Role::Admin, "test").unwrap();
         let client = NodeClient::new(
+            &cfg.node.name,
             addr,
             secrets.os_ca.cert_pem(),
             &cert.cert_pem,

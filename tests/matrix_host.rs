@@ -19,7 +19,7 @@ async fn node(
 ) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let cert = secrets
         .os_ca
-        .issue_server(name, &[name], &[Ipv4Addr::LOCALHOST], false)
+        .issue_server(name, &[name], &[Ipv4Addr::new(10, 5, 0, 9)], false)
         .unwrap();
     let tls = server_tls_config(secrets.os_ca.cert_pem(), &cert.cert_pem, &cert.key_pem).unwrap();
     let apid = Apid::bind_with("127.0.0.1:0".parse().unwrap(), tls)
@@ -35,9 +35,16 @@ async fn node(
     )
 }
 
-fn client(secrets: &Secrets, addr: std::net::SocketAddr, role: Role) -> NodeClient {
+fn client(secrets: &Secrets, name: &str, addr: std::net::SocketAddr, role: Role) -> NodeClient {
     let c = issue_client_cert(&secrets.os_ca, role, "matrix-test").unwrap();
-    NodeClient::new(addr, secrets.os_ca.cert_pem(), &c.cert_pem, &c.key_pem).unwrap()
+    NodeClient::new(
+        name,
+        addr,
+        secrets.os_ca.cert_pem(),
+        &c.cert_pem,
+        &c.key_pem,
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -45,11 +52,11 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
     let secrets = Secrets::generate("mx").unwrap();
     let (cp, s1) = node(&secrets, "mx-cp-1").await;
     let (w, s2) = node(&secrets, "mx-w-1").await;
-    let cp_client = client(&secrets, cp, Role::Admin);
+    let cp_client = client(&secrets, "mx-cp-1", cp, Role::Admin);
     cp_client.bootstrap().await.unwrap();
 
     // The route: admin only, strict body, ids checked at the edge.
-    let reader = client(&secrets, cp, Role::Reader);
+    let reader = client(&secrets, "mx-cp-1", cp, Role::Reader);
     let code = |r: Result<_, ClientError>| match r {
         Err(ClientError::Api(e)) => e.code,
         other => panic!("{other:?}"),
@@ -93,7 +100,7 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
                 name: "mx-w-1".into(),
                 control_plane: false,
                 endpoint: w,
-                client: client(&secrets, w, Role::Admin),
+                client: client(&secrets, "mx-w-1", w, Role::Admin),
             },
         ],
         cluster_file: None,
@@ -150,7 +157,7 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
         .unwrap();
     let mut ctx = ctx;
     ctx.targets[1].endpoint = closed;
-    ctx.targets[1].client = client(&secrets, closed, Role::Admin);
+    ctx.targets[1].client = client(&secrets, "mx-w-1", closed, Role::Admin);
     let report = run(&ctx, &["CONF-01".into(), "RT-02".into()], false, &progress)
         .await
         .unwrap();
@@ -186,7 +193,7 @@ fn cli_runs_the_matrix_from_the_state_dir() {
     let ((cp, s1), (w, s2)) = rt.block_on(async {
         let a = node(&secrets, "mx-cp-1").await;
         let b = node(&secrets, "mx-w-1").await;
-        client(&secrets, a.0, Role::Admin)
+        client(&secrets, "mx-cp-1", a.0, Role::Admin)
             .bootstrap()
             .await
             .unwrap();

@@ -302,11 +302,20 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     let endpoint = SocketAddr::from(([127, 0, 0, 1], port));
     let admin_cert = std::fs::read_to_string(&report.admin_cert).unwrap();
     let admin_key = std::fs::read_to_string(&report.admin_key).unwrap();
-    let admin = NodeClient::new(endpoint, &ca, &admin_cert, &admin_key).unwrap();
+    let admin = NodeClient::new(&node.name, endpoint, &ca, &admin_cert, &admin_key).unwrap();
     let api_deadline = Instant::now() + Duration::from_secs(60);
     let v = until_answers(api_deadline, || admin.version()).await;
     assert_eq!(v.node, node.name);
     assert_eq!(v.api, "v1");
+    // Its certificate names this node only: a client for another node,
+    // sent to this port, refuses the answer (a squatted host port).
+    let impostor = NodeClient::new("nb-cp-2", endpoint, &ca, &admin_cert, &admin_key).unwrap();
+    let e = impostor.version().await.unwrap_err();
+    assert!(
+        matches!(&e, ironclad::client::ClientError::WrongNode { presented, .. }
+            if presented.contains(&node.name)),
+        "{e}"
+    );
     let health = admin.health().await.unwrap();
     assert!(!health.etcd_bootstrapped);
     // `ready` does not wait for containerd: it answers a few seconds later.
@@ -362,7 +371,8 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     assert_eq!(e.code(), Some(ErrorCode::NotFound));
 
     // As reader: reads yes, power no.
-    let reader = NodeClient::new(endpoint, &ca, &reader.cert_pem, &reader.key_pem).unwrap();
+    let reader =
+        NodeClient::new(&node.name, endpoint, &ca, &reader.cert_pem, &reader.key_pem).unwrap();
     assert_eq!(reader.version().await.unwrap().node, node.name);
     let e = reader.reboot().await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");

@@ -33,7 +33,7 @@ async fn start() -> Fixture {
     let secrets = Secrets::generate("dev").unwrap();
     let cert = secrets
         .os_ca
-        .issue_server(NODE, &[NODE, "localhost"], &[Ipv4Addr::LOCALHOST], false)
+        .issue_server(NODE, &[NODE], &[Ipv4Addr::new(10, 5, 0, 2)], false)
         .unwrap();
     let tls = server_tls_config(secrets.os_ca.cert_pem(), &cert.cert_pem, &cert.key_pem).unwrap();
     let apid = Apid::bind_with("127.0.0.1:0".parse().unwrap(), tls)

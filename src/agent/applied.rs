@@ -96,11 +96,12 @@ pub fn choose(root: &Path, fw_cfg: MachineConfig, fw_cfg_text: &str) -> (Machine
     }
     let stored = match MachineConfig::from_yaml(&stored_text) {
         Ok(c) => c,
-        // The parser's message may quote the document (keys): not printed.
-        Err(_) => {
+        // The error gives a position and a field path, never the document's
+        // text (which holds keys): safe for the console.
+        Err(e) => {
             return (
                 fw_cfg,
-                Choice::Ignored("it no longer parses as a machine config".into()),
+                Choice::Ignored(format!("it no longer parses as a machine config: {e}")),
             );
         }
     };
@@ -152,6 +153,32 @@ mod tests {
             choose(r, base.clone(), &base_text).1,
             Choice::Ignored(_)
         ));
+        // Its reason (printed on the console) quotes no key, even when the
+        // damage is in a key: a line of the key left where a field belongs.
+        let (ca, _) = crate::pki::Ca::generate("t").unwrap();
+        let mut keyed = new.clone();
+        keyed.pki.api_key = ca
+            .issue_node_api("cp1", "10.5.0.10".parse().unwrap())
+            .unwrap()
+            .key_pem;
+        let stored = keyed.to_yaml().unwrap();
+        let key_line = keyed
+            .pki
+            .api_key
+            .lines()
+            .nth(2)
+            .expect("a PEM key has several lines")
+            .to_string();
+        let damaged = stored.replace("  apiKey: |\n", &format!("  {key_line}: |\n"));
+        assert_ne!(damaged, stored);
+        std::fs::write(r.join(STORED), damaged).unwrap();
+        let (eff, why) = choose(r, base.clone(), &base_text);
+        assert_eq!(eff, base);
+        let Choice::Ignored(reason) = why else {
+            panic!("{why:?}")
+        };
+        assert!(reason.contains("line "), "{reason}");
+        assert!(!reason.contains(&key_line[..16]), "{reason}");
     }
 
     #[test]

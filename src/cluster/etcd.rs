@@ -564,6 +564,7 @@ mod tests {
             name: name.into(),
             address: Ipv4Addr::from(ip),
             client: NodeClient::new(
+                name,
                 "127.0.0.1:1".parse().unwrap(),
                 secrets.os_ca.cert_pem(),
                 &cert.cert_pem,

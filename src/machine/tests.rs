@@ -337,16 +337,30 @@ fn rustls_accepts_the_rendered_certificates() {
             admin.cert_pem.as_str(),
             admin.key_pem.as_str(),
         );
-        // The host reaches the API through 127.0.0.1; peers by name or address.
-        for name in [
-            "127.0.0.1",
-            "localhost",
-            node.name.as_str(),
-            &node.address.to_string(),
-        ] {
+        // The host checks the node's name (whatever port it dialled on
+        // 127.0.0.1); peers may use the cluster address.
+        for name in [node.name.as_str(), &node.address.to_string()] {
             tls::handshake(server, client, name).unwrap();
         }
-        assert!(tls::handshake(server, client, "10.9.9.9").is_err());
+        // No name every node would share: a loopback name or address, or
+        // another node's name, is refused.
+        let others: Vec<String> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.name != node.name)
+            .flat_map(|n| [n.name.to_string(), n.address.to_string()])
+            .collect();
+        assert!(!others.is_empty());
+        for name in ["127.0.0.1", "localhost", "10.9.9.9"]
+            .into_iter()
+            .chain(others.iter().map(String::as_str))
+        {
+            assert!(
+                tls::handshake(server, client, name).is_err(),
+                "{}'s API certificate accepted for {name}",
+                node.name
+            );
+        }
 
         if let Some(e) = &cfg.pki.etcd {
             let server = (e.ca.as_str(), e.server_cert.as_str(), e.server_key.as_str());
@@ -374,8 +388,240 @@ fn rustls_accepts_the_rendered_certificates() {
         tls::handshake(
             (os_ca, &cfg.pki.api_cert, &cfg.pki.api_key),
             (os_ca, &stranger.cert_pem, &stranger.key_pem),
-            "127.0.0.1"
+            cluster.nodes[0].name.as_str()
         )
         .is_err()
     );
+}
+
+/// Every 16-character piece of the base64 of `cfg`'s private keys that is
+/// secret: found in no certificate of `cfg` (a PKCS#8 key embeds its public
+/// key, which the certificate carries too, and starts with a header every
+/// P-256 key shares).
+fn key_lines(cfg: &MachineConfig) -> Vec<String> {
+    let mut keys = vec![cfg.pki.api_key.clone()];
+    let mut public = vec![cfg.pki.os_ca.clone(), cfg.pki.api_cert.clone()];
+    if let Some(e) = &cfg.pki.etcd {
+        keys.extend([
+            e.server_key.clone(),
+            e.peer_key.clone(),
+            e.client_key.clone(),
+        ]);
+        public.extend([
+            e.ca.clone(),
+            e.server_cert.clone(),
+            e.peer_cert.clone(),
+            e.client_cert.clone(),
+        ]);
+    }
+    let public = public.concat().replace('\n', "");
+    let header = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg";
+    let mut out = Vec::new();
+    for k in &keys {
+        for line in k.lines().filter(|l| !l.starts_with("-----")) {
+            let line = line.strip_prefix(header).unwrap_or(line);
+            for w in line.as_bytes().windows(16) {
+                let w = std::str::from_utf8(w).unwrap();
+                if !public.contains(w) {
+                    out.push(w.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn assert_no_key(what: &str, text: &str, pieces: &[String]) {
+    assert!(
+        !text.contains("PRIVATE KEY"),
+        "{what} prints a key:\n{text}"
+    );
+    for p in pieces {
+        assert!(!text.contains(p.as_str()), "{what} prints key bytes {p:?}");
+    }
+}
+
+#[test]
+fn debug_redacts_every_private_key() {
+    let cluster = default_cluster();
+    let secrets = Secrets::generate("dev").unwrap();
+    let cp = render(&cluster, cluster.control_planes().next().unwrap(), &secrets).unwrap();
+    let lines = key_lines(&cp);
+    assert!(lines.len() >= 4 * 8, "four keys, each with a secret part");
+    let etcd = cp.pki.etcd.as_ref().unwrap();
+    for (what, text) in [
+        ("MachineConfig", format!("{cp:?}")),
+        ("MachineConfig {:#?}", format!("{cp:#?}")),
+        ("NodePki", format!("{:?}", cp.pki)),
+        ("EtcdPki", format!("{etcd:?}")),
+        (
+            "Action::ApplyConfig",
+            format!(
+                "{:?}",
+                crate::api::Action::ApplyConfig(Box::new(cp.clone()))
+            ),
+        ),
+        (
+            "ApplyConfigRequest",
+            format!(
+                "{:?}",
+                crate::api::ApplyConfigRequest {
+                    config: cp.to_yaml().unwrap()
+                }
+            ),
+        ),
+    ] {
+        assert_no_key(what, &text, &lines);
+        assert!(
+            text.contains("[redacted]") || what == "ApplyConfigRequest",
+            "{what}: {text}"
+        );
+    }
+    // What is not secret is still shown (a useful Debug, not an empty one).
+    assert!(format!("{cp:?}").contains("BEGIN CERTIFICATE"));
+    assert!(format!("{cp:?}").contains(cp.node.name.as_str()));
+}
+
+/// A rendered document with `apiKey`'s block replaced by `replacement`
+/// (the lines after `  apiKey: |` that are indented by four spaces).
+fn with_api_key_block(yaml: &str, replacement: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in yaml.lines() {
+        if line == "  apiKey: |" {
+            out.push_str(replacement);
+            skipping = true;
+            continue;
+        }
+        if skipping && line.starts_with("    ") {
+            continue;
+        }
+        skipping = false;
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn parse_errors_quote_no_document_text() {
+    let cluster = default_cluster();
+    let secrets = Secrets::generate("dev").unwrap();
+    let cfg = render(&cluster, &cluster.nodes[1], &secrets).unwrap();
+    let yaml = cfg.to_yaml().unwrap();
+    let key = cfg.pki.api_key.clone();
+    let body: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    let lines = key_lines(&cfg);
+
+    // Malformed key fields, each of which makes the parser's own message
+    // quote the key: its header lost (the body left as an unknown field),
+    // the key as a number-looking scalar of the wrong type, as a map key.
+    let broken_indent = {
+        let mut seen = 0;
+        yaml.lines()
+            .map(|l| {
+                if l.starts_with("    ") && body.iter().any(|b| l.trim() == *b) {
+                    seen += 1;
+                    if seen == 2 {
+                        return format!(" {}\n", l.trim());
+                    }
+                }
+                format!("{l}\n")
+            })
+            .collect::<String>()
+    };
+    let cases = [
+        (
+            "a key line left as a field",
+            with_api_key_block(&yaml, &format!("  {}: x\n", body[0])),
+            Some("pki.?"),
+        ),
+        (
+            "the key where a list belongs",
+            yaml.replace(
+                "  runtimes:\n",
+                &format!("  runtimes: {}\n  bogus:\n", body[1]),
+            ),
+            Some("containerd.runtimes"),
+        ),
+        (
+            "the key where a boolean belongs",
+            yaml.replace("  egress: false", &format!("  egress: {}", body[0])),
+            Some("cluster.egress"),
+        ),
+        ("a broken indentation in the key block", broken_indent, None),
+    ];
+    for (what, doc, path) in cases {
+        // The parser's own message quotes the document: what the fix is for.
+        let raw = serde_saphyr::from_str::<MachineConfig>(&doc)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            lines.iter().any(|l| raw.contains(l.as_str())),
+            "{what}: the raw parser error does not quote the key, the case tests nothing:\n{raw}"
+        );
+
+        let err = MachineConfig::from_yaml(&doc).unwrap_err();
+        let MachineConfigError::Parse(p) = &err else {
+            panic!("{what}: {err}");
+        };
+        let text = err.to_string();
+        assert_no_key(what, &text, &lines);
+        assert!(p.line.is_some_and(|l| l > 1), "{what}: no line in {text:?}");
+        assert!(p.column.is_some(), "{what}: no column in {text:?}");
+        if let Some(path) = path {
+            assert_eq!(p.path.as_deref(), Some(path), "{what}: {text}");
+            assert!(
+                text.contains(&format!(" at {path} (line ")),
+                "{what}: {text}"
+            );
+        }
+        assert!(
+            text.contains(&format!("line {}", p.line.unwrap())),
+            "{text}"
+        );
+        // Debug (what a log of the error would print) quotes nothing either.
+        assert_no_key(what, &format!("{err:?}"), &lines);
+    }
+
+    // A field of the schema that is missing is named; a wrong apiVersion is
+    // shown only when it looks like one.
+    let missing = with_api_key_block(&yaml, "");
+    let err = MachineConfig::from_yaml(&missing).unwrap_err().to_string();
+    assert!(err.contains("missing field"), "{err}");
+    let version = yaml.replace(crate::API_VERSION, "ironclad.dev/v9");
+    let err = MachineConfig::from_yaml(&version).unwrap_err().to_string();
+    assert!(err.contains("\"ironclad.dev/v9\""), "{err}");
+    let version = yaml.replace(crate::API_VERSION, body[0]);
+    let err = MachineConfig::from_yaml(&version).unwrap_err();
+    assert!(matches!(err, MachineConfigError::Version(_)), "{err}");
+    assert_no_key("apiVersion", &err.to_string(), &lines);
+}
+
+#[test]
+fn schema_keys_cover_every_field_of_the_document() {
+    // Every key a rendered document has (but sysctl names) is in SCHEMA_KEYS,
+    // so an error path names it instead of `?`.
+    let cluster = default_cluster();
+    let secrets = Secrets::generate("dev").unwrap();
+    let mut cfg = render(&cluster, cluster.control_planes().next().unwrap(), &secrets).unwrap();
+    cfg.sysctls.insert("vm.swappiness".into(), "1".into());
+    fn walk(v: &serde_json::Value, under_sysctls: bool, missing: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    if !under_sysctls && !SCHEMA_KEYS.contains(&k.as_str()) {
+                        missing.push(k.clone());
+                    }
+                    walk(v, k == "sysctls", missing);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, false, missing)),
+            _ => {}
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&serde_json::to_value(&cfg).unwrap(), false, &mut missing);
+    assert!(missing.is_empty(), "add to SCHEMA_KEYS: {missing:?}");
 }

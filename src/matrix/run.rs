@@ -533,11 +533,20 @@ pub enum Anonymous {
     Refused(String),
     /// An HTTP answer came back (its status line).
     Answered(String),
+    /// The answer could not be judged: what answered is not the node (its
+    /// certificate does not name it), or the check could not be set up.
+    /// Never counts as kept out.
+    Unverified(String),
 }
 
-/// Connects to `endpoint` trusting `os_ca_pem`, with `identity` (cert, key) or
-/// no client certificate, sends `GET /v1/version` and reports what happened.
+/// Connects to node `node` at `endpoint` (verifying, as every host client
+/// does, that the certificate which answers is `node`'s), with `identity`
+/// (cert, key) or no client certificate, sends `GET /v1/version` and reports
+/// what happened. Only the node's own refusal counts as [`Anonymous::Refused`]:
+/// a certificate that is not the node's, or a setup failure, is
+/// [`Anonymous::Unverified`].
 pub async fn anonymous_request(
+    node: &str,
     endpoint: SocketAddr,
     os_ca_pem: &str,
     identity: Option<(&str, &str)>,
@@ -546,15 +555,15 @@ pub async fn anonymous_request(
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(os_ca_pem.as_bytes()).flatten() {
-        let _ = roots.add(c);
-    }
+    let verifier = match crate::client::NodeVerifier::new(node, os_ca_pem) {
+        Ok(v) => Arc::new(v),
+        Err(e) => return Anonymous::Unverified(e.to_string()),
+    };
     let builder = match rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
     {
-        Ok(b) => b.with_root_certificates(roots),
-        Err(e) => return Anonymous::Refused(format!("client setup: {e}")),
+        Ok(b) => b.dangerous().with_custom_certificate_verifier(verifier),
+        Err(e) => return Anonymous::Unverified(format!("client setup: {e}")),
     };
     let config = match identity {
         None => builder.with_no_client_auth(),
@@ -563,11 +572,11 @@ pub async fn anonymous_request(
                 .flatten()
                 .collect();
             let Ok(key) = PrivateKeyDer::from_pem_slice(key.as_bytes()) else {
-                return Anonymous::Refused("client setup: bad key".into());
+                return Anonymous::Unverified("client setup: bad key".into());
             };
             match builder.with_client_auth_cert(certs, key) {
                 Ok(c) => c,
-                Err(e) => return Anonymous::Refused(format!("client setup: {e}")),
+                Err(e) => return Anonymous::Unverified(format!("client setup: {e}")),
             }
         }
     };
@@ -577,35 +586,49 @@ pub async fn anonymous_request(
         let tcp = tokio::net::TcpStream::connect(endpoint)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let mut tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
+        let mut tls = match connector.connect(name, tcp).await {
+            Ok(t) => t,
+            // This client refused the server: nothing was learnt about the node.
+            Err(e) if client_refused_server(&e) => {
+                return Ok(Err(format!("handshake: {e}")));
+            }
+            Err(e) => return Err(format!("handshake: {e}")),
+        };
         tls.write_all(b"GET /v1/version HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n")
             .await
             .map_err(|e| format!("write: {e}"))?;
         let mut buf = Vec::new();
         match tls.read_to_end(&mut buf).await {
-            Ok(_) if !buf.is_empty() => Ok(String::from_utf8_lossy(&buf)
+            Ok(_) if !buf.is_empty() => Ok(Ok(String::from_utf8_lossy(&buf)
                 .lines()
                 .next()
                 .unwrap_or("")
-                .to_string()),
+                .to_string())),
             Ok(_) => Err("closed without an answer".to_string()),
             Err(e) => Err(format!("read: {e}")),
         }
     };
     match tokio::time::timeout(Duration::from_secs(10), attempt).await {
-        Ok(Ok(status)) => Anonymous::Answered(status),
+        Ok(Ok(Ok(status))) => Anonymous::Answered(status),
+        Ok(Ok(Err(e))) => Anonymous::Unverified(e),
         Ok(Err(e)) => Anonymous::Refused(e),
         Err(_) => Anonymous::Refused("no answer within 10s".into()),
     }
+}
+
+/// Whether a failed handshake is this client refusing the server's
+/// certificate (as opposed to the server refusing the client).
+fn client_refused_server(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|t| matches!(t, rustls::Error::InvalidCertificate(_)))
 }
 
 /// Whether an anonymous attempt was kept out: refused at TLS, or a 401/403.
 pub fn kept_out(a: &Anonymous) -> bool {
     match a {
         Anonymous::Refused(_) => true,
+        Anonymous::Unverified(_) => false,
         Anonymous::Answered(status) => {
             let code = status.split_whitespace().nth(1).unwrap_or("");
             code == "401" || code == "403"
@@ -621,12 +644,13 @@ async fn api04(ctx: &HostContext) -> Vec<CheckResult> {
     });
     let mut out = Vec::new();
     for t in &ctx.targets {
-        let none = anonymous_request(t.endpoint, &ctx.os_ca_pem, None).await;
+        let none = anonymous_request(&t.name, t.endpoint, &ctx.os_ca_pem, None).await;
         let mut ev = vec![format!("no client certificate: {none:?}")];
         let mut ok = kept_out(&none);
         match &foreign {
             Ok(cert) => {
                 let f = anonymous_request(
+                    &t.name,
                     t.endpoint,
                     &ctx.os_ca_pem,
                     Some((&cert.cert_pem, &cert.key_pem)),
@@ -685,6 +709,9 @@ mod tests {
             "HTTP/1.1 401 Unauthorized".into()
         )));
         assert!(!kept_out(&Anonymous::Answered("HTTP/1.1 200 OK".into())));
+        assert!(!kept_out(&Anonymous::Unverified(
+            "handshake: not the node".into()
+        )));
     }
 
     #[test]

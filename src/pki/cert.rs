@@ -2,7 +2,8 @@
 //! back from PEM (checking that the key belongs to the certificate), and issuing
 //! the leaf profiles the cluster uses (node API server, etcd server/peer/client,
 //! API client with a role). Every key is ECDSA P-256, which Go programs (etcd,
-//! Kubernetes) and rustls all read.
+//! Kubernetes) and rustls all read. Every type here that holds a private key
+//! ([`Ca`], [`IssuedCert`]) prints it as `[redacted]` in `Debug`.
 
 use super::PkiError;
 use rand::RngCore;
@@ -233,6 +234,15 @@ impl Ca {
                 .push(SanType::IpAddress(IpAddr::V4(*ip)));
         }
         self.issue(params)
+    }
+
+    /// A node API (apid) server certificate for node `name` with cluster
+    /// address `address`: serverAuth, SANs the node name (DNS) and the address
+    /// (IP), nothing else. No loopback name or address: the host dials every
+    /// node on `127.0.0.1`, so a SAN every node shares would let one node's
+    /// key answer for any other; the host checks the node name instead.
+    pub fn issue_node_api(&self, name: &str, address: Ipv4Addr) -> Result<IssuedCert, PkiError> {
+        self.issue_server(name, &[name], &[address], false)
     }
 
     /// A TLS client certificate: common name `cn`, organization `org` (the role

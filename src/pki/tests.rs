@@ -272,6 +272,106 @@ fn server_leaf_has_sans_ekus_and_verifies() {
 }
 
 #[test]
+fn node_api_leaf_names_only_its_node() {
+    let secrets = Secrets::generate("dev").unwrap();
+    let leaf = secrets
+        .os_ca
+        .issue_node_api("dev-worker-1", Ipv4Addr::new(10, 5, 0, 3))
+        .unwrap();
+    with_cert(&leaf.cert_pem, |x| {
+        let eku = x.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && !eku.client_auth);
+        let sans = &x
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names;
+        assert_eq!(
+            sans,
+            &[
+                GeneralName::DNSName("dev-worker-1"),
+                GeneralName::IPAddress(&[10, 5, 0, 3]),
+            ],
+            "the node's name and cluster address, no loopback"
+        );
+    });
+    assert!(openssl_verify(
+        secrets.os_ca.cert_pem(),
+        &leaf.cert_pem,
+        Some("sslserver")
+    ));
+}
+
+/// Every 16-character piece of `key_pem`'s base64 that is secret (in no
+/// certificate of `public`: a PKCS#8 key embeds its public key, and starts
+/// with a header every P-256 key shares).
+fn secret_pieces(key_pem: &str, public: &[&str]) -> Vec<String> {
+    let public = public.concat().replace('\n', "");
+    let header = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg";
+    let mut out = Vec::new();
+    for line in key_pem.lines().filter(|l| !l.starts_with("-----")) {
+        let line = line.strip_prefix(header).unwrap_or(line);
+        for w in line.as_bytes().windows(16) {
+            let w = std::str::from_utf8(w).unwrap();
+            if !public.contains(w) {
+                out.push(w.to_string());
+            }
+        }
+    }
+    assert!(
+        out.len() >= 8,
+        "a key has a secret part: {} of\n{key_pem}",
+        out.len()
+    );
+    out
+}
+
+#[test]
+fn debug_redacts_every_private_key() {
+    let secrets = Secrets::generate("dev").unwrap();
+    let leaf = secrets
+        .os_ca
+        .issue_node_api("dev-cp-1", Ipv4Addr::new(10, 5, 0, 2))
+        .unwrap();
+    let mut pieces = Vec::new();
+    let cas: Vec<&str> = CaKind::ALL
+        .iter()
+        .map(|k| secrets.ca(*k).cert_pem())
+        .collect();
+    for kind in CaKind::ALL {
+        pieces.extend(secret_pieces(&secrets.ca(kind).key_pem(), &cas));
+    }
+    pieces.extend(secret_pieces(
+        secrets.service_account.key_pem(),
+        &[&secrets.service_account.pub_pem],
+    ));
+    pieces.extend(secret_pieces(&leaf.key_pem, &[&leaf.cert_pem]));
+    let token = secrets.bootstrap_token.expose().to_string();
+    let secret_half = token.split_once('.').unwrap().1.to_string();
+    for (what, text) in [
+        ("Secrets", format!("{secrets:?}")),
+        ("Secrets {:#?}", format!("{secrets:#?}")),
+        ("Ca", format!("{:?}", secrets.os_ca)),
+        (
+            "ServiceAccountKey",
+            format!("{:?}", secrets.service_account),
+        ),
+        ("BootstrapToken", format!("{:?}", secrets.bootstrap_token)),
+        ("IssuedCert", format!("{leaf:?}")),
+    ] {
+        assert!(!text.contains("PRIVATE KEY"), "{what}: {text}");
+        for p in &pieces {
+            assert!(!text.contains(p.as_str()), "{what} prints key bytes {p:?}");
+        }
+        assert!(!text.contains(&secret_half), "{what} prints the token");
+    }
+    // Not empty either: the public parts are there.
+    assert!(format!("{secrets:?}").contains("BEGIN CERTIFICATE"));
+    assert!(format!("{leaf:?}").contains("[redacted]"));
+}
+
+#[test]
 fn client_leaf_carries_role_and_cn() {
     let secrets = Secrets::generate("dev").unwrap();
     let leaf = issue_client_cert(&secrets.os_ca, ClientRole::Reader, "alice").unwrap();

@@ -30,7 +30,7 @@ async fn start() -> Fixture {
     let secrets = Secrets::generate("dev").unwrap();
     let server_cert = secrets
         .os_ca
-        .issue_server(NODE, &[NODE, "localhost"], &[Ipv4Addr::LOCALHOST], false)
+        .issue_server(NODE, &[NODE], &[Ipv4Addr::new(10, 5, 0, 2)], false)
         .unwrap();
     let tls = server_tls_config(
         secrets.os_ca.cert_pem(),
@@ -59,6 +59,7 @@ impl Fixture {
     fn client(&self, role: Role) -> NodeClient {
         let cert = issue_client_cert(&self.secrets.os_ca, role, "test").unwrap();
         NodeClient::new(
+            NODE,
             self.addr,
             self.secrets.os_ca.cert_pem(),
             &cert.cert_pem,
@@ -231,24 +232,16 @@ async fn reader_reads_and_is_forbidden_to_change() {
 
 /// A client config without a client certificate.
 fn no_cert_client(f: &Fixture) -> NodeClient {
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls::pki_types::pem::PemObject;
-    roots
-        .add(
-            rustls::pki_types::CertificateDer::from_pem_slice(
-                f.secrets.os_ca.cert_pem().as_bytes(),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+    let verifier = crate::client::NodeVerifier::new(NODE, f.secrets.os_ca.cert_pem()).unwrap();
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
-    .with_root_certificates(roots)
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(verifier))
     .with_no_client_auth();
-    NodeClient::with_tls(f.addr, tls).unwrap()
+    NodeClient::with_tls(NODE, f.addr, tls).unwrap()
 }
 
 #[tokio::test]
@@ -268,6 +261,7 @@ async fn handshake_fails_without_cert_or_with_a_foreign_one() {
     let other = Secrets::generate("other").unwrap();
     let stranger = issue_client_cert(&other.os_ca, Role::Admin, "stranger").unwrap();
     let foreign = NodeClient::new(
+        NODE,
         f.addr,
         f.secrets.os_ca.cert_pem(),
         &stranger.cert_pem,
@@ -287,6 +281,7 @@ async fn handshake_fails_without_cert_or_with_a_foreign_one() {
     // A client that trusts another CA refuses the node.
     let admin_other = issue_client_cert(&f.secrets.os_ca, Role::Admin, "a").unwrap();
     let wrong_trust = NodeClient::new(
+        NODE,
         f.addr,
         other.os_ca.cert_pem(),
         &admin_other.cert_pem,
@@ -304,6 +299,7 @@ async fn cert_without_role_is_unauthenticated() {
     let f = start().await;
     let cert = f.secrets.os_ca.issue_client("norole", None).unwrap();
     let c = NodeClient::new(
+        NODE,
         f.addr,
         f.secrets.os_ca.cert_pem(),
         &cert.cert_pem,
@@ -433,9 +429,13 @@ async fn client_from_client_config_file() {
 async fn chunked_oversized_body_is_413() {
     let f = start().await;
     let admin = issue_client_cert(&f.secrets.os_ca, Role::Admin, "admin").unwrap();
-    let tls =
-        crate::client::tls_config(f.secrets.os_ca.cert_pem(), &admin.cert_pem, &admin.key_pem)
-            .unwrap();
+    let tls = crate::client::node_tls_config(
+        NODE,
+        f.secrets.os_ca.cert_pem(),
+        &admin.cert_pem,
+        &admin.key_pem,
+    )
+    .unwrap();
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .build()
