@@ -523,3 +523,80 @@ impl SourceCode for Excerpt {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos_of(text: &str, needle: &str) -> Pos {
+        let offset = text.find(needle).unwrap();
+        Pos {
+            offset,
+            len: needle.len(),
+            line: 0,
+            column: 0,
+        }
+    }
+
+    /// What miette reads for the label (line and column as it shows them).
+    fn label(e: &Excerpt, span: &SourceSpan) -> (String, usize, usize) {
+        let c = e.read_span(span, 0, 0).unwrap();
+        (
+            String::from_utf8_lossy(c.data()).into_owned(),
+            c.line() + 1,
+            c.column() + 1,
+        )
+    }
+
+    #[test]
+    fn short_lines_are_kept_with_their_neighbours() {
+        let text = "a: 1\nb: 2\nc: bad\nd: 4\ne: 5\n";
+        let (e, span) = Excerpt::around("f.yaml", text, pos_of(text, "bad"));
+        assert_eq!(e.text, "b: 2\nc: bad\nd: 4");
+        assert_eq!(label(&e, &span), ("bad".into(), 3, 4));
+        let ctx = e.read_span(&span, 1, 1).unwrap();
+        assert_eq!(ctx.line() + 1, 2, "numbered as in the file");
+        assert_eq!(ctx.name(), Some("f.yaml"));
+        // The first and the last line of a file.
+        let (e, span) = Excerpt::around("f.yaml", text, pos_of(text, "a: 1"));
+        assert_eq!(e.text, "a: 1\nb: 2");
+        assert_eq!(label(&e, &span), ("a: 1".into(), 1, 1));
+        let (e, _) = Excerpt::around("f.yaml", "x: 1\ny: z", pos_of("x: 1\ny: z", "z"));
+        assert_eq!(e.text, "x: 1\ny: z");
+    }
+
+    #[test]
+    fn long_lines_are_windowed_around_the_value() {
+        let long = "v".repeat(500_000);
+        let text = format!("{long}\nk: [{long}, bad, {long}]\n{long}\n");
+        let (e, span) = Excerpt::around("f.yaml", &text, pos_of(&text, "bad"));
+        assert!(e.text.len() < 4 * EXCERPT_LINE_BYTES, "{}", e.text.len());
+        let (data, line, column) = label(&e, &span);
+        assert_eq!(data, "bad");
+        assert_eq!(line, 2);
+        assert_eq!(column, "k: [".len() + long.len() + ", ".len() + 1);
+        // A value longer than the window is underlined up to the window's end.
+        let text = format!("name: {long}\n");
+        let mut pos = pos_of(&text, &long);
+        pos.len = long.len();
+        let (e, span) = Excerpt::around("f.yaml", &text, pos);
+        assert!(e.text.len() < 2 * EXCERPT_LINE_BYTES);
+        assert!(span.len() <= EXCERPT_LINE_BYTES);
+        assert_eq!(label(&e, &span).2, "name: ".len() + 1);
+    }
+
+    #[test]
+    fn positions_past_the_end_and_inside_characters_are_safe() {
+        let text = "é: ü\r\nx";
+        for offset in 0..text.len() + 3 {
+            let pos = Pos {
+                offset,
+                len: 7,
+                line: 0,
+                column: 0,
+            };
+            let (e, span) = Excerpt::around("f", text, pos);
+            assert!(e.read_span(&span, 1, 1).is_ok(), "{offset}");
+        }
+    }
+}

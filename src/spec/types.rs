@@ -322,4 +322,39 @@ mod tests {
             ClusterName::default()
         );
     }
+
+    #[test]
+    fn names_that_are_paths_are_refused() {
+        for bad in [
+            "", ".", "..", "/etc", "a/b", "../../x", "-x", "a\0b", "a\nb", "dev/",
+        ] {
+            assert!(bad.parse::<ClusterName>().is_err(), "{bad:?}");
+            assert!(bad.parse::<NodeName>().is_err(), "{bad:?}");
+        }
+        let n: ClusterName = "dev".parse().unwrap();
+        // Read as text, printed and debugged as the text itself.
+        assert_eq!(&*n, "dev");
+        assert_eq!(format!("{n} {n:?}"), "dev \"dev\"");
+        // Serde refuses a bad name in a document.
+        assert!(serde_json::from_str::<NodeName>("\"../x\"").is_err());
+        assert_eq!(
+            serde_json::from_str::<NodeName>("\"cp-1\"").unwrap(),
+            "cp-1"
+        );
+    }
+
+    #[test]
+    fn quoted_values_are_cut() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(10_000);
+        let c = clip(&long);
+        assert!(c.starts_with(&"é".repeat(MAX_QUOTED_CHARS)), "{c}");
+        assert!(c.ends_with("… (20000 bytes)"), "{c}");
+        let e = "x_".repeat(500_000).parse::<NodeName>().unwrap_err();
+        assert!(e.to_string().len() < 400, "{e}");
+        let e = format!("1{}", "Q".repeat(100_000))
+            .parse::<ByteSize>()
+            .unwrap_err();
+        assert!(e.to_string().len() < 400, "{e}");
+    }
 }
