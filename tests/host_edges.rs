@@ -168,6 +168,8 @@ fn destroy_removes_only_a_cluster_directory() {
         "{}",
         text(&out)
     );
+    let out = ironclad(&other, &["list"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     w.assert_canaries("destroy through a linked clusters dir");
 
     // Twice in a teardown: a cluster that does not exist is a note, exit 0.

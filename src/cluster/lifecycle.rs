@@ -917,9 +917,13 @@ pub fn status(root: &Path, name: &ClusterName) -> Result<ClusterStatus> {
     })
 }
 
-/// `ironclad list`: every cluster under the root.
+/// `ironclad list`: every cluster under the root (see
+/// [`super::paths::list_clusters`]: only real cluster directories).
 pub fn list(root: &Path) -> Result<Vec<ClusterStatus>> {
-    let names = super::paths::list_clusters(root).map_err(LifecycleError::failed)?;
+    let names = super::paths::list_clusters(root).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => LifecycleError::BadInput(e.to_string()),
+        _ => LifecycleError::failed(e),
+    })?;
     names.iter().map(|n| status(root, n)).collect()
 }
 

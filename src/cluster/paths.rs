@@ -337,10 +337,13 @@ pub fn list_clusters(root: &Path) -> std::io::Result<Vec<ClusterName>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
         Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
-            return Err(std::io::Error::other(Found::foreign_message(
-                &dir,
-                "the clusters directory is a symbolic link or not a directory",
-            )));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                Found::foreign_message(
+                    &dir,
+                    "the clusters directory is a symbolic link or not a directory",
+                ),
+            ));
         }
         Ok(_) => {}
     }
