@@ -16,7 +16,7 @@
 //! This module owns the document and its strict parsing; it does not open
 //! connections (see [`crate::client`]) and holds no key material itself.
 
-use crate::spec::Role;
+use crate::spec::{ClusterName, NodeName, Role};
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -32,8 +32,8 @@ pub const FILE_NAME: &str = "client.yaml";
 pub struct ClientConfig {
     pub api_version: String,
     pub kind: String,
-    /// The cluster's name.
-    pub cluster: String,
+    /// The cluster's name (a file naming a bad one is refused).
+    pub cluster: ClusterName,
     /// The OS CA certificate (PEM): node API servers are verified against it.
     pub os_ca: String,
     /// Client certificate, relative to the directory of this file (or absolute).
@@ -48,7 +48,8 @@ pub struct ClientConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientNode {
-    pub name: String,
+    /// The node's name (a file naming a bad one is refused).
+    pub name: NodeName,
     pub role: Role,
     /// Address on the cluster network.
     pub address: Ipv4Addr,
@@ -157,19 +158,19 @@ mod tests {
         ClientConfig {
             api_version: crate::API_VERSION.to_string(),
             kind: KIND.to_string(),
-            cluster: "dev".to_string(),
+            cluster: "dev".parse().unwrap(),
             os_ca: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_string(),
             cert: PathBuf::from("admin.crt"),
             key: PathBuf::from("admin.key"),
             nodes: vec![
                 ClientNode {
-                    name: "dev-cp-1".to_string(),
+                    name: "dev-cp-1".parse().unwrap(),
                     role: Role::ControlPlane,
                     address: Ipv4Addr::new(10, 5, 0, 2),
                     endpoint: Some("127.0.0.1:50001".parse().unwrap()),
                 },
                 ClientNode {
-                    name: "dev-worker-1".to_string(),
+                    name: "dev-worker-1".parse().unwrap(),
                     role: Role::Worker,
                     address: Ipv4Addr::new(10, 5, 0, 3),
                     endpoint: None,
@@ -230,5 +231,17 @@ mod tests {
             ClientConfig::from_yaml(&text.replace(crate::API_VERSION, "v0")),
             Err(ClientConfigError::Version(_))
         ));
+        // Names that could become paths are refused like any bad value.
+        for (from, to) in [
+            ("cluster: dev", "cluster: ../../x"),
+            ("name: dev-cp-1", "name: /etc/x"),
+            ("name: dev-cp-1", "name: ''"),
+        ] {
+            assert!(text.contains(from), "{text}");
+            assert!(matches!(
+                ClientConfig::from_yaml(&text.replace(from, to)),
+                Err(ClientConfigError::Parse(_))
+            ));
+        }
     }
 }

@@ -17,6 +17,12 @@
 //! API endpoints already recorded in `client.yaml` are kept for nodes that
 //! still exist.
 //!
+//! The directory must be private to the user running ironclad
+//! ([`check_private_output`]): one that another user owns, or that its group
+//! or others may write to, is refused before anything is written, since
+//! whoever can write there can swap the files the keys go into. (Its parents
+//! are not checked: a private directory inside `/tmp` is fine.)
+//!
 //! It owns the layout and the orchestration; key generation is [`crate::pki`]'s,
 //! rendering is [`crate::machine`]'s.
 
@@ -81,6 +87,10 @@ pub enum ConfigDirError {
     Render(#[from] MachineConfigError),
     #[error(transparent)]
     ClientConfig(#[from] ClientConfigError),
+    #[error(
+        "{path} is not a safe place for secrets: {why}; use a directory only you can write to (`chmod go-w`, or a new path: it is created with mode 0700)"
+    )]
+    UnsafeDir { path: PathBuf, why: String },
 }
 
 impl ConfigDirError {
@@ -102,6 +112,7 @@ impl ConfigDirError {
                     | std::io::ErrorKind::AlreadyExists
             ),
             ConfigDirError::Pki(e) => e.is_bad_input(),
+            ConfigDirError::UnsafeDir { .. } => true,
             ConfigDirError::Render(_) => false,
             ConfigDirError::ClientConfig(ClientConfigError::Write { source, .. }) => matches!(
                 source.kind(),
@@ -123,8 +134,41 @@ fn io_err<'a>(
     }
 }
 
+/// Refuses `dir` as a place for secrets unless it is a directory owned by
+/// the user running ironclad that neither its group nor others may write
+/// to. Symbolic links are followed: the directory checked is the one the
+/// files would land in.
+pub fn check_private_output(dir: &Path) -> Result<(), ConfigDirError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(dir).map_err(io_err("inspect", dir))?;
+    let unsafe_dir = |why: String| {
+        Err(ConfigDirError::UnsafeDir {
+            path: dir.to_path_buf(),
+            why,
+        })
+    };
+    if !meta.is_dir() {
+        return unsafe_dir("it is not a directory".into());
+    }
+    // SAFETY: geteuid(2) has no arguments, touches no memory and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return unsafe_dir(format!(
+            "it belongs to uid {}, not to you (uid {me})",
+            meta.uid()
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return unsafe_dir(format!(
+            "its group or others may write to it (mode {mode:04o})"
+        ));
+    }
+    Ok(())
+}
+
 /// The machine config path of node `name` under `dir`.
-pub fn node_config_path(dir: &Path, name: &str) -> PathBuf {
+pub fn node_config_path(dir: &Path, name: &crate::spec::NodeName) -> PathBuf {
     dir.join(NODES_DIR).join(format!("{name}.yaml"))
 }
 
@@ -136,6 +180,7 @@ pub fn generate(cluster: &Cluster, dir: &Path) -> Result<GenReport, ConfigDirErr
     if !dir.is_dir() {
         fsutil::create_private_dir(dir).map_err(io_err("create directory", dir))?;
     }
+    check_private_output(dir)?;
     let (secrets, secrets_report) = Secrets::ensure(&dir.join(SECRETS_DIR), cluster.name.as_str())?;
 
     let nodes_dir = dir.join(NODES_DIR);
@@ -143,7 +188,7 @@ pub fn generate(cluster: &Cluster, dir: &Path) -> Result<GenReport, ConfigDirErr
     let mut nodes = Vec::with_capacity(cluster.nodes.len());
     for node in &cluster.nodes {
         let cfg = machine::render(cluster, node, &secrets)?;
-        let path = node_config_path(dir, node.name.as_str());
+        let path = node_config_path(dir, &node.name);
         fsutil::write_secret(&path, cfg.to_yaml()?.as_bytes()).map_err(io_err("write", &path))?;
         nodes.push(GeneratedNode {
             name: node.name.to_string(),
@@ -172,7 +217,7 @@ pub fn generate(cluster: &Cluster, dir: &Path) -> Result<GenReport, ConfigDirErr
     let client = ClientConfig {
         api_version: crate::API_VERSION.to_string(),
         kind: clientconfig::KIND.to_string(),
-        cluster: cluster.name.to_string(),
+        cluster: cluster.name.clone(),
         os_ca: secrets.os_ca.cert_pem().to_string(),
         cert: PathBuf::from(format!("{ADMIN_STEM}.crt")),
         key: PathBuf::from(format!("{ADMIN_STEM}.key")),
@@ -180,7 +225,7 @@ pub fn generate(cluster: &Cluster, dir: &Path) -> Result<GenReport, ConfigDirErr
             .nodes
             .iter()
             .map(|n| ClientNode {
-                name: n.name.to_string(),
+                name: n.name.clone(),
                 role: n.role,
                 address: n.address,
                 endpoint: previous
@@ -274,9 +319,60 @@ mod tests {
         let mut smaller = cluster.clone();
         let gone = smaller.nodes.pop().unwrap();
         let third = generate(&smaller, &dir).unwrap();
-        let gone_path = node_config_path(&dir, gone.name.as_str());
+        let gone_path = node_config_path(&dir, &gone.name);
         assert_eq!(third.stale_nodes, std::slice::from_ref(&gone_path));
         assert!(gone_path.exists());
+    }
+
+    #[test]
+    fn dirs_others_may_write_to_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cluster = crate::spec::default_cluster();
+        for mode in [0o770, 0o757, 0o1777] {
+            let dir = tmp.path().join(format!("shared-{mode:o}"));
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = generate(&cluster, &dir).unwrap_err();
+            assert!(
+                matches!(err, ConfigDirError::UnsafeDir { .. }) && err.is_bad_input(),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("may write"), "{err}");
+            assert_eq!(
+                std::fs::read_dir(&dir).unwrap().count(),
+                0,
+                "nothing written into {}",
+                dir.display()
+            );
+        }
+        // A symbolic link is judged by the directory it leads to.
+        let shared = tmp.path().join("shared-770");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&shared, &link).unwrap();
+        assert!(matches!(
+            generate(&cluster, &link),
+            Err(ConfigDirError::UnsafeDir { .. })
+        ));
+        // Read-only for others is fine.
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        generate(&cluster, &open).unwrap();
+    }
+
+    #[test]
+    fn a_dir_of_another_user_is_refused() {
+        // SAFETY: geteuid(2) touches no memory.
+        if unsafe { libc::geteuid() } != 0 {
+            return; // only root can make a directory owned by someone else
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("theirs");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let err = check_private_output(&dir).unwrap_err();
+        assert!(err.to_string().contains("uid 65534"), "{err}");
     }
 
     #[test]

@@ -31,7 +31,7 @@
 //! with it its address) across restarts and re-renders.
 
 use crate::pki::{PkiError, Secrets};
-use crate::spec::{Cluster, Node, Role};
+use crate::spec::{Cluster, ClusterName, Node, NodeName, Role};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -100,7 +100,7 @@ pub struct MachineConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterInfo {
-    pub name: String,
+    pub name: ClusterName,
     /// The cluster network, e.g. `10.5.0.0/24`.
     pub cidr: ipnet::Ipv4Net,
     /// Whether the user-mode NIC may reach the outside (default route via slirp).
@@ -113,7 +113,7 @@ pub struct ClusterInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Member {
-    pub name: String,
+    pub name: NodeName,
     pub role: Role,
     pub address: Ipv4Addr,
 }
@@ -122,7 +122,7 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeInfo {
-    pub name: String,
+    pub name: NodeName,
     pub role: Role,
     /// Address on the cluster network (prefix from [`ClusterInfo::cidr`]).
     pub address: Ipv4Addr,
@@ -204,9 +204,9 @@ pub struct ContainerdSettings {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EtcdSettings {
     /// Name of the member (the node name).
-    pub member_name: String,
+    pub member_name: NodeName,
     /// Name of the control plane that bootstraps the cluster.
-    pub bootstrap_node: String,
+    pub bootstrap_node: NodeName,
 }
 
 impl MachineConfig {
@@ -522,7 +522,7 @@ pub fn render(
             let bootstrap = cluster
                 .control_planes()
                 .next()
-                .map_or(name, |n| n.name.as_str());
+                .map_or(&node.name, |n| &n.name);
             (
                 Some(EtcdPki {
                     ca: ca.cert_pem().to_string(),
@@ -534,8 +534,8 @@ pub fn render(
                     client_key: client.key_pem,
                 }),
                 Some(EtcdSettings {
-                    member_name: name.to_string(),
-                    bootstrap_node: bootstrap.to_string(),
+                    member_name: node.name.clone(),
+                    bootstrap_node: bootstrap.clone(),
                 }),
             )
         }
@@ -544,21 +544,21 @@ pub fn render(
         api_version: crate::API_VERSION.to_string(),
         kind: KIND.to_string(),
         cluster: ClusterInfo {
-            name: cluster.name.to_string(),
+            name: cluster.name.clone(),
             cidr: cluster.network.cidr,
             egress: cluster.network.egress,
             members: cluster
                 .nodes
                 .iter()
                 .map(|n| Member {
-                    name: n.name.to_string(),
+                    name: n.name.clone(),
                     role: n.role,
                     address: n.address,
                 })
                 .collect(),
         },
         node: NodeInfo {
-            name: name.to_string(),
+            name: node.name.clone(),
             role: node.role,
             address: node.address,
             cluster_mac: macs.cluster,

@@ -198,7 +198,7 @@ impl Node {
         )
         .unwrap();
         Node {
-            name: cfg.node.name.clone(),
+            name: cfg.node.name.to_string(),
             cfg: cfg.clone(),
             root: root.to_path_buf(),
             sup,
@@ -336,7 +336,8 @@ async fn three_control_planes_bootstrap_join_promote_and_survive_restarts() {
     let refs: Vec<&Node> = nodes.iter().collect();
     write_client_yaml(state.path(), "etl", &cfgs, &secrets, &refs);
     let client_yaml =
-        ironclad::cluster::paths::ClusterPaths::new(state.path(), "etl").client_yaml();
+        ironclad::cluster::paths::ClusterPaths::new(state.path(), &"etl".parse().unwrap())
+            .client_yaml();
     let again = std::thread::spawn(move || {
         ironclad::cluster::etcd::converge_blocking(
             &client_yaml,
@@ -596,8 +597,9 @@ fn write_client_yaml(
     secrets: &Secrets,
     running: &[&Node],
 ) {
-    let paths = ironclad::cluster::paths::ClusterPaths::new(state, name);
-    std::fs::create_dir_all(paths.dir()).unwrap();
+    let name: ironclad::spec::ClusterName = name.parse().unwrap();
+    let paths = ironclad::cluster::paths::ClusterPaths::new(state, &name);
+    paths.claim(&name).unwrap();
     let cert = issue_client_cert(&secrets.os_ca, Role::Admin, "admin").unwrap();
     let (crt, key) = (paths.dir().join("admin.crt"), paths.dir().join("admin.key"));
     std::fs::write(&crt, &cert.cert_pem).unwrap();
@@ -605,7 +607,7 @@ fn write_client_yaml(
     let cc = ironclad::clientconfig::ClientConfig {
         api_version: ironclad::API_VERSION.into(),
         kind: ironclad::clientconfig::KIND.into(),
-        cluster: name.into(),
+        cluster: name.clone(),
         os_ca: secrets.os_ca.cert_pem().into(),
         cert: crt,
         key,

@@ -200,8 +200,10 @@ fn cli_runs_the_matrix_from_the_state_dir() {
         (a, b)
     });
     let state = tempfile::tempdir().unwrap();
-    let dir = state.path().join("clusters/mx");
-    std::fs::create_dir_all(&dir).unwrap();
+    let mx: ironclad::spec::ClusterName = "mx".parse().unwrap();
+    let paths = ironclad::cluster::paths::ClusterPaths::new(state.path(), &mx);
+    paths.claim(&mx).unwrap();
+    let dir = paths.dir().to_path_buf();
     let admin = issue_client_cert(&secrets.os_ca, Role::Admin, "admin").unwrap();
     std::fs::write(dir.join("admin.crt"), &admin.cert_pem).unwrap();
     std::fs::write(dir.join("admin.key"), &admin.key_pem).unwrap();
@@ -209,19 +211,19 @@ fn cli_runs_the_matrix_from_the_state_dir() {
     let cfg = ClientConfig {
         api_version: ironclad::API_VERSION.into(),
         kind: KIND.into(),
-        cluster: "mx".into(),
+        cluster: mx.clone(),
         os_ca: secrets.os_ca.cert_pem().into(),
         cert: "admin.crt".into(),
         key: "admin.key".into(),
         nodes: vec![
             ClientNode {
-                name: "mx-cp-1".into(),
+                name: "mx-cp-1".parse().unwrap(),
                 role: ironclad::spec::Role::ControlPlane,
                 address: Ipv4Addr::new(10, 5, 0, 2),
                 endpoint: Some(cp),
             },
             ClientNode {
-                name: "mx-w-1".into(),
+                name: "mx-w-1".parse().unwrap(),
                 role: ironclad::spec::Role::Worker,
                 address: Ipv4Addr::new(10, 5, 0, 3),
                 endpoint: Some(w),

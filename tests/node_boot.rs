@@ -379,7 +379,7 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
 
     // Apply a config for the next boot: refused for another node, stored for this one.
     let mut other = cfg.clone();
-    other.node.name = "someone-else".into();
+    other.node.name = "someone-else".parse().unwrap();
     let e = admin
         .apply_config(&other.to_yaml().unwrap())
         .await

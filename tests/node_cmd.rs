@@ -51,8 +51,9 @@ async fn start() -> Fixture {
 }
 
 fn write_cluster(state: &Path, name: &str, secrets: &Secrets, endpoint: SocketAddr) {
-    let paths = ClusterPaths::new(state, name);
-    std::fs::create_dir_all(paths.dir()).unwrap();
+    let name: ironclad::spec::ClusterName = name.parse().unwrap();
+    let paths = ClusterPaths::new(state, &name);
+    paths.claim(&name).unwrap();
     let cert = issue_client_cert(&secrets.os_ca, Role::Admin, "admin").unwrap();
     std::fs::write(paths.dir().join("admin.crt"), &cert.cert_pem).unwrap();
     ironclad::fsutil::write_secret(&paths.dir().join("admin.key"), cert.key_pem.as_bytes())
@@ -60,13 +61,13 @@ fn write_cluster(state: &Path, name: &str, secrets: &Secrets, endpoint: SocketAd
     ClientConfig {
         api_version: ironclad::API_VERSION.into(),
         kind: ironclad::clientconfig::KIND.into(),
-        cluster: name.into(),
+        cluster: name.clone(),
         os_ca: secrets.os_ca.cert_pem().into(),
         // Relative to client.yaml's directory.
         cert: "admin.crt".into(),
         key: "admin.key".into(),
         nodes: vec![ClientNode {
-            name: NODE.into(),
+            name: NODE.parse().unwrap(),
             role: ironclad::spec::Role::ControlPlane,
             address: Ipv4Addr::new(10, 5, 0, 2),
             endpoint: Some(endpoint),
@@ -168,7 +169,8 @@ async fn cluster_selection_errors_are_bad_input() {
     let f = start().await;
     let s = f.state.path();
     // A second cluster: now --cluster is needed.
-    std::fs::create_dir_all(ClusterPaths::new(s, "other").dir()).unwrap();
+    let other = "other".parse().unwrap();
+    ClusterPaths::new(s, &other).claim(&other).unwrap();
     let out = run(s, &["node", "services", "--node", NODE]).await;
     assert_eq!(out.0, 2, "{out:?}");
     assert!(out.2.contains("several clusters"), "{out:?}");

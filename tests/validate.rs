@@ -217,3 +217,123 @@ fn missing_and_binary_files_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("not UTF-8"), "{stderr}");
 }
+
+/// A file far beyond any cluster file is refused by its size, before it is
+/// read: quickly, and with a short message.
+#[test]
+fn a_huge_file_is_refused_unread() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("huge.yaml");
+    let mut text = format!("{HEAD}metadata:\n  name: ");
+    text.push_str(&"a".repeat(20 << 20));
+    text.push('\n');
+    std::fs::write(&path, text).expect("write");
+    let started = std::time::Instant::now();
+    let out = validate(&path, &[]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("too large"), "{stderr}");
+    assert!(
+        out.stdout.len() + out.stderr.len() < 64 << 10,
+        "{} bytes of output",
+        out.stdout.len() + out.stderr.len()
+    );
+    // Generous: the refusal itself takes milliseconds.
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+
+    let out = validate(&path, &["--output", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert!(
+        v["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too large")
+    );
+}
+
+/// A file under the size limit with 40 000 unknown keys: every one is found,
+/// the first few are shown, the rest counted, and it does not take long.
+#[test]
+fn many_problems_are_capped_and_quick() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keys.yaml");
+    let mut text = format!("{HEAD}spec:\n");
+    for i in 0..40_000 {
+        text.push_str(&format!("  k{i}: 1\n"));
+    }
+    assert!(text.len() < 1 << 20, "{} bytes", text.len());
+    std::fs::write(&path, &text).expect("write");
+    let started = std::time::Instant::now();
+    let out = validate(&path, &[]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("40000 problems") && stderr.contains("39980 more"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{}:4:3", path.display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("`k20`"), "only the first 20 are shown");
+    assert!(stderr.len() < 64 << 10, "{} bytes on stderr", stderr.len());
+    // Generous (it takes well under a second): the old report was quadratic.
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+
+    let out = validate(&path, &["--output", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["total"], 40_000);
+    assert_eq!(v["omitted"], 39_980);
+    assert_eq!(v["problems"].as_array().expect("problems").len(), 20);
+}
+
+/// Huge values are never quoted whole: not in the message, not in the
+/// excerpt of the file, wherever on a long line the problem sits.
+#[test]
+fn huge_values_are_not_quoted_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let long = "x".repeat(900_000);
+    let cases = [
+        // A bad name of 900 KB.
+        format!("{HEAD}metadata:\n  name: {long}\n"),
+        // A bad CIDR after a long run of spaces, on one line.
+        format!("{HEAD}spec: {{network: {{cidr: \"{long}\"}}}}\n"),
+        // An unknown key at the end of a 900 KB line.
+        format!("{HEAD}spec: {{image: \"{long}\", colour: 1}}\n"),
+        // A syntax error far into a long line.
+        format!("{HEAD}spec: {{image: {long}\n"),
+    ];
+    for (i, text) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("long-{i}.yaml"));
+        std::fs::write(&path, text).expect("write");
+        let out = validate(&path, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "case {i}: {stderr}");
+        assert!(
+            stderr.len() < 4 << 10,
+            "case {i}: {} bytes: {stderr}",
+            stderr.len()
+        );
+        assert!(
+            stderr.contains(&path.display().to_string()),
+            "case {i}: {stderr}"
+        );
+        let out = validate(&path, &["--output", "json"]);
+        assert!(
+            out.stdout.len() < 4 << 10,
+            "case {i}: {} bytes of JSON",
+            out.stdout.len()
+        );
+    }
+    // The column is the file's, even though the excerpt is a window of the line.
+    let stderr = {
+        let path = dir.path().join("long-2.yaml");
+        String::from_utf8_lossy(&validate(&path, &[]).stderr).into_owned()
+    };
+    let col = "spec: {image: \"".len() + long.len() + "\", ".len() + 1;
+    assert!(stderr.contains(&format!(":3:{col}]")), "{stderr}");
+    assert!(stderr.contains("colour"), "{stderr}");
+}

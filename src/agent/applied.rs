@@ -38,14 +38,14 @@ pub enum ApplyError {
 pub fn check(current: &MachineConfig, new: &MachineConfig) -> Result<(), ApplyError> {
     if new.cluster.name != current.cluster.name {
         return Err(ApplyError::OtherCluster {
-            got: new.cluster.name.clone(),
-            want: current.cluster.name.clone(),
+            got: new.cluster.name.to_string(),
+            want: current.cluster.name.to_string(),
         });
     }
     if new.node.name != current.node.name {
         return Err(ApplyError::OtherNode {
-            got: new.node.name.clone(),
-            want: current.node.name.clone(),
+            got: new.node.name.to_string(),
+            want: current.node.name.to_string(),
         });
     }
     if new.node.role != current.node.role {
@@ -185,13 +185,13 @@ mod tests {
     fn other_cluster_or_node_is_refused() {
         let base = config(false);
         let mut other = base.clone();
-        other.node.name = "w9".into();
+        other.node.name = "w9".parse().unwrap();
         assert!(matches!(
             check(&base, &other),
             Err(ApplyError::OtherNode { .. })
         ));
         let mut other = base.clone();
-        other.cluster.name = "zzz".into();
+        other.cluster.name = "zzz".parse().unwrap();
         assert!(matches!(
             check(&base, &other),
             Err(ApplyError::OtherCluster { .. })

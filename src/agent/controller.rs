@@ -165,7 +165,7 @@ impl Controller for NodeController {
             Action::Version => Ok(Reply::Version(VersionInfo {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 api: "v1".to_string(),
-                node: self.config.node.name.clone(),
+                node: self.config.node.name.to_string(),
             })),
             Action::Health => {
                 let statuses = self.services.statuses();
@@ -434,7 +434,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (c, _rx) = controller(dir.path(), false);
         let mut other = c.config.clone();
-        other.node.name = "w7".into();
+        other.node.name = "w7".parse().unwrap();
         let e = c
             .execute(Action::ApplyConfig(Box::new(other)))
             .await

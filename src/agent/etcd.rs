@@ -143,7 +143,7 @@ impl Etcd {
         Some(Etcd {
             root: root.to_path_buf(),
             options,
-            name: settings.member_name.clone(),
+            name: settings.member_name.to_string(),
             address: config.node.address,
             token: format!("ironclad-{}", config.cluster.name),
             pki,

@@ -70,7 +70,7 @@ impl NodeEnv {
             }
         }
         NodeEnv {
-            node: cfg.node.name.clone(),
+            node: cfg.node.name.to_string(),
             socket: PathBuf::from(super::containerd::SOCKET),
             root: PathBuf::from("/"),
             toolbox_image: crate::image::oci::TOOLBOX_REF.to_string(),
@@ -85,7 +85,7 @@ impl NodeEnv {
                 .filter(|m| m.name != cfg.node.name)
                 .map(|m| {
                     (
-                        m.name.clone(),
+                        m.name.to_string(),
                         SocketAddr::from((m.address, crate::machine::API_PORT)),
                     )
                 })

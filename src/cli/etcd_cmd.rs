@@ -23,11 +23,11 @@ pub enum EtcdCommand {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Via {
     /// The cluster [default: the only cluster under the state dir].
-    #[arg(long, value_name = "NAME")]
-    cluster: Option<String>,
+    #[arg(long, value_name = "NAME", value_parser = super::cluster_name_arg)]
+    cluster: Option<crate::spec::ClusterName>,
     /// The control plane to ask [default: the first one that answers].
-    #[arg(long, value_name = "NODE")]
-    node: Option<String>,
+    #[arg(long, value_name = "NODE", value_parser = super::node_name_arg)]
+    node: Option<crate::spec::NodeName>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,11 +84,11 @@ where
     F: Fn(NodeClient) -> Fut,
     Fut: Future<Output = Result<T, ClientError>>,
 {
-    let sel: Selected = select_cluster(g, via.cluster.as_deref())?;
+    let sel: Selected = select_cluster(g, via.cluster.as_ref())?;
     if let Some(node) = &via.node {
         return call(sel.client(node)?).await.map_err(client_failure);
     }
-    let cps: Vec<String> = sel
+    let cps: Vec<crate::spec::NodeName> = sel
         .config
         .nodes
         .iter()

@@ -193,6 +193,8 @@ fn client_cert(args: ClientCertArgs) -> CliResult {
             })
         })?;
     }
+    // The key goes there: refuse a directory others could write to.
+    configdir::check_private_output(&args.out).map_err(dir_failure)?;
     for existing in [
         args.out.join(format!("{cn}.crt")),
         args.out.join(format!("{cn}.key")),

@@ -1,9 +1,12 @@
 //! `ironclad create|list|status|stop|start|destroy|console` and the hidden
 //! `__supervise`. Parses flags, calls [`crate::cluster::lifecycle`], prints.
 
-use super::{CliResult, Exit, Failure, Global, Output};
-use crate::cluster::lifecycle::{self, ClusterStatus, LifecycleError, Progress, UpReport};
+use super::{CliResult, Exit, Failure, Global, Output, cluster_name_arg, node_name_arg};
+use crate::cluster::lifecycle::{
+    self, ClusterStatus, Destroyed, LifecycleError, Progress, UpReport,
+};
 use crate::qemu::AccelChoice;
+use crate::spec::{ClusterName, NodeName};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,17 +43,19 @@ pub struct ListArgs {
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// The cluster (default: the only one there is).
-    name: Option<String>,
+    #[arg(value_name = "NAME", value_parser = cluster_name_arg)]
+    name: Option<ClusterName>,
     #[arg(long, value_enum, default_value_t)]
     output: Output,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct StopArgs {
-    name: String,
+    #[arg(value_name = "NAME", value_parser = cluster_name_arg)]
+    name: ClusterName,
     /// Stop only this node.
-    #[arg(long)]
-    node: Option<String>,
+    #[arg(long, value_name = "NODE", value_parser = node_name_arg)]
+    node: Option<NodeName>,
     /// Seconds the guests get to power off before QEMU is told to quit.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -58,10 +63,11 @@ pub struct StopArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct StartArgs {
-    name: String,
+    #[arg(value_name = "NAME", value_parser = cluster_name_arg)]
+    name: ClusterName,
     /// Start only this node (e.g. one that crashed).
-    #[arg(long)]
-    node: Option<String>,
+    #[arg(long, value_name = "NODE", value_parser = node_name_arg)]
+    node: Option<NodeName>,
     /// Seconds to wait for the nodes to be ready.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -71,16 +77,21 @@ pub struct StartArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct DestroyArgs {
-    name: String,
+    /// The cluster. Only a directory that `create` made (it holds the
+    /// `.ironclad-cluster` marker) is removed; a cluster that does not exist
+    /// is a note and exit 0.
+    #[arg(value_name = "NAME", value_parser = cluster_name_arg)]
+    name: ClusterName,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ConsoleArgs {
     /// The node (names are unique across clusters; see --cluster otherwise).
-    node: String,
+    #[arg(value_name = "NODE", value_parser = node_name_arg)]
+    node: NodeName,
     /// The cluster holding the node.
-    #[arg(long)]
-    cluster: Option<String>,
+    #[arg(long, value_name = "NAME", value_parser = cluster_name_arg)]
+    cluster: Option<ClusterName>,
     /// Print what is there and exit instead of following.
     #[arg(long)]
     no_follow: bool,
@@ -243,6 +254,7 @@ pub fn status(g: &Global, a: StatusArgs) -> CliResult {
                 [one] => one.clone(),
                 [] => return Err(Failure::msg(Exit::BadInput, "there are no clusters")),
                 _ => {
+                    let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
                     return Err(Failure::msg(
                         Exit::BadInput,
                         format!("several clusters exist ({}); name one", names.join(", ")),
@@ -263,7 +275,7 @@ pub fn stop(g: &Global, a: StopArgs) -> CliResult {
     lifecycle::stop(
         &g.state_root()?,
         &a.name,
-        a.node.as_deref(),
+        a.node.as_ref(),
         Duration::from_secs(a.timeout),
         &Stderr,
     )
@@ -279,7 +291,7 @@ pub fn start(g: &Global, a: StartArgs) -> CliResult {
     let r = lifecycle::start(
         &g.state_root()?,
         &a.name,
-        a.node.as_deref(),
+        a.node.as_ref(),
         Duration::from_secs(a.timeout),
         &Stderr,
     )
@@ -287,20 +299,30 @@ pub fn start(g: &Global, a: StartArgs) -> CliResult {
     print_up("started", &r, a.output)
 }
 
+/// Exit 0 when the cluster is gone afterwards (also when there was none, as
+/// `kind delete cluster` does, so teardown steps can run twice); exit 2 when
+/// the name's place holds something that is not a cluster's directory.
 pub fn destroy(g: &Global, a: DestroyArgs) -> CliResult {
     let t = std::time::Instant::now();
-    lifecycle::destroy(&g.state_root()?, &a.name).map_err(failure)?;
-    println!(
-        "cluster {} destroyed in {:.1} s",
-        a.name,
-        t.elapsed().as_secs_f64()
-    );
+    let root = g.state_root()?;
+    match lifecycle::destroy(&root, &a.name).map_err(failure)? {
+        Destroyed::Removed(_) => println!(
+            "cluster {} destroyed in {:.1} s",
+            a.name,
+            t.elapsed().as_secs_f64()
+        ),
+        Destroyed::Absent => eprintln!(
+            "note: no cluster named {:?} under {}; nothing to destroy",
+            a.name.as_str(),
+            root.display()
+        ),
+    }
     Ok(())
 }
 
 pub fn console(g: &Global, a: ConsoleArgs) -> CliResult {
     let root = g.state_root()?;
-    let paths = lifecycle::find_node(&root, &a.node, a.cluster.as_deref()).map_err(failure)?;
+    let paths = lifecycle::find_node(&root, &a.node, a.cluster.as_ref()).map_err(failure)?;
     let mut out = std::io::stdout().lock();
     lifecycle::console(&paths, &a.node, !a.no_follow, &mut out).map_err(failure)
 }

@@ -5,12 +5,14 @@
 
 use super::{CliResult, Exit, Failure, Global, Output};
 use crate::matrix::{self, CATALOG, render};
+use crate::spec::ClusterName;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The cluster [default: the only cluster in the state dir].
-    pub name: Option<String>,
+    #[arg(value_name = "NAME", value_parser = super::cluster_name_arg)]
+    pub name: Option<ClusterName>,
     /// Run only these checks (repeatable; e.g. --check RT-01 --check BRK-04).
     #[arg(long = "check", value_name = "ID")]
     pub checks: Vec<String>,
@@ -38,9 +40,23 @@ fn list() -> String {
 }
 
 /// Picks the cluster: the given name, or the only one under the state root.
-fn cluster_name(root: &Path, name: Option<String>) -> Result<String, Failure> {
+/// A name whose place holds something other than a cluster's directory is
+/// refused (see [`crate::cluster::paths::find`]).
+fn cluster_name(root: &Path, name: Option<ClusterName>) -> Result<ClusterName, Failure> {
+    use crate::cluster::paths::{Found, find};
     if let Some(n) = name {
-        return Ok(n);
+        return match find(root, &n) {
+            Ok(Found::Foreign { path, why }) => Err(Failure::msg(
+                Exit::BadInput,
+                Found::foreign_message(&path, &why),
+            )),
+            // A missing cluster is reported by the matrix's own load.
+            Ok(_) => Ok(n),
+            Err(e) => Err(Failure::msg(
+                Exit::Failed,
+                format!("{}: {e}", root.display()),
+            )),
+        };
     }
     let all = crate::cluster::paths::list_clusters(root)
         .map_err(|e| Failure::msg(Exit::Failed, format!("{}: {e}", root.display())))?;
@@ -50,10 +66,13 @@ fn cluster_name(root: &Path, name: Option<String>) -> Result<String, Failure> {
             Exit::BadInput,
             format!("no cluster in {} (create one first)", root.display()),
         )),
-        many => Err(Failure::msg(
-            Exit::BadInput,
-            format!("several clusters ({}): name one", many.join(", ")),
-        )),
+        many => {
+            let many: Vec<&str> = many.iter().map(|n| n.as_str()).collect();
+            Err(Failure::msg(
+                Exit::BadInput,
+                format!("several clusters ({}): name one", many.join(", ")),
+            ))
+        }
     }
 }
 
@@ -111,7 +130,7 @@ pub fn print_report(report: &matrix::Report, output: Output, junit: Option<&Path
 /// cluster that was just created, printed as a table.
 pub fn run_after_create(
     root: &Path,
-    name: &str,
+    name: &ClusterName,
     output: Output,
     junit: Option<&Path>,
 ) -> CliResult {
@@ -140,11 +159,20 @@ mod tests {
     #[test]
     fn cluster_name_rules() {
         let dir = tempfile::tempdir().unwrap();
+        let claim = |n: &str| {
+            let n: ClusterName = n.parse().unwrap();
+            crate::cluster::paths::ClusterPaths::new(dir.path(), &n)
+                .claim(&n)
+                .unwrap();
+        };
         assert!(cluster_name(dir.path(), None).is_err());
-        std::fs::create_dir_all(dir.path().join("clusters/dev")).unwrap();
+        claim("dev");
+        // A directory that is not a cluster's is not counted.
+        std::fs::create_dir_all(dir.path().join("clusters/stray")).unwrap();
         assert_eq!(cluster_name(dir.path(), None).unwrap(), "dev");
-        std::fs::create_dir_all(dir.path().join("clusters/ci")).unwrap();
+        claim("ci");
         assert!(cluster_name(dir.path(), None).is_err());
-        assert_eq!(cluster_name(dir.path(), Some("x".into())).unwrap(), "x");
+        let x: ClusterName = "x".parse().unwrap();
+        assert_eq!(cluster_name(dir.path(), Some(x)).unwrap(), "x");
     }
 }

@@ -11,6 +11,7 @@ pub mod matrix_cmd;
 mod node_cmd;
 mod validate;
 
+use crate::spec::{ClusterName, NAME_RULE, NameError, NodeName};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
@@ -51,6 +52,30 @@ impl Failure {
 }
 
 pub type CliResult = Result<(), Failure>;
+
+/// Why a name from the command line was refused, with the rule.
+fn name_refusal(e: &NameError) -> String {
+    let what = match e {
+        NameError::Empty => "it is empty".to_string(),
+        NameError::TooLong { len, max } => {
+            format!("it is {len} characters long, more than {max}")
+        }
+        NameError::NotDns1123 { .. } => "it is not a DNS-1123 label".to_string(),
+    };
+    format!("{what}; {NAME_RULE}")
+}
+
+/// clap's parser for every cluster-name argument: a bad name (`""`, `.`,
+/// `..`, a path, a leading `-`) is refused by clap itself, with exit 2 and
+/// the rule, before any file is looked at.
+pub fn cluster_name_arg(s: &str) -> Result<ClusterName, String> {
+    s.parse().map_err(|e| name_refusal(&e))
+}
+
+/// clap's parser for every node-name argument (see [`cluster_name_arg`]).
+pub fn node_name_arg(s: &str) -> Result<NodeName, String> {
+    s.parse().map_err(|e| name_refusal(&e))
+}
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -123,7 +148,8 @@ enum Command {
     Stop(lifecycle::StopArgs),
     /// Boot a stopped cluster (or one node) again from its kept disks.
     Start(lifecycle::StartArgs),
-    /// Stop everything of a cluster and remove its state dir.
+    /// Stop everything of a cluster and remove its state dir (a cluster that
+    /// does not exist is not an error).
     Destroy(lifecycle::DestroyArgs),
     /// Follow a node's serial console log.
     Console(lifecycle::ConsoleArgs),

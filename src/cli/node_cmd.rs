@@ -7,7 +7,8 @@ use super::{CliResult, Exit, Failure, Global, Output};
 use crate::api::{ErrorCode, LogLine, LogLines};
 use crate::client::{ClientError, NodeClient};
 use crate::clientconfig::ClientConfig;
-use crate::cluster::paths::{ClusterPaths, list_clusters};
+use crate::cluster::paths::{Found, list_clusters};
+use crate::spec::{ClusterName, NodeName};
 use futures::StreamExt;
 use std::path::PathBuf;
 
@@ -29,11 +30,11 @@ pub enum NodeCommand {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
     /// The cluster [default: the only cluster under the state dir].
-    #[arg(long, value_name = "NAME")]
-    pub cluster: Option<String>,
+    #[arg(long, value_name = "NAME", value_parser = super::cluster_name_arg)]
+    pub cluster: Option<ClusterName>,
     /// The node.
-    #[arg(long, value_name = "NODE")]
-    pub node: String,
+    #[arg(long, value_name = "NODE", value_parser = super::node_name_arg)]
+    pub node: NodeName,
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,7 +83,7 @@ pub struct PowerArgs {
 
 /// The selected cluster: its name, `client.yaml` path and loaded config.
 pub(super) struct Selected {
-    pub name: String,
+    pub name: ClusterName,
     pub client_yaml: PathBuf,
     pub config: ClientConfig,
 }
@@ -106,18 +107,13 @@ impl Selected {
 }
 
 /// The cluster named by `--cluster`, or the only one under the state root.
-pub(super) fn select_cluster(g: &Global, cluster: Option<&str>) -> Result<Selected, Failure> {
+pub(super) fn select_cluster(
+    g: &Global,
+    cluster: Option<&ClusterName>,
+) -> Result<Selected, Failure> {
     let root = g.state_root()?;
     let name = match cluster {
-        Some(name) => {
-            name.parse::<crate::spec::ClusterName>().map_err(|e| {
-                Failure::msg(
-                    Exit::BadInput,
-                    format!("invalid cluster name {name:?}: {e}"),
-                )
-            })?;
-            name.to_string()
-        }
+        Some(name) => name.clone(),
         None => {
             let names = list_clusters(&root).map_err(|e| {
                 Failure::msg(
@@ -137,6 +133,7 @@ pub(super) fn select_cluster(g: &Global, cluster: Option<&str>) -> Result<Select
                 }
                 [one] => one.clone(),
                 many => {
+                    let many: Vec<&str> = many.iter().map(|n| n.as_str()).collect();
                     return Err(Failure::msg(
                         Exit::BadInput,
                         format!(
@@ -148,13 +145,30 @@ pub(super) fn select_cluster(g: &Global, cluster: Option<&str>) -> Result<Select
             }
         }
     };
-    let paths = ClusterPaths::new(&root, &name);
-    if !paths.dir().is_dir() {
-        return Err(Failure::msg(
-            Exit::BadInput,
-            format!("no cluster named {name:?} under {}", root.display()),
-        ));
-    }
+    let found = crate::cluster::paths::find(&root, &name).map_err(|e| {
+        Failure::msg(
+            Exit::Failed,
+            format!(
+                "cannot look for cluster {name:?} in {}: {e}",
+                root.display()
+            ),
+        )
+    })?;
+    let paths = match found {
+        Found::Cluster(paths) => paths,
+        Found::Absent => {
+            return Err(Failure::msg(
+                Exit::BadInput,
+                format!("no cluster named {name:?} under {}", root.display()),
+            ));
+        }
+        Found::Foreign { path, why } => {
+            return Err(Failure::msg(
+                Exit::BadInput,
+                Found::foreign_message(&path, &why),
+            ));
+        }
+    };
     let client_yaml = paths.client_yaml();
     let config = ClientConfig::load(&client_yaml).map_err(|e| {
         Failure::msg(
@@ -208,7 +222,7 @@ pub fn run(g: &Global, cmd: NodeCommand) -> CliResult {
 }
 
 fn client_for(g: &Global, t: &Target) -> Result<NodeClient, Failure> {
-    select_cluster(g, t.cluster.as_deref())?.client(&t.node)
+    select_cluster(g, t.cluster.as_ref())?.client(&t.node)
 }
 
 async fn services(g: &Global, a: ServicesArgs) -> CliResult {

@@ -1,8 +1,12 @@
 //! `ironclad validate -f FILE [--output json]`: parses and checks a cluster
 //! file. Valid: a one-line summary (or the resolved cluster as JSON), exit 0.
-//! Invalid or unreadable: every problem as a diagnostic on stderr with
+//! Invalid or unreadable: each problem as a diagnostic on stderr with
 //! `FILE:LINE:COL`, exit 2; with `--output json` the problems are also printed
-//! on stdout as `{"file": …, "problems": [{"line", "column", "message", "help"}]}`.
+//! on stdout as `{"file": …, "valid": false, "total": N, "omitted": M,
+//! "problems": [{"line", "column", "message", "help"}]}`. Both show at most
+//! [`crate::spec::MAX_REPORTED_PROBLEMS`] problems (the first in the file)
+//! and count the rest; a file over [`crate::spec::MAX_CLUSTER_FILE_BYTES`]
+//! is refused unread.
 
 use super::{CliResult, Failure, Output};
 use crate::spec::SpecError;
@@ -63,10 +67,19 @@ fn problems_json(file: &str, err: &SpecError) -> serde_json::Value {
                 })
             })
             .collect(),
-        SpecError::Read { .. } | SpecError::NotUtf8 { .. } => vec![serde_json::json!({
-            "line": null, "column": null, "message": err.to_string(),
-            "help": err.help().map(|h| h.to_string()),
-        })],
+        SpecError::Read { .. } | SpecError::NotUtf8 { .. } | SpecError::TooLarge { .. } => {
+            vec![serde_json::json!({
+                "line": null, "column": null, "message": err.to_string(),
+                "help": err.help().map(|h| h.to_string()),
+            })]
+        }
     };
-    serde_json::json!({ "file": file, "valid": false, "problems": problems })
+    let total = err.total_problems().max(problems.len());
+    serde_json::json!({
+        "file": file,
+        "valid": false,
+        "total": total,
+        "omitted": total - problems.len(),
+        "problems": problems,
+    })
 }

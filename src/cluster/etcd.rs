@@ -495,12 +495,12 @@ pub fn control_planes(client_yaml: &Path) -> Result<Vec<ControlPlane>, ConvergeE
             let client =
                 NodeClient::from_client_config(client_yaml, &n.name).map_err(|source| {
                     ConvergeError::Node {
-                        node: n.name.clone(),
+                        node: n.name.to_string(),
                         source,
                     }
                 })?;
             Ok(ControlPlane {
-                name: n.name.clone(),
+                name: n.name.to_string(),
                 address: n.address,
                 client,
             })

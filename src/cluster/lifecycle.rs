@@ -9,13 +9,13 @@
 //! [`ReadyCondition`], while [`start_converge`] bootstraps and joins etcd.
 
 use super::control::{self, Request};
-use super::paths::ClusterPaths;
+use super::paths::{ClusterPaths, Found};
 use super::ports::{self, PortLock};
 use super::state::{ClusterState, ImageFiles, NodeRecord, NodeState, now_ms};
 use super::supervisor;
 use crate::clientconfig::ClientConfig;
 use crate::qemu::{Accel, AccelChoice};
-use crate::spec::Cluster;
+use crate::spec::{Cluster, ClusterName, NodeName};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -103,7 +103,7 @@ impl ReadyCondition {
 pub const DEFAULT_READY: &[ReadyCondition] =
     &[ReadyCondition::SerialReady, ReadyCondition::ApiHealth];
 
-fn api_answers(paths: &ClusterPaths, node: &str) -> bool {
+fn api_answers(paths: &ClusterPaths, node: &NodeName) -> bool {
     let Ok(client) = crate::client::NodeClient::from_client_config(&paths.client_yaml(), node)
     else {
         return false;
@@ -121,19 +121,20 @@ fn api_answers(paths: &ClusterPaths, node: &str) -> bool {
     })
 }
 
-fn serial_log_has(paths: &ClusterPaths, node: &str, needle: &str) -> bool {
+fn serial_log_has(paths: &ClusterPaths, node: &NodeName, needle: &str) -> bool {
     std::fs::read(paths.serial_log(node))
         .map(|b| String::from_utf8_lossy(&b).contains(needle))
         .unwrap_or(false)
 }
 
-/// The last `machined: <phase>` line of a node's serial log (the current boot).
-pub fn last_phase(paths: &ClusterPaths, node: &str) -> Option<String> {
+/// The last `machined: <phase>` line of a node's serial log (the current
+/// boot), with control characters made visible (it is printed).
+pub fn last_phase(paths: &ClusterPaths, node: &NodeName) -> Option<String> {
     let bytes = std::fs::read(paths.serial_log(node)).ok()?;
     let text = String::from_utf8_lossy(&bytes);
     text.lines().rev().find_map(|l| {
         l.find(PHASE_PREFIX)
-            .map(|i| l[i + PHASE_PREFIX.len()..].trim().to_string())
+            .map(|i| super::console::escape_str(l[i + PHASE_PREFIX.len()..].trim()))
     })
 }
 
@@ -154,13 +155,13 @@ pub struct CreateOptions<'a> {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UpReport {
-    pub cluster: String,
+    pub cluster: ClusterName,
     pub dir: PathBuf,
     pub accel: Accel,
     /// Seconds from the start of the command to every node ready.
     pub seconds: f64,
     /// Per node: seconds from boot request to ready.
-    pub nodes: Vec<(String, f64)>,
+    pub nodes: Vec<(NodeName, f64)>,
 }
 
 /// `ironclad create`.
@@ -168,13 +169,21 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
     let started = Instant::now();
     check_host_tools()?;
     let cluster = opts.cluster;
-    let name = cluster.name.as_str();
+    let name = &cluster.name;
     let paths = ClusterPaths::new(&opts.root, name);
-    if paths.dir().exists() {
-        return Err(LifecycleError::BadInput(format!(
-            "a cluster named {name:?} already exists (state in {}); destroy it first with `ironclad destroy {name}`",
-            paths.dir().display()
-        )));
+    match super::paths::find(&opts.root, name).map_err(LifecycleError::failed)? {
+        Found::Absent => {}
+        Found::Cluster(_) => {
+            return Err(LifecycleError::BadInput(format!(
+                "a cluster named {name:?} already exists (state in {}); destroy it first with `ironclad destroy {name}`",
+                paths.dir().display()
+            )));
+        }
+        Found::Foreign { path, why } => {
+            return Err(LifecycleError::BadInput(Found::foreign_message(
+                &path, &why,
+            )));
+        }
     }
     let nodes: Vec<crate::spec::NodeName> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
     let longest = paths.longest_socket(&nodes);
@@ -209,15 +218,14 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
     ));
 
     let lock = PortLock::acquire(&opts.root).map_err(LifecycleError::failed)?;
-    // Checked again under the lock: two creates of the same name race here.
-    if paths.dir().exists() {
-        return Err(LifecycleError::BadInput(format!(
+    // The directory is made exclusively, its marker first: of two creates of
+    // the same name, one gets AlreadyExists here.
+    paths.claim(name).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => LifecycleError::BadInput(format!(
             "a cluster named {name:?} already exists (state in {})",
             paths.dir().display()
-        )));
-    }
-    crate::fsutil::create_private_dir(paths.dir()).map_err(|e| {
-        LifecycleError::Failed(format!("cannot create {}: {e}", paths.dir().display()))
+        )),
+        _ => LifecycleError::Failed(format!("cannot create {}: {e}", paths.dir().display())),
     })?;
     let half_made = |e: LifecycleError| -> LifecycleError {
         LifecycleError::Failed(format!(
@@ -266,14 +274,14 @@ fn prepare_dir(
     let mut nodes = Vec::with_capacity(cluster.nodes.len());
     for (i, (n, port)) in cluster.nodes.iter().zip(ports).enumerate() {
         let macs = crate::machine::node_macs(name, i).map_err(LifecycleError::failed)?;
-        if let Some(why) = make_disk(&paths.disk(n.name.as_str()), n.disk.as_u64())? {
+        if let Some(why) = make_disk(&paths.disk(&n.name), n.disk.as_u64())? {
             progress.line(&format!(
                 "{}: state disk left blank, the node formats it on first boot ({why})",
                 n.name
             ));
         }
         nodes.push(NodeRecord {
-            name: n.name.to_string(),
+            name: n.name.clone(),
             role: n.role,
             address: n.address,
             cluster_mac: macs.cluster,
@@ -292,7 +300,7 @@ fn prepare_dir(
     let state = ClusterState {
         api_version: crate::API_VERSION.to_string(),
         kind: super::state::KIND.to_string(),
-        name: name.to_string(),
+        name: cluster.name.clone(),
         created_at_ms: now_ms(),
         accel,
         cidr: cluster.network.cidr,
@@ -438,35 +446,38 @@ fn ensure_supervisor(paths: &ClusterPaths, progress: &dyn Progress) -> Result<u3
     }
 }
 
-/// The last `n` lines of a file (for error messages).
+/// The last `n` lines of a file (for error messages), with control
+/// characters made visible: serial logs hold what the guest wrote.
 pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    super::console::escape_str(&lines[lines.len().saturating_sub(n)..].join("\n"))
 }
 
 /// Boots `only` (or every node), waits for them to be ready, converges.
 fn up(
     paths: &ClusterPaths,
     state: &ClusterState,
-    only: Option<&str>,
+    only: Option<&NodeName>,
     started: Instant,
     timeout: Duration,
     progress: &dyn Progress,
 ) -> Result<UpReport> {
     ensure_supervisor(paths, progress)?;
-    let names: Vec<String> = state
+    let names: Vec<NodeName> = state
         .nodes
         .iter()
-        .filter(|n| only.is_none_or(|o| o == n.name))
+        .filter(|n| only.is_none_or(|o| *o == n.name))
         .map(|n| n.name.clone())
         .collect();
     for n in &names {
         call(
             paths,
-            &Request::StartNode { node: n.clone() },
+            &Request::StartNode {
+                node: n.to_string(),
+            },
             Duration::from_secs(20),
         )?;
         progress.line(&format!("{n}: booting"));
@@ -549,14 +560,14 @@ pub fn finish_converge(c: Converging, progress: &dyn Progress) -> Result<()> {
 /// Returns per node the seconds from the call to ready.
 pub fn wait_ready(
     paths: &ClusterPaths,
-    names: &[String],
+    names: &[NodeName],
     conditions: &[ReadyCondition],
     deadline: Instant,
     progress: &dyn Progress,
-) -> Result<Vec<(String, f64)>> {
+) -> Result<Vec<(NodeName, f64)>> {
     let t0 = Instant::now();
-    let mut ready: Vec<(String, f64)> = Vec::new();
-    let mut phases: std::collections::HashMap<String, String> = Default::default();
+    let mut ready: Vec<(NodeName, f64)> = Vec::new();
+    let mut phases: std::collections::HashMap<NodeName, String> = Default::default();
     loop {
         let state = ClusterState::load(&paths.cluster_json()).map_err(LifecycleError::failed)?;
         if supervisor::running_pid(paths).is_none() {
@@ -601,7 +612,7 @@ pub fn wait_ready(
             return Ok(ready);
         }
         if Instant::now() > deadline {
-            let waiting: Vec<&String> = names
+            let waiting: Vec<&NodeName> = names
                 .iter()
                 .filter(|n| !ready.iter().any(|(r, _)| r == *n))
                 .collect();
@@ -619,15 +630,19 @@ pub fn wait_ready(
     }
 }
 
-fn existing(root: &Path, name: &str) -> Result<ClusterPaths> {
-    let paths = ClusterPaths::new(root, name);
-    if !paths.dir().is_dir() {
-        return Err(LifecycleError::BadInput(format!(
+/// The cluster `name`: bad input when there is none, or when what is at its
+/// place is not a cluster's directory (see [`super::paths::find`]).
+fn existing(root: &Path, name: &ClusterName) -> Result<ClusterPaths> {
+    match super::paths::find(root, name).map_err(LifecycleError::failed)? {
+        Found::Cluster(paths) => Ok(paths),
+        Found::Absent => Err(LifecycleError::BadInput(format!(
             "no cluster named {name:?} under {}",
             root.display()
-        )));
+        ))),
+        Found::Foreign { path, why } => Err(LifecycleError::BadInput(Found::foreign_message(
+            &path, &why,
+        ))),
     }
-    Ok(paths)
 }
 
 fn load(paths: &ClusterPaths) -> Result<ClusterState> {
@@ -638,8 +653,8 @@ fn load(paths: &ClusterPaths) -> Result<ClusterState> {
 /// from its kept disks and waits for readiness.
 pub fn start(
     root: &Path,
-    name: &str,
-    node: Option<&str>,
+    name: &ClusterName,
+    node: Option<&NodeName>,
     timeout: Duration,
     progress: &dyn Progress,
 ) -> Result<UpReport> {
@@ -662,8 +677,8 @@ pub fn start(
 /// cluster also ends its supervisor.
 pub fn stop(
     root: &Path,
-    name: &str,
-    node: Option<&str>,
+    name: &ClusterName,
+    node: Option<&NodeName>,
     timeout: Duration,
     progress: &dyn Progress,
 ) -> Result<()> {
@@ -724,11 +739,36 @@ fn wait_gone(pids: &[u32], deadline: Instant) -> bool {
     }
 }
 
+/// What `destroy` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destroyed {
+    /// The cluster's processes were ended and its directory removed.
+    Removed(PathBuf),
+    /// There was no cluster of that name: nothing to do (not an error, so
+    /// that teardown steps can run twice).
+    Absent,
+}
+
 /// `ironclad destroy NAME`: everything stopped at once (no graceful power-off:
 /// the disks are deleted anyway) and the state dir removed. Works on a crashed
 /// or half-created cluster: any process of the cluster found in /proc is killed.
-pub fn destroy(root: &Path, name: &str) -> Result<()> {
-    let paths = existing(root, name)?;
+///
+/// Only a cluster's directory is removed ([`super::paths::find`]: a real
+/// directory under `<root>/clusters/`, owned by the user, holding the marker
+/// or an older version's `cluster.json`). Anything else at the name's place
+/// is bad input, and nothing is killed or removed. The removal itself does not
+/// follow symbolic links (`remove_dir_all` unlinks them), so a link swapped
+/// in after the check removes only the link.
+pub fn destroy(root: &Path, name: &ClusterName) -> Result<Destroyed> {
+    let paths = match super::paths::find(root, name).map_err(LifecycleError::failed)? {
+        Found::Absent => return Ok(Destroyed::Absent),
+        Found::Foreign { path, why } => {
+            return Err(LifecycleError::BadInput(Found::foreign_message(
+                &path, &why,
+            )));
+        }
+        Found::Cluster(paths) => paths,
+    };
     if supervisor::running_pid(&paths).is_some() {
         // A quick, orderly end; the /proc sweep below covers anything left.
         let _ = call(
@@ -762,14 +802,15 @@ pub fn destroy(root: &Path, name: &str) -> Result<()> {
     }
     std::fs::remove_dir_all(paths.dir()).map_err(|e| {
         LifecycleError::Failed(format!("cannot remove {}: {e}", paths.dir().display()))
-    })
+    })?;
+    Ok(Destroyed::Removed(paths.dir().to_path_buf()))
 }
 
 /// One node in `status`.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeStatus {
-    pub name: String,
+    pub name: NodeName,
     pub role: crate::spec::Role,
     /// `ready`, `booting`, `stopping`, `stopped` or `crashed`.
     pub state: String,
@@ -792,7 +833,7 @@ pub struct NodeStatus {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStatus {
-    pub name: String,
+    pub name: ClusterName,
     pub dir: PathBuf,
     /// The supervisor's pid when it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -818,14 +859,14 @@ pub fn shown_state(recorded: NodeState, supervisor_alive: bool, ready: bool) -> 
 }
 
 /// `ironclad status NAME`.
-pub fn status(root: &Path, name: &str) -> Result<ClusterStatus> {
+pub fn status(root: &Path, name: &ClusterName) -> Result<ClusterStatus> {
     let paths = existing(root, name)?;
     let supervisor = supervisor::running_pid(&paths);
     let state = match ClusterState::load(&paths.cluster_json()) {
         Ok(s) => s,
         Err(e) => {
             return Ok(ClusterStatus {
-                name: name.to_string(),
+                name: name.clone(),
                 dir: paths.dir().to_path_buf(),
                 supervisor,
                 accel: None,
@@ -867,7 +908,7 @@ pub fn status(root: &Path, name: &str) -> Result<ClusterStatus> {
         })
         .collect();
     Ok(ClusterStatus {
-        name: name.to_string(),
+        name: name.clone(),
         dir: paths.dir().to_path_buf(),
         supervisor,
         accel: Some(state.accel),
@@ -876,20 +917,31 @@ pub fn status(root: &Path, name: &str) -> Result<ClusterStatus> {
     })
 }
 
-/// `ironclad list`: every cluster under the root.
+/// `ironclad list`: every cluster under the root (see
+/// [`super::paths::list_clusters`]: only real cluster directories).
 pub fn list(root: &Path) -> Result<Vec<ClusterStatus>> {
-    let names = super::paths::list_clusters(root).map_err(LifecycleError::failed)?;
+    let names = super::paths::list_clusters(root).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => LifecycleError::BadInput(e.to_string()),
+        _ => LifecycleError::failed(e),
+    })?;
     names.iter().map(|n| status(root, n)).collect()
 }
 
 /// Finds the cluster holding `node` (or checks it is in `cluster`).
-pub fn find_node(root: &Path, node: &str, cluster: Option<&str>) -> Result<ClusterPaths> {
-    let names = match cluster {
-        Some(c) => vec![c.to_string()],
-        None => super::paths::list_clusters(root).map_err(LifecycleError::failed)?,
+pub fn find_node(
+    root: &Path,
+    node: &NodeName,
+    cluster: Option<&ClusterName>,
+) -> Result<ClusterPaths> {
+    let all = match cluster {
+        Some(c) => vec![existing(root, c)?],
+        None => super::paths::list_clusters(root)
+            .map_err(LifecycleError::failed)?
+            .iter()
+            .map(|c| ClusterPaths::new(root, c))
+            .collect(),
     };
-    for c in names {
-        let paths = ClusterPaths::new(root, &c);
+    for paths in all {
         if let Ok(state) = ClusterState::load(&paths.cluster_json())
             && state.node(node).is_some()
         {
@@ -905,15 +957,20 @@ pub fn find_node(root: &Path, node: &str, cluster: Option<&str>) -> Result<Clust
 /// `ironclad console NODE`: writes the node's serial log to `out`; with
 /// `follow`, keeps writing what is appended (a restarted node starts a new,
 /// truncated log: reading goes back to its start) until the cluster is gone.
+/// The log holds whatever the guest wrote: control characters (escape
+/// sequences that could drive the terminal) are written visibly, as `\x1b`
+/// and the like ([`super::console::Escaper`]).
 pub fn console(
     paths: &ClusterPaths,
-    node: &str,
+    node: &NodeName,
     follow: bool,
     out: &mut dyn std::io::Write,
 ) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     let log = paths.serial_log(node);
     let mut offset: u64 = 0;
+    let mut escaper = super::console::Escaper::default();
+    let mut shown = Vec::new();
     loop {
         if let Ok(mut f) = std::fs::File::open(&log) {
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -928,12 +985,17 @@ pub fn console(
                     .read_to_end(&mut buf)
                     .map_err(LifecycleError::failed)?;
                 offset += buf.len() as u64;
-                out.write_all(&buf).map_err(LifecycleError::failed)?;
+                shown.clear();
+                escaper.push(&buf, &mut shown);
+                out.write_all(&shown).map_err(LifecycleError::failed)?;
                 out.flush().map_err(LifecycleError::failed)?;
             }
         }
         if !follow || !paths.dir().exists() {
-            return Ok(());
+            shown.clear();
+            escaper.finish(&mut shown);
+            out.write_all(&shown).map_err(LifecycleError::failed)?;
+            return out.flush().map_err(LifecycleError::failed);
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -980,49 +1042,91 @@ mod tests {
         assert_eq!(shown_state(NodeState::Stopped, false, false), "stopped");
     }
 
+    fn cluster(s: &str) -> ClusterName {
+        s.parse().unwrap()
+    }
+    fn node(s: &str) -> NodeName {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn phases_and_readiness_from_the_serial_log() {
         let tmp = tempfile::tempdir().unwrap();
-        let paths = ClusterPaths::new(tmp.path(), "dev");
+        let paths = ClusterPaths::new(tmp.path(), &cluster("dev"));
         std::fs::create_dir_all(paths.logs_dir()).unwrap();
-        assert_eq!(last_phase(&paths, "n"), None);
+        let n = node("n");
+        assert_eq!(last_phase(&paths, &n), None);
         std::fs::write(
-            paths.serial_log("n"),
+            paths.serial_log(&n),
             "[    1.0] kernel\nmachined: stage1 t=1.700\nnoise\nmachined: services started t=5.1\n",
         )
         .unwrap();
         assert_eq!(
-            last_phase(&paths, "n").as_deref(),
+            last_phase(&paths, &n).as_deref(),
             Some("services started t=5.1")
         );
-        let rec = super::super::state::tests::sample().nodes[0].clone();
-        let mut rec = rec;
-        rec.name = "n".into();
+        // A phase line is printed: its control characters are shown, not sent.
+        std::fs::write(paths.serial_log(&n), "machined: \x1b]0;x\x07boot\r\n").unwrap();
+        assert_eq!(
+            last_phase(&paths, &n).as_deref(),
+            Some("\\x1b]0;x\\x07boot")
+        );
+        let mut rec = super::super::state::tests::sample().nodes[0].clone();
+        rec.name = n.clone();
         assert!(!ReadyCondition::SerialReady.met(&paths, &rec));
-        std::fs::write(paths.serial_log("n"), "machined: ready t=6.0\n").unwrap();
+        std::fs::write(paths.serial_log(&n), "machined: ready t=6.0\n").unwrap();
         assert!(ReadyCondition::SerialReady.met(&paths, &rec));
     }
 
     #[test]
     fn console_reads_and_stops_without_follow() {
         let tmp = tempfile::tempdir().unwrap();
-        let paths = ClusterPaths::new(tmp.path(), "dev");
+        let paths = ClusterPaths::new(tmp.path(), &cluster("dev"));
         std::fs::create_dir_all(paths.logs_dir()).unwrap();
-        std::fs::write(paths.serial_log("n"), "hello\n").unwrap();
+        std::fs::write(paths.serial_log(&node("n")), "hello\r\n").unwrap();
         let mut out = Vec::new();
-        console(&paths, "n", false, &mut out).unwrap();
+        console(&paths, &node("n"), false, &mut out).unwrap();
         assert_eq!(out, b"hello\n");
     }
 
     #[test]
-    fn unknown_cluster_is_bad_input() {
+    fn console_shows_escape_sequences_instead_of_sending_them() {
         let tmp = tempfile::tempdir().unwrap();
+        let paths = ClusterPaths::new(tmp.path(), &cluster("dev"));
+        std::fs::create_dir_all(paths.logs_dir()).unwrap();
+        // Retitle the terminal, clear it, a C1 CSI, a lone CR to overwrite the line.
+        std::fs::write(
+            paths.serial_log(&node("n")),
+            b"ok\r\n\x1b]0;pwned\x07\x1b[2J\xc2\x9b31m\rfake\n" as &[u8],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        console(&paths, &node("n"), false, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "ok\n\\x1b]0;pwned\\x07\\x1b[2J\\u{9b}31m\\rfake\n");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn tails_of_logs_in_messages_are_escaped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("x.log");
+        std::fs::write(&log, "a\nb \x1b[2J\nc\n").unwrap();
+        assert_eq!(tail(&log, 2), "b \\x1b[2J\nc");
+    }
+
+    #[test]
+    fn unknown_cluster_is_bad_input_and_nothing_to_destroy() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(
+            destroy(tmp.path(), &cluster("nope")).unwrap(),
+            Destroyed::Absent
+        );
         assert!(matches!(
-            destroy(tmp.path(), "nope"),
-            Err(LifecycleError::BadInput(_))
-        ));
-        assert!(matches!(
-            status(tmp.path(), "nope"),
+            status(tmp.path(), &cluster("nope")),
             Err(LifecycleError::BadInput(_))
         ));
         assert!(list(tmp.path()).unwrap().is_empty());
@@ -1031,11 +1135,42 @@ mod tests {
     #[test]
     fn destroy_removes_a_half_made_cluster() {
         let tmp = tempfile::tempdir().unwrap();
-        let paths = ClusterPaths::new(tmp.path(), "half");
+        let name = cluster("half");
+        let paths = ClusterPaths::new(tmp.path(), &name);
+        paths.claim(&name).unwrap();
         std::fs::create_dir_all(paths.run_dir()).unwrap();
-        let st = status(tmp.path(), "half").unwrap();
+        let st = status(tmp.path(), &name).unwrap();
         assert!(st.problem.is_some());
-        destroy(tmp.path(), "half").unwrap();
+        assert_eq!(
+            destroy(tmp.path(), &name).unwrap(),
+            Destroyed::Removed(paths.dir().to_path_buf())
+        );
         assert!(!paths.dir().exists());
+    }
+
+    #[test]
+    fn destroy_leaves_what_is_not_a_cluster_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("state");
+        let outside = tmp.path().join("precious");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("canary"), "x").unwrap();
+        let clusters = super::super::paths::clusters_dir(&root);
+        std::fs::create_dir_all(clusters.join("plain")).unwrap();
+        std::fs::write(clusters.join("plain/canary"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, clusters.join("link")).unwrap();
+        for n in ["plain", "link"] {
+            let e = destroy(&root, &cluster(n)).unwrap_err();
+            assert!(matches!(e, LifecycleError::BadInput(_)), "{e:?}");
+            assert!(e.to_string().contains("remove it by hand"), "{e}");
+            // The other commands refuse it too.
+            assert!(matches!(
+                status(&root, &cluster(n)),
+                Err(LifecycleError::BadInput(_))
+            ));
+        }
+        assert!(clusters.join("plain/canary").exists());
+        assert!(outside.join("canary").exists());
+        assert!(list(&root).unwrap().is_empty());
     }
 }

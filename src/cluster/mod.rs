@@ -9,10 +9,12 @@
 //! - [`etcd`]: bootstrap and join of etcd across the control planes (converge).
 //! - [`lifecycle`]: the operations behind the CLI (create, start, stop,
 //!   destroy, status, list, console) and the readiness wait.
+//! - [`console`]: serial output made safe to print (control characters shown).
 //!
 //! Does not own: the QEMU command line (`qemu`), the switch itself (`network`),
 //! the image (`image`), secrets and machine configs (`configdir`).
 
+pub mod console;
 pub mod control;
 pub mod etcd;
 pub mod lifecycle;

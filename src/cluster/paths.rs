@@ -5,9 +5,12 @@
 //! The state root is, in order of precedence: `--state-dir`, the
 //! `IRONCLAD_STATE_DIR` environment variable, `$XDG_STATE_HOME/ironclad`, and
 //! `$HOME/.local/state/ironclad`. Each cluster has a directory
-//! `<root>/clusters/<name>/` (mode 0700):
+//! `<root>/clusters/<name>/` (mode 0700), where `<name>` is a
+//! [`ClusterName`] (a DNS-1123 label: it cannot be empty, `.`, `..`, hold a
+//! `/` or start with `-`):
 //!
 //! ```text
+//! .ironclad-cluster       the marker: written first, when create makes the directory
 //! cluster.json            what runs: nodes, ports, pids (written by create and the supervisor)
 //! cluster.yaml            the cluster file this cluster was created from
 //! client.yaml admin.*     the admin client config (from `gen config`)
@@ -20,9 +23,27 @@
 //!                         the supervisor's control socket (supervisor.sock)
 //! supervisor.pid          the detached supervisor's pid
 //! ```
+//!
+//! Which directories are clusters ([`find`], [`list_clusters`]): a real
+//! directory (not a symbolic link) directly under `<root>/clusters/` (itself
+//! not a symbolic link), owned by the user running ironclad, whose name is a
+//! valid cluster name and which holds the marker file as a regular file. A
+//! directory made by an older ironclad, which wrote no marker, counts when
+//! its `cluster.json` is a `ClusterState` document naming that same cluster.
+//! Anything else under `clusters/` is [`Found::Foreign`]: no command reads
+//! it as a cluster, and `destroy` refuses to remove it.
 
-use crate::spec::NodeName;
+use crate::spec::{ClusterName, NodeName};
 use std::path::{Path, PathBuf};
+
+/// The marker file that makes a directory a cluster's (see the module docs).
+pub const MARKER_FILE: &str = ".ironclad-cluster";
+/// The marker's first line.
+const MARKER_MAGIC: &str = "ironclad-cluster-dir v1";
+/// The longest marker read.
+const MARKER_MAX_BYTES: u64 = 4096;
+/// The largest legacy `cluster.json` read to recognise a cluster directory.
+const LEGACY_STATE_MAX_BYTES: u64 = 1 << 20;
 
 /// The environment variable that overrides the state root.
 pub const STATE_DIR_ENV: &str = "IRONCLAD_STATE_DIR";
@@ -61,11 +82,18 @@ pub struct ClusterPaths {
     dir: PathBuf,
 }
 
+/// The directory holding every cluster's directory.
+pub fn clusters_dir(root: &Path) -> PathBuf {
+    root.join("clusters")
+}
+
 impl ClusterPaths {
-    /// The paths of cluster `name` under the state root `root`.
-    pub fn new(root: &Path, name: &str) -> Self {
+    /// The paths of cluster `name` under the state root `root`. The name is
+    /// a [`ClusterName`], so the directory is always one level under
+    /// `<root>/clusters/`.
+    pub fn new(root: &Path, name: &ClusterName) -> Self {
         ClusterPaths {
-            dir: root.join("clusters").join(name),
+            dir: clusters_dir(root).join(name.as_str()),
         }
     }
 
@@ -81,6 +109,10 @@ impl ClusterPaths {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+    /// The marker that makes the directory a cluster's ([`MARKER_FILE`]).
+    pub fn marker(&self) -> PathBuf {
+        self.dir.join(MARKER_FILE)
+    }
     /// The description of what runs (see [`ClusterPaths`]).
     pub fn cluster_json(&self) -> PathBuf {
         self.dir.join("cluster.json")
@@ -94,15 +126,15 @@ impl ClusterPaths {
         self.dir.join("client.yaml")
     }
     /// A node's machine config.
-    pub fn machine_config(&self, node: &str) -> PathBuf {
+    pub fn machine_config(&self, node: &NodeName) -> PathBuf {
         crate::configdir::node_config_path(&self.dir, node)
     }
     /// A node's qcow2 state disk.
-    pub fn disk(&self, node: &str) -> PathBuf {
+    pub fn disk(&self, node: &NodeName) -> PathBuf {
         self.dir.join("disks").join(format!("{node}.qcow2"))
     }
     /// A node's serial console log.
-    pub fn serial_log(&self, node: &str) -> PathBuf {
+    pub fn serial_log(&self, node: &NodeName) -> PathBuf {
         self.dir.join("logs").join(format!("{node}.log"))
     }
     /// The supervisor's own log.
@@ -110,7 +142,7 @@ impl ClusterPaths {
         self.dir.join("logs").join("supervisor.log")
     }
     /// A node's QEMU stderr (start-up errors, warnings).
-    pub fn qemu_log(&self, node: &str) -> PathBuf {
+    pub fn qemu_log(&self, node: &NodeName) -> PathBuf {
         self.dir.join("logs").join(format!("{node}.qemu.log"))
     }
     /// The supervisor's control socket.
@@ -134,7 +166,7 @@ impl ClusterPaths {
         self.dir.join("run")
     }
     /// A node's QMP socket.
-    pub fn qmp_socket(&self, node: &str) -> PathBuf {
+    pub fn qmp_socket(&self, node: &NodeName) -> PathBuf {
         self.run_dir().join(format!("qmp-{node}.sock"))
     }
     /// The switch's control socket (fault injection).
@@ -150,31 +182,183 @@ impl ClusterPaths {
     pub fn longest_socket(&self, nodes: &[NodeName]) -> PathBuf {
         let mut all: Vec<PathBuf> = vec![self.switch_control(), self.supervisor_socket()];
         for n in nodes {
-            all.push(self.qmp_socket(n.as_str()));
+            all.push(self.qmp_socket(n));
             all.push(self.switch_port(n));
         }
         all.into_iter()
             .max_by_key(|p| p.as_os_str().len())
             .unwrap_or_else(|| self.run_dir())
     }
+
+    /// Makes the cluster's directory (mode 0700) and writes its marker
+    /// first. Fails with `AlreadyExists` when the directory is there: two
+    /// creates of one name cannot both claim it.
+    pub fn claim(&self, name: &ClusterName) -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        if let Some(parent) = self.dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::DirBuilder::new().mode(0o700).create(&self.dir)?;
+        crate::fsutil::create_private_dir(&self.dir)?;
+        let text = format!(
+            "{MARKER_MAGIC}\nname: {name}\n# a cluster's state directory: `ironclad destroy {name}` removes it\n"
+        );
+        crate::fsutil::write_public(&self.marker(), text.as_bytes())
+    }
 }
 
-/// The names of the clusters under `root`, sorted (directories under
-/// `clusters/`; a missing root means no clusters).
-pub fn list_clusters(root: &Path) -> std::io::Result<Vec<String>> {
-    let dir = root.join("clusters");
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
+/// What is at a cluster's place under the state root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// Nothing: there is no cluster of that name.
+    Absent,
+    /// A cluster's directory.
+    Cluster(ClusterPaths),
+    /// Something that is not a cluster's directory: ironclad leaves it alone.
+    Foreign {
+        /// What was found.
+        path: PathBuf,
+        /// Why it is not a cluster's directory.
+        why: String,
+    },
+}
+
+impl Found {
+    /// The message for a command refused on [`Found::Foreign`].
+    pub fn foreign_message(path: &Path, why: &str) -> String {
+        format!(
+            "{} is not a cluster directory made by ironclad: {why}; ironclad does not touch it (remove it by hand if it should go)",
+            path.display()
+        )
+    }
+}
+
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid(2) has no arguments, touches no memory and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// What `<root>/clusters/<name>` is (see the module docs for the rules).
+pub fn find(root: &Path, name: &ClusterName) -> std::io::Result<Found> {
+    use std::io::ErrorKind;
+    use std::os::unix::fs::MetadataExt;
+    let parent = clusters_dir(root);
+    match std::fs::symlink_metadata(&parent) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Found::Absent),
+        Err(e) => return Err(e),
+        Ok(m) if m.file_type().is_symlink() => {
+            return Ok(Found::Foreign {
+                path: parent,
+                why: "the clusters directory is a symbolic link (point --state-dir at the real place instead)".into(),
+            });
+        }
+        Ok(m) if !m.is_dir() => {
+            return Ok(Found::Foreign {
+                path: parent,
+                why: "the clusters directory is not a directory".into(),
+            });
+        }
+        Ok(_) => {}
+    }
+    let paths = ClusterPaths::new(root, name);
+    let foreign = |why: String| {
+        Ok(Found::Foreign {
+            path: paths.dir().to_path_buf(),
+            why,
+        })
+    };
+    let meta = match std::fs::symlink_metadata(paths.dir()) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Found::Absent),
+        Err(e) => return Err(e),
+        Ok(m) => m,
+    };
+    if meta.file_type().is_symlink() {
+        return foreign("it is a symbolic link".into());
+    }
+    if !meta.is_dir() {
+        return foreign("it is not a directory".into());
+    }
+    let me = effective_uid();
+    if meta.uid() != me {
+        return foreign(format!(
+            "it belongs to uid {}, not to you (uid {me})",
+            meta.uid()
+        ));
+    }
+    if has_marker(&paths) || is_legacy_cluster(&paths, name) {
+        return Ok(Found::Cluster(paths));
+    }
+    foreign(format!(
+        "it holds no {MARKER_FILE} marker (nor a cluster.json of cluster {name})"
+    ))
+}
+
+/// Whether the marker is a regular file that starts with [`MARKER_MAGIC`].
+fn has_marker(paths: &ClusterPaths) -> bool {
+    read_regular(&paths.marker(), MARKER_MAX_BYTES)
+        .is_some_and(|b| b.starts_with(MARKER_MAGIC.as_bytes()))
+}
+
+/// A directory of an ironclad without markers: its `cluster.json` is a
+/// regular file holding a `ClusterState` of this very cluster.
+fn is_legacy_cluster(paths: &ClusterPaths, name: &ClusterName) -> bool {
+    let Some(bytes) = read_regular(&paths.cluster_json(), LEGACY_STATE_MAX_BYTES) else {
+        return false;
+    };
+    serde_json::from_slice::<super::state::ClusterState>(&bytes)
+        .is_ok_and(|s| s.kind == super::state::KIND && s.name == *name)
+}
+
+/// The contents of `path` when it is a regular file (not a symbolic link) of
+/// at most `max` bytes.
+fn read_regular(path: &Path, max: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > max {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// The clusters under `root`, sorted: the entries of `<root>/clusters/` that
+/// [`find`] takes for clusters (anything else there is skipped). A missing
+/// root means no clusters; a `clusters` that is a symbolic link is an error.
+pub fn list_clusters(root: &Path) -> std::io::Result<Vec<ClusterName>> {
+    let dir = clusters_dir(root);
+    match std::fs::symlink_metadata(&dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
-    };
+        Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                Found::foreign_message(
+                    &dir,
+                    "the clusters directory is a symbolic link or not a directory",
+                ),
+            ));
+        }
+        Ok(_) => {}
+    }
     let mut names = Vec::new();
-    for entry in entries {
+    for entry in std::fs::read_dir(&dir)? {
         let entry = entry?;
-        if entry.file_type()?.is_dir()
-            && let Some(name) = entry.file_name().to_str()
-        {
-            names.push(name.to_string());
+        let Some(name) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<ClusterName>().ok())
+        else {
+            continue;
+        };
+        if matches!(find(root, &name)?, Found::Cluster(_)) {
+            names.push(name);
         }
     }
     names.sort();
@@ -217,18 +401,21 @@ mod tests {
         assert_eq!(state_root_from(None, env_of(&[])), None);
     }
 
+    fn name(s: &str) -> ClusterName {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn layout_names_every_file_under_the_cluster_dir() {
-        let p = ClusterPaths::new(Path::new("/s"), "dev");
+        let p = ClusterPaths::new(Path::new("/s"), &name("dev"));
         assert_eq!(p.dir(), Path::new("/s/clusters/dev"));
+        let cp1: NodeName = "cp-1".parse().unwrap();
+        assert_eq!(p.disk(&cp1), Path::new("/s/clusters/dev/disks/cp-1.qcow2"));
         assert_eq!(
-            p.disk("cp-1"),
-            Path::new("/s/clusters/dev/disks/cp-1.qcow2")
-        );
-        assert_eq!(
-            p.qmp_socket("cp-1"),
+            p.qmp_socket(&cp1),
             Path::new("/s/clusters/dev/run/qmp-cp-1.sock")
         );
+        assert_eq!(p.marker(), Path::new("/s/clusters/dev/.ironclad-cluster"));
         let nodes: Vec<NodeName> = vec!["a".parse().unwrap(), "longer-name".parse().unwrap()];
         assert!(
             p.longest_socket(&nodes)
@@ -239,11 +426,97 @@ mod tests {
     }
 
     #[test]
-    fn listing_a_missing_root_is_empty() {
+    fn claim_makes_a_private_dir_with_its_marker_once() {
+        use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
-        assert!(list_clusters(&tmp.path().join("nope")).unwrap().is_empty());
-        std::fs::create_dir_all(tmp.path().join("clusters/b")).unwrap();
-        std::fs::create_dir_all(tmp.path().join("clusters/a")).unwrap();
-        assert_eq!(list_clusters(tmp.path()).unwrap(), vec!["a", "b"]);
+        let p = ClusterPaths::new(tmp.path(), &name("dev"));
+        p.claim(&name("dev")).unwrap();
+        let mode = std::fs::metadata(p.dir()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(
+            std::fs::read_to_string(p.marker())
+                .unwrap()
+                .starts_with(MARKER_MAGIC)
+        );
+        assert_eq!(
+            find(tmp.path(), &name("dev")).unwrap(),
+            Found::Cluster(p.clone())
+        );
+        let again = p.claim(&name("dev")).unwrap_err();
+        assert_eq!(again.kind(), std::io::ErrorKind::AlreadyExists);
+    }
+
+    #[test]
+    fn only_real_cluster_dirs_are_clusters() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        assert_eq!(find(root, &name("dev")).unwrap(), Found::Absent);
+        assert!(list_clusters(&root.join("nope")).unwrap().is_empty());
+        let clusters = clusters_dir(root);
+        std::fs::create_dir_all(&clusters).unwrap();
+
+        // Made by create (marker) or by an older ironclad (cluster.json naming it).
+        for n in ["b", "a"] {
+            ClusterPaths::new(root, &name(n)).claim(&name(n)).unwrap();
+        }
+        let old = ClusterPaths::new(root, &name("old"));
+        std::fs::create_dir(old.dir()).unwrap();
+        let mut state = super::super::state::tests::sample();
+        state.name = name("old");
+        state.save(&old.cluster_json()).unwrap();
+
+        // Not clusters: a plain directory, one whose cluster.json names
+        // another cluster, a marker that is a link, a link to a cluster, a file.
+        std::fs::create_dir(clusters.join("plain")).unwrap();
+        let other = ClusterPaths::new(root, &name("other"));
+        std::fs::create_dir(other.dir()).unwrap();
+        super::super::state::tests::sample()
+            .save(&other.cluster_json())
+            .unwrap();
+        let linked_marker = ClusterPaths::new(root, &name("linkmark"));
+        std::fs::create_dir(linked_marker.dir()).unwrap();
+        std::os::unix::fs::symlink(
+            ClusterPaths::new(root, &name("a")).marker(),
+            linked_marker.marker(),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(clusters.join("a"), clusters.join("link")).unwrap();
+        std::fs::write(clusters.join("file"), "x").unwrap();
+        std::fs::create_dir(clusters.join("Not_A_Name")).unwrap();
+
+        assert_eq!(
+            list_clusters(root).unwrap(),
+            vec![name("a"), name("b"), name("old")]
+        );
+        assert!(matches!(
+            find(root, &name("old")).unwrap(),
+            Found::Cluster(_)
+        ));
+        for n in ["plain", "other", "linkmark", "link", "file"] {
+            match find(root, &name(n)).unwrap() {
+                Found::Foreign { path, why } => {
+                    assert_eq!(path, clusters.join(n));
+                    assert!(!why.is_empty());
+                }
+                f => panic!("{n}: {f:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_clusters_dir_that_is_a_link_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let real = ClusterPaths::new(&elsewhere, &name("dev"));
+        real.claim(&name("dev")).unwrap();
+        std::os::unix::fs::symlink(clusters_dir(&elsewhere), clusters_dir(&root)).unwrap();
+        assert!(matches!(
+            find(&root, &name("dev")).unwrap(),
+            Found::Foreign { .. }
+        ));
+        let err = list_clusters(&root).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
     }
 }

@@ -117,8 +117,9 @@ mod tests {
     fn skips_ports_other_clusters_hold_and_bound_ports() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
-        let paths = super::super::paths::ClusterPaths::new(root, "dev");
-        std::fs::create_dir_all(paths.dir()).unwrap();
+        let name = "dev".parse().unwrap();
+        let paths = super::super::paths::ClusterPaths::new(root, &name);
+        paths.claim(&name).unwrap();
         let mut s = super::super::state::tests::sample();
         s.nodes[0].api_port = RANGE.start;
         s.save(&paths.cluster_json()).unwrap();

@@ -9,7 +9,7 @@
 //! tests ([`NodeState`], [`on_exit`]).
 
 use crate::qemu::Accel;
-use crate::spec::Role;
+use crate::spec::{ClusterName, NodeName, Role};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,9 @@ pub const KIND: &str = "ClusterState";
 pub struct ClusterState {
     pub api_version: String,
     pub kind: String,
-    pub name: String,
+    /// Read back as a [`ClusterName`]: a document naming a cluster in a way
+    /// that could leave the state dir is refused.
+    pub name: ClusterName,
     /// When `create` wrote the document (unix milliseconds).
     pub created_at_ms: u64,
     pub accel: Accel,
@@ -49,7 +51,8 @@ pub struct ImageFiles {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeRecord {
-    pub name: String,
+    /// Read back as a [`NodeName`] (it becomes file and socket names).
+    pub name: NodeName,
     pub role: Role,
     /// Address on the cluster network.
     pub address: Ipv4Addr,
@@ -219,7 +222,7 @@ pub(crate) mod tests {
         ClusterState {
             api_version: crate::API_VERSION.into(),
             kind: KIND.into(),
-            name: "dev".into(),
+            name: "dev".parse().unwrap(),
             created_at_ms: 1,
             accel: Accel::Tcg,
             cidr: "10.5.0.0/24".parse().unwrap(),
@@ -231,7 +234,7 @@ pub(crate) mod tests {
                 rootfs: "/c/rootfs.squashfs".into(),
             },
             nodes: vec![NodeRecord {
-                name: "dev-cp-1".into(),
+                name: "dev-cp-1".parse().unwrap(),
                 role: Role::ControlPlane,
                 address: "10.5.0.2".parse().unwrap(),
                 cluster_mac: "02:00:00:00:00:00".into(),
@@ -279,6 +282,27 @@ pub(crate) mod tests {
         s.save(&p).unwrap();
         let err = ClusterState::load(&p).unwrap_err();
         assert!(err.to_string().contains("Other"), "{err}");
+    }
+
+    #[test]
+    fn refuses_names_that_could_leave_the_state_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("cluster.json");
+        let good = serde_json::to_string(&sample()).unwrap();
+        for (from, to) in [
+            ("\"name\":\"dev\"", "\"name\":\"../x\""),
+            ("\"name\":\"dev\"", "\"name\":\"\""),
+            ("\"name\":\"dev-cp-1\"", "\"name\":\"/etc/passwd\""),
+            ("\"name\":\"dev-cp-1\"", "\"name\":\"a/b\""),
+        ] {
+            assert!(good.contains(from), "{good}");
+            std::fs::write(&p, good.replace(from, to)).unwrap();
+            let err = ClusterState::load(&p).unwrap_err();
+            assert!(
+                err.to_string().contains("DNS-1123") || err.to_string().contains("empty"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -95,16 +95,12 @@ pub fn vm_spec(
     state: &ClusterState,
     node: &NodeRecord,
 ) -> Result<VmSpec, SupervisorError> {
-    let name: crate::spec::NodeName = node
-        .name
-        .parse()
-        .map_err(|e| SupervisorError::BadNode(format!("{}: {e}", node.name)))?;
     let mac = |s: &str| {
         s.parse::<MacAddr>()
             .map_err(|e| SupervisorError::BadNode(format!("{}: MAC {s}: {e}", node.name)))
     };
     Ok(VmSpec {
-        name: node.name.clone(),
+        name: node.name.to_string(),
         kernel: state.image.kernel.clone(),
         initrd: state.image.initrd.clone(),
         append: kernel_cmdline(state.accel),
@@ -123,11 +119,18 @@ pub fn vm_spec(
         },
         cluster_nic: Some(ClusterNic {
             mac: mac(&node.cluster_mac)?,
-            socket: paths.switch_port(&name),
+            socket: paths.switch_port(&node.name),
         }),
         qmp_socket: paths.qmp_socket(&node.name),
         serial_log: paths.serial_log(&node.name),
     })
+}
+
+/// A node name from a control request, as a [`crate::spec::NodeName`] (it
+/// names files; the request was already matched against `cluster.json`).
+fn spec_node(node: &str) -> Result<crate::spec::NodeName, String> {
+    node.parse()
+        .map_err(|e| format!("bad node name {:?}: {e}", crate::spec::clip(node)))
 }
 
 /// Shared between the control handlers and the child-waiting tasks.
@@ -174,7 +177,7 @@ impl Sup {
         let mut previous = spec.serial_log.clone().into_os_string();
         previous.push(".1");
         let _ = std::fs::rename(&spec.serial_log, previous);
-        let qemu_log = self.paths.qemu_log(node);
+        let qemu_log = self.paths.qemu_log(&spec_node(node)?);
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -273,7 +276,7 @@ impl Sup {
         };
         if graceful {
             let deadline = Instant::now() + timeout;
-            let qmp_path = self.paths.qmp_socket(node);
+            let qmp_path = self.paths.qmp_socket(&spec_node(node)?);
             let connect_by = (Instant::now() + Duration::from_secs(3)).min(deadline);
             match Qmp::connect(&qmp_path, connect_by).await {
                 Ok(qmp) => match qmp.shutdown_gracefully(deadline).await {
@@ -308,7 +311,7 @@ impl Sup {
     }
 
     async fn stop_all(&self, graceful: bool, timeout: Duration) -> Result<(), String> {
-        let names: Vec<String> = {
+        let names: Vec<crate::spec::NodeName> = {
             let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             st.nodes.iter().map(|n| n.name.clone()).collect()
         };
@@ -593,11 +596,11 @@ mod tests {
     #[test]
     fn vm_spec_uses_the_fixed_identity() {
         let state = super::super::state::tests::sample();
-        let paths = ClusterPaths::new(Path::new("/s"), "dev");
+        let paths = ClusterPaths::new(Path::new("/s"), &"dev".parse().unwrap());
         let spec = vm_spec(&paths, &state, &state.nodes[0]).unwrap();
         assert_eq!(spec.user_nic.host_api_port, 50001);
         assert!(spec.user_nic.restrict);
-        assert_eq!(spec.state_disk, paths.disk("dev-cp-1"));
+        assert_eq!(spec.state_disk, paths.disk(&state.nodes[0].name));
         assert_eq!(
             spec.cluster_nic.unwrap().socket,
             Path::new("/s/clusters/dev/run/sw-dev-cp-1.sock")

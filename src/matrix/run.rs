@@ -70,7 +70,7 @@ pub fn file_ref(path: &Path) -> Option<FileRef> {
 
 /// Loads cluster `name` from the state root: its client config (nodes,
 /// endpoints, admin certificate) and its cluster file.
-pub fn load(root: &Path, name: &str) -> Result<HostContext, MatrixError> {
+pub fn load(root: &Path, name: &crate::spec::ClusterName) -> Result<HostContext, MatrixError> {
     let paths = crate::cluster::paths::ClusterPaths::new(root, name);
     let client_yaml = paths.client_yaml();
     if !client_yaml.is_file() {
@@ -87,14 +87,14 @@ pub fn load(root: &Path, name: &str) -> Result<HostContext, MatrixError> {
             ClientError::Setup(format!("node {} has no API endpoint yet", n.name))
         })?;
         targets.push(Target {
-            name: n.name.clone(),
+            name: n.name.to_string(),
             control_plane: n.role == crate::spec::Role::ControlPlane,
             endpoint,
             client,
         });
     }
     Ok(HostContext {
-        cluster: cfg.cluster.clone(),
+        cluster: cfg.cluster.to_string(),
         os_ca_pem: cfg.os_ca.clone(),
         targets,
         cluster_file: file_ref(&paths.cluster_yaml()),
@@ -730,7 +730,7 @@ mod tests {
     #[test]
     fn missing_cluster_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        match load(dir.path(), "dev") {
+        match load(dir.path(), &"dev".parse().unwrap()) {
             Err(MatrixError::NoCluster { name, .. }) => assert_eq!(name, "dev"),
             other => panic!("{other:?}"),
         }

@@ -24,8 +24,15 @@ fn normalize(s: &str) -> String {
         .collect()
 }
 
+/// Keys longer than this get no suggestion: no known key comes close, and
+/// the edit distance costs the product of the lengths.
+const MAX_KEY_LEN: usize = 64;
+
 /// The known key closest to `unknown`, if one is close enough to be a plausible typo.
 pub fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
+    if unknown.len() > MAX_KEY_LEN {
+        return None;
+    }
     let wanted = normalize(unknown);
     if let Some(exact) = known.iter().find(|k| normalize(k) == wanted) {
         return Some(exact);
@@ -61,6 +68,7 @@ mod tests {
         assert_eq!(suggest("Disk", &keys), Some("disk"));
         assert_eq!(suggest("colour", &keys), None);
         assert_eq!(suggest("", &keys), None);
+        assert_eq!(suggest(&"memory".repeat(100), &keys), None);
         let keys = ["runc", "crun", "gvisor", "userNamespaces"];
         assert_eq!(suggest("user_namespaces", &keys), Some("userNamespaces"));
         assert_eq!(suggest("user-namespace", &keys), Some("userNamespaces"));

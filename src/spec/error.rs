@@ -1,12 +1,25 @@
 //! Errors of the cluster file parser: [`SpecError`] for the file as a whole,
 //! [`Problem`] for one value at a line and column, [`ProblemKind`] for what is
 //! wrong with it (message, label and help text).
+//!
+//! Diagnostics stay small whatever the file holds: values quoted in messages
+//! are cut ([`super::clip`]), each problem carries only an [`Excerpt`] of the
+//! file (its line and the lines around it, each cut to a window of
+//! [`EXCERPT_LINE_BYTES`]), and a file with many problems reports the first
+//! [`MAX_REPORTED_PROBLEMS`] and the count of the rest.
 
 use super::parse::KIND;
 use super::raw::Pos;
 use super::{ByteSize, NameError, SizeError};
-use miette::{NamedSource, SourceSpan};
-use std::sync::Arc;
+use miette::{MietteError, MietteSpanContents, SourceCode, SourceSpan, SpanContents};
+
+/// The most problems one report shows (in position order); the others are
+/// counted.
+pub const MAX_REPORTED_PROBLEMS: usize = 20;
+/// The most bytes of one line shown around a problem.
+pub const EXCERPT_LINE_BYTES: usize = 120;
+/// How far before the offending value the window of a long line starts.
+const EXCERPT_LEAD_BYTES: usize = 40;
 
 /// A problem with a cluster file, rendered by miette with the offending span.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -23,6 +36,18 @@ pub enum SpecError {
     #[error("{path} is not UTF-8 text (invalid byte at offset {offset})")]
     #[diagnostic(help("a cluster file is YAML text in UTF-8"))]
     NotUtf8 { path: String, offset: usize },
+    /// The file is larger than any cluster file needs to be; refused before
+    /// it is parsed.
+    #[error("{path} is too large for a cluster file: {size} bytes, the limit is {max} bytes")]
+    #[diagnostic(help(
+        "a cluster file is a few hundred bytes of YAML; check that -f names the right file"
+    ))]
+    TooLarge {
+        path: String,
+        /// Its size, or the bytes read before the limit was passed.
+        size: u64,
+        max: u64,
+    },
     /// The text is not YAML.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -31,22 +56,59 @@ pub enum SpecError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Invalid(Box<Problem>),
-    /// Several problems, each with its own span.
-    #[error("{file}: {} problems in the cluster file", problems.len())]
+    /// Several problems, each with its own span: the first
+    /// [`MAX_REPORTED_PROBLEMS`] in the file's order, and how many there are.
+    #[error("{file}: {total} problems in the cluster file{}", shown_note(problems.len(), *total))]
     Many {
         file: String,
         #[related]
         problems: Vec<Problem>,
+        /// All problems found, shown or not.
+        total: usize,
+        #[help]
+        help: Option<String>,
     },
 }
 
+fn shown_note(shown: usize, total: usize) -> String {
+    if shown < total {
+        format!(" (the first {shown} are shown)")
+    } else {
+        String::new()
+    }
+}
+
 impl SpecError {
-    /// The problems found in the document (empty for read and syntax errors).
+    /// The problems reported (empty for read and syntax errors; at most
+    /// [`MAX_REPORTED_PROBLEMS`]).
     pub fn problems(&self) -> &[Problem] {
         match self {
             SpecError::Invalid(p) => std::slice::from_ref(p.as_ref()),
             SpecError::Many { problems, .. } => problems,
             _ => &[],
+        }
+    }
+
+    /// How many problems were found, reported or not.
+    pub fn total_problems(&self) -> usize {
+        match self {
+            SpecError::Many { total, .. } => *total,
+            other => other.problems().len(),
+        }
+    }
+
+    /// The report of `problems` (in file order; at least two) out of `total`.
+    pub(super) fn many(file: String, problems: Vec<Problem>, total: usize) -> Self {
+        let hidden = total.saturating_sub(problems.len());
+        SpecError::Many {
+            file,
+            problems,
+            total,
+            help: (hidden > 0).then(|| {
+                format!(
+                    "… and {hidden} more not shown: fix these and run `ironclad validate` again"
+                )
+            }),
         }
     }
 }
@@ -264,7 +326,7 @@ pub struct Problem {
     line: usize,
     column: usize,
     #[source_code]
-    src: NamedSource<Arc<str>>,
+    src: Excerpt,
     #[label("{label}")]
     span: SourceSpan,
     label: &'static str,
@@ -273,15 +335,16 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// A problem at `pos` in the file `src`.
-    pub(super) fn new(kind: ProblemKind, pos: Pos, src: NamedSource<Arc<str>>, text: &str) -> Self {
+    /// A problem at `pos` in `text`, the file `file_name`.
+    pub(super) fn new(kind: ProblemKind, pos: Pos, file_name: &str, text: &str) -> Self {
+        let (src, span) = Excerpt::around(file_name, text, pos);
         Problem {
             help: kind.help(),
             label: kind.label(),
             line: pos.line.max(1),
             column: pos.column.max(1),
             src,
-            span: span_of(pos, text),
+            span,
             kind,
         }
     }
@@ -309,7 +372,7 @@ pub struct SyntaxError {
     /// 1-based column of the error.
     pub column: usize,
     #[source_code]
-    pub(super) src: NamedSource<Arc<str>>,
+    pub(super) src: Excerpt,
     #[label("here")]
     pub(super) span: SourceSpan,
     #[help]
@@ -327,9 +390,213 @@ impl SyntaxError {
     }
 }
 
-/// A miette span for `pos`, kept inside `text`.
-pub(super) fn span_of(pos: Pos, text: &str) -> SourceSpan {
-    let offset = pos.offset.min(text.len());
-    let len = pos.len.min(text.len() - offset);
-    SourceSpan::new(offset.into(), len)
+/// The part of a cluster file miette shows for one diagnostic: the line of
+/// the problem with the line before and after it, each cut to a window of at
+/// most [`EXCERPT_LINE_BYTES`] (the problem's line around the offending
+/// value), so a huge value or a file of one long line never reaches the
+/// terminal whole. It reports the file's own line and column numbers.
+#[derive(Debug, Clone)]
+pub struct Excerpt {
+    name: String,
+    text: String,
+    /// The file's 0-based line number of the excerpt's first line.
+    first_line: usize,
+    /// The excerpt's line (0-based) holding the problem.
+    focus: usize,
+    /// Bytes of the problem's line cut before the window, less the marker.
+    shift: usize,
+}
+
+/// The marker of cut text.
+const CUT: &str = "…";
+
+/// The largest char boundary of `s` at or below `i`.
+fn floor_boundary(s: &str, i: usize) -> usize {
+    let mut i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// A context line: at most [`EXCERPT_LINE_BYTES`] of it.
+fn clip_line(line: &str) -> String {
+    if line.len() <= EXCERPT_LINE_BYTES {
+        line.to_string()
+    } else {
+        format!("{}{CUT}", &line[..floor_boundary(line, EXCERPT_LINE_BYTES)])
+    }
+}
+
+/// The line of `text` holding byte `at`: its start and end (without the
+/// line break).
+fn line_around(text: &str, at: usize) -> (usize, usize) {
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let end = if text[start..end].ends_with('\r') {
+        end - 1
+    } else {
+        end
+    };
+    (start, end.max(start))
+}
+
+impl Excerpt {
+    /// The excerpt of `text` (the file `name`) around `pos`, and the span of
+    /// `pos` within it.
+    pub(super) fn around(name: &str, text: &str, pos: Pos) -> (Excerpt, SourceSpan) {
+        let at = floor_boundary(text, pos.offset);
+        let (start, end) = line_around(text, at);
+        let line = &text[start..end];
+        let col = at - start;
+        // The window on the problem's line.
+        let (from, to) = if line.len() <= EXCERPT_LINE_BYTES {
+            (0, line.len())
+        } else {
+            let from = floor_boundary(line, col.saturating_sub(EXCERPT_LEAD_BYTES));
+            (from, floor_boundary(line, from + EXCERPT_LINE_BYTES))
+        };
+        let lead = if from > 0 { CUT } else { "" };
+        let tail = if to < line.len() { CUT } else { "" };
+        let focus_text = format!("{lead}{}{tail}", &line[from..to]);
+
+        let mut out = String::new();
+        let mut focus = 0;
+        if start > 0 {
+            let (p_start, p_end) = line_around(text, start - 1);
+            out.push_str(&clip_line(&text[p_start..p_end]));
+            out.push('\n');
+            focus = 1;
+        }
+        let focus_offset = out.len();
+        out.push_str(&focus_text);
+        let after = text[end..].find('\n').map(|i| end + i + 1);
+        if let Some(next) = after.filter(|n| *n < text.len()) {
+            let (n_start, n_end) = line_around(text, next);
+            out.push('\n');
+            out.push_str(&clip_line(&text[n_start..n_end]));
+        }
+
+        let span_start = focus_offset + lead.len() + col.clamp(from, to) - from;
+        let span_end = (col + pos.len).clamp(from, to) - from + focus_offset + lead.len();
+        let first_line = text.as_bytes()[..start]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            - focus;
+        let excerpt = Excerpt {
+            name: name.to_string(),
+            text: out,
+            first_line,
+            focus,
+            shift: from.saturating_sub(lead.len()),
+        };
+        let len = span_end.saturating_sub(span_start);
+        (excerpt, SourceSpan::new(span_start.into(), len))
+    }
+}
+
+impl SourceCode for Excerpt {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let inner =
+            self.text
+                .as_str()
+                .read_span(span, context_lines_before, context_lines_after)?;
+        // A column on the problem's line counts the bytes cut before the window.
+        let column = if inner.line() == self.focus && inner.column() > 0 {
+            inner.column() + self.shift
+        } else {
+            inner.column()
+        };
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.clone(),
+            inner.data(),
+            *inner.span(),
+            inner.line() + self.first_line,
+            column,
+            inner.line_count(),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos_of(text: &str, needle: &str) -> Pos {
+        let offset = text.find(needle).unwrap();
+        Pos {
+            offset,
+            len: needle.len(),
+            line: 0,
+            column: 0,
+        }
+    }
+
+    /// What miette reads for the label (line and column as it shows them).
+    fn label(e: &Excerpt, span: &SourceSpan) -> (String, usize, usize) {
+        let c = e.read_span(span, 0, 0).unwrap();
+        (
+            String::from_utf8_lossy(c.data()).into_owned(),
+            c.line() + 1,
+            c.column() + 1,
+        )
+    }
+
+    #[test]
+    fn short_lines_are_kept_with_their_neighbours() {
+        let text = "a: 1\nb: 2\nc: bad\nd: 4\ne: 5\n";
+        let (e, span) = Excerpt::around("f.yaml", text, pos_of(text, "bad"));
+        assert_eq!(e.text, "b: 2\nc: bad\nd: 4");
+        assert_eq!(label(&e, &span), ("bad".into(), 3, 4));
+        let ctx = e.read_span(&span, 1, 1).unwrap();
+        assert_eq!(ctx.line() + 1, 2, "numbered as in the file");
+        assert_eq!(ctx.name(), Some("f.yaml"));
+        // The first and the last line of a file.
+        let (e, span) = Excerpt::around("f.yaml", text, pos_of(text, "a: 1"));
+        assert_eq!(e.text, "a: 1\nb: 2");
+        assert_eq!(label(&e, &span), ("a: 1".into(), 1, 1));
+        let (e, _) = Excerpt::around("f.yaml", "x: 1\ny: z", pos_of("x: 1\ny: z", "z"));
+        assert_eq!(e.text, "x: 1\ny: z");
+    }
+
+    #[test]
+    fn long_lines_are_windowed_around_the_value() {
+        let long = "v".repeat(500_000);
+        let text = format!("{long}\nk: [{long}, bad, {long}]\n{long}\n");
+        let (e, span) = Excerpt::around("f.yaml", &text, pos_of(&text, "bad"));
+        assert!(e.text.len() < 4 * EXCERPT_LINE_BYTES, "{}", e.text.len());
+        let (data, line, column) = label(&e, &span);
+        assert_eq!(data, "bad");
+        assert_eq!(line, 2);
+        assert_eq!(column, "k: [".len() + long.len() + ", ".len() + 1);
+        // A value longer than the window is underlined up to the window's end.
+        let text = format!("name: {long}\n");
+        let mut pos = pos_of(&text, &long);
+        pos.len = long.len();
+        let (e, span) = Excerpt::around("f.yaml", &text, pos);
+        assert!(e.text.len() < 2 * EXCERPT_LINE_BYTES);
+        assert!(span.len() <= EXCERPT_LINE_BYTES);
+        assert_eq!(label(&e, &span).2, "name: ".len() + 1);
+    }
+
+    #[test]
+    fn positions_past_the_end_and_inside_characters_are_safe() {
+        let text = "é: ü\r\nx";
+        for offset in 0..text.len() + 3 {
+            let pos = Pos {
+                offset,
+                len: 7,
+                line: 0,
+                column: 0,
+            };
+            let (e, span) = Excerpt::around("f", text, pos);
+            assert!(e.read_span(&span, 1, 1).is_ok(), "{offset}");
+        }
+    }
 }

@@ -13,10 +13,13 @@ mod raw;
 mod types;
 
 pub use parse::{
-    FirstUse, Problem, ProblemKind, SpecError, SyntaxError, default_cluster, parse_cluster,
-    parse_cluster_file,
+    FirstUse, MAX_CLUSTER_FILE_BYTES, MAX_REPORTED_PROBLEMS, Problem, ProblemKind, SpecError,
+    SyntaxError, default_cluster, parse_cluster, parse_cluster_file,
 };
-pub use types::{ByteSize, ClusterName, DEFAULT_CLUSTER_NAME, NameError, NodeName, SizeError};
+pub use types::{
+    ByteSize, ClusterName, DEFAULT_CLUSTER_NAME, MAX_QUOTED_CHARS, NAME_RULE, NameError, NodeName,
+    SizeError, clip, clip_to,
+};
 
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;

@@ -20,21 +20,26 @@
 //! ```
 
 use super::did_you_mean::suggest;
-use super::error::span_of;
-pub use super::error::{FirstUse, Problem, ProblemKind, SpecError, SyntaxError};
+use super::error::Excerpt;
+pub use super::error::{
+    EXCERPT_LINE_BYTES, FirstUse, MAX_REPORTED_PROBLEMS, Problem, ProblemKind, SpecError,
+    SyntaxError,
+};
 use super::raw::{self, Node as YNode, Pos, Value};
 use super::{
     ByteSize, Cluster, ClusterName, Kubernetes, MAX_NODE_CPUS, MAX_NODES_PER_GROUP, MIN_NODE_DISK,
     MIN_NODE_MEMORY, MatrixSettings, Network, Node, NodeName, Role, Runtimes, SizeError,
 };
+use super::{clip, clip_to};
 use ipnet::Ipv4Net;
-use miette::NamedSource;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 /// The `kind` of a cluster file.
 pub const KIND: &str = "Cluster";
+/// The largest cluster file read: a real one is a few hundred bytes, and a
+/// larger file is refused before it is parsed.
+pub const MAX_CLUSTER_FILE_BYTES: u64 = 1 << 20;
 /// The image recipe when the file does not name one.
 pub const DEFAULT_IMAGE: &str = "trixie";
 /// The cluster network when the file does not give one.
@@ -244,12 +249,12 @@ impl Checker {
             };
             if let Some(known_key) = known.iter().find(|c| **c == key.as_str()) {
                 if out.insert(*known_key, (k, v)).is_some() {
-                    self.report(ProblemKind::DuplicateField { field: key.clone() }, k.pos);
+                    self.report(ProblemKind::DuplicateField { field: clip(key) }, k.pos);
                 }
             } else {
                 self.report(
                     ProblemKind::UnknownField {
-                        field: key.clone(),
+                        field: clip(key),
                         section,
                         suggestion: suggest(key, known),
                         known,
@@ -400,12 +405,7 @@ impl Checker {
         };
         match self.string(&top, "apiVersion") {
             Some((v, _)) if v == crate::API_VERSION => {}
-            Some((v, pos)) => self.report(
-                ProblemKind::WrongApiVersion {
-                    found: v.to_string(),
-                },
-                pos,
-            ),
+            Some((v, pos)) => self.report(ProblemKind::WrongApiVersion { found: clip(v) }, pos),
             None if top.get("apiVersion").is_none() => self.report(
                 ProblemKind::MissingField {
                     field: "apiVersion",
@@ -416,12 +416,7 @@ impl Checker {
         }
         match self.string(&top, "kind") {
             Some((v, _)) if v == KIND => {}
-            Some((v, pos)) => self.report(
-                ProblemKind::WrongKind {
-                    found: v.to_string(),
-                },
-                pos,
-            ),
+            Some((v, pos)) => self.report(ProblemKind::WrongKind { found: clip(v) }, pos),
             None if top.get("kind").is_none() => {
                 self.report(ProblemKind::MissingField { field: "kind" }, root.pos)
             }
@@ -461,7 +456,7 @@ impl Checker {
                 match cidr.trim().parse::<Ipv4Net>() {
                     Ok(c) if c.trunc() != c => self.report(
                         ProblemKind::CidrHostBits {
-                            value: cidr.to_string(),
+                            value: clip(cidr),
                             network: c.trunc().to_string(),
                         },
                         pos,
@@ -475,12 +470,7 @@ impl Checker {
                             pos,
                         )
                     }
-                    Err(_) => self.report(
-                        ProblemKind::BadCidr {
-                            value: cidr.to_string(),
-                        },
-                        pos,
-                    ),
+                    Err(_) => self.report(ProblemKind::BadCidr { value: clip(cidr) }, pos),
                 }
             }
             if let Some(egress) = self.boolean(&net, "egress") {
@@ -781,10 +771,16 @@ pub fn default_cluster() -> Cluster {
     cluster
 }
 
-/// Parses and validates a cluster file's text. `file_name` is used in diagnostics.
+/// Parses and validates a cluster file's text. `file_name` is used in
+/// diagnostics. Text over [`MAX_CLUSTER_FILE_BYTES`] is refused unparsed.
 pub fn parse_cluster(src: &str, file_name: &str) -> Result<Cluster, SpecError> {
-    let shared: Arc<str> = Arc::from(src);
-    let named = || NamedSource::new(file_name, shared.clone());
+    if src.len() as u64 > MAX_CLUSTER_FILE_BYTES {
+        return Err(SpecError::TooLarge {
+            path: file_name.to_string(),
+            size: src.len() as u64,
+            max: MAX_CLUSTER_FILE_BYTES,
+        });
+    }
     let root = match raw::parse_tree(src) {
         Ok(root) => root,
         Err(e) => {
@@ -793,18 +789,22 @@ pub fn parse_cluster(src: &str, file_name: &str) -> Result<Cluster, SpecError> {
                 .map(|l| raw::pos_of(&l, src))
                 .unwrap_or_default();
             // The user-facing wording, without the developer hints and the
-            // "at line N, column M" that the span already shows.
-            let message = serde_saphyr::MessageFormatter::format_message(
-                &serde_saphyr::DefaultMessageFormatter,
-                e.without_snippet(),
-            )
-            .into_owned();
+            // "at line N, column M" that the span already shows; cut, as it
+            // may quote the input.
+            let message = clip_to(
+                &serde_saphyr::MessageFormatter::format_message(
+                    &serde_saphyr::DefaultMessageFormatter,
+                    e.without_snippet(),
+                ),
+                EXCERPT_LINE_BYTES,
+            );
+            let (excerpt, span) = Excerpt::around(file_name, src, pos);
             return Err(SpecError::Syntax(Box::new(SyntaxError {
                 file: file_name.to_string(),
                 line: pos.line.max(1),
                 column: pos.column.max(1),
-                src: named(),
-                span: span_of(pos, src),
+                src: excerpt,
+                span,
                 help: SyntaxError::help_for(&message),
                 message,
             })));
@@ -814,33 +814,54 @@ pub fn parse_cluster(src: &str, file_name: &str) -> Result<Cluster, SpecError> {
     let mut draft = Draft::defaults();
     checker.document(&root, &mut draft);
     let cluster = assemble(draft, &mut checker);
-    let mut problems: Vec<Problem> = checker
-        .problems
+    let mut found = checker.problems;
+    found.sort_by_key(|(_, pos)| (pos.line.max(1), pos.column.max(1)));
+    let total = found.len();
+    // Only the reported problems get an excerpt of the file.
+    let mut problems: Vec<Problem> = found
         .into_iter()
-        .map(|(kind, pos)| Problem::new(kind, pos, named(), src))
+        .take(MAX_REPORTED_PROBLEMS)
+        .map(|(kind, pos)| Problem::new(kind, pos, file_name, src))
         .collect();
-    problems.sort_by_key(|p| (p.line(), p.column()));
-    match problems.len() {
+    match total {
         0 => Ok(cluster),
         1 => Err(SpecError::Invalid(Box::new(problems.remove(0)))),
-        _ => Err(SpecError::Many {
-            file: file_name.to_string(),
-            problems,
-        }),
+        _ => Err(SpecError::many(file_name.to_string(), problems, total)),
     }
 }
 
-/// Reads and parses a cluster file.
+/// Reads and parses a cluster file. A file over [`MAX_CLUSTER_FILE_BYTES`]
+/// is refused by its size, before its contents are read (and a stream that
+/// does not say its size, once that many bytes were read).
 pub fn parse_cluster_file(path: &Path) -> Result<Cluster, SpecError> {
-    let bytes = std::fs::read(path).map_err(|source| SpecError::Read {
-        path: path.display().to_string(),
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let read_err = |source| SpecError::Read {
+        path: shown.clone(),
         source,
-    })?;
+    };
+    let too_large = |size| SpecError::TooLarge {
+        path: shown.clone(),
+        size,
+        max: MAX_CLUSTER_FILE_BYTES,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let size = file.metadata().map_err(read_err)?.len();
+    if size > MAX_CLUSTER_FILE_BYTES {
+        return Err(too_large(size));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CLUSTER_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_CLUSTER_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
     let src = String::from_utf8(bytes).map_err(|e| SpecError::NotUtf8 {
-        path: path.display().to_string(),
+        path: shown.clone(),
         offset: e.utf8_error().valid_up_to(),
     })?;
-    parse_cluster(&src, &path.display().to_string())
+    parse_cluster(&src, &shown)
 }
 
 #[cfg(test)]

@@ -4,6 +4,29 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// The rule every cluster and node name follows, in words (for help texts and
+/// the command line's refusals).
+pub const NAME_RULE: &str = "names are DNS-1123 labels: lower-case letters, digits and '-', starting with a letter and ending with a letter or digit, at most 63 characters (cluster names: 32)";
+
+/// The most characters of a user's value quoted back in a message; longer
+/// values are cut (see [`clip`]) so that a diagnostic stays readable whatever
+/// the input.
+pub const MAX_QUOTED_CHARS: usize = 64;
+
+/// `s` as quoted in a message: unchanged when short, else its first
+/// [`MAX_QUOTED_CHARS`] characters, an ellipsis and its full length in bytes.
+pub fn clip(s: &str) -> String {
+    clip_to(s, MAX_QUOTED_CHARS)
+}
+
+/// `s` cut to its first `max` characters (see [`clip`]).
+pub fn clip_to(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &s[..cut], s.len()),
+    }
+}
+
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -11,6 +34,7 @@ pub enum NameError {
     Empty,
     #[error("name is {len} characters long; at most {max} are allowed")]
     TooLong { len: usize, max: usize },
+    /// `name` is the value as given, cut to [`MAX_QUOTED_CHARS`] (see [`clip`]).
     #[error(
         "name {name:?} is not a DNS-1123 label: use lower-case letters, digits and '-', starting with a letter and ending with a letter or digit"
     )]
@@ -34,18 +58,23 @@ fn check_dns1123_label(s: &str, max: usize) -> Result<(), NameError> {
     if ok_inner && first_ok && last_ok {
         Ok(())
     } else {
-        Err(NameError::NotDns1123 {
-            name: s.to_string(),
-        })
+        Err(NameError::NotDns1123 { name: clip(s) })
     }
 }
 
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $max:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
         #[serde(transparent)]
         pub struct $name(String);
+
+        /// As the quoted text (messages write names with `{:?}`).
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self.0.as_str(), f)
+            }
+        }
 
         impl $name {
             /// The longest name accepted.
@@ -72,6 +101,57 @@ macro_rules! name_type {
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
+            }
+        }
+
+        // Read-only views as `str`: the name can be used wherever text is
+        // expected, and it cannot be changed into a bad value through them.
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+
+        impl PartialEq<$name> for str {
+            fn eq(&self, other: &$name) -> bool {
+                self == other.0
+            }
+        }
+
+        impl PartialEq<$name> for String {
+            fn eq(&self, other: &$name) -> bool {
+                *self == other.0
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(n: $name) -> String {
+                n.0
             }
         }
 
@@ -152,11 +232,11 @@ impl FromStr for ByteSize {
         }
         let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         if digits_end == 0 {
-            return Err(SizeError::Malformed(s.to_string()));
+            return Err(SizeError::Malformed(clip(s)));
         }
         let number: u64 = t[..digits_end]
             .parse()
-            .map_err(|_| SizeError::Overflow(s.to_string()))?;
+            .map_err(|_| SizeError::Overflow(clip(s)))?;
         let unit = t[digits_end..].trim();
         let shift = match unit {
             "" | "B" => 0,
@@ -165,15 +245,13 @@ impl FromStr for ByteSize {
             "G" | "GiB" | "GB" => 30,
             "T" | "TiB" | "TB" => 40,
             _ => {
-                return Err(SizeError::UnknownUnit {
-                    unit: unit.to_string(),
-                });
+                return Err(SizeError::UnknownUnit { unit: clip(unit) });
             }
         };
         number
             .checked_mul(1u64 << shift)
             .map(ByteSize)
-            .ok_or_else(|| SizeError::Overflow(s.to_string()))
+            .ok_or_else(|| SizeError::Overflow(clip(s)))
     }
 }
 
@@ -243,5 +321,40 @@ mod tests {
             DEFAULT_CLUSTER_NAME.parse::<ClusterName>().unwrap(),
             ClusterName::default()
         );
+    }
+
+    #[test]
+    fn names_that_are_paths_are_refused() {
+        for bad in [
+            "", ".", "..", "/etc", "a/b", "../../x", "-x", "a\0b", "a\nb", "dev/",
+        ] {
+            assert!(bad.parse::<ClusterName>().is_err(), "{bad:?}");
+            assert!(bad.parse::<NodeName>().is_err(), "{bad:?}");
+        }
+        let n: ClusterName = "dev".parse().unwrap();
+        // Read as text, printed and debugged as the text itself.
+        assert_eq!(&*n, "dev");
+        assert_eq!(format!("{n} {n:?}"), "dev \"dev\"");
+        // Serde refuses a bad name in a document.
+        assert!(serde_json::from_str::<NodeName>("\"../x\"").is_err());
+        assert_eq!(
+            serde_json::from_str::<NodeName>("\"cp-1\"").unwrap(),
+            "cp-1"
+        );
+    }
+
+    #[test]
+    fn quoted_values_are_cut() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(10_000);
+        let c = clip(&long);
+        assert!(c.starts_with(&"é".repeat(MAX_QUOTED_CHARS)), "{c}");
+        assert!(c.ends_with("… (20000 bytes)"), "{c}");
+        let e = "x_".repeat(500_000).parse::<NodeName>().unwrap_err();
+        assert!(e.to_string().len() < 400, "{e}");
+        let e = format!("1{}", "Q".repeat(100_000))
+            .parse::<ByteSize>()
+            .unwrap_err();
+        assert!(e.to_string().len() < 400, "{e}");
     }
 }

@@ -260,25 +260,42 @@ fn two_clusters_side_by_side() {
     );
 }
 
-/// Refusals that need no VM: a second cluster of the same name, socket paths
-/// over the limit, an unknown cluster.
+/// Refusals that need no VM: a second cluster of the same name, a directory
+/// at the cluster's place that is not a cluster's, socket paths over the
+/// limit, an unknown cluster.
 #[test]
 fn refusals() {
     let h = Harness::new("refusals");
-    // A cluster dir that exists (a half-made cluster is enough).
-    std::fs::create_dir_all(h.cluster_dir("dev")).unwrap();
-    let out = h.run(&[
+    // A cluster dir that exists (a half-made cluster is enough: create
+    // writes the marker first).
+    let dev: ironclad::spec::ClusterName = "dev".parse().unwrap();
+    ironclad::cluster::paths::ClusterPaths::new(h.root(), &dev)
+        .claim(&dev)
+        .unwrap();
+    let create_dev = [
         "create",
         "-f",
         &repo_file("clusters/dev.yaml"),
         "--accel",
         "tcg",
-    ]);
+    ];
+    let out = h.run(&create_dev);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
     // destroy removes the half-made cluster.
     h.ok(&["destroy", "dev"]);
     assert!(!h.cluster_dir("dev").exists());
+    // A directory without the marker is not a cluster: create and destroy
+    // both leave it alone.
+    std::fs::create_dir_all(h.cluster_dir("dev")).unwrap();
+    std::fs::write(h.cluster_dir("dev").join("mine"), "x").unwrap();
+    let out = h.run(&create_dev);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a cluster directory"));
+    let out = h.run(&["destroy", "dev"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(h.cluster_dir("dev").join("mine").exists());
+    std::fs::remove_dir_all(h.cluster_dir("dev")).unwrap();
 
     let long = h.root().join("x".repeat(80));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironclad"))
@@ -298,8 +315,9 @@ fn refusals() {
     assert!(err.contains("unix socket path"), "{err}");
     assert!(!long.exists(), "nothing is created");
 
+    // Nothing to destroy is not an error (teardown steps run twice).
     let out = h.run(&["destroy", "nope"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(0));
     let out = h.run(&["status", "nope"]);
     assert_eq!(out.status.code(), Some(2));
 }
@@ -309,6 +327,10 @@ fn refusals() {
 #[test]
 fn harness_keeps_logs_of_leftover_clusters() {
     let h = Harness::new("harness_keeps_logs");
+    let leftover: ironclad::spec::ClusterName = "leftover".parse().unwrap();
+    ironclad::cluster::paths::ClusterPaths::new(h.root(), &leftover)
+        .claim(&leftover)
+        .unwrap();
     let logs = h.cluster_dir("leftover").join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     std::fs::write(logs.join("leftover-cp-1.log"), "machined: ready t=1.0\n").unwrap();

@@ -402,12 +402,12 @@ async fn client_from_client_config_file() {
     let cfg = crate::clientconfig::ClientConfig {
         api_version: crate::API_VERSION.to_string(),
         kind: crate::clientconfig::KIND.to_string(),
-        cluster: "dev".to_string(),
+        cluster: "dev".parse().unwrap(),
         os_ca: f.secrets.os_ca.cert_pem().to_string(),
         cert: "admin.crt".into(),
         key: "admin.key".into(),
         nodes: vec![crate::clientconfig::ClientNode {
-            name: NODE.to_string(),
+            name: NODE.parse().unwrap(),
             role: crate::spec::Role::ControlPlane,
             address: Ipv4Addr::new(10, 5, 0, 2),
             endpoint: Some(f.addr),
