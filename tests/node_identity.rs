@@ -55,7 +55,7 @@ struct Cluster {
 
 impl Cluster {
     fn client_yaml(&self) -> PathBuf {
-        ClusterPaths::new(self.state.path(), "idt").client_yaml()
+        ClusterPaths::new(self.state.path(), &"idt".parse().unwrap()).client_yaml()
     }
 
     fn node(&self, name: &str) -> &Node {
@@ -99,7 +99,10 @@ async fn start_node(cfg: &MachineConfig) -> Node {
 async fn start() -> Cluster {
     let cluster = parse_cluster(CLUSTER, "idt.yaml").unwrap();
     let state = tempfile::tempdir().unwrap();
-    let dir = ClusterPaths::new(state.path(), "idt").dir().to_path_buf();
+    let name = "idt".parse().unwrap();
+    let paths = ClusterPaths::new(state.path(), &name);
+    paths.claim(&name).unwrap();
+    let dir = paths.dir().to_path_buf();
     let report = ironclad::configdir::generate(&cluster, &dir).unwrap();
     let mut nodes = Vec::new();
     for n in &report.nodes {
@@ -209,7 +212,7 @@ async fn a_matrix_run_through_an_impostor_cannot_pass() {
         c.client(cp).bootstrap().await.unwrap();
     }
     c.point(WORKER, c.node(CP1).addr);
-    let ctx = ironclad::matrix::run::load(c.state.path(), "idt").unwrap();
+    let ctx = ironclad::matrix::run::load(c.state.path(), &"idt".parse().unwrap()).unwrap();
     let checks: Vec<String> = ["CONF-01", "API-04"].map(String::from).to_vec();
     let report = ironclad::matrix::run::run(&ctx, &checks, false, &|_| {})
         .await
