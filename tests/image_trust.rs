@@ -68,13 +68,21 @@ fn a_recipe_planted_in_a_parent_directory_is_ignored() {
     let cache = tempfile::tempdir().unwrap();
     let machined = fake_machined(cache.path());
 
-    let out = ironclad(&cwd, &cache.path().join("c"), &machined, &["image", "inspect", "trixie"]);
+    let out = ironclad(
+        &cwd,
+        &cache.path().join("c"),
+        &machined,
+        &["image", "inspect", "trixie"],
+    );
     let err = stderr(&out);
     assert!(err.contains("image: recipe trixie (built in)"), "{err}");
     assert!(!err.contains("planted"), "{err}");
     // Not built yet (exit 1), and the key named is the built-in recipe's.
     assert_eq!(out.status.code(), Some(1), "{err}");
-    let want = image_key(EMBEDDED_TRIXIE.as_bytes(), &std::fs::read(&machined).unwrap());
+    let want = image_key(
+        EMBEDDED_TRIXIE.as_bytes(),
+        &std::fs::read(&machined).unwrap(),
+    );
     assert!(err.contains(&format!("key {}", &want[..12])), "{err}");
 
     // The planted file is used only when named as a file, and then it says so.
@@ -101,12 +109,22 @@ fn a_recipe_file_others_can_write_is_refused_with_exit_2() {
     std::fs::write(&recipe, EMBEDDED_TRIXIE).unwrap();
 
     chmod(&recipe, 0o644);
-    let out = ironclad(dir.path(), &cache, &machined, &["image", "inspect", "./my.yaml"]);
+    let out = ironclad(
+        dir.path(),
+        &cache,
+        &machined,
+        &["image", "inspect", "./my.yaml"],
+    );
     assert!(stderr(&out).contains("image: recipe ./my.yaml (file)"));
     assert_eq!(out.status.code(), Some(1), "accepted (just not built)");
 
     chmod(&recipe, 0o664);
-    let out = ironclad(dir.path(), &cache, &machined, &["image", "inspect", "./my.yaml"]);
+    let out = ironclad(
+        dir.path(),
+        &cache,
+        &machined,
+        &["image", "inspect", "./my.yaml"],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("writable by group"), "{err}");
@@ -205,11 +223,18 @@ impl Recorder {
 /// `scale` is 1: 12 + 17 + 68 MB) with their true sha256 in the manifest.
 fn entry_with_parts(cache: &Path, machined: &Path, scale: u64) -> PathBuf {
     cache::open_root(cache).unwrap();
-    let key = image_key(EMBEDDED_TRIXIE.as_bytes(), &std::fs::read(machined).unwrap());
+    let key = image_key(
+        EMBEDDED_TRIXIE.as_bytes(),
+        &std::fs::read(machined).unwrap(),
+    );
     let dir = cache::image_dir(cache, &key);
     std::fs::create_dir_all(&dir).unwrap();
     let mut parts = std::collections::BTreeMap::new();
-    for (part, mb) in [("vmlinuz", 12u64), ("initramfs", 17), ("rootfs.squashfs", 68)] {
+    for (part, mb) in [
+        ("vmlinuz", 12u64),
+        ("initramfs", 17),
+        ("rootfs.squashfs", 68),
+    ] {
         let size = (mb * 1_000_000 / scale) as usize;
         let data: Vec<u8> = (0..size).map(|i| (i * 31 + mb as usize) as u8).collect();
         std::fs::write(dir.join(part), &data).unwrap();
@@ -268,13 +293,20 @@ fn a_cache_hit_with_a_flipped_byte_is_caught() {
 
     // One byte of the root flipped in place (same size, same name).
     let rootfs = dir.join("rootfs.squashfs");
-    let mut f = std::fs::OpenOptions::new().write(true).open(&rootfs).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&rootfs)
+        .unwrap();
     use std::io::{Seek, SeekFrom, Write};
     f.seek(SeekFrom::Start(40_000_000)).unwrap();
     f.write_all(&[0xAA]).unwrap();
     drop(f);
-    let err = ensure_built(&RecipeRef::Name("trixie".into()), &opts, &Recorder::default())
-        .unwrap_err();
+    let err = ensure_built(
+        &RecipeRef::Name("trixie".into()),
+        &opts,
+        &Recorder::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, ImageError::Damaged { .. }), "{err}");
     assert!(!err.is_bad_input());
     let msg = err.to_string();
@@ -285,7 +317,11 @@ fn a_cache_hit_with_a_flipped_byte_is_caught() {
     let kernel = dir.join("vmlinuz");
     let k = std::fs::read(&kernel).unwrap();
     std::fs::write(&kernel, &k[..1000]).unwrap();
-    let err = ensure_built(&RecipeRef::Name("trixie".into()), &opts, &Recorder::default())
-        .unwrap_err();
+    let err = ensure_built(
+        &RecipeRef::Name("trixie".into()),
+        &opts,
+        &Recorder::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("vmlinuz is 1000 bytes"), "{err}");
 }

@@ -45,7 +45,9 @@ pub enum CacheError {
         problem: super::trust::Untrusted,
         fix: String,
     },
-    #[error("the image cache {path} is not a directory; set IRONCLAD_CACHE_DIR to a directory of your own")]
+    #[error(
+        "the image cache {path} is not a directory; set IRONCLAD_CACHE_DIR to a directory of your own"
+    )]
     NotADirectory { path: String },
 }
 
@@ -118,11 +120,7 @@ pub fn check_root(root: &Path) -> Result<(), CacheError> {
                 super::trust::euid()
             )
         };
-        CacheError::Untrusted {
-            path,
-            problem,
-            fix,
-        }
+        CacheError::Untrusted { path, problem, fix }
     })
 }
 
@@ -161,11 +159,7 @@ pub fn verify(dir: &Path, manifest: &Manifest) -> Result<(), Damage> {
             Ok(m) => {
                 return Err(damage(
                     part,
-                    format!(
-                        "is {} bytes but the manifest says {}",
-                        m.len(),
-                        want.size
-                    ),
+                    format!("is {} bytes but the manifest says {}", m.len(), want.size),
                 ));
             }
             Err(e) => return Err(damage(part, format!("cannot be read ({e})"))),

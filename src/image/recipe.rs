@@ -498,7 +498,10 @@ mod tests {
         assert_eq!(built_in.origin.to_string(), "trixie (built in)");
         assert_eq!(built_in.bytes, std::fs::read(&file).unwrap());
         let from_file = load(&RecipeRef::Path(file.clone())).unwrap();
-        assert_eq!(from_file.origin.to_string(), format!("{} (file)", file.display()));
+        assert_eq!(
+            from_file.origin.to_string(),
+            format!("{} (file)", file.display())
+        );
         // Same bytes, same cache key: either way gives the same image.
         assert_eq!(
             super::super::cache::image_key(&built_in.bytes, b"m"),
@@ -525,7 +528,10 @@ mod tests {
             assert!(matches!(err, RecipeError::Untrusted { .. }), "{err}");
             let msg = err.to_string();
             assert!(msg.contains("writable by"), "{msg}");
-            assert!(msg.contains(&format!("chmod go-w {}", p.display())), "{msg}");
+            assert!(
+                msg.contains(&format!("chmod go-w {}", p.display())),
+                "{msg}"
+            );
         }
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
