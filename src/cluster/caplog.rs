@@ -28,8 +28,10 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_MAX: u64 = 16 << 20;
 /// The environment variable that sets the cap (a size: `16MiB`, `512KiB`).
 pub const MAX_ENV: &str = "IRONCLAD_LOG_MAX";
-/// The smallest cap accepted (the header of a new file must fit well).
-pub const MIN_MAX: u64 = 1 << 10;
+/// The smallest cap accepted. Caps this small are for tests (a boot prints
+/// about 1 KiB); a cap below the header of a new file only means a rotation
+/// after every line.
+pub const MIN_MAX: u64 = 256;
 /// How far past the cap a file may grow to end on a line end.
 pub const LINE_SLACK: u64 = 4 << 10;
 /// Lines longer than this are never carried over.
@@ -53,7 +55,9 @@ fn parse_max(v: &str) -> Result<u64, String> {
         .parse()
         .map_err(|e| format!("{MAX_ENV}={v:?} is not a size: {e}"))?;
     if size.as_u64() < MIN_MAX {
-        return Err(format!("{MAX_ENV}={v:?} is below the minimum of 1KiB"));
+        return Err(format!(
+            "{MAX_ENV}={v:?} is below the minimum of {MIN_MAX} bytes"
+        ));
     }
     Ok(size.as_u64())
 }
@@ -270,6 +274,7 @@ mod tests {
     fn the_cap_comes_from_the_environment_format() {
         assert_eq!(parse_max("16MiB"), Ok(16 << 20));
         assert_eq!(parse_max("4KiB"), Ok(4096));
+        assert_eq!(parse_max("300"), Ok(300));
         assert!(parse_max("12").unwrap_err().contains("minimum"));
         assert!(parse_max("lots").unwrap_err().contains(MAX_ENV));
     }
