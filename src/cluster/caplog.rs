@@ -197,7 +197,11 @@ impl CappedLog {
     fn rotate(&mut self) -> io::Result<()> {
         let old_len = self.len;
         let previous = CappedLog::previous(&self.path);
-        std::fs::rename(&self.path, &previous)?;
+        match std::fs::rename(&self.path, &previous) {
+            // Someone removed the file: start a new one all the same.
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         self.file = open(&self.path, true)?;
         self.len = 0;
         self.rotations += 1;
@@ -226,9 +230,9 @@ impl CappedLog {
 }
 
 /// Copies `src` into `log` until end of file (the writer, QEMU, is gone) on a
-/// thread of its own, then sends on `done`. A failing write (a full disk) is
-/// reported once through `warn` and the rest is read and dropped, so QEMU
-/// never blocks on a full pipe.
+/// thread of its own, then sends on `done`. What cannot be written (a full
+/// disk) is dropped, so QEMU never blocks on a full pipe; `warn` hears when
+/// writing starts failing and when it works again.
 pub fn pump(
     mut src: File,
     mut log: CappedLog,
@@ -244,12 +248,21 @@ pub fn pump(
             loop {
                 match src.read(&mut buf) {
                     Ok(0) => break,
-                    Ok(n) => {
-                        if !failed && let Err(e) = log.write(&buf[..n]) {
-                            warn(&format!("{name}: cannot write {}: {e}", log.path.display()));
+                    Ok(n) => match log.write(&buf[..n]) {
+                        Err(e) if !failed => {
+                            warn(&format!(
+                                "{name}: cannot write {} ({e}); dropping output until it works again",
+                                log.path.display()
+                            ));
                             failed = true;
                         }
-                    }
+                        Err(_) => {}
+                        Ok(()) if failed => {
+                            warn(&format!("{name}: writing {} again", log.path.display()));
+                            failed = false;
+                        }
+                        Ok(()) => {}
+                    },
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         warn(&format!("{name}: reading QEMU's output failed: {e}"));
@@ -366,6 +379,18 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("after\n"));
+    }
+
+    #[test]
+    fn a_removed_log_file_is_started_again_at_the_next_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.log");
+        let mut log = CappedLog::create(&path, 256, &[]).unwrap();
+        log.write(&[b'a'; 200]).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        log.write(&[b'b'; 100]).unwrap();
+        log.write(b"\nafter\n").unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().ends_with("after\n"));
     }
 
     #[test]
