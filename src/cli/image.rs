@@ -1,5 +1,9 @@
 //! `ironclad image build|list|inspect`: the node image cache from the command
 //! line. The work is in [`crate::image`].
+//!
+//! A recipe argument is the name of a built-in recipe (`trixie`) or the path
+//! of a recipe file (any value with a `/` or ending in `.yaml`/`.yml`, e.g.
+//! `./my.yaml`); nothing is looked up in the current directory by name.
 
 use super::{CliResult, Exit, Failure, Output};
 use crate::image::{self, BuildOptions, ImageError, RecipeRef, StderrProgress, cache};
@@ -17,7 +21,8 @@ pub enum ImageCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
-    /// Recipe name (`trixie` → images/trixie.yaml) or path to a recipe file.
+    /// A built-in recipe (`trixie`), or the path of a recipe file: a value
+    /// with a `/` or ending in `.yaml` (`./my.yaml`, `images/trixie.yaml`).
     #[arg(default_value = "trixie")]
     recipe: String,
     /// The machined binary to put in the image (default: beside this executable).
@@ -40,7 +45,8 @@ pub struct ListArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// Recipe name or path, or a cache key (at least 4 hex digits).
+    /// A built-in recipe name or a recipe file path (as for `build`), or a
+    /// cache key (at least 4 hex digits).
     #[arg(default_value = "trixie")]
     image: String,
     /// The machined binary (to compute a recipe's key).
@@ -77,8 +83,23 @@ fn build(a: BuildArgs) -> CliResult {
         cache_dir: None,
         refresh_base: a.refresh_base,
     };
-    let built = image::ensure_built(&RecipeRef::parse(&a.recipe), &opts, &StderrProgress)
-        .map_err(failure)?;
+    let recipe = RecipeRef::parse(&a.recipe);
+    let built = match image::ensure_built(&recipe, &opts, &StderrProgress) {
+        // `image build` is the command the error of a damaged entry points
+        // to: it drops the entry and builds it again.
+        Err(ImageError::Damaged { dir, damage, .. }) => {
+            eprintln!(
+                "image: the cached image {} is damaged ({damage}); removing it and building again",
+                dir.display()
+            );
+            std::fs::remove_dir_all(&dir).map_err(|e| {
+                Failure::failed(miette::miette!("cannot remove {}: {e}", dir.display()))
+            })?;
+            image::ensure_built(&recipe, &opts, &StderrProgress)
+        }
+        other => other,
+    }
+    .map_err(failure)?;
     match a.output {
         Output::Json => println!("{}", json(&built)?),
         Output::Text => {
@@ -87,6 +108,7 @@ fn build(a: BuildArgs) -> CliResult {
                 built.key,
                 if built.cache_hit { "cached" } else { "built" }
             );
+            println!("  recipe     {}", built.recipe);
             println!("  dir        {}", built.dir.display());
             println!("  kernel     {}", built.manifest.kernel_version);
             for (name, part) in &built.manifest.parts {
@@ -102,6 +124,7 @@ fn build(a: BuildArgs) -> CliResult {
 
 fn list(a: ListArgs) -> CliResult {
     let root = cache::cache_root().map_err(|e| failure(e.into()))?;
+    cache::check_root(&root).map_err(|e| failure(e.into()))?;
     let images = cache::list(&root).map_err(|e| failure(e.into()))?;
     match a.output {
         Output::Json => {
@@ -130,6 +153,7 @@ fn list(a: ListArgs) -> CliResult {
 
 fn inspect(a: InspectArgs) -> CliResult {
     let root = cache::cache_root().map_err(|e| failure(e.into()))?;
+    cache::check_root(&root).map_err(|e| failure(e.into()))?;
     if let Some((_, m)) = cache::find(&root, &a.image).map_err(|e| failure(e.into()))? {
         println!("{}", json(&m)?);
         return Ok(());
@@ -139,6 +163,7 @@ fn inspect(a: InspectArgs) -> CliResult {
         ..Default::default()
     };
     let inputs = image::build::inputs(&RecipeRef::parse(&a.image), &opts).map_err(failure)?;
+    eprintln!("image: recipe {}", inputs.recipe.origin);
     match cache::read_cached(&cache::image_dir(&root, &inputs.key)) {
         Some(m) => {
             println!("{}", json(&m)?);
@@ -172,5 +197,23 @@ mod tests {
         assert_eq!(failure(bad).exit, Exit::BadInput);
         let io = ImageError::Tree("no kernel".into());
         assert_eq!(failure(io).exit, Exit::Failed);
+        let untrusted = ImageError::Cache(cache::CacheError::Untrusted {
+            path: "/tmp".into(),
+            problem: image::trust::Untrusted::Writable { mode: 0o1777 },
+            fix: "x".into(),
+        });
+        assert_eq!(failure(untrusted).exit, Exit::BadInput);
+        let damaged = ImageError::Damaged {
+            dir: "/c/images/k".into(),
+            damage: cache::Damage {
+                part: "rootfs.squashfs".into(),
+                detail: "has sha256 a but the manifest says b".into(),
+            },
+            recipe: "trixie".into(),
+        };
+        let msg = damaged.to_string();
+        assert!(msg.contains("rootfs.squashfs"), "{msg}");
+        assert!(msg.contains("ironclad image build trixie"), "{msg}");
+        assert_eq!(failure(damaged).exit, Exit::Failed);
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 /// The line machined prints on the serial console once it is ready.
 pub const READY_LINE: &str = "machined: ready";
 /// The prefix of machined's phase lines (`machined: <phase> t=<uptime>`).
-const PHASE_PREFIX: &str = "machined: ";
+pub const PHASE_PREFIX: &str = "machined: ";
 
 /// Lifecycle failures, by what the user can do about them.
 #[derive(Debug, thiserror::Error)]
@@ -955,41 +955,32 @@ pub fn find_node(
 }
 
 /// `ironclad console NODE`: writes the node's serial log to `out`; with
-/// `follow`, keeps writing what is appended (a restarted node starts a new,
-/// truncated log: reading goes back to its start) until the cluster is gone.
-/// The log holds whatever the guest wrote: control characters (escape
-/// sequences that could drive the terminal) are written visibly, as `\x1b`
-/// and the like ([`super::console::Escaper`]).
+/// `follow`, keeps writing what is appended until the cluster is gone.
+/// Following survives a new file at the log's path (a rotation at the cap,
+/// see [`super::caplog`], or a restarted node's new log): the old file is read
+/// to its end, then the new one from its start. The log holds whatever the
+/// guest wrote: control characters (escape sequences that could drive the
+/// terminal) are written visibly, as `\x1b` and the like
+/// ([`super::console::Escaper`]).
 pub fn console(
     paths: &ClusterPaths,
     node: &NodeName,
     follow: bool,
     out: &mut dyn std::io::Write,
 ) -> Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
     let log = paths.serial_log(node);
-    let mut offset: u64 = 0;
+    let mut reader = LogFollower::new(log);
     let mut escaper = super::console::Escaper::default();
+    let mut raw = Vec::new();
     let mut shown = Vec::new();
     loop {
-        if let Ok(mut f) = std::fs::File::open(&log) {
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            if len < offset {
-                offset = 0;
-            }
-            if len > offset {
-                f.seek(SeekFrom::Start(offset))
-                    .map_err(LifecycleError::failed)?;
-                let mut buf = Vec::new();
-                f.take(len - offset)
-                    .read_to_end(&mut buf)
-                    .map_err(LifecycleError::failed)?;
-                offset += buf.len() as u64;
-                shown.clear();
-                escaper.push(&buf, &mut shown);
-                out.write_all(&shown).map_err(LifecycleError::failed)?;
-                out.flush().map_err(LifecycleError::failed)?;
-            }
+        raw.clear();
+        reader.copy_new(&mut raw)?;
+        if !raw.is_empty() {
+            shown.clear();
+            escaper.push(&raw, &mut shown);
+            out.write_all(&shown).map_err(LifecycleError::failed)?;
+            out.flush().map_err(LifecycleError::failed)?;
         }
         if !follow || !paths.dir().exists() {
             shown.clear();
@@ -998,6 +989,54 @@ pub fn console(
             return out.flush().map_err(LifecycleError::failed);
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Reads a log file as it grows, across rotations (`tail -F`).
+struct LogFollower {
+    path: PathBuf,
+    /// The open file and the inode it was opened as.
+    current: Option<(std::fs::File, u64)>,
+}
+
+impl LogFollower {
+    fn new(path: PathBuf) -> Self {
+        LogFollower {
+            path,
+            current: None,
+        }
+    }
+
+    /// Appends to `out` what was added since the last call.
+    fn copy_new(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
+        loop {
+            // Looked at before reading, so that whatever the old file got
+            // before the switch is read below.
+            let at_path = std::fs::metadata(&self.path).ok().map(|m| m.ino());
+            if let Some((f, _)) = &mut self.current {
+                // Truncated in place: start over.
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                let pos = f.stream_position().map_err(LifecycleError::failed)?;
+                if len < pos {
+                    f.seek(SeekFrom::Start(0)).map_err(LifecycleError::failed)?;
+                }
+                f.read_to_end(out).map_err(LifecycleError::failed)?;
+            }
+            let open_ino = self.current.as_ref().map(|(_, ino)| *ino);
+            match at_path {
+                Some(ino) if open_ino != Some(ino) => {
+                    // A new file (or the first): switch and read it at once.
+                    let Ok(f) = std::fs::File::open(&self.path) else {
+                        return Ok(());
+                    };
+                    let ino = f.metadata().map(|m| m.ino()).unwrap_or(ino);
+                    self.current = Some((f, ino));
+                }
+                _ => return Ok(()),
+            }
+        }
     }
 }
 
@@ -1076,6 +1115,30 @@ mod tests {
         assert!(!ReadyCondition::SerialReady.met(&paths, &rec));
         std::fs::write(paths.serial_log(&n), "machined: ready t=6.0\n").unwrap();
         assert!(ReadyCondition::SerialReady.met(&paths, &rec));
+    }
+
+    #[test]
+    fn the_follower_follows_a_rotation_between_reads_completely() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("n.log");
+        let mut writer = super::super::caplog::CappedLog::create(&log, 1024, &[]).unwrap();
+        let mut follower = LogFollower::new(log.clone());
+        let mut out = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..200 {
+            let line = format!("line {i:03} ........................\n");
+            writer.write(line.as_bytes()).unwrap();
+            want.push(line.trim_end().to_string());
+            // Read after every line: at most one rotation between two reads.
+            follower.copy_new(&mut out).unwrap();
+        }
+        assert!(writer.rotations() >= 5);
+        let text = String::from_utf8(out).unwrap();
+        let got: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with("ironclad: "))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

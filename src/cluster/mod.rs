@@ -6,6 +6,7 @@
 //! - [`ports`]: host API ports, unique across clusters.
 //! - [`control`]: the supervisor's control protocol.
 //! - [`supervisor`]: the detached per-cluster process (switch, QEMUs, QMP).
+//! - [`caplog`]: the serial and QEMU logs it writes, capped and rotated.
 //! - [`etcd`]: bootstrap and join of etcd across the control planes (converge).
 //! - [`lifecycle`]: the operations behind the CLI (create, start, stop,
 //!   destroy, status, list, console) and the readiness wait.
@@ -14,6 +15,7 @@
 //! Does not own: the QEMU command line (`qemu`), the switch itself (`network`),
 //! the image (`image`), secrets and machine configs (`configdir`).
 
+pub mod caplog;
 pub mod console;
 pub mod control;
 pub mod etcd;

@@ -14,6 +14,12 @@
 //! main thread with `PR_SET_PDEATHSIG`, so if the supervisor dies (even by
 //! SIGKILL) the kernel kills its QEMUs and nothing is leaked. Children are
 //! reaped in one place each (the task that waits on the child).
+//!
+//! QEMU writes neither of a node's logs itself: its serial console and its
+//! stderr go into pipes, and one thread per pipe copies them into capped,
+//! rotated files ([`super::caplog`]; `IRONCLAD_LOG_MAX`, default 16 MiB). The
+//! task that reaps a QEMU waits for both copies to finish before it records
+//! the exit, so QEMU's last words are in the log when the exit is seen.
 
 use super::paths::ClusterPaths;
 use super::state::{ClusterState, ExitInfo, NodeRecord, NodeState, StateError, now_ms, on_exit};
@@ -71,6 +77,8 @@ pub enum SupervisorError {
     },
     #[error("bad node in cluster state: {0}")]
     BadNode(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SupervisorError {
@@ -133,8 +141,35 @@ fn spec_node(node: &str) -> Result<crate::spec::NodeName, String> {
         .map_err(|e| format!("bad node name {:?}: {e}", crate::spec::clip(node)))
 }
 
+/// The serial lines carried into a rotated serial log's new file: the ready
+/// line and the last boot phase, which `lifecycle` reads back.
+const SERIAL_CARRY: &[&str] = &[super::lifecycle::READY_LINE, super::lifecycle::PHASE_PREFIX];
+
+/// A pipe whose two ends are close-on-exec: (read end, write end).
+fn cloexec_pipe() -> std::io::Result<(std::fs::File, std::os::fd::OwnedFd)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new descriptors into the array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and owned by nothing else.
+    Ok(unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+fn warn_line(message: &str) {
+    log!("warning: {message}");
+}
+
 /// Shared between the control handlers and the child-waiting tasks.
 struct Sup {
+    /// The cap of each serial and QEMU log file (bytes).
+    log_max: u64,
     paths: ClusterPaths,
     state: Mutex<ClusterState>,
     /// Bumped after every state change.
@@ -160,7 +195,8 @@ impl Sup {
     }
 
     fn start_node(self: &Arc<Self>, node: &str) -> Result<(), String> {
-        let (spec, args) = {
+        use std::os::fd::AsRawFd;
+        let spec = {
             let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let rec = st
                 .node(node)
@@ -168,39 +204,70 @@ impl Sup {
             if rec.state.has_process() {
                 return Ok(());
             }
-            let spec = vm_spec(&self.paths, &st, rec).map_err(|e| e.to_string())?;
-            let args = spec.to_args().map_err(|e| e.to_string())?;
-            (spec, args)
+            vm_spec(&self.paths, &st, rec).map_err(|e| e.to_string())?
         };
         let _ = std::fs::remove_file(&spec.qmp_socket);
-        // QEMU truncates the serial log; keep the previous boot's (a crash's) as `.1`.
-        let mut previous = spec.serial_log.clone().into_os_string();
-        previous.push(".1");
-        let _ = std::fs::rename(&spec.serial_log, previous);
-        let qemu_log = self.paths.qemu_log(&spec_node(node)?);
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&qemu_log)
-            .map_err(|e| format!("cannot open {}: {e}", qemu_log.display()))?;
+        // A new boot starts a new serial log; the previous boot's (a crash's)
+        // is kept as `.1`.
+        let _ = std::fs::rename(
+            &spec.serial_log,
+            super::caplog::CappedLog::previous(&spec.serial_log),
+        );
+        let serial_log =
+            super::caplog::CappedLog::create(&spec.serial_log, self.log_max, SERIAL_CARRY)
+                .map_err(|e| format!("cannot open {}: {e}", spec.serial_log.display()))?;
+        let qemu_log_path = self.paths.qemu_log(&spec_node(node)?);
+        let qemu_log = super::caplog::CappedLog::append(&qemu_log_path, self.log_max)
+            .map_err(|e| format!("cannot open {}: {e}", qemu_log_path.display()))?;
+        let pipe_err = |e: std::io::Error| format!("cannot make a pipe for {node}: {e}");
+        let (serial_r, serial_w) = cloexec_pipe().map_err(pipe_err)?;
+        let (stderr_r, stderr_w) = cloexec_pipe().map_err(pipe_err)?;
+        let serial_fd = serial_w.as_raw_fd();
+        let args = spec
+            .to_args_with_serial_fd(serial_fd)
+            .map_err(|e| e.to_string())?;
         let mut cmd = tokio::process::Command::new(QEMU);
         cmd.args(&args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(stderr);
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours. If the
-        // supervisor dies (even by SIGKILL), the kernel kills QEMU too.
+            .stderr(std::process::Stdio::from(stderr_w));
+        // SAFETY: prctl and fcntl are async-signal-safe and touch no memory of
+        // ours. If the supervisor dies (even by SIGKILL), the kernel kills QEMU
+        // too. The serial pipe's write end is the one descriptor QEMU inherits
+        // beyond stdio (every descriptor of ours is close-on-exec).
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::fcntl(serial_fd, libc::F_SETFD, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {QEMU} for {node}: {e}"))?;
+        let spawned = cmd.spawn();
+        // Our copies of the write ends: closed, so the copies end when QEMU does.
+        drop(cmd);
+        drop(serial_w);
+        let mut child = spawned.map_err(|e| format!("cannot start {QEMU} for {node}: {e}"))?;
+        let (serial_done, serial_copied) = tokio::sync::oneshot::channel();
+        let (stderr_done, stderr_copied) = tokio::sync::oneshot::channel();
+        for (src, log, what, done) in [
+            (serial_r, serial_log, format!("{node} serial"), serial_done),
+            (
+                stderr_r,
+                qemu_log,
+                format!("{node} QEMU stderr"),
+                stderr_done,
+            ),
+        ] {
+            if let Err(e) = super::caplog::pump(src, log, what.clone(), warn_line, done) {
+                // Without a reader QEMU would block on a full pipe: stop it.
+                let _ = child.start_kill();
+                return Err(format!("cannot start copying the {what} log: {e}"));
+            }
+        }
         let pid = child.id();
         log!("{node}: QEMU started (pid {})", pid.unwrap_or(0));
         self.update(|st| {
@@ -224,6 +291,17 @@ impl Sup {
                     }
                 }
             };
+            // The copies end at the pipes' end of file, right after QEMU's exit.
+            let copied = async {
+                let _ = serial_copied.await;
+                let _ = stderr_copied.await;
+            };
+            if tokio::time::timeout(Duration::from_secs(5), copied)
+                .await
+                .is_err()
+            {
+                log!("{node}: its logs were still being copied 5 s after QEMU ended");
+            }
             let new = sup.update(|st| {
                 let n = st.node_mut(&node)?;
                 n.state = on_exit(n.state, exit);
@@ -339,12 +417,14 @@ pub fn main(dir: &Path) -> Result<(), SupervisorError> {
 
 async fn run(dir: &Path) -> Result<(), SupervisorError> {
     let paths = ClusterPaths::at(dir);
+    let log_max = super::caplog::max_from_env().map_err(SupervisorError::Config)?;
     let mut state = ClusterState::load(&paths.cluster_json())?;
     log!(
-        "supervisor {} for cluster {} ({} nodes)",
+        "supervisor {} for cluster {} ({} nodes; serial and QEMU logs capped at {} bytes each)",
         std::process::id(),
         state.name,
-        state.nodes.len()
+        state.nodes.len(),
+        log_max
     );
     // Whatever the state says ran, nothing of ours runs now (our QEMUs die with
     // their supervisor): a node recorded as running ended with the old one.
@@ -402,6 +482,7 @@ async fn run(dir: &Path) -> Result<(), SupervisorError> {
 
     let (changed, _) = watch::channel(0u64);
     let sup = Arc::new(Sup {
+        log_max,
         paths: paths.clone(),
         state: Mutex::new(state),
         changed,

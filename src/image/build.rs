@@ -1,7 +1,12 @@
 //! The build pipeline: recipe + machined → cached image.
 //!
+//! 0. The recipe: built in by name, or a file the user owns (see `recipe`);
+//!    its origin is reported first (`recipe trixie (built in)`). The cache
+//!    root is created 0700 and refused when others could write it.
 //! 1. Key = sha256(recipe bytes, machined bytes); a complete image under that
-//!    key is returned at once (cache hit).
+//!    key whose parts match the sha256 sums of its manifest is returned (cache
+//!    hit). A part that does not match is [`ImageError::Damaged`]: the caller
+//!    decides (`image build` replaces the entry, `create` stops).
 //! 2. Base tree: mmdebstrap (its default mirror) writes the suite and packages
 //!    to a tarball cached by suite, variant and packages, so a rebuild after a
 //!    machined change does not fetch anything. Its `--mode` is chosen by
@@ -89,11 +94,14 @@ pub struct BuiltImage {
     pub manifest_path: PathBuf,
     pub manifest: Manifest,
     pub cache_hit: bool,
+    /// Where the recipe came from: `trixie (built in)`, `./my.yaml (file)`.
+    pub recipe: String,
 }
 
 impl BuiltImage {
-    fn at(dir: &Path, manifest: Manifest, cache_hit: bool) -> BuiltImage {
+    fn at(dir: &Path, manifest: Manifest, cache_hit: bool, recipe: &LoadedRecipe) -> BuiltImage {
         BuiltImage {
+            recipe: recipe.origin.to_string(),
             key: manifest.key.clone(),
             dir: dir.to_path_buf(),
             vmlinuz: dir.join("vmlinuz"),
@@ -167,11 +175,14 @@ pub fn inputs(recipe: &RecipeRef, opts: &BuildOptions) -> Result<Inputs, ImageEr
     })
 }
 
+/// The cache root, created (0700) if needed and checked (see `cache::open_root`).
 fn cache_root(opts: &BuildOptions) -> Result<PathBuf, ImageError> {
-    match &opts.cache_dir {
-        Some(d) => Ok(d.clone()),
-        None => Ok(cache::cache_root()?),
-    }
+    let root = match &opts.cache_dir {
+        Some(d) => d.clone(),
+        None => cache::cache_root()?,
+    };
+    cache::open_root(&root)?;
+    Ok(root)
 }
 
 /// Returns the image for `recipe` and the chosen machined, building it if it is
@@ -183,16 +194,24 @@ pub fn ensure_built(
 ) -> Result<BuiltImage, ImageError> {
     let started = Instant::now();
     let inputs = inputs(recipe, opts)?;
+    progress.phase(&format!("recipe {}", inputs.recipe.origin));
     let root = cache_root(opts)?;
     let dir = cache::image_dir(&root, &inputs.key);
     if let Some(m) = cache::read_cached(&dir) {
+        let t = Instant::now();
+        cache::verify(&dir, &m).map_err(|damage| ImageError::Damaged {
+            dir: dir.clone(),
+            damage,
+            recipe: recipe.to_string(),
+        })?;
         progress.phase(&format!(
-            "cache hit {} ({}) in {:.2}s",
+            "cache hit {} ({}) in {:.2}s (parts verified in {:.2}s)",
             &inputs.key[..12],
             dir.display(),
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            t.elapsed().as_secs_f64()
         ));
-        return Ok(BuiltImage::at(&dir, m, true));
+        return Ok(BuiltImage::at(&dir, m, true, &inputs.recipe));
     }
     progress.phase(&format!(
         "building {} from {} with machined {} (key {})",
@@ -254,7 +273,7 @@ pub fn ensure_built(
     if let Some(existing) = cache::read_cached(&dir) {
         // Someone else finished the same build first: theirs is identical.
         let _ = fs::remove_dir_all(&tmp_path);
-        return Ok(BuiltImage::at(&dir, existing, true));
+        return Ok(BuiltImage::at(&dir, existing, true, &inputs.recipe));
     }
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(ImageError::io(format!(
@@ -272,7 +291,7 @@ pub fn ensure_built(
         started.elapsed().as_secs_f64(),
         dir.display()
     ));
-    Ok(BuiltImage::at(&dir, manifest, false))
+    Ok(BuiltImage::at(&dir, manifest, false, &inputs.recipe))
 }
 
 /// The (tool, Debian package) pairs that are missing.

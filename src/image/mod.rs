@@ -10,8 +10,10 @@
 //! Submodules by concern: [`recipe`] (the document), [`build`] (the pipeline),
 //! [`closure`] (ELF library closure), [`modules`] (modules.dep, decompression),
 //! [`initramfs`] (cpio writer), [`squashfs`] (mksquashfs), [`oci`] (offline
-//! images), [`cache`] (keys, directories), [`manifest`] (the manifest document),
-//! [`hostcheck`] (mmdebstrap's mode: root, or rootless through user namespaces).
+//! images), [`cache`] (keys, directories, verification of a hit), [`manifest`]
+//! (the manifest document), [`trust`] (who may own and write recipe files and
+//! the cache), [`hostcheck`] (mmdebstrap's mode: root, or rootless through user
+//! namespaces).
 
 pub mod build;
 pub mod cache;
@@ -23,12 +25,13 @@ pub mod modules;
 pub mod oci;
 pub mod recipe;
 pub mod squashfs;
+pub mod trust;
 
 pub use build::{
     BuildOptions, BuiltImage, NoProgress, Progress, StderrProgress, ensure_built, locate_machined,
 };
 pub use manifest::Manifest;
-pub use recipe::{Recipe, RecipeError, RecipeRef};
+pub use recipe::{Recipe, RecipeError, RecipeOrigin, RecipeRef};
 
 /// Anything that stops an image build.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,16 @@ pub enum ImageError {
     Tree(String),
     #[error("the image would contain a shell or package manager: {}", .0.join(", "))]
     ShellInImage(Vec<String>),
+    #[error(
+        "the cached image {} is damaged: {damage}; run `ironclad image build {recipe}` to build it again (that replaces the damaged copy)",
+        dir.display()
+    )]
+    Damaged {
+        dir: std::path::PathBuf,
+        damage: cache::Damage,
+        /// The recipe as the user named it.
+        recipe: String,
+    },
 }
 
 impl ImageError {
@@ -89,11 +102,13 @@ impl ImageError {
         )
     }
 
-    /// Whether the error is bad input (recipe or machined path).
+    /// Whether the error is bad input (recipe, machined path, an untrusted
+    /// cache location).
     pub fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
-            ImageError::Recipe(_) | ImageError::MachinedNotFound { .. }
-        )
+        match self {
+            ImageError::Recipe(_) | ImageError::MachinedNotFound { .. } => true,
+            ImageError::Cache(e) => e.is_bad_input(),
+            _ => false,
+        }
     }
 }

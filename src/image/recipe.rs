@@ -1,9 +1,19 @@
 //! Image recipes (`images/*.yaml`, `kind: ImageRecipe`): the document, strict
-//! parsing (unknown fields rejected), validation, and lookup by name or path.
+//! parsing (unknown fields rejected), validation, and where a recipe comes
+//! from.
 //!
 //! A recipe names the Debian suite and packages, the binaries and kernel modules
 //! to keep, extra symlinks and the hardening sysctls. It does not say how the
 //! image is built (see `build`).
+//!
+//! Where a recipe comes from ([`RecipeRef`], [`load`]): a name (`trixie`) is
+//! always a recipe built into this binary, never a file found near the current
+//! directory or the source tree, so a file planted in a shared parent
+//! directory cannot change the image. A value with a `/` or ending in
+//! `.yaml`/`.yml` is a file path, read only if its owner is the user or root
+//! and nobody else can write it (see `trust`). The built-in recipe is the
+//! exact bytes of `images/trixie.yaml` (it references no other file), so it
+//! gives the same cache key and the same image as that file.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,6 +25,9 @@ pub const RECIPE_KIND: &str = "ImageRecipe";
 /// The default recipe, embedded so an installed `ironclad` works without the
 /// repository.
 pub const EMBEDDED_TRIXIE: &str = include_str!("../../images/trixie.yaml");
+
+/// The recipes built into the binary, by name.
+pub const BUILT_IN: &[(&str, &str)] = &[("trixie", EMBEDDED_TRIXIE)];
 
 /// A problem with a recipe.
 #[derive(Debug, thiserror::Error)]
@@ -30,12 +43,23 @@ pub enum RecipeError {
     #[error("recipe {origin}: {message}")]
     Invalid { origin: String, message: String },
     #[error(
-        "no recipe named {name:?} (looked for images/{name}.yaml here and in the repository; built in: trixie)"
+        "no built-in recipe named {name:?} (built in: {}); to use a recipe file, give its path (e.g. ./{name}.yaml)",
+        BUILT_IN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
     )]
     NotFound { name: String },
+    #[error(
+        "refusing recipe {path}: it is {problem}, so someone else could change the image built from it; {fix}"
+    )]
+    Untrusted {
+        path: String,
+        problem: super::trust::Untrusted,
+        fix: String,
+    },
+    #[error("recipe {path} is not a regular file")]
+    NotAFile { path: String },
 }
 
-/// How a caller names a recipe: `trixie` or a path to a YAML file.
+/// How a caller names a recipe: `trixie` (built in) or a path to a YAML file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecipeRef {
     Name(String),
@@ -44,7 +68,8 @@ pub enum RecipeRef {
 
 impl RecipeRef {
     /// A string with a `/` or ending in `.yaml`/`.yml` is a path, anything else
-    /// a name.
+    /// the name of a built-in recipe (so `images/trixie.yaml` and
+    /// `./trixie.yaml` are files, `trixie` is the built-in one).
     pub fn parse(s: &str) -> RecipeRef {
         if s.contains('/') || s.ends_with(".yaml") || s.ends_with(".yml") {
             RecipeRef::Path(PathBuf::from(s))
@@ -118,13 +143,31 @@ fn default_epoch() -> u64 {
     1_735_689_600
 }
 
+/// Where a loaded recipe came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipeOrigin {
+    /// Built into the binary, by name.
+    BuiltIn(String),
+    /// A file the user named.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for RecipeOrigin {
+    /// `trixie (built in)` or `./my.yaml (file)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecipeOrigin::BuiltIn(n) => write!(f, "{n} (built in)"),
+            RecipeOrigin::File(p) => write!(f, "{} (file)", p.display()),
+        }
+    }
+}
+
 /// A recipe together with the exact bytes it came from (they key the cache).
 #[derive(Debug, Clone)]
 pub struct LoadedRecipe {
     pub recipe: Recipe,
     pub bytes: Vec<u8>,
-    /// Where it came from: a path, or `builtin:trixie`.
-    pub origin: String,
+    pub origin: RecipeOrigin,
 }
 
 fn is_debian_name(s: &str) -> bool {
@@ -264,59 +307,64 @@ impl Recipe {
     }
 }
 
+/// Reads a recipe file after checking, on the opened file, that it is a
+/// regular file owned by the user or root and not writable by group or others.
 fn load_path(path: &Path) -> Result<LoadedRecipe, RecipeError> {
-    let bytes = std::fs::read(path).map_err(|source| RecipeError::Read {
-        path: path.display().to_string(),
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let read_err = |source| RecipeError::Read {
+        path: shown.clone(),
         source,
-    })?;
-    let origin = path.display().to_string();
+    };
+    // Checked and read through one open file: a rename in between cannot
+    // swap what is read for what was checked.
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(RecipeError::NotAFile { path: shown });
+    }
+    if let Err(problem) = super::trust::check(&meta) {
+        let fix = if problem.is_mode() {
+            format!("fix it with `chmod go-w {shown}`")
+        } else {
+            "copy it to a file of your own and use that".to_string()
+        };
+        return Err(RecipeError::Untrusted {
+            path: shown,
+            problem,
+            fix,
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes).map_err(read_err)?;
     let src = String::from_utf8(bytes.clone()).map_err(|_| RecipeError::Parse {
-        origin: origin.clone(),
+        origin: shown.clone(),
         message: "not UTF-8".to_string(),
     })?;
-    let recipe = Recipe::parse(&src, &origin)?;
+    let recipe = Recipe::parse(&src, &shown)?;
     Ok(LoadedRecipe {
         recipe,
         bytes,
-        origin,
+        origin: RecipeOrigin::File(path.to_path_buf()),
     })
 }
 
-/// Finds and loads a recipe. A name is looked up as `images/<name>.yaml` under
-/// the current directory and its ancestors, then beside the source tree this
-/// binary was built from, then among the recipes built into the binary.
+/// Loads a recipe: a name is one of the [`BUILT_IN`] recipes (nothing on disk
+/// is consulted); a path is read after the ownership and mode check.
 pub fn load(r: &RecipeRef) -> Result<LoadedRecipe, RecipeError> {
     match r {
         RecipeRef::Path(p) => load_path(p),
         RecipeRef::Name(name) => {
-            if !is_debian_name(name) {
+            let Some((_, text)) = BUILT_IN.iter().find(|(n, _)| n == name) else {
                 return Err(RecipeError::NotFound { name: name.clone() });
-            }
-            let file = format!("{name}.yaml");
-            let mut candidates = Vec::new();
-            if let Ok(cwd) = std::env::current_dir() {
-                for dir in cwd.ancestors() {
-                    candidates.push(dir.join("images").join(&file));
-                }
-            }
-            candidates.push(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("images")
-                    .join(&file),
-            );
-            if let Some(found) = candidates.iter().find(|p| p.is_file()) {
-                return load_path(found);
-            }
-            if name == "trixie" {
-                let origin = "builtin:trixie".to_string();
-                let recipe = Recipe::parse(EMBEDDED_TRIXIE, &origin)?;
-                return Ok(LoadedRecipe {
-                    recipe,
-                    bytes: EMBEDDED_TRIXIE.as_bytes().to_vec(),
-                    origin,
-                });
-            }
-            Err(RecipeError::NotFound { name: name.clone() })
+            };
+            let origin = RecipeOrigin::BuiltIn(name.clone());
+            let recipe = Recipe::parse(text, &origin.to_string())?;
+            Ok(LoadedRecipe {
+                recipe,
+                bytes: text.as_bytes().to_vec(),
+                origin,
+            })
         }
     }
 }
@@ -438,5 +486,72 @@ mod tests {
             load(&RecipeRef::Path("/nonexistent/r.yaml".into())),
             Err(RecipeError::Read { .. })
         ));
+        let err = load(&RecipeRef::Name("bookworm".into())).unwrap_err();
+        assert!(err.to_string().contains("./bookworm.yaml"), "{err}");
+    }
+
+    #[test]
+    fn built_in_recipe_is_the_repository_file_byte_for_byte() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/trixie.yaml");
+        let built_in = load(&RecipeRef::Name("trixie".into())).unwrap();
+        assert_eq!(built_in.origin, RecipeOrigin::BuiltIn("trixie".into()));
+        assert_eq!(built_in.origin.to_string(), "trixie (built in)");
+        assert_eq!(built_in.bytes, std::fs::read(&file).unwrap());
+        let from_file = load(&RecipeRef::Path(file.clone())).unwrap();
+        assert_eq!(
+            from_file.origin.to_string(),
+            format!("{} (file)", file.display())
+        );
+        // Same bytes, same cache key: either way gives the same image.
+        assert_eq!(
+            super::super::cache::image_key(&built_in.bytes, b"m"),
+            super::super::cache::image_key(&from_file.bytes, b"m")
+        );
+    }
+
+    fn recipe_file(mode: u32) -> (tempfile::TempDir, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.yaml");
+        std::fs::write(&p, minimal()).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn recipe_files_writable_by_others_are_refused() {
+        let (_d, p) = recipe_file(0o644);
+        assert_eq!(load(&RecipeRef::Path(p)).unwrap().recipe.name, "t");
+        for mode in [0o664, 0o646, 0o666] {
+            let (_d, p) = recipe_file(mode);
+            let err = load(&RecipeRef::Path(p.clone())).unwrap_err();
+            assert!(matches!(err, RecipeError::Untrusted { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains("writable by"), "{msg}");
+            assert!(
+                msg.contains(&format!("chmod go-w {}", p.display())),
+                "{msg}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            load(&RecipeRef::Path(dir.path().to_path_buf())),
+            Err(RecipeError::NotAFile { .. })
+        ));
+    }
+
+    #[test]
+    fn recipe_files_of_another_user_are_refused() {
+        let (_d, p) = recipe_file(0o644);
+        if super::super::trust::euid() != 0 {
+            // Only root can give a file away; the rule itself is tested in `trust`.
+            eprintln!("not root: skipped");
+            return;
+        }
+        let other = 65534;
+        std::os::unix::fs::chown(&p, Some(other), None).unwrap();
+        let err = load(&RecipeRef::Path(p)).unwrap_err();
+        assert!(matches!(err, RecipeError::Untrusted { .. }), "{err}");
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
     }
 }

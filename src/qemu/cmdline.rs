@@ -17,8 +17,12 @@
 //! - optionally a NIC (`cl0`) on the cluster switch: `-netdev stream` as a
 //!   client of the switch's unix socket (the switch must be listening before
 //!   QEMU starts: QEMU 7.2's stream netdev does not reconnect);
-//! - a QMP socket (QEMU listens), the serial console to a log file, no default
-//!   devices, no user config, no display.
+//! - a QMP socket (QEMU listens), the serial console, no default devices, no
+//!   user config, no display. The serial console goes either to a file QEMU
+//!   writes itself ([`VmSpec::to_args`]: unbounded, for tests and tools) or
+//!   into a pipe the caller passes as an inherited descriptor
+//!   ([`VmSpec::to_args_with_serial_fd`]: `-add-fd` and a `file` chardev on
+//!   `/dev/fdset/1`), which the cluster supervisor copies into a capped log.
 //!
 //! The guest is allowed to reboot in place (no `-no-reboot`); a guest power-off
 //! ends the QEMU process. Which processes run and when is the cluster
@@ -37,6 +41,8 @@ pub const GUEST_API_PORT: u16 = 50000;
 pub const ROOT_DRIVE_SERIAL: &str = "ironclad-root";
 /// The virtio serial of the per-node state disk.
 pub const STATE_DRIVE_SERIAL: &str = "ironclad-state";
+/// The QEMU fd set that carries the serial console's pipe.
+const SERIAL_FDSET: u32 = 1;
 /// The smallest memory size accepted (MiB).
 pub const MIN_MEMORY_MIB: u64 = 128;
 
@@ -133,7 +139,8 @@ pub struct VmSpec {
     pub cluster_nic: Option<ClusterNic>,
     /// Where QEMU listens for QMP.
     pub qmp_socket: PathBuf,
-    /// Where the serial console goes.
+    /// Where the serial console ends up: written by QEMU with
+    /// [`VmSpec::to_args`], by the caller with [`VmSpec::to_args_with_serial_fd`].
     pub serial_log: PathBuf,
 }
 
@@ -226,8 +233,24 @@ impl VmSpec {
         Ok(())
     }
 
-    /// The argv after the program name.
+    /// The argv after the program name; QEMU writes the serial console to
+    /// [`VmSpec::serial_log`] itself (as much as the guest prints).
     pub fn to_args(&self) -> Result<Vec<OsString>, CmdlineError> {
+        self.args(None)
+    }
+
+    /// The argv after the program name, with the serial console written to
+    /// the descriptor `fd` (the write end of a pipe that QEMU inherits: the
+    /// caller clears its close-on-exec flag in the child). QEMU opens it
+    /// through an fd set in append mode (a pipe cannot be truncated).
+    pub fn to_args_with_serial_fd(
+        &self,
+        fd: std::os::fd::RawFd,
+    ) -> Result<Vec<OsString>, CmdlineError> {
+        self.args(Some(fd))
+    }
+
+    fn args(&self, serial_fd: Option<std::os::fd::RawFd>) -> Result<Vec<OsString>, CmdlineError> {
         self.check()?;
         let m = self.machine;
         let mut a: Vec<OsString> = Vec::new();
@@ -324,10 +347,19 @@ impl VmSpec {
                 .0,
         );
         push("-mon", "chardev=qmp0,mode=control".into());
-        push(
-            "-chardev",
-            Opt::new("file,id=serial0,path=").path(&self.serial_log).0,
-        );
+        match serial_fd {
+            None => push(
+                "-chardev",
+                Opt::new("file,id=serial0,path=").path(&self.serial_log).0,
+            ),
+            Some(fd) => {
+                push("-add-fd", format!("fd={fd},set={SERIAL_FDSET}").into());
+                push(
+                    "-chardev",
+                    format!("file,id=serial0,path=/dev/fdset/{SERIAL_FDSET},append=on").into(),
+                );
+            }
+        }
         push("-serial", "chardev:serial0".into());
         Ok(a)
     }
@@ -426,6 +458,22 @@ file,id=serial0,path=/s/cp-1/serial.log
 -serial
 chardev:serial0";
         assert_eq!(joined(&args), want);
+    }
+
+    #[test]
+    fn serial_console_into_an_inherited_pipe() {
+        let spec = sample(std::path::Path::new("/s"));
+        let s = joined(&spec.to_args_with_serial_fd(9).unwrap());
+        assert!(
+            s.ends_with(
+                "-add-fd\nfd=9,set=1\n-chardev\nfile,id=serial0,path=/dev/fdset/1,append=on\n-serial\nchardev:serial0"
+            ),
+            "{s}"
+        );
+        assert!(
+            !s.contains("serial.log"),
+            "QEMU does not write the log: {s}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod etcd;
 mod harness;
 mod matrix;
+mod serial_log;
 
 use harness::Harness;
 use std::time::{Duration, Instant};
