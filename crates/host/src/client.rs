@@ -27,7 +27,6 @@ use crate::api::{
 use futures::stream::{BoxStream, StreamExt};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use serde::de::DeserializeOwned;
@@ -108,57 +107,27 @@ pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 /// The longest line of a followed log stream.
 pub const MAX_LOG_LINE_BYTES: usize = 1024 * 1024;
 
+use ironclad_contract::tls::{self, TlsError};
+
+impl From<TlsError> for ClientError {
+    fn from(e: TlsError) -> Self {
+        ClientError::Setup(e.to_string())
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    tls::provider()
 }
 
-/// A root store holding the CA certificates of `ca_pem` (at least one).
 fn roots(ca_pem: &str) -> Result<rustls::RootCertStore, ClientError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let ca = ca.map_err(|e| ClientError::Setup(format!("CA certificate: {e}")))?;
-        roots
-            .add(ca)
-            .map_err(|e| ClientError::Setup(format!("CA certificate: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(ClientError::Setup("no CA certificate".into()));
-    }
-    Ok(roots)
+    Ok(tls::roots(ca_pem)?)
 }
 
-/// The client's certificate chain and key, parsed.
 fn identity(
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ClientError> {
-    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ClientError::Setup(format!("client certificate: {e}")))?;
-    // The PEM error names what is wrong, never the key's text.
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| ClientError::Setup(format!("client key: {e}")))?;
-    Ok((certs, key))
-}
-
-/// Builds the rustls client config: trust `ca_pem` only, authenticate with
-/// `cert_pem` + `key_pem`, verify the server by the host name or address of
-/// the URL. machined uses it for its own etcd (`https://127.0.0.1:2379`,
-/// which etcd's server certificate names); node APIs use
-/// [`node_tls_config`].
-pub fn tls_config(
-    ca_pem: &str,
-    cert_pem: &str,
-    key_pem: &str,
-) -> Result<rustls::ClientConfig, ClientError> {
-    let roots = roots(ca_pem)?;
-    let (certs, key) = identity(cert_pem, key_pem)?;
-    rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Setup(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .map_err(|e| ClientError::Setup(e.to_string()))
+    Ok(tls::identity("client", cert_pem, key_pem)?)
 }
 
 /// The rustls client config for the API of the node called `node`: trust

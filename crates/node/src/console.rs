@@ -1,6 +1,9 @@
 //! Boot progress on the serial console: one line per phase,
-//! `machined: <phase> t=<uptime seconds>`, written to stdout (which stage 1 points
-//! at `/dev/console`). Owns the uptime clock (CLOCK_BOOTTIME) and nothing else.
+//! `machined: <phase> t=<uptime seconds>` (the format is the contract's,
+//! [`ironclad_contract::console`]), written to stdout (which stage 1 points at
+//! `/dev/console`). Owns the uptime clock (CLOCK_BOOTTIME) and nothing else.
+
+pub use ironclad_contract::console::{Fact, Phase};
 
 use std::io::Write;
 
@@ -18,14 +21,9 @@ pub fn uptime() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
-/// Formats a phase line (without the newline).
-pub fn phase_line(phase: &str, uptime: f64) -> String {
-    format!("machined: {phase} t={uptime:.3}")
-}
-
 /// Prints a phase line with the current uptime.
-pub fn phase(phase: &str) {
-    say(&phase_line(phase, uptime()));
+pub fn phase(phase: Phase) {
+    say(&ironclad_contract::console::phase_line(&phase, uptime()));
 }
 
 /// Prints one line on the console (stdout), ignoring errors: the console is best effort.
@@ -55,11 +53,6 @@ pub fn attach(path: &std::path::Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn phase_line_format() {
-        assert_eq!(phase_line("mounts", 1.23456), "machined: mounts t=1.235");
-    }
 
     #[test]
     fn uptime_is_positive() {

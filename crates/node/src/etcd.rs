@@ -223,7 +223,7 @@ impl Etcd {
             Box::pin(async move {
                 let res = inner().await;
                 if res.is_ok() {
-                    super::console::phase("etcd healthy");
+                    super::console::phase(super::console::Phase::EtcdHealthy);
                 }
                 res
             })

@@ -6,6 +6,7 @@
 //! Facts are read back from the kernel (`/proc/self/mounts`), never assumed.
 //! Owns no policy: stage 2 and the controller decide when to call these.
 
+use ironclad_contract::console::Fact;
 use std::io::Read;
 use std::path::Path;
 
@@ -30,18 +31,15 @@ pub fn root_mount(mounts: &str) -> Option<(String, String, bool)> {
 
 /// The root fact line, from a `/proc/self/mounts` text.
 pub fn root_fact(mounts: &str) -> String {
-    match root_mount(mounts) {
-        Some((dev, fstype, ro)) => format!(
-            "machined: fact root={dev} fstype={fstype} {}",
-            if ro { "ro" } else { "rw" }
-        ),
-        None => "machined: fact root=unknown".to_string(),
+    Fact::Root {
+        mount: root_mount(mounts),
     }
+    .to_string()
 }
 
 /// The state-disk fact line.
 pub fn state_fact(formatted: bool, boot: u64) -> String {
-    format!("machined: fact state-disk formatted={formatted} boot={boot}")
+    Fact::StateDisk { formatted, boot }.to_string()
 }
 
 /// Increments the boot counter under `root` (a missing or unreadable counter

@@ -51,7 +51,7 @@ pub fn main(argv0: &str) -> ! {
         );
         Pending::None
     };
-    console::phase("stage2");
+    console::phase(console::Phase::Stage2);
     let prepared = match Stage2::new().prepare_with(&sys, Some(Arc::new(RealSys)), early) {
         Ok(p) => p,
         Err(e) => fatal(&sys, &format!("stage 2: {e}")),
@@ -75,7 +75,7 @@ pub fn main(argv0: &str) -> ! {
     };
     runtime.shutdown_timeout(Duration::from_secs(2));
     power::kill_everything(Duration::from_secs(5));
-    console::phase("services stopped");
+    console::phase(console::Phase::ServicesStopped);
     let err = power::final_sequence(&sys, &unmount, action);
     fatal(&sys, &format!("reboot(2) failed: {err}"));
 }
@@ -97,13 +97,13 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
         specs.push(e.service());
     }
     let handle = supervisor::start(reaper.clone(), settings, specs).map_err(|e| e.to_string())?;
-    console::phase("services started");
+    console::phase(console::Phase::ServicesStarted);
 
     // The node API, while containerd starts.
     let (power_tx, mut power_rx) = mpsc::channel::<PowerAction>(1);
     let apid = match Apid::bind(apid::default_addr(), &config.pki).await {
         Ok(a) => {
-            console::phase(&format!("apid listening on :{}", crate::machine::API_PORT));
+            console::phase(console::Phase::ApidListening(crate::machine::API_PORT));
             Some(a)
         }
         // The error names the PEM block, never its content.
@@ -124,7 +124,7 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
                     for (m, e) in &report.failed {
                         console::say(&format!("machined: module {m}: {e}"));
                     }
-                    console::phase(&format!("late modules ({} loaded)", report.loaded.len()));
+                    console::phase(console::Phase::LateModules(report.loaded.len()));
                 }
                 Err(_) => console::say("machined: late module loading failed"),
             }
@@ -155,7 +155,7 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
     // its own line below; the host needs only the API to go on (bootstrap,
     // join, matrix).
     if apid_up {
-        console::phase("ready");
+        console::phase(console::Phase::Ready);
     } else {
         console::say("machined: not ready: the node API is not listening");
     }
@@ -176,10 +176,10 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
             console::say(&format!("machined: containerd is not answering: {e}"));
             return;
         }
-        console::phase("containerd answering");
+        console::phase(console::Phase::ContainerdAnswering);
         let _ = late_done.await;
         match containerd::import_images(&r, Path::new(containerd::IMAGES_DIR)).await {
-            Ok(done) => console::phase(&format!("images imported ({})", done.len())),
+            Ok(done) => console::phase(console::Phase::ImagesImported(done.len())),
             Err(e) => console::say(&format!("machined: image import failed: {e}")),
         }
     });

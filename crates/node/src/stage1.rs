@@ -71,17 +71,17 @@ impl Stage1 {
     pub fn run(&self, sys: &dyn Sys, bg: Option<Arc<dyn Sys>>) -> Result<Pending, Stage1Error> {
         self.early_mounts(sys)?;
         let _ = console::attach(&self.p("dev/console"));
-        console::phase("stage1");
+        console::phase(console::Phase::Stage1);
         // The image build makes sure that the two lists share no module.
         let early = self.start_early_modules(sys, bg)?;
         let report = modules::load_from(sys, &self.p(MODULES_LIST), &self.p(MODULES_DIR))?;
         for (m, e) in &report.failed {
             console::say(&format!("machined: module {m}: {e}"));
         }
-        console::phase("stage1 modules");
+        console::phase(console::Phase::Stage1Modules);
         let disk = disks::wait_for(&self.root, disks::ROOT_SERIAL, self.disk_timeout)?;
         self.mount_root(sys, &disk)?;
-        console::phase("stage1 root mounted");
+        console::phase(console::Phase::Stage1RootMounted);
         self.switch_root(sys)?;
         Ok(early)
     }
@@ -177,7 +177,7 @@ impl Stage1 {
             .map_err(|e| Stage1Error::Os("chroot .".into(), e))?;
         sys.chdir(Path::new("/"))
             .map_err(|e| Stage1Error::Os("chdir /".into(), e))?;
-        console::phase("stage1 switch_root");
+        console::phase(console::Phase::Stage1SwitchRoot);
         Ok(())
     }
 }

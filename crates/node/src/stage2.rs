@@ -176,7 +176,7 @@ impl Stage2 {
         if let Err(e) = sys.disable_cad() {
             console::say(&format!("machined: RB_DISABLE_CAD: {e}"));
         }
-        console::phase("mounts");
+        console::phase(console::Phase::Mounts);
 
         let moddir = self.p(&format!("usr/lib/modules/{}/ironclad", self.kernel_release));
         let list = self.p(MODULES_LIST);
@@ -193,7 +193,7 @@ impl Stage2 {
 
         let state_dev = self.format_state_disk(sys)?;
         if state_dev.formatted {
-            console::phase("state disk formatted");
+            console::phase(console::Phase::StateDiskFormatted);
         }
 
         let report = early.wait();
@@ -205,13 +205,13 @@ impl Stage2 {
             .into_iter()
             .map(|(m, d)| format!("{m} {:.0}ms", d.as_secs_f64() * 1000.0))
             .collect();
-        console::phase(&format!("modules (slowest: {})", slow.join(", ")));
+        console::phase(console::Phase::Modules { slowest: slow });
 
         let mounts_text = std::fs::read_to_string(self.p("proc/self/mounts")).unwrap_or_default();
         console::say(&facts::root_fact(&mounts_text));
 
         let (fw_cfg, fw_cfg_text) = self.read_config()?;
-        console::phase("config");
+        console::phase(console::Phase::Config);
 
         // One background thread (the other vCPU): first the services'
         // binaries, then what pods need (bridge, netfilter, veth), needed
@@ -247,7 +247,7 @@ impl Stage2 {
                 0
             }
         };
-        console::phase("state disk mounted");
+        console::phase(console::Phase::StateDiskMounted);
         console::say(&facts::state_fact(formatted, boot));
 
         let fw_cfg_digest = applied::digest(&fw_cfg_text);
@@ -271,7 +271,7 @@ impl Stage2 {
         for (k, e) in sysctl::apply(&self.root, &set) {
             console::say(&format!("machined: sysctl {k}: {e}"));
         }
-        console::phase("sysctls");
+        console::phase(console::Phase::Sysctls);
 
         self.etc_overlay(sys)?;
         sys.sethostname(&config.node.name)
@@ -288,10 +288,10 @@ impl Stage2 {
             "# egress is off: this node and its pods resolve no names\n"
         };
         let _ = crate::fsutil::write_public(&self.p("etc/resolv.conf"), resolv.as_bytes());
-        console::phase("etc and hostname");
+        console::phase(console::Phase::EtcAndHostname);
 
         net::configure(sys, &self.root, &config, self.device_timeout)?;
-        console::phase("network");
+        console::phase(console::Phase::Network);
 
         if let Err(e) = containerd::forget_previous_pod_networks(&self.root) {
             console::say(&format!(

@@ -587,7 +587,7 @@ async fn run_service(h: SupervisorHandle, i: usize, reaper: Reaper, settings: Se
             Ok(sp) => {
                 let pid = sp.pid;
                 // A boot phase the host can time (etcd starts on bootstrap).
-                super::console::phase(&format!("{} started", spec.name));
+                super::console::phase(super::console::Phase::ServiceStarted(spec.name.to_string()));
                 set(entry, |s| {
                     s.state = ServiceState::Starting;
                     s.pid = Some(pid);

@@ -19,10 +19,10 @@ use crate::spec::{Cluster, ClusterName, NodeName};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The line machined prints on the serial console once it is ready.
-pub const READY_LINE: &str = "machined: ready";
 /// The prefix of machined's phase lines (`machined: <phase> t=<uptime>`).
-pub const PHASE_PREFIX: &str = "machined: ";
+pub use ironclad_contract::console::PREFIX as PHASE_PREFIX;
+/// The line machined prints on the serial console once it is ready.
+pub use ironclad_contract::console::READY_LINE;
 
 /// Lifecycle failures, by what the user can do about them.
 #[derive(Debug, thiserror::Error)]

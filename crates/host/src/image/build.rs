@@ -32,6 +32,7 @@ use super::modules::{DepTable, ModuleFile, read_module};
 use super::oci::images_archive;
 use super::recipe::{self, LoadedRecipe, RecipeRef};
 use super::squashfs::make_squashfs;
+use ironclad_contract::layout;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs;
@@ -692,14 +693,14 @@ fn assemble(
         )?;
     }
     st.write(
-        "/usr/lib/ironclad/modules.load",
+        layout::ROOT_MODULES,
         modules_load(&root_mods).as_bytes(),
         0o644,
     )?;
     let mut sysctl =
         serde_json::to_vec_pretty(&r.sysctls).map_err(|e| ImageError::Tree(e.to_string()))?;
     sysctl.push(b'\n');
-    st.write("/usr/lib/ironclad/sysctl.json", &sysctl, 0o644)?;
+    st.write(layout::SYSCTL_JSON, &sysctl, 0o644)?;
 
     // Offline OCI images.
     phase(progress, "oci", || {
@@ -720,7 +721,7 @@ fn assemble(
         }
         let archive = images_archive(&bb, epoch)?;
         st.write(
-            &format!("/usr/lib/ironclad/images/{}", super::oci::ARCHIVE_NAME),
+            &format!("{}/{}", layout::IMAGES_DIR, layout::OFFLINE_ARCHIVE),
             &archive,
             0o644,
         )?;
@@ -757,7 +758,7 @@ fn assemble(
             a.file(&format!("lib/modules/{name}"), data, 0o644)?;
         }
         a.file(
-            "etc/ironclad/modules.load",
+            layout::rel(layout::INITRAMFS_MODULES),
             modules_load(&init_mods).into_bytes(),
             0o644,
         )?;
@@ -768,7 +769,7 @@ fn assemble(
         });
         let early_text: Vec<String> = groups.iter().map(|g| modules_load(g)).collect();
         a.file(
-            "etc/ironclad/modules.early",
+            layout::rel(layout::INITRAMFS_EARLY_MODULES),
             early_text.join("\n").into_bytes(),
             0o644,
         )?;
@@ -818,7 +819,7 @@ fn assemble(
     }
     let inner =
         serde_json::to_vec_pretty(&manifest).map_err(|e| ImageError::Tree(e.to_string()))?;
-    st.write("/usr/lib/ironclad/manifest.json", &inner, 0o644)?;
+    st.write(layout::MANIFEST, &inner, 0o644)?;
 
     normalize_dirs(staging_dir)?;
     let forbidden = forbidden_entries(staging_dir)?;

@@ -36,11 +36,11 @@ use super::accel::Accel;
 use crate::network::MacAddr;
 
 /// The TCP port the node API (apid) listens on inside the guest.
-pub const GUEST_API_PORT: u16 = 50000;
+pub const GUEST_API_PORT: u16 = ironclad_contract::machine::API_PORT;
 /// The virtio serial of the shared root squashfs drive.
-pub const ROOT_DRIVE_SERIAL: &str = "ironclad-root";
+pub const ROOT_DRIVE_SERIAL: &str = ironclad_contract::disks::ROOT_SERIAL;
 /// The virtio serial of the per-node state disk.
-pub const STATE_DRIVE_SERIAL: &str = "ironclad-state";
+pub const STATE_DRIVE_SERIAL: &str = ironclad_contract::disks::STATE_SERIAL;
 /// The QEMU fd set that carries the serial console's pipe.
 const SERIAL_FDSET: u32 = 1;
 /// The smallest memory size accepted (MiB).

@@ -26,8 +26,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::stream::{BoxStream, StreamExt};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -77,52 +76,18 @@ pub fn default_addr() -> SocketAddr {
 }
 
 /// The rustls server config: `cert_pem`/`key_pem` as server identity, client
-/// certificates required and verified against `ca_pem`.
+/// certificates required and verified against `ca_pem` (the contract's one
+/// TLS builder, [`ironclad_contract::tls::server_config`]).
 pub fn server_tls_config(
     ca_pem: &str,
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<rustls::ServerConfig, ApidError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let ca = ca.map_err(|e| ApidError::Pem {
-            what: "CA certificate",
-            reason: e.to_string(),
-        })?;
-        roots
-            .add(ca)
-            .map_err(|e| ApidError::Tls(format!("CA certificate: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(ApidError::Pem {
-            what: "CA certificate",
-            reason: "no certificate found".into(),
-        });
-    }
-    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApidError::Pem {
-            what: "server certificate",
-            reason: e.to_string(),
-        })?;
-    // The key's parse error says nothing about its content.
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| ApidError::Pem {
-        what: "server key",
-        reason: e.to_string(),
-    })?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| ApidError::Tls(e.to_string()))?;
-    rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ApidError::Tls(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| ApidError::Tls(e.to_string()))
+    use ironclad_contract::tls::TlsError;
+    ironclad_contract::tls::server_config(ca_pem, cert_pem, key_pem).map_err(|e| match e {
+        TlsError::Pem { what, reason } => ApidError::Pem { what, reason },
+        TlsError::Config(c) => ApidError::Tls(c),
+    })
 }
 
 /// A bound, not yet serving apid.
