@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::pki::ClientRole as Role;
+pub use crate::spec::{NodeName, ServiceName};
 
 /// The largest request body apid accepts (1 MiB); larger is `payload_too_large`.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -327,11 +328,11 @@ pub enum Action {
     Health,
     ListServices,
     Service {
-        name: String,
+        name: ServiceName,
         op: ServiceOp,
     },
     Logs {
-        service: String,
+        service: ServiceName,
         tail: Option<usize>,
     },
     Dmesg {
@@ -366,9 +367,11 @@ impl Action {
             | Action::ListServices
             | Action::Logs { .. }
             | Action::Dmesg { .. }
-            | Action::EtcdMembers
-            | Action::EtcdGet { .. } => Role::Reader,
-            Action::Service { .. }
+            | Action::EtcdMembers => Role::Reader,
+            // A key may hold anything (a Kubernetes secret some day): reading
+            // one is as sensitive as writing it.
+            Action::EtcdGet { .. }
+            | Action::Service { .. }
             | Action::Bootstrap
             | Action::EtcdAddLearner(_)
             | Action::EtcdPromote { .. }
@@ -406,15 +409,6 @@ pub enum Reply {
     Kv(KvValue),
     Accepted(Accepted),
     Matrix(crate::matrix::NodeMatrixReport),
-}
-
-/// Checks a service name (what a path segment may hold).
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -469,8 +463,11 @@ mod tests {
         assert!(allows(Role::Reader, Role::Reader));
         assert!(!allows(Role::Reader, Role::Admin));
         assert_eq!(Role::from_organization("os:reader"), Some(Role::Reader));
-        assert!(valid_name("etcd"));
-        assert!(!valid_name("../x"));
-        assert!(!valid_name(""));
+        // Readers read the node's state, not etcd's keys.
+        assert_eq!(Action::EtcdMembers.required_role(), Role::Reader);
+        assert_eq!(
+            Action::EtcdGet { key: "k".into() }.required_role(),
+            Role::Admin
+        );
     }
 }

@@ -16,7 +16,9 @@ pub use parse::{
     FirstUse, Problem, ProblemKind, SpecError, SyntaxError, default_cluster, parse_cluster,
     parse_cluster_file,
 };
-pub use types::{ByteSize, ClusterName, DEFAULT_CLUSTER_NAME, NameError, NodeName, SizeError};
+pub use types::{
+    ByteSize, ClusterName, DEFAULT_CLUSTER_NAME, NameError, NodeName, ServiceName, SizeError,
+};
 
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;

@@ -75,6 +75,13 @@ macro_rules! name_type {
             }
         }
 
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)?;
@@ -93,6 +100,14 @@ name_type!(
 name_type!(
     /// A node's name: a DNS-1123 label (at most 63 characters); also its hostname.
     NodeName,
+    63
+);
+
+name_type!(
+    /// A supervised service's name on a node (`etcd`, `containerd`): a
+    /// DNS-1123 label. What a node API path may name (`/v1/services/{name}/...`);
+    /// the same rule on the host (`ironclad logs`) and in apid's router.
+    ServiceName,
     63
 );
 
@@ -239,6 +254,12 @@ mod tests {
         assert!("".parse::<NodeName>().is_err());
         assert!("a".repeat(33).parse::<ClusterName>().is_err());
         assert!("a".repeat(63).parse::<NodeName>().is_ok());
+        for ok in ["etcd", "containerd", "kube-apiserver"] {
+            assert_eq!(&*ok.parse::<ServiceName>().unwrap(), ok);
+        }
+        for bad in ["../x", "", "Etcd", "etcd.log", "a/b", "x_y", "%2e%2e"] {
+            assert!(bad.parse::<ServiceName>().is_err(), "{bad}");
+        }
         assert_eq!(
             DEFAULT_CLUSTER_NAME.parse::<ClusterName>().unwrap(),
             ClusterName::default()

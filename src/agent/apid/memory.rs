@@ -174,7 +174,7 @@ impl MemoryController {
             Action::Service { name, op } => {
                 let svc = st
                     .services
-                    .get_mut(&name)
+                    .get_mut(name.as_str())
                     .ok_or_else(|| not_found("service"))?;
                 match op {
                     ServiceOp::Start => svc.status.state = ServiceState::Running,
@@ -189,7 +189,7 @@ impl MemoryController {
             Action::Logs { service, tail } => {
                 let svc = st
                     .services
-                    .get(&service)
+                    .get(service.as_str())
                     .ok_or_else(|| not_found("service"))?;
                 Ok(Reply::Logs(LogLines {
                     lines: tail_of(&svc.lines, tail),
