@@ -342,6 +342,8 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         user_namespaces: true,
         egress: false,
         peers: vec![],
+        addresses: vec![],
+        host_port: None,
         containerd_wait: std::time::Duration::from_secs(10),
     };
     // RT-06 (destructive in the catalog): a bounded fork bomb under a pids
@@ -350,6 +352,7 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         &MatrixRunRequest {
             checks: vec!["RT-06".into()],
             destructive: true,
+            ..Default::default()
         },
         &env,
     )
@@ -361,6 +364,7 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         &MatrixRunRequest {
             checks: vec!["BRK-04-O".into()],
             destructive: true,
+            ..Default::default()
         },
         &env,
     )
@@ -380,6 +384,7 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         .map(String::from)
         .to_vec(),
         destructive: false,
+        ..Default::default()
     };
     let t = Instant::now();
     let report = run(&req, &env).await.unwrap();

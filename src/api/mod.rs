@@ -308,6 +308,10 @@ pub struct MatrixRunRequest {
     pub checks: Vec<String>,
     #[serde(default)]
     pub destructive: bool,
+    /// A port on the host's 127.0.0.1 where the host listens during the
+    /// run: NET-02 tries it through 10.0.2.2 (QEMU's user-net gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
 }
 
 /// The most check ids one request may name.
@@ -448,6 +452,10 @@ mod tests {
         let m: MatrixRunRequest = serde_json::from_str(r#"{"checks":["RT-01"]}"#).unwrap();
         assert_eq!(m.checks, ["RT-01"]);
         assert!(!m.destructive);
+        assert_eq!(m.host_port, None);
+        let m: MatrixRunRequest =
+            serde_json::from_str(r#"{"checks":["NET-02"],"host_port":40001}"#).unwrap();
+        assert_eq!(m.host_port, Some(40001));
         assert!(serde_json::from_str::<MatrixRunRequest>(r#"{"checks":[],"x":1}"#).is_err());
     }
 
