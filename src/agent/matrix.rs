@@ -289,7 +289,61 @@ pub fn connect_script(prelude: &str, hosts: &[String], ports: &[u16]) -> String 
         .collect::<Vec<_>>()
         .join(" ");
     format!(
-        "t=$(busybox mktemp -d /tmp/ironclad-tcp.XXXXXX) || exit 1; printf '#!/bin/busybox sh\\necho {CONNECTED} >&2\\n' >$t/c; busybox chmod 755 $t/c; {prelude} for h in {hosts}; do for p in {ports}; do (busybox timeout 4 busybox nc -w 3 $h $p -e $t/c </dev/null >$t/$h-$p 2>&1; echo \" rc=$?\" >>$t/$h-$p) & done; done; wait; for h in {hosts}; do for p in {ports}; do echo \"tcp $h:$p: $(busybox tr '\\n' ' ' <$t/$h-$p)\"; done; done; busybox rm -rf $t"
+        "t=$(busybox mktemp -d /tmp/ironclad-tcp.XXXXXX) || exit 1; printf '#!/bin/busybox sh\\necho {CONNECTED} >&2\\n' >$t/c; busybox chmod 755 $t/c; {prelude} for h in {hosts}; do for p in {ports}; do (busybox timeout 4 busybox nc -w 3 $h $p -e $t/c </dev/null >$t/$h-$p 2>&1; echo \" rc=$?\" >>$t/$h-$p) & done; done; wait; for h in {hosts}; do for p in {ports}; do echo \"tcp $h:$p: $(busybox tr '\\n' ' ' <$t/$h-$p)\"; done; done; busybox rm -rf $t; busybox awk 'BEGIN{{w[\"Icmp:InDestUnreachs\"];w[\"Icmp:InErrors\"];w[\"TcpExt:OutOfWindowIcmps\"];w[\"TcpExt:LockDroppedIcmps\"]}} {{g=$1; if(seen[FILENAME g]++ % 2 == 0){{for(i=2;i<=NF;i++)n[i]=$i}} else {{for(i=2;i<=NF;i++){{k=g n[i]; if(k in w) o=o\" \"k\"=\"$i}}}}}} END{{print \"pod-counters\"o}}' /proc/net/snmp /proc/net/netstat"
+    )
+}
+
+/// The pod's own ICMP counters after [`connect_script`]'s attempts (its
+/// `pod-counters ...` line): unreachables received, and those its TCP could
+/// not match to a connection.
+fn pod_icmp(text: &str) -> Option<&str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("pod-counters "))
+        .map(str::trim)
+}
+
+/// The kernel's network counters under `root` (`/proc/net/snmp` and
+/// `/proc/net/netstat`), by `Group:Name` (`Icmp:OutDestUnreachs`).
+pub fn net_counters(root: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for f in ["proc/net/snmp", "proc/net/netstat"] {
+        let text = std::fs::read_to_string(root.join(f)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let mut n = names.split_whitespace();
+            let mut v = values.split_whitespace();
+            let (Some(group), Some(_)) = (n.next(), v.next()) else {
+                continue;
+            };
+            for (name, value) in n.zip(v) {
+                if let Ok(value) = value.parse() {
+                    out.insert(format!("{group}{name}"), value);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What the node's kernel answered to blocked connection attempts between
+/// two [`net_counters`] readings, in one line. A pod seldom sees that answer
+/// as "no route to host": the ICMP "prohibited" for its first SYN comes back
+/// while its connect(2) still holds the socket (the kernel then only notes
+/// it, TcpExt LockDroppedIcmps), and the answers to its retransmissions fall
+/// under the ICMP rate limits; its attempt times out instead. Either way no
+/// connection opens.
+pub fn refusals(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> String {
+    let d = |k: &str| {
+        after
+            .get(k)
+            .unwrap_or(&0)
+            .saturating_sub(*before.get(k).unwrap_or(&0))
+    };
+    format!(
+        "node: answered {} attempts with ICMP destination unreachable during the probes ({} more held back by the ICMP rate limits)",
+        d("Icmp:OutDestUnreachs"),
+        d("Icmp:OutRateLimitGlobal") + d("Icmp:OutRateLimitHost"),
     )
 }
 
@@ -333,6 +387,9 @@ pub fn brk10_detail(text: &str) -> String {
             .into_iter()
             .map(|(t, why, _)| format!("{t} {why}")),
     );
+    if let Some(n) = pod_icmp(text) {
+        parts.push(format!("pod counters: {n}"));
+    }
     if parts.is_empty() {
         summarize(text)
     } else {
@@ -596,6 +653,9 @@ pub fn net02(pod: Result<&ExecOutput, &str>, node: &Result<(), String>) -> (Verd
             for (t, why, connected) in outcomes {
                 reached |= connected;
                 ev.push(format!("pod: tcp {t}: {why}"));
+            }
+            if let Some(n) = pod_icmp(&text) {
+                ev.push(format!("pod: counters: {n}"));
             }
         }
         Err(e) => ev.push(format!("pod: not run: {e}")),
@@ -1129,8 +1189,10 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
             }
         }
     };
+    let counters_before = net_counters(&pods.env.root);
     let (outputs, conf03_result) = tokio::join!(run_batches(ids, pods), conf03_job);
     let batch_ms = t.elapsed().as_millis() as u64;
+    let node_refusals = refusals(&counters_before, &net_counters(&pods.env.root));
     let mut push = |id: &str, (verdict, evidence): (Verdict, Vec<String>), ms: u64| {
         let mut r = CheckResult::new(id, &node, verdict, evidence);
         r.duration_ms = ms;
@@ -1158,11 +1220,11 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
             outcomes.push((v, o));
         }
         if wanted {
-            push(
-                attack.id,
-                attack_verdict(attack.priv_unprotectable, &outcomes),
-                batch_ms,
-            );
+            let (verdict, mut evidence) = attack_verdict(attack.priv_unprotectable, &outcomes);
+            if attack.id == "BRK-10" && !pods.env.host_network {
+                evidence.push(node_refusals.clone());
+            }
+            push(attack.id, (verdict, evidence), batch_ms);
         }
     }
     for &id in ids {
@@ -1221,7 +1283,9 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
                 Some(port) => {
                     let node = net02_from_node(port).await;
                     let pod = output(&outputs, Variant::Unpriv, id);
-                    net02(pod.as_ref().map_err(String::as_str), &node)
+                    let (v, mut ev) = net02(pod.as_ref().map_err(String::as_str), &node);
+                    ev.push(node_refusals.clone());
+                    (v, ev)
                 }
             },
             "NET-01" if pods.env.host_network => (
@@ -2046,6 +2110,39 @@ mod tests {
                 (format!("127.0.0.1:{p_closed}"), "refused", false),
             ],
             "{text}"
+        );
+        // And the ICMP counters of its network namespace.
+        assert!(
+            pod_icmp(&text).is_some_and(|n| n.contains("Icmp:InDestUnreachs=")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn node_counters_tell_what_the_kernel_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = dir.path().join("proc/net");
+        std::fs::create_dir_all(&net).unwrap();
+        let write = |icmp_out: u64, no_route: u64| {
+            std::fs::write(
+                net.join("snmp"),
+                format!("Ip: Forwarding InAddrErrors\nIp: 1 0\nIcmp: InMsgs OutRateLimitGlobal OutRateLimitHost OutDestUnreachs\nIcmp: 3 0 1 {icmp_out}\n"),
+            )
+            .unwrap();
+            std::fs::write(
+                net.join("netstat"),
+                format!("IpExt: InNoRoutes InOctets\nIpExt: {no_route} 99\n"),
+            )
+            .unwrap();
+        };
+        write(4, 0);
+        let before = net_counters(dir.path());
+        assert_eq!(before["Icmp:OutDestUnreachs"], 4);
+        assert_eq!(before["IpExt:InOctets"], 99);
+        write(13, 2);
+        assert_eq!(
+            refusals(&before, &net_counters(dir.path())),
+            "node: answered 9 attempts with ICMP destination unreachable during the probes (0 more held back by the ICMP rate limits)"
         );
     }
 

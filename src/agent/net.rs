@@ -9,8 +9,11 @@
 //!
 //! - Pods cannot open TCP connections to the node API (50000) or etcd
 //!   (2379, 2380) through their bridge: a rule on `iif cni0` answers them
-//!   "prohibited" (the pod sees "No route to host"), whatever address they
-//!   aim at (the gateway, the node's own addresses, another node's).
+//!   "prohibited" (ICMP; the pod's attempt fails with "No route to host" or,
+//!   as the ICMP for a first SYN comes back while connect(2) still holds the
+//!   socket and later ones are rate-limited, mostly times out), whatever
+//!   address they aim at (the gateway, the node's own addresses, another
+//!   node's).
 //! - Nothing on the node (nor a pod routed through it) reaches 10.0.2.2,
 //!   which QEMU's user-mode network maps to the host's 127.0.0.1 when
 //!   egress is on; local processes get EACCES. The one exception: replies
