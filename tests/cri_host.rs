@@ -347,6 +347,8 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         user_namespaces: true,
         egress: false,
         peers: vec![],
+        addresses: vec![],
+        host_port: None,
         containerd_wait: std::time::Duration::from_secs(10),
     };
     // RT-06 (destructive in the catalog): a bounded fork bomb under a pids
@@ -355,6 +357,7 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         &MatrixRunRequest {
             checks: vec!["RT-06".into()],
             destructive: true,
+            ..Default::default()
         },
         &env,
     )
@@ -366,6 +369,7 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         &MatrixRunRequest {
             checks: vec!["BRK-04-O".into()],
             destructive: true,
+            ..Default::default()
         },
         &env,
     )
@@ -385,6 +389,7 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         .map(String::from)
         .to_vec(),
         destructive: false,
+        ..Default::default()
     };
     let t = Instant::now();
     let report = run(&req, &env).await.unwrap();

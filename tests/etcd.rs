@@ -180,7 +180,7 @@ impl Node {
         let specs = etcd.iter().map(|e| e.service()).collect();
         let sup = supervisor::start(reaper.clone(), Settings::default(), specs).unwrap();
         let addr = SocketAddr::from((cfg.node.address, API_PORT));
-        let apid = Apid::bind(addr, &cfg.pki).await.unwrap();
+        let apid = Apid::bind(&[addr], &cfg.pki).await.unwrap();
         let ctl = Arc::new(TestController {
             etcd,
             sup: sup.clone(),
@@ -371,6 +371,18 @@ async fn three_control_planes_bootstrap_join_promote_and_survive_restarts() {
         nodes[1].client.etcd_get("/test/none").await.unwrap().value,
         None
     );
+    // A reader sees the members, not the keys (a key may hold anything).
+    let reader_cert = issue_client_cert(&secrets.os_ca, Role::Reader, "reader").unwrap();
+    let reader = NodeClient::new(
+        &nodes[1].cfg.node.name,
+        SocketAddr::from((nodes[1].cfg.node.address, API_PORT)),
+        secrets.os_ca.cert_pem(),
+        &reader_cert.cert_pem,
+        &reader_cert.key_pem,
+    )
+    .unwrap();
+    assert_eq!(reader.etcd_members().await.unwrap().members.len(), 3);
+    assert_eq!(code(reader.etcd_get("/test/a").await), ErrorCode::Forbidden);
     assert_eq!(
         code(nodes[1].client.etcd_put("", "x").await),
         ErrorCode::BadRequest

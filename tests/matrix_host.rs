@@ -68,6 +68,7 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
     let bad = MatrixRunRequest {
         checks: vec!["NOPE-1".into()],
         destructive: false,
+        ..Default::default()
     };
     assert_eq!(
         code(cp_client.matrix_run(&bad).await),
@@ -76,6 +77,7 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
     let destructive = MatrixRunRequest {
         checks: vec!["RT-06".into()],
         destructive: false,
+        ..Default::default()
     };
     assert_eq!(
         code(cp_client.matrix_run(&destructive).await),
@@ -143,6 +145,19 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
         matches!(get("RT-01", "mx-w-1"), Verdict::Skip { reason } if reason.contains("no containerd"))
     );
     assert_eq!(report.results.len(), 2 + 1 + 1 + 2 + 2);
+
+    // NET-02: the host listens on its loopback for the run and passes the
+    // port; both (defenceless, in-memory) nodes reach it, and the host's
+    // count fails the check on each.
+    let net02 = run(&ctx, &["NET-02".to_string()], false, &|_: &str| {})
+        .await
+        .unwrap();
+    assert_eq!(net02.results.len(), 2, "{:?}", net02.results);
+    for r in &net02.results {
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert!(r.evidence[0].contains("reached 127.0.0.1:"), "{r:?}");
+        assert!(r.evidence[1].contains("accepted 2 connection(s)"), "{r:?}");
+    }
     assert_eq!(exit_status(&report), 0);
     assert!(render::junit(&report).contains("<testcase "));
     // Ordering: catalog order, then node.

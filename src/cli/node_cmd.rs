@@ -273,7 +273,7 @@ fn print_lines(lines: &LogLines, output: Output) -> CliResult {
 }
 
 async fn logs(g: &Global, a: LogsArgs) -> CliResult {
-    if !crate::api::valid_name(&a.service) {
+    if a.service.parse::<crate::api::ServiceName>().is_err() {
         return Err(Failure::msg(
             Exit::BadInput,
             format!("invalid service name {:?}", a.service),

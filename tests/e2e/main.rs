@@ -4,8 +4,10 @@
 //! test binaries (`<target tmp>/image-cache`); the first run builds it.
 //!
 //! Kept small on purpose (CI has 2 cores): the dev cluster (1+1) and 1-node
-//! clusters; every wait polls a condition with a deadline.
+//! clusters (one with egress on); every wait polls a condition with a
+//! deadline.
 
+mod egress;
 mod etcd;
 mod harness;
 mod matrix;

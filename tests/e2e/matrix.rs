@@ -13,7 +13,7 @@ use serde_json::Value;
 const NODE_CHECKS: &[&str] = &[
     "BRK-01", "BRK-02", "BRK-03", "BRK-04", "BRK-05", "BRK-06", "BRK-07", "BRK-08", "BRK-09",
     "BRK-10", "RT-01", "RT-02", "RT-03", "RT-04", "RT-07", "RT-08", "RT-09", "RT-10", "NET-01",
-    "API-04", "CONF-01", "CONF-03", "CONF-04",
+    "NET-02", "API-04", "CONF-01", "CONF-03", "CONF-04",
 ];
 const CLUSTER_CHECKS: &[&str] = &["CONF-02", "CONF-05"];
 

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::names::{NodeName, ServiceName};
 pub use crate::role::ClientRole as Role;
 
 /// The largest request body apid accepts (1 MiB); larger is `payload_too_large`.
@@ -307,6 +308,10 @@ pub struct MatrixRunRequest {
     pub checks: Vec<String>,
     #[serde(default)]
     pub destructive: bool,
+    /// A port on the host's 127.0.0.1 where the host listens during the
+    /// run: NET-02 tries it through 10.0.2.2 (QEMU's user-net gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
 }
 
 /// The most check ids one request may name.
@@ -327,11 +332,11 @@ pub enum Action {
     Health,
     ListServices,
     Service {
-        name: String,
+        name: ServiceName,
         op: ServiceOp,
     },
     Logs {
-        service: String,
+        service: ServiceName,
         tail: Option<usize>,
     },
     Dmesg {
@@ -366,9 +371,11 @@ impl Action {
             | Action::ListServices
             | Action::Logs { .. }
             | Action::Dmesg { .. }
-            | Action::EtcdMembers
-            | Action::EtcdGet { .. } => Role::Reader,
-            Action::Service { .. }
+            | Action::EtcdMembers => Role::Reader,
+            // A key may hold anything (a Kubernetes secret some day): reading
+            // one is as sensitive as writing it.
+            Action::EtcdGet { .. }
+            | Action::Service { .. }
             | Action::Bootstrap
             | Action::EtcdAddLearner(_)
             | Action::EtcdPromote { .. }
@@ -408,15 +415,6 @@ pub enum Reply {
     Matrix(crate::matrix::NodeMatrixReport),
 }
 
-/// Checks a service name (what a path segment may hold).
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,6 +452,10 @@ mod tests {
         let m: MatrixRunRequest = serde_json::from_str(r#"{"checks":["RT-01"]}"#).unwrap();
         assert_eq!(m.checks, ["RT-01"]);
         assert!(!m.destructive);
+        assert_eq!(m.host_port, None);
+        let m: MatrixRunRequest =
+            serde_json::from_str(r#"{"checks":["NET-02"],"host_port":40001}"#).unwrap();
+        assert_eq!(m.host_port, Some(40001));
         assert!(serde_json::from_str::<MatrixRunRequest>(r#"{"checks":[],"x":1}"#).is_err());
     }
 
@@ -469,8 +471,11 @@ mod tests {
         assert!(allows(Role::Reader, Role::Reader));
         assert!(!allows(Role::Reader, Role::Admin));
         assert_eq!(Role::from_organization("os:reader"), Some(Role::Reader));
-        assert!(valid_name("etcd"));
-        assert!(!valid_name("../x"));
-        assert!(!valid_name(""));
+        // Readers read the node's state, not etcd's keys.
+        assert_eq!(Action::EtcdMembers.required_role(), Role::Reader);
+        assert_eq!(
+            Action::EtcdGet { key: "k".into() }.required_role(),
+            Role::Admin
+        );
     }
 }

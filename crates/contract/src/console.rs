@@ -40,11 +40,13 @@ pub enum Phase {
     Sysctls,
     EtcAndHostname,
     Network,
+    /// The node's policy routing rules are installed (how many).
+    NetworkRules(usize),
     ServicesStarted,
     /// A supervised service started.
     ServiceStarted(String),
-    /// apid listens on this port.
-    ApidListening(u16),
+    /// apid listens on these addresses (the node's own, never 0.0.0.0).
+    ApidListening(Vec<std::net::SocketAddr>),
     /// The node is ready ([`READY_LINE`]).
     Ready,
     /// The late modules are loaded (how many).
@@ -75,9 +77,16 @@ impl fmt::Display for Phase {
             Phase::Sysctls => f.write_str("sysctls"),
             Phase::EtcAndHostname => f.write_str("etc and hostname"),
             Phase::Network => f.write_str("network"),
+            Phase::NetworkRules(n) => write!(f, "network rules ({n})"),
             Phase::ServicesStarted => f.write_str("services started"),
             Phase::ServiceStarted(name) => write!(f, "{name} started"),
-            Phase::ApidListening(port) => write!(f, "apid listening on :{port}"),
+            Phase::ApidListening(addrs) => {
+                f.write_str("apid listening on")?;
+                for a in addrs {
+                    write!(f, " {a}")?;
+                }
+                Ok(())
+            }
             Phase::Ready => f.write_str("ready"),
             Phase::LateModules(n) => write!(f, "late modules ({n} loaded)"),
             Phase::ContainerdAnswering => f.write_str("containerd answering"),

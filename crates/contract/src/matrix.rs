@@ -106,7 +106,7 @@ pub const CATALOG: &[Check] = &[
     ),
     c(
         "BRK-10",
-        "reach containerd.sock or the node API from a pod",
+        "reach containerd.sock, the node API or etcd (50000, 2379, 2380) from a pod",
         Level::Cri,
         Runner::Node,
     ),
@@ -175,6 +175,12 @@ pub const CATALOG: &[Check] = &[
     c(
         "NET-01",
         "a pod cannot reach the QEMU user-net gateway when egress is off",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "NET-02",
+        "a pod and the node cannot reach the host's loopback through 10.0.2.2, egress on or off",
         Level::Cri,
         Runner::Node,
     ),

@@ -179,6 +179,14 @@ name_type!(
     63
 );
 
+name_type!(
+    /// A supervised service's name on a node (`etcd`, `containerd`): a
+    /// DNS-1123 label. What a node API path may name (`/v1/services/{name}/...`);
+    /// the same rule on the host (`ironclad logs`) and in apid's router.
+    ServiceName,
+    63
+);
+
 /// The cluster name when the cluster file does not give one.
 pub const DEFAULT_CLUSTER_NAME: &str = "ironclad";
 
@@ -204,6 +212,12 @@ mod tests {
         assert!("".parse::<NodeName>().is_err());
         assert!("a".repeat(33).parse::<ClusterName>().is_err());
         assert!("a".repeat(63).parse::<NodeName>().is_ok());
+        for ok in ["etcd", "containerd", "kube-apiserver"] {
+            assert_eq!(&*ok.parse::<ServiceName>().unwrap(), ok);
+        }
+        for bad in ["../x", "", "Etcd", "etcd.log", "a/b", "x_y", "%2e%2e"] {
+            assert!(bad.parse::<ServiceName>().is_err(), "{bad}");
+        }
         assert_eq!(
             DEFAULT_CLUSTER_NAME.parse::<ClusterName>().unwrap(),
             ClusterName::default()

@@ -354,7 +354,7 @@ mod tests {
         let want = include_str!("testdata/containerd-config.toml");
         assert_eq!(
             got, want,
-            "update src/agent/testdata/containerd-config.toml if intended"
+            "update crates/node/src/testdata/containerd-config.toml if intended"
         );
     }
 

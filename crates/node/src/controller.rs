@@ -14,7 +14,7 @@ use super::supervisor::{self, Line, SupervisorError, SupervisorHandle};
 use super::sys::PowerAction;
 use crate::api::{
     Accepted, Action, ApiError, ErrorCode, Health, LogLine, LogLines, Reply, ServiceList,
-    ServiceOp, ServiceState, ServiceStatus, VersionInfo, valid_name,
+    ServiceOp, ServiceState, ServiceStatus, VersionInfo,
 };
 use crate::machine::MachineConfig;
 use futures::stream::{BoxStream, StreamExt};
@@ -183,9 +183,6 @@ impl Controller for NodeController {
                 services: self.services.statuses().iter().map(api_status).collect(),
             })),
             Action::Service { name, op } => {
-                if !valid_name(&name) {
-                    return Err(no_service(&name));
-                }
                 let st = match op {
                     ServiceOp::Start => self.services.start_service(&name),
                     ServiceOp::Stop => self.services.stop_service(&name).await,
@@ -328,7 +325,7 @@ mod tests {
         loop {
             let Reply::Logs(l) = c
                 .execute(Action::Logs {
-                    service: "talker".into(),
+                    service: "talker".parse().unwrap(),
                     tail: Some(1),
                 })
                 .await
@@ -348,7 +345,7 @@ mod tests {
 
         let e = c
             .execute(Action::Service {
-                name: "nope".into(),
+                name: "nope".parse().unwrap(),
                 op: ServiceOp::Restart,
             })
             .await
@@ -357,7 +354,7 @@ mod tests {
         assert!(c.follow_logs("nope".into(), None).await.is_err());
         let Reply::Service(st) = c
             .execute(Action::Service {
-                name: "idle".into(),
+                name: "idle".parse().unwrap(),
                 op: ServiceOp::Start,
             })
             .await
@@ -368,7 +365,7 @@ mod tests {
         assert_eq!(st.name, "idle");
         let Reply::Service(st) = c
             .execute(Action::Service {
-                name: "idle".into(),
+                name: "idle".parse().unwrap(),
                 op: ServiceOp::Stop,
             })
             .await

@@ -28,7 +28,7 @@
 use super::supervisor::{Health, Probe, ServiceSpec, ServiceState, SupervisorHandle};
 use crate::api::{
     Accepted, Action, AddLearnerRequest, ApiError, ErrorCode, EtcdMember, EtcdMembers,
-    InitialMember, JoinRequest, KvValue, PutRequest, Reply, valid_name,
+    InitialMember, JoinRequest, KvValue, NodeName, PutRequest, Reply,
 };
 use crate::machine::{ETCD_CLIENT_PORT, ETCD_PEER_PORT, EtcdPki, MachineConfig};
 use base64::Engine;
@@ -497,7 +497,8 @@ impl Etcd {
     }
 
     async fn add_learner(&self, req: AddLearnerRequest) -> Result<EtcdMember, ApiError> {
-        if !valid_name(&req.name) {
+        // Members are named after their nodes.
+        if req.name.parse::<NodeName>().is_err() {
             return Err(ApiError::new(
                 ErrorCode::BadRequest,
                 format!("invalid member name {:?}", req.name),
@@ -726,7 +727,7 @@ pub fn validate_initial_cluster(
     let mut names = std::collections::BTreeSet::new();
     let mut urls = std::collections::BTreeSet::new();
     for m in initial {
-        if !valid_name(&m.name) {
+        if m.name.parse::<NodeName>().is_err() {
             return Err(bad(format!("invalid member name {:?}", m.name)));
         }
         check_peer_url(&m.peer_url)?;

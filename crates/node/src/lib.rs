@@ -18,6 +18,7 @@
 //! | [`stage2`] | mounts, modules, sysctls, config, state disk, /etc, network |
 //! | [`mounts`], [`modules`], [`sysctl`], [`disks`], [`net`] | the pieces of those stages |
 //! | [`reaper`] | spawning children and reaping zombies, in one place |
+//! | [`rlimit`] | open-file limits of PID 1 and of the services it starts |
 //! | [`supervisor`] | services: order, health, back-off, logs, states |
 //! | [`containerd`] | containerd/CNI configs, health probe, image import |
 //! | [`etcd`] | the etcd service, bootstrap, join, members and keys |
@@ -48,6 +49,7 @@ pub mod net;
 pub mod pid1;
 pub mod power;
 pub mod reaper;
+pub mod rlimit;
 pub mod runtime_spec;
 pub mod stage1;
 pub mod stage2;

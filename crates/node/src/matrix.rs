@@ -21,7 +21,7 @@ use super::cri::{Cri, ExecOutput, Pod, PodOptions, Variant};
 use crate::api::{ApiError, ErrorCode, MatrixRunRequest};
 use ironclad_contract::matrix::{CheckResult, NodeMatrixReport, Runner, Verdict};
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,12 @@ pub struct NodeEnv {
     pub egress: bool,
     /// The other members' node API addresses on the cluster network.
     pub peers: Vec<(String, SocketAddr)>,
+    /// The node's own addresses (user-mode NIC, cluster), where BRK-10's
+    /// pods knock besides their gateway.
+    pub addresses: Vec<Ipv4Addr>,
+    /// The host's loopback port NET-02 tries through 10.0.2.2 (from the
+    /// request: the host side listens there for the run).
+    pub host_port: Option<u16>,
     /// How long a run waits for containerd to answer: `ready` does not wait
     /// for it, so a run asked for right after boot finds it starting.
     pub containerd_wait: Duration,
@@ -90,6 +96,8 @@ impl NodeEnv {
                     )
                 })
                 .collect(),
+            addresses: vec![crate::machine::USER_NET_GUEST, cfg.node.address],
+            host_port: None,
             containerd_wait: CONTAINERD_WAIT,
         }
     }
@@ -193,11 +201,17 @@ const ATTACKS: &[Attack] = &[
 ];
 
 /// The shell script (busybox `sh -c`) of an attack probe.
+/// The pod's gateway (the node's address on the pods' bridge), as a shell
+/// word.
+fn gateway_word() -> String {
+    "$(busybox ip route | busybox awk '/^default/{print $3; exit}')".to_string()
+}
+
 pub fn script(id: &str, host_network: bool) -> String {
     let api_host = if host_network {
         "127.0.0.1".to_string()
     } else {
-        "$(busybox ip route | busybox awk '/^default/{print $3; exit}')".to_string()
+        gateway_word()
     };
     match id {
         // The node has no shell: nsenter into PID 1's namespaces and exec one.
@@ -214,7 +228,7 @@ pub fn script(id: &str, host_network: bool) -> String {
         "BRK-08" => "busybox mkdir -p /tmp/cg; if busybox mount -t cgroup -o none,name=ironclad cgroup /tmp/cg 2>&1; then echo mounted-cgroup-v1; if [ -e /tmp/cg/release_agent ]; then (exec 3>>/tmp/cg/release_agent) 2>&1 && echo OPENED-RW:release_agent; fi; busybox umount /tmp/cg; fi; exit 0".into(),
         // A host process is one whose cmdline names containerd (not a shim).
         "BRK-09" => "p=; for d in /proc/[0-9]*; do c=$(busybox tr '\\0' ' ' < $d/cmdline 2>/dev/null); case \"$c\" in */containerd\\ *|*/containerd) p=${d#/proc/}; break;; esac; done; if [ -z \"$p\" ]; then echo 'no host process visible'; exit 0; fi; echo host-pid=$p; (exec 3>>/proc/$p/mem) 2>&1 && echo OPENED-RW:/proc/$p/mem; exit 0".into(),
-        "BRK-10" => format!("for s in /run/containerd/containerd.sock /var/run/containerd/containerd.sock /proc/1/root/run/containerd/containerd.sock; do test -S $s && echo SOCKET-VISIBLE:$s; done; h={api_host}; echo api=$h:50000; printf 'GET /v1/version HTTP/1.0\\r\\n\\r\\n' | busybox timeout 5 busybox nc $h 50000 2>&1 | busybox head -c 200; echo; exit 0"),
+        "BRK-10" => brk10_script(&[api_host], &[]),
         _ => "exit 2".into(),
     }
 }
@@ -222,7 +236,10 @@ pub fn script(id: &str, host_network: bool) -> String {
 /// Classifies an attack probe's output.
 pub fn evaluate(id: &str, out: &ExecOutput) -> Outcome {
     let text = out.combined();
-    let detail = summarize(&text);
+    let detail = match id {
+        "BRK-10" => brk10_detail(&text),
+        _ => summarize(&text),
+    };
     let escaped = match id {
         "BRK-01" => text.contains("SHELL-RAN") || text.contains("uid="),
         "BRK-02" => text.contains("NODE-ROOT-SEEN"),
@@ -239,7 +256,7 @@ pub fn evaluate(id: &str, out: &ExecOutput) -> Outcome {
                 || first.contains("Function not implemented")
                 || first.contains("No such file"))
         }
-        "BRK-10" => text.contains("SOCKET-VISIBLE") || text.contains("\"version\""),
+        "BRK-10" => text.contains("SOCKET-VISIBLE") || text.contains(CONNECTED),
         _ => true,
     };
     if escaped {
@@ -247,6 +264,147 @@ pub fn evaluate(id: &str, out: &ExecOutput) -> Outcome {
     } else {
         Outcome::Blocked(detail)
     }
+}
+
+/// What [`connect_script`]'s helper prints when a connection opened.
+pub const CONNECTED: &str = "CONNECTED";
+/// The ports of the node's control surface: the node API, etcd's client
+/// and peer ports.
+pub const NODE_PORTS: &[u16] = &[
+    crate::machine::API_PORT,
+    crate::machine::ETCD_CLIENT_PORT,
+    crate::machine::ETCD_PEER_PORT,
+];
+
+/// A script that tries a TCP connection to every `host` (shell words: an
+/// address or `$var`) on every port, all at once (each at most 4 s), and
+/// prints one line per target: `tcp HOST:PORT: CONNECTED` when it opened
+/// (busybox nc runs a helper that says so), else nc's error and exit
+/// status. `prelude` runs first (it may set the variables).
+pub fn connect_script(prelude: &str, hosts: &[String], ports: &[u16]) -> String {
+    let hosts = hosts.join(" ");
+    let ports = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "t=$(busybox mktemp -d /tmp/ironclad-tcp.XXXXXX) || exit 1; printf '#!/bin/busybox sh\\necho {CONNECTED} >&2\\n' >$t/c; busybox chmod 755 $t/c; {prelude} for h in {hosts}; do for p in {ports}; do (busybox timeout 4 busybox nc -w 3 $h $p -e $t/c </dev/null >$t/$h-$p 2>&1; echo \" rc=$?\" >>$t/$h-$p) & done; done; wait; for h in {hosts}; do for p in {ports}; do echo \"tcp $h:$p: $(busybox tr '\\n' ' ' <$t/$h-$p)\"; done; done; busybox rm -rf $t; busybox awk 'BEGIN{{w[\"Icmp:InDestUnreachs\"];w[\"Icmp:InErrors\"];w[\"TcpExt:OutOfWindowIcmps\"];w[\"TcpExt:LockDroppedIcmps\"]}} {{g=$1; if(seen[FILENAME g]++ % 2 == 0){{for(i=2;i<=NF;i++)n[i]=$i}} else {{for(i=2;i<=NF;i++){{k=g n[i]; if(k in w) o=o\" \"k\"=\"$i}}}}}} END{{print \"pod-counters\"o}}' /proc/net/snmp /proc/net/netstat"
+    )
+}
+
+/// The pod's own ICMP counters after [`connect_script`]'s attempts (its
+/// `pod-counters ...` line): unreachables received, and those its TCP could
+/// not match to a connection.
+fn pod_icmp(text: &str) -> Option<&str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("pod-counters "))
+        .map(str::trim)
+}
+
+/// The kernel's network counters under `root` (`/proc/net/snmp` and
+/// `/proc/net/netstat`), by `Group:Name` (`Icmp:OutDestUnreachs`).
+pub fn net_counters(root: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for f in ["proc/net/snmp", "proc/net/netstat"] {
+        let text = std::fs::read_to_string(root.join(f)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let mut n = names.split_whitespace();
+            let mut v = values.split_whitespace();
+            let (Some(group), Some(_)) = (n.next(), v.next()) else {
+                continue;
+            };
+            for (name, value) in n.zip(v) {
+                if let Ok(value) = value.parse() {
+                    out.insert(format!("{group}{name}"), value);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What the node's kernel answered to blocked connection attempts between
+/// two [`net_counters`] readings, in one line. A pod seldom sees that answer
+/// as "no route to host": the ICMP "prohibited" for its first SYN comes back
+/// while its connect(2) still holds the socket (the kernel then only notes
+/// it, TcpExt LockDroppedIcmps), and the answers to its retransmissions fall
+/// under the ICMP rate limits; its attempt times out instead. Either way no
+/// connection opens.
+pub fn refusals(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> String {
+    let d = |k: &str| {
+        after
+            .get(k)
+            .unwrap_or(&0)
+            .saturating_sub(*before.get(k).unwrap_or(&0))
+    };
+    format!(
+        "node: answered {} attempts with ICMP destination unreachable during the probes ({} more held back by the ICMP rate limits)",
+        d("Icmp:OutDestUnreachs"),
+        d("Icmp:OutRateLimitGlobal") + d("Icmp:OutRateLimitHost"),
+    )
+}
+
+/// The outcome of each `tcp HOST:PORT: ...` line of [`connect_script`]:
+/// the target, a short reason, and whether the connection opened.
+pub fn tcp_outcomes(text: &str) -> Vec<(String, &'static str, bool)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("tcp "))
+        .filter_map(|l| l.split_once(": "))
+        .map(|(target, rest)| {
+            let (why, connected) = if rest.contains(CONNECTED) {
+                ("CONNECTED", true)
+            } else if rest.contains("No route to host") {
+                ("no route to host", false)
+            } else if rest.contains("refused") {
+                ("refused", false)
+            } else if rest.contains("Permission denied") {
+                ("permission denied", false)
+            } else if rest.contains("unreachable") {
+                ("unreachable", false)
+            } else if rest.contains("timeout") || rest.contains("timed out") {
+                ("timed out", false)
+            } else {
+                ("no connection", false)
+            };
+            (target.to_string(), why, connected)
+        })
+        .collect()
+}
+
+/// The pod's view in one line: every target and its reason (`10.88.0.1:50000
+/// no route to host, ...`), and any visible containerd socket.
+pub fn brk10_detail(text: &str) -> String {
+    let mut parts: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("SOCKET-VISIBLE"))
+        .map(str::to_string)
+        .collect();
+    parts.extend(
+        tcp_outcomes(text)
+            .into_iter()
+            .map(|(t, why, _)| format!("{t} {why}")),
+    );
+    if let Some(n) = pod_icmp(text) {
+        parts.push(format!("pod counters: {n}"));
+    }
+    if parts.is_empty() {
+        summarize(text)
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// BRK-10's probe: containerd's socket through the usual paths, then TCP
+/// to the node API and etcd ports on every one of `hosts` (shell words) and
+/// of the node's `addresses`.
+pub fn brk10_script(hosts: &[String], addresses: &[Ipv4Addr]) -> String {
+    let mut all = hosts.to_vec();
+    all.extend(addresses.iter().map(Ipv4Addr::to_string));
+    let sockets = "for s in /run/containerd/containerd.sock /var/run/containerd/containerd.sock /proc/1/root/run/containerd/containerd.sock; do test -S $s && echo SOCKET-VISIBLE:$s; done;";
+    format!("{}; exit 0", connect_script(sockets, &all, NODE_PORTS))
 }
 
 /// The output folded to one line of at most 300 characters.
@@ -470,6 +628,58 @@ pub fn net01(out: &ExecOutput) -> (Verdict, Vec<String>) {
     (Verdict::pass_if(!reached), ev)
 }
 
+/// NET-02's probe from a pod: TCP to the host's loopback `port` through
+/// the user-net gateway.
+pub fn net02_script(port: u16) -> String {
+    format!(
+        "{}; exit 0",
+        connect_script("", &[USERNET_GATEWAY.to_string()], &[port])
+    )
+}
+
+/// NET-02 from the pod's probe output and machined's own attempt (`node`:
+/// `Ok` if it connected, else its error): PASS when neither connected.
+pub fn net02(pod: Result<&ExecOutput, &str>, node: &Result<(), String>) -> (Verdict, Vec<String>) {
+    let mut ev = Vec::new();
+    let mut reached = false;
+    match pod {
+        Ok(out) => {
+            let text = out.combined();
+            let outcomes = tcp_outcomes(&text);
+            if outcomes.is_empty() {
+                reached = true;
+                ev.push(format!("pod: no result: {}", summarize(&text)));
+            }
+            for (t, why, connected) in outcomes {
+                reached |= connected;
+                ev.push(format!("pod: tcp {t}: {why}"));
+            }
+            if let Some(n) = pod_icmp(&text) {
+                ev.push(format!("pod: counters: {n}"));
+            }
+        }
+        Err(e) => ev.push(format!("pod: not run: {e}")),
+    }
+    match node {
+        Ok(()) => {
+            reached = true;
+            ev.push(format!("node: tcp {USERNET_GATEWAY}: CONNECTED"));
+        }
+        Err(e) => ev.push(format!("node: tcp {USERNET_GATEWAY}: {e}")),
+    }
+    (Verdict::pass_if(!reached), ev)
+}
+
+/// machined's own NET-02 attempt: TCP to 10.0.2.2:`port`, 4 s at most.
+async fn net02_from_node(port: u16) -> Result<(), String> {
+    let addr = SocketAddr::from(([10, 0, 2, 2], port));
+    match tokio::time::timeout(Duration::from_secs(4), tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out after 4 s".into()),
+    }
+}
+
 /// Compares the declared sysctls with what `read` returns for each key.
 pub fn compare_sysctls(
     declared: &BTreeMap<String, String>,
@@ -674,7 +884,10 @@ fn run_id() -> String {
 /// own task: if the caller goes away (the HTTP client hung up), it still
 /// finishes and removes its pods.
 pub async fn run(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixReport, ApiError> {
-    let (req, env) = (req.clone(), env.clone());
+    let (req, mut env) = (req.clone(), env.clone());
+    if req.host_port.is_some() {
+        env.host_port = req.host_port;
+    }
     tokio::spawn(async move {
         static RUN_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _one_at_a_time = RUN_LOCK.lock().await;
@@ -867,7 +1080,12 @@ fn plan(ids: &[&str], env: &NodeEnv) -> BTreeMap<Variant, Vec<(String, String)>>
         let for_rt10 = needs_rt10 && attack.id != "BRK-10";
         for &v in attack.variants {
             if wanted || (for_rt10 && SANDBOXED.contains(&v)) {
-                add(v, attack.id, script(attack.id, env.host_network));
+                let sc = if attack.id == "BRK-10" && !env.host_network {
+                    brk10_script(&[gateway_word()], &env.addresses)
+                } else {
+                    script(attack.id, env.host_network)
+                };
+                add(v, attack.id, sc);
             }
         }
     }
@@ -889,6 +1107,11 @@ fn plan(ids: &[&str], env: &NodeEnv) -> BTreeMap<Variant, Vec<(String, String)>>
             ),
             "NET-01" if !env.egress && !env.host_network => {
                 add(Variant::Unpriv, id, net01_script())
+            }
+            "NET-02" if !env.host_network => {
+                if let Some(port) = env.host_port {
+                    add(Variant::Unpriv, id, net02_script(port))
+                }
             }
             _ => {}
         }
@@ -968,8 +1191,10 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
             }
         }
     };
+    let counters_before = net_counters(&pods.env.root);
     let (outputs, conf03_result) = tokio::join!(run_batches(ids, pods), conf03_job);
     let batch_ms = t.elapsed().as_millis() as u64;
+    let node_refusals = refusals(&counters_before, &net_counters(&pods.env.root));
     let mut push = |id: &str, (verdict, evidence): (Verdict, Vec<String>), ms: u64| {
         let mut r = CheckResult::new(id, &node, verdict, evidence);
         r.duration_ms = ms;
@@ -997,11 +1222,11 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
             outcomes.push((v, o));
         }
         if wanted {
-            push(
-                attack.id,
-                attack_verdict(attack.priv_unprotectable, &outcomes),
-                batch_ms,
-            );
+            let (verdict, mut evidence) = attack_verdict(attack.priv_unprotectable, &outcomes);
+            if attack.id == "BRK-10" && !pods.env.host_network {
+                evidence.push(node_refusals.clone());
+            }
+            push(attack.id, (verdict, evidence), batch_ms);
         }
     }
     for &id in ids {
@@ -1042,10 +1267,29 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
             "RT-10" => rt10(&sandboxed),
             "NET-01" if pods.env.egress => (
                 Verdict::skip(
-                    "egress is on in the cluster file: the gateway is meant to be reachable",
+                    "egress is on in the cluster file: the outside is meant to be reachable (the host's own services are not: NET-02)",
                 ),
                 vec![],
             ),
+            "NET-02" if pods.env.host_network => (
+                Verdict::skip("pods share the host network here (no CNI)"),
+                vec![],
+            ),
+            "NET-02" => match pods.env.host_port {
+                None => (
+                    Verdict::skip(
+                        "the request names no host port: `ironclad matrix` listens on one for the run and passes it",
+                    ),
+                    vec![],
+                ),
+                Some(port) => {
+                    let node = net02_from_node(port).await;
+                    let pod = output(&outputs, Variant::Unpriv, id);
+                    let (v, mut ev) = net02(pod.as_ref().map_err(String::as_str), &node);
+                    ev.push(node_refusals.clone());
+                    (v, ev)
+                }
+            },
             "NET-01" if pods.env.host_network => (
                 Verdict::skip("pods share the host network here (no CNI)"),
                 vec![],
@@ -1059,7 +1303,7 @@ async fn run_checks(ids: &[&'static str], pods: &mut Pods<'_>, results: &mut Vec
             _ => continue,
         };
         let ms = match id {
-            "RT-06" | "RT-07" | "CONF-04" => t.elapsed().as_millis() as u64,
+            "RT-06" | "RT-07" | "CONF-04" | "NET-02" => t.elapsed().as_millis() as u64,
             _ => batch_ms,
         };
         push(id, result, ms);
@@ -1378,11 +1622,22 @@ mod tests {
             )
             .escaped()
         );
-        assert!(!evaluate("BRK-10", &out(0, "api=10.88.0.1:50000\n\x15\x03\x03\n", "")).escaped());
+        let unreachable = "tcp 10.88.0.1:50000: nc: can't connect to remote host (10.88.0.1): No route to host  rc=1\ntcp 10.5.0.2:2379: nc: can't connect to remote host (10.5.0.2): Connection refused  rc=1\n";
+        let blocked = evaluate("BRK-10", &out(0, unreachable, ""));
+        assert_eq!(
+            blocked,
+            Outcome::Blocked("10.88.0.1:50000 no route to host, 10.5.0.2:2379 refused".into())
+        );
+        // A connection that opened, even one TLS would refuse, got through.
+        let open = "tcp 10.88.0.1:50000: nc: can't connect to remote host (10.88.0.1): No route to host  rc=1\ntcp 10.5.0.2:50000: CONNECTED  rc=0\n";
+        assert_eq!(
+            evaluate("BRK-10", &out(0, open, "")),
+            Outcome::Escaped("10.88.0.1:50000 no route to host, 10.5.0.2:50000 CONNECTED".into())
+        );
         assert!(
             evaluate(
                 "BRK-10",
-                &out(0, "HTTP/1.0 200 OK\n{\"version\":\"0.1\"}", "")
+                &out(0, "SOCKET-VISIBLE:/run/containerd/containerd.sock\n", "")
             )
             .escaped()
         );
@@ -1649,6 +1904,11 @@ mod tests {
             .collect();
         scripts.extend([RT03_SCRIPT, RT06_SCRIPT, SYSRQ_O_SCRIPT].map(String::from));
         scripts.push(net01_script());
+        scripts.push(net02_script(40001));
+        scripts.push(brk10_script(
+            &[gateway_word()],
+            &[Ipv4Addr::new(10, 5, 0, 2)],
+        ));
         for sc in scripts {
             let out = std::process::Command::new(bb)
                 .args(["sh", "-n", "-c", &sc])
@@ -1661,6 +1921,11 @@ mod tests {
             );
         }
         assert!(script("BRK-10", false).contains("awk '/^default/{print $3; exit}'"));
+        let brk10 = brk10_script(&[gateway_word()], &[Ipv4Addr::new(10, 5, 0, 2)]);
+        assert!(
+            brk10.contains("10.5.0.2; do for p in 50000 2379 2380;"),
+            "{brk10}"
+        );
     }
 
     fn env() -> NodeEnv {
@@ -1674,6 +1939,8 @@ mod tests {
             user_namespaces: true,
             egress: false,
             peers: vec![],
+            addresses: vec![],
+            host_port: None,
             containerd_wait: Duration::ZERO,
         }
     }
@@ -1702,6 +1969,15 @@ mod tests {
         let mut e = env();
         e.egress = true;
         assert!(plan(&["NET-01"], &e).is_empty());
+        // NET-02 probes only with the host's port, egress on or off.
+        assert!(plan(&["NET-02"], &e).is_empty());
+        e.host_port = Some(40001);
+        let p = plan(&["NET-02"], &e);
+        assert!(
+            p[&Variant::Unpriv][0]
+                .1
+                .contains("10.0.2.2; do for p in 40001;")
+        );
     }
 
     /// A batch runs every probe in its own shell (one that exits early or
@@ -1780,6 +2056,98 @@ mod tests {
         }
     }
 
+    #[test]
+    fn net02_passes_only_when_neither_pod_nor_node_connected() {
+        let pod = out(
+            0,
+            "tcp 10.0.2.2:40001: nc: can't connect to remote host (10.0.2.2): No route to host  rc=1\n",
+            "",
+        );
+        let denied: Result<(), String> = Err("Permission denied (os error 13)".into());
+        let (v, ev) = net02(Ok(&pod), &denied);
+        assert_eq!(v, Verdict::Pass, "{ev:?}");
+        assert_eq!(
+            ev,
+            [
+                "pod: tcp 10.0.2.2:40001: no route to host",
+                "node: tcp 10.0.2.2: Permission denied (os error 13)"
+            ]
+        );
+        assert_eq!(net02(Ok(&pod), &Ok(())).0, Verdict::Fail);
+        let open = out(0, "tcp 10.0.2.2:40001: CONNECTED  rc=0\n", "");
+        assert_eq!(net02(Ok(&open), &denied).0, Verdict::Fail);
+        // A probe that printed nothing proves nothing.
+        assert_eq!(net02(Ok(&out(1, "", "")), &denied).0, Verdict::Fail);
+        // Without a pod, the node's own attempt decides.
+        assert_eq!(net02(Err("no pod"), &denied).0, Verdict::Pass);
+    }
+
+    /// The connection probe against real listeners on this host's loopback:
+    /// an open port says CONNECTED, a closed one is refused.
+    #[test]
+    fn connect_probe_tells_open_from_refused() {
+        let Some(bb) = busybox() else {
+            eprintln!("no busybox here: connect probe skipped");
+            return;
+        };
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (p_open, p_closed) = (
+            open.local_addr().unwrap().port(),
+            closed.local_addr().unwrap().port(),
+        );
+        drop(closed);
+        let sc = connect_script("", &["127.0.0.1".into()], &[p_open, p_closed]);
+        let o = std::process::Command::new(bb)
+            .args(["sh", "-c", &sc])
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        let got = tcp_outcomes(&text);
+        assert_eq!(
+            got,
+            [
+                (format!("127.0.0.1:{p_open}"), "CONNECTED", true),
+                (format!("127.0.0.1:{p_closed}"), "refused", false),
+            ],
+            "{text}"
+        );
+        // And the ICMP counters of its network namespace.
+        assert!(
+            pod_icmp(&text).is_some_and(|n| n.contains("Icmp:InDestUnreachs=")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn node_counters_tell_what_the_kernel_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = dir.path().join("proc/net");
+        std::fs::create_dir_all(&net).unwrap();
+        let write = |icmp_out: u64, no_route: u64| {
+            std::fs::write(
+                net.join("snmp"),
+                format!("Ip: Forwarding InAddrErrors\nIp: 1 0\nIcmp: InMsgs OutRateLimitGlobal OutRateLimitHost OutDestUnreachs\nIcmp: 3 0 1 {icmp_out}\n"),
+            )
+            .unwrap();
+            std::fs::write(
+                net.join("netstat"),
+                format!("IpExt: InNoRoutes InOctets\nIpExt: {no_route} 99\n"),
+            )
+            .unwrap();
+        };
+        write(4, 0);
+        let before = net_counters(dir.path());
+        assert_eq!(before["Icmp:OutDestUnreachs"], 4);
+        assert_eq!(before["IpExt:InOctets"], 99);
+        write(13, 2);
+        assert_eq!(
+            refusals(&before, &net_counters(dir.path())),
+            "node: answered 9 attempts with ICMP destination unreachable during the probes (0 more held back by the ICMP rate limits)"
+        );
+    }
+
     #[tokio::test]
     async fn run_refuses_bad_requests_and_reports_a_missing_containerd() {
         let dir = tempfile::tempdir().unwrap();
@@ -1793,11 +2161,14 @@ mod tests {
             user_namespaces: false,
             egress: false,
             peers: vec![],
+            addresses: vec![],
+            host_port: None,
             containerd_wait: Duration::ZERO,
         };
         let bad = MatrixRunRequest {
             checks: vec!["BRK-99".into()],
             destructive: false,
+            ..Default::default()
         };
         assert_eq!(
             run(&bad, &env).await.unwrap_err().code,

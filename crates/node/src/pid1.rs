@@ -9,8 +9,10 @@ use super::containerd;
 use super::controller::NodeController;
 use super::etcd::Etcd;
 use super::modules::Pending;
+use super::net;
 use super::power;
 use super::reaper::{ReapMode, Reaper};
+use super::rlimit;
 use super::stage1::{self, Stage1};
 use super::stage2::{Prepared, Stage2};
 use super::supervisor::{self, ServiceState, Settings};
@@ -56,6 +58,7 @@ pub fn main(argv0: &str) -> ! {
         Ok(p) => p,
         Err(e) => fatal(&sys, &format!("stage 2: {e}")),
     };
+    harden();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -80,6 +83,28 @@ pub fn main(argv0: &str) -> ! {
     fatal(&sys, &format!("reboot(2) failed: {err}"));
 }
 
+/// PID 1's open-file limit, and the node's policy routing rules (the pods'
+/// block on the node API and etcd, the host's loopback out of reach), once
+/// the network is configured and before any service or the API starts. A
+/// failure is said on the console and the boot goes on (the matrix's BRK-10
+/// and NET-02 then fail).
+fn harden() {
+    match rlimit::raise_nofile(Path::new("/")) {
+        Ok((soft, hard)) => console::say(&format!(
+            "machined: open files: {soft} (hard {hard}); services start with {}",
+            rlimit::child_limit((soft, hard)).0
+        )),
+        Err(e) => console::say(&format!("machined: cannot raise the open-file limit: {e}")),
+    }
+    let rules = net::node_rules();
+    let installed =
+        net::rtnl::Netlink::open().map_err(|e| net::NetError::Step("netlink socket".into(), e));
+    match installed.and_then(|mut nl| net::install_rules(&mut nl, &rules)) {
+        Ok(()) => console::phase(console::Phase::NetworkRules(rules.len())),
+        Err(e) => console::say(&format!("machined: network rules: {e}")),
+    }
+}
+
 /// Services until a shutdown request; returns what to do with the machine.
 async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
     let reaper = Reaper::new(ReapMode::All);
@@ -101,9 +126,11 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
 
     // The node API, while containerd starts.
     let (power_tx, mut power_rx) = mpsc::channel::<PowerAction>(1);
-    let apid = match Apid::bind(apid::default_addr(), &config.pki).await {
+    let apid = match Apid::bind(&apid::node_addrs(&config), &config.pki).await {
         Ok(a) => {
-            console::phase(console::Phase::ApidListening(crate::machine::API_PORT));
+            console::phase(console::Phase::ApidListening(
+                a.local_addrs().unwrap_or_default(),
+            ));
             Some(a)
         }
         // The error names the PEM block, never its content.

@@ -565,6 +565,14 @@ async fn run_service(h: SupervisorHandle, i: usize, reaper: Reaper, settings: Se
 
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args);
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: lower_for_child makes only getrlimit/setrlimit calls.
+            // PID 1's own soft limit is high; services start from the usual one.
+            unsafe {
+                cmd.pre_exec(super::rlimit::lower_for_child);
+            }
+        }
         if spec.nice != 0 {
             let nice = spec.nice;
             use std::os::unix::process::CommandExt;

@@ -5,6 +5,10 @@
 //! anonymous and foreign-CA TLS), and merges everything into one [`Report`]
 //! that names the cluster file and the image manifest it ran against.
 //!
+//! For NET-02 it listens on a free port of the host's 127.0.0.1 during the
+//! run ([`LoopbackListener`]), passes the port in the request, and fails the
+//! check if anything connected to it.
+//!
 //! The destructive BRK-04-O (sysrq power-off) needs a throw-away node whose
 //! QEMU exit the host observes; it is an explicit SKIP until the lifecycle code
 //! can provide one.
@@ -126,6 +130,18 @@ pub async fn run(
         .map(|c| c.id)
         .collect();
 
+    // NET-02: a listener on the host's loopback for the run; the nodes try
+    // it through 10.0.2.2 and it counts who got through.
+    let loopback = if node_ids.iter().any(|i| i == "NET-02") {
+        Some(LoopbackListener::start().await)
+    } else {
+        None
+    };
+    let host_port = loopback
+        .as_ref()
+        .and_then(|l| l.as_ref().ok())
+        .map(|l| l.port);
+
     // The nodes' checks run concurrently with the host's.
     let node_fut = async {
         if node_ids.is_empty() {
@@ -134,6 +150,7 @@ pub async fn run(
         let req = MatrixRunRequest {
             checks: node_ids.clone(),
             destructive,
+            host_port,
         };
         let pending = std::sync::Mutex::new(
             ctx.targets
@@ -233,6 +250,9 @@ pub async fn run(
     if power_off {
         node_fates(ctx, &mut results).await;
     }
+    if let Some(l) = loopback {
+        net02_host_half(l, &mut results);
+    }
     manifests.sort();
     manifests.dedup();
     let image_manifest_sha256 = match manifests.as_slice() {
@@ -251,6 +271,76 @@ pub async fn run(
     };
     report.sort();
     Ok(report)
+}
+
+/// A TCP listener on the host's 127.0.0.1 (a free port) that accepts and
+/// counts connections until dropped: what a service on the host's loopback
+/// would see of NET-02's attempts.
+pub struct LoopbackListener {
+    pub port: u16,
+    accepted: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LoopbackListener {
+    pub async fn start() -> Result<LoopbackListener, String> {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("cannot listen on the host's 127.0.0.1: {e}"))?;
+        let port = l
+            .local_addr()
+            .map_err(|e| format!("listener address: {e}"))?
+            .port();
+        let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if l.accept().await.is_ok() {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        Ok(LoopbackListener {
+            port,
+            accepted,
+            task,
+        })
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for LoopbackListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// NET-02's host half: every node's result gets what the listener saw; a
+/// connection that reached it fails the check (whichever node made it), and
+/// so does a listener that could not start.
+fn net02_host_half(l: Result<LoopbackListener, String>, results: &mut [CheckResult]) {
+    for r in results.iter_mut().filter(|r| r.id == "NET-02") {
+        match &l {
+            Ok(l) => {
+                let n = l.accepted();
+                r.evidence.push(format!(
+                    "host: the listener on 127.0.0.1:{} accepted {n} connection(s) during the run",
+                    l.port
+                ));
+                if n > 0 {
+                    r.verdict = Verdict::Fail;
+                }
+            }
+            Err(e) => {
+                r.verdict = Verdict::Fail;
+                r.evidence.push(format!("host: {e}"));
+            }
+        }
+    }
 }
 
 /// RT-06's host half: the node's API still answers after the fork bomb.
@@ -725,6 +815,34 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert!(file_ref(&dir.path().join("nope")).is_none());
+    }
+
+    #[tokio::test]
+    async fn net02_fails_when_the_host_listener_was_reached() {
+        let result = |v| CheckResult::new("NET-02", "n1", v, vec![]);
+        let l = LoopbackListener::start().await.unwrap();
+        let mut quiet = vec![
+            result(Verdict::Pass),
+            result(Verdict::Skip { reason: "x".into() }),
+        ];
+        let _c = tokio::net::TcpStream::connect(("127.0.0.1", l.port))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while l.accepted() == 0 {
+            assert!(Instant::now() < deadline, "the listener saw nothing");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        net02_host_half(Ok(l), &mut quiet);
+        assert_eq!(quiet[0].verdict, Verdict::Fail);
+        assert!(quiet[0].evidence[0].contains("accepted 1 connection"));
+        let mut none = vec![result(Verdict::Pass)];
+        net02_host_half(Ok(LoopbackListener::start().await.unwrap()), &mut none);
+        assert_eq!(none[0].verdict, Verdict::Pass);
+        assert!(none[0].evidence[0].contains("accepted 0 connection"));
+        let mut broken = vec![result(Verdict::Pass)];
+        net02_host_half(Err("no".into()), &mut broken);
+        assert_eq!(broken[0].verdict, Verdict::Fail);
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub use parse::{
 };
 pub use types::{
     ByteSize, ClusterName, DEFAULT_CLUSTER_NAME, MAX_QUOTED_CHARS, NAME_RULE, NameError, NodeName,
-    SizeError, clip, clip_to,
+    ServiceName, SizeError, clip, clip_to,
 };
 
 use ipnet::Ipv4Net;

@@ -9,7 +9,16 @@
 //! owns TLS, routing, role checks and request limits; it does not supervise
 //! services or talk to etcd (that is the controller's job). It never logs
 //! request bodies or key material.
+//!
+//! Connections are bounded and timed ([`gate`]): at most
+//! [`Limits::max_handshakes`] in the TLS handshake (a new one pushes out
+//! the oldest silent one), at most [`Limits::max_connections`]
+//! authenticated, [`Limits::handshake_timeout`] to finish the handshake,
+//! [`Limits::idle_timeout`] to send each request's headers. The accept loop
+//! backs off when the process is out of descriptors instead of spinning.
+//! On a node it listens on the node's own addresses only ([`node_addrs`]).
 
+pub mod gate;
 pub mod memory;
 #[cfg(test)]
 mod tests;
@@ -17,7 +26,7 @@ mod tests;
 use crate::api::{
     Action, AddLearnerRequest, ApiError, ApplyConfigRequest, ErrorCode, JoinRequest, KvQuery,
     LogLine, LogsQuery, MAX_BODY_BYTES, MAX_MATRIX_CHECKS, MAX_TAIL, MatrixRunRequest, PutRequest,
-    Reply, Role, ServiceOp, allows, valid_name,
+    Reply, Role, ServiceName, ServiceOp, allows,
 };
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -26,6 +35,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::stream::{BoxStream, StreamExt};
+pub use gate::{Gate, GateStats, Limits};
 use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use std::future::Future;
@@ -33,11 +43,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
-/// How long a client may take to finish the TLS handshake, and to send a
-/// request's headers.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first pause of the accept loop when accept(2) fails for want of
+/// resources (descriptors, memory); doubled on each failure in a row.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest such pause.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The accept queue's length (the kernel caps it at `net.core.somaxconn`,
+/// 4096 by default): long enough that a burst of connections does not make
+/// the kernel drop a real client's SYN (which costs it a one-second
+/// retransmission) while the accept loop catches up.
+const LISTEN_BACKLOG: u32 = 4096;
+/// How long an (admin's) request body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Does the work behind the API. Implemented by machined's real controller
 /// (services, etcd) and by [`memory::MemoryController`].
@@ -70,9 +88,18 @@ pub enum ApidError {
     Io(#[from] std::io::Error),
 }
 
-/// The default listen address: every interface, port 50000.
-pub fn default_addr() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], crate::machine::API_PORT))
+/// Where apid listens on a node: the node's own addresses only, port 50000:
+/// the user-mode NIC's (where QEMU's hostfwd delivers the host's
+/// connections) and the cluster address (the other nodes). Not the pods'
+/// bridge, not loopback.
+pub fn node_addrs(cfg: &crate::machine::MachineConfig) -> Vec<SocketAddr> {
+    let port = crate::machine::API_PORT;
+    let mut addrs = vec![SocketAddr::from((crate::machine::USER_NET_GUEST, port))];
+    let cluster = SocketAddr::from((cfg.node.address, port));
+    if !addrs.contains(&cluster) {
+        addrs.push(cluster);
+    }
+    addrs
 }
 
 /// The rustls server config: `cert_pem`/`key_pem` as server identity, client
@@ -92,15 +119,20 @@ pub fn server_tls_config(
 
 /// A bound, not yet serving apid.
 pub struct Apid {
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
+    listeners: Vec<TcpListener>,
+    tls: Arc<rustls::ServerConfig>,
+    gate: Arc<Gate>,
 }
 
 impl Apid {
-    /// Binds `addr` with the node's API certificate from its machine config.
-    pub async fn bind(addr: SocketAddr, pki: &crate::machine::NodePki) -> Result<Apid, ApidError> {
+    /// Binds every address of `addrs` with the node's API certificate from
+    /// its machine config.
+    pub async fn bind(
+        addrs: &[SocketAddr],
+        pki: &crate::machine::NodePki,
+    ) -> Result<Apid, ApidError> {
         let config = server_tls_config(&pki.os_ca, &pki.api_cert, &pki.api_key)?;
-        Self::bind_with(addr, config).await
+        Self::bind_all_with(addrs, config).await
     }
 
     /// Binds `addr` with a ready TLS config.
@@ -108,50 +140,200 @@ impl Apid {
         addr: SocketAddr,
         config: rustls::ServerConfig,
     ) -> Result<Apid, ApidError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ApidError::Bind { addr, source })?;
+        Self::bind_all_with(&[addr], config).await
+    }
+
+    /// Binds every address of `addrs` (at least one) with a ready TLS config.
+    pub async fn bind_all_with(
+        addrs: &[SocketAddr],
+        config: rustls::ServerConfig,
+    ) -> Result<Apid, ApidError> {
+        let mut listeners = Vec::new();
+        for &addr in addrs {
+            let bind = || {
+                let socket = match addr {
+                    SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                socket.set_reuseaddr(true)?;
+                socket.bind(addr)?;
+                socket.listen(LISTEN_BACKLOG)
+            };
+            listeners.push(bind().map_err(|source| ApidError::Bind { addr, source })?);
+        }
+        if listeners.is_empty() {
+            return Err(ApidError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no address to listen on",
+            )));
+        }
         Ok(Apid {
-            listener,
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            listeners,
+            tls: Arc::new(config),
+            gate: Gate::new(Limits::default()),
         })
     }
 
-    pub fn local_addr(&self) -> Result<SocketAddr, ApidError> {
-        Ok(self.listener.local_addr()?)
+    /// Replaces the connection limits and timeouts (tests).
+    pub fn with_limits(mut self, limits: Limits) -> Apid {
+        self.gate = Gate::new(limits);
+        self
     }
 
-    /// Serves forever. Each connection runs in its own task: a failed handshake
-    /// or a broken connection only ends that task.
+    /// The first listening address.
+    pub fn local_addr(&self) -> Result<SocketAddr, ApidError> {
+        Ok(self.listeners[0].local_addr()?)
+    }
+
+    /// Every listening address.
+    pub fn local_addrs(&self) -> Result<Vec<SocketAddr>, ApidError> {
+        self.listeners.iter().map(|l| Ok(l.local_addr()?)).collect()
+    }
+
+    /// The admission state (its counters show what the connections do).
+    pub fn gate(&self) -> Arc<Gate> {
+        self.gate.clone()
+    }
+
+    /// Serves forever. Each connection runs in its own task, admitted by
+    /// the [`Gate`]: a failed, timed-out or evicted handshake or a broken
+    /// connection only ends that task.
     pub async fn serve<C: Controller>(self, controller: Arc<C>) -> Result<(), ApidError> {
-        let app = router(controller);
-        loop {
-            let (tcp, _peer) = match self.listener.accept().await {
-                Ok(c) => c,
-                // Transient accept errors (e.g. EMFILE): keep serving.
-                Err(_) => {
-                    tokio::task::yield_now().await;
-                    continue;
+        let shared = Arc::new(Shared {
+            app: router(controller),
+            tls: self.tls,
+            gate: self.gate,
+        });
+        let loops = self
+            .listeners
+            .into_iter()
+            .map(|l| accept_loop(l, shared.clone()));
+        futures::future::join_all(loops).await;
+        Ok(())
+    }
+}
+
+/// What every connection task of one apid shares.
+struct Shared {
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
+    gate: Arc<Gate>,
+}
+
+/// Whether accept(2) failed for want of resources (as opposed to an error
+/// of the one connection it was taking, which Linux reports on accept and
+/// which only asks to accept again).
+fn out_of_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Whether accept(2) reported an error of the connection it took (see
+/// accept(2), "Error handling"): accept the next one at once.
+fn connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::ECONNRESET
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+                | libc::EINTR
+        )
+    )
+}
+
+/// Accepts connections on `listener` forever; never spins: when the process
+/// is out of descriptors it drops one handshake (freeing a descriptor for
+/// the connection waiting) and pauses, longer each time in a row.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        match listener.accept().await {
+            Ok((tcp, _peer)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                let _ = tcp.set_nodelay(true);
+                let (socket, evicted) = shared.gate.admit(tcp);
+                tokio::spawn(connection(socket, evicted, shared.clone()));
+            }
+            Err(e) if connection_error(&e) => {}
+            Err(e) => {
+                if out_of_resources(&e) {
+                    shared.gate.evict_one_handshake();
                 }
-            };
-            let acceptor = self.acceptor.clone();
-            let app = app.clone();
-            tokio::spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                {
-                    Ok(Ok(tls)) => tls,
-                    _ => return,
-                };
-                let role = peer_role(tls.get_ref().1.peer_certificates());
-                let app = app.layer(axum::Extension(Peer { role }));
-                let service = hyper_util::service::TowerToHyperService::new(app);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(HANDSHAKE_TIMEOUT)
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
-            });
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
         }
+    }
+}
+
+/// One connection: the TLS handshake (bounded in time, evictable), then
+/// HTTP/1.1 with the peer's role, until the client goes, idles too long or
+/// is evicted.
+async fn connection(
+    socket: gate::Watched<tokio::net::TcpStream>,
+    mut evicted: gate::Evicted,
+    shared: Arc<Shared>,
+) {
+    let limits = shared.gate.limits();
+    let ticket = socket.ticket();
+    let handshake = async {
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), socket)
+                .await?;
+        ticket.hello();
+        start.into_stream(shared.tls.clone()).await
+    };
+    let tls = tokio::select! {
+        biased;
+        () = evicted.wait() => return,
+        r = tokio::time::timeout(limits.handshake_timeout, handshake) => match r {
+            Ok(Ok(tls)) => tls,
+            _ => return,
+        },
+    };
+    let role = peer_role(tls.get_ref().1.peer_certificates());
+    if !ticket.serve(role == Some(Role::Admin)) {
+        return;
+    }
+    let app = shared.app.clone().layer(axum::Extension(Peer { role }));
+    // Each request marks the connection busy until its response body is
+    // gone (a followed log stream stays busy), so that only idle
+    // connections are closed to make room.
+    let service = tower::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let busy = ticket.busy();
+        let app = app.clone();
+        async move {
+            let resp = app.oneshot(req).await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _held = &busy;
+                    frame
+                }))
+            }))
+        }
+    });
+    let service = hyper_util::service::TowerToHyperService::new(service);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+    tokio::select! {
+        biased;
+        () = evicted.wait() => {}
+        _ = conn => {}
     }
 }
 
@@ -272,17 +454,26 @@ async fn admin_body<T: DeserializeOwned>(
     {
         return Err(too_large());
     }
-    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
         .await
-        .map_err(|e| {
-            let limit = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if limit {
-                too_large()
-            } else {
-                ApiError::new(ErrorCode::BadRequest, "cannot read request body")
-            }
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "request body not received within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
         })?;
+    let bytes: Bytes = read.map_err(|e| {
+        let limit = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if limit {
+            too_large()
+        } else {
+            ApiError::new(ErrorCode::BadRequest, "cannot read request body")
+        }
+    })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid JSON body: {e}")))
 }
@@ -303,12 +494,10 @@ async fn simple<C: Controller, const N: u8>(State(c): St<C>, peer: PeerExt) -> R
     run(&*c, peer, Ok(action)).await
 }
 
-fn name_arg(name: String) -> Result<String, ApiError> {
-    if valid_name(&name) {
-        Ok(name)
-    } else {
-        Err(ApiError::new(ErrorCode::BadRequest, "invalid service name"))
-    }
+/// A service name from the path, by [`ServiceName`]'s rule.
+fn name_arg(name: String) -> Result<ServiceName, ApiError> {
+    name.parse()
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid service name: {e}")))
 }
 
 fn tail_arg(q: &LogsQuery) -> Result<Option<usize>, ApiError> {
@@ -361,7 +550,7 @@ async fn logs<C: Controller>(
     if let Err(e) = check(peer, Role::Reader) {
         return error(e);
     }
-    match c.follow_logs(service, tail).await {
+    match c.follow_logs(service.to_string(), tail).await {
         Ok(stream) => {
             let body = stream.map(|line| {
                 let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
