@@ -1,6 +1,6 @@
 //! The CRI wrapper and the node matrix executor against a real containerd on
 //! this host: a private containerd (own root, state and socket in a temp dir,
-//! the node's own config hardened by `agent::runtime_spec`), the offline busybox images
+//! the node's own config hardened by `ironclad_node::runtime_spec`), the offline busybox images
 //! built the way the image builder does, real pods, real exec probes.
 //!
 //! Needs root, the distribution's `containerd`, `runc`, `ctr` and a static

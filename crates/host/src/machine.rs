@@ -108,7 +108,7 @@ pub fn render(
         .os_ca
         .issue_node_api(name, node.address)
         .map_err(pki_err)?;
-    // etcd: machined reaches its own etcd on 127.0.0.1 (see agent::etcd).
+    // etcd: machined reaches its own etcd on 127.0.0.1 (see ironclad_node::etcd).
     let etcd_dns = [name, "localhost"];
     let etcd_ips = [node.address, Ipv4Addr::LOCALHOST];
     let (etcd_pki, etcd) = match node.role {

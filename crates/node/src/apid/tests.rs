@@ -623,13 +623,13 @@ async fn connection_flood_does_not_lock_the_admin_out() {
     // One client (and so one new connection) per call under the flood.
     let admins: Vec<NodeClient> = (0..20).map(|_| f.client(Role::Admin)).collect();
     let admin = f.client(Role::Admin);
+    // The helper's test name: this module's path without the crate's name.
+    let helper = format!(
+        "{}::flood_helper",
+        module_path!().split_once("::").unwrap().1
+    );
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "agent::apid::tests::flood_helper",
-            "--ignored",
-            "--nocapture",
-        ])
+        .args(["--exact", helper.as_str(), "--ignored", "--nocapture"])
         .env(FLOOD_ADDR_ENV, f.addr.to_string())
         .env(FLOOD_HELLO_ENV, hex::encode(client_hello(&f)))
         .stdin(std::process::Stdio::piped())
