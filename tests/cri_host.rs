@@ -1,6 +1,6 @@
 //! The CRI wrapper and the node matrix executor against a real containerd on
 //! this host: a private containerd (own root, state and socket in a temp dir,
-//! the node's own config hardened by `agent::runtime_spec`), the offline busybox images
+//! the node's own config hardened by `ironclad_node::runtime_spec`), the offline busybox images
 //! built the way the image builder does, real pods, real exec probes.
 //!
 //! Needs root, the distribution's `containerd`, `runc`, `ctr` and a static
@@ -12,13 +12,13 @@
 //! Docker's containerd). Pods use the host network (no CNI here) and send
 //! traffic only to loopback.
 
-use ironclad::agent::cri::{Cri, LABEL, PodOptions, Variant};
-use ironclad::agent::matrix::{NodeEnv, run};
-use ironclad::agent::{containerd, runtime_spec};
-use ironclad::api::MatrixRunRequest;
-use ironclad::image::oci::{PAUSE_REF, TOOLBOX_REF, images_archive};
-use ironclad::machine::ContainerdSettings;
-use ironclad::matrix::Verdict;
+use ironclad_contract::api::MatrixRunRequest;
+use ironclad_host::image::oci::{PAUSE_REF, TOOLBOX_REF, images_archive};
+use ironclad_host::machine::ContainerdSettings;
+use ironclad_host::matrix::Verdict;
+use ironclad_node::cri::{Cri, LABEL, PodOptions, Variant};
+use ironclad_node::matrix::{NodeEnv, run};
+use ironclad_node::{containerd, runtime_spec};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -296,13 +296,13 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         .await
         .unwrap();
     assert_eq!(
-        ironclad::agent::matrix::rt01(&st.stdout).0,
+        ironclad_node::matrix::rt01(&st.stdout).0,
         Verdict::Pass,
         "{}",
         st.stdout
     );
     assert_eq!(
-        ironclad::agent::matrix::rt02(&st.stdout).0,
+        ironclad_node::matrix::rt02(&st.stdout).0,
         Verdict::Pass,
         "{}",
         st.stdout

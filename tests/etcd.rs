@@ -9,18 +9,18 @@
 //! `/usr/bin/etcd` (or `IRONCLAD_TEST_ETCD`); without it the tests fail with
 //! a message saying so.
 
-use ironclad::agent::apid::{Apid, Controller};
-use ironclad::agent::etcd::{self, Etcd, EtcdOptions};
-use ironclad::agent::reaper::{ReapMode, Reaper};
-use ironclad::agent::supervisor::{self, ServiceState as SupState, Settings, SupervisorHandle};
-use ironclad::api::{
+use ironclad_contract::api::{
     self, Action, ApiError, ErrorCode, LogLine, Reply, Role, ServiceList, ServiceOp, ServiceStatus,
 };
-use ironclad::client::{ClientError, NodeClient};
-use ironclad::cluster::etcd::{ControlPlane, ConvergeOptions, Step, converge, member_by_peer};
-use ironclad::machine::{self, MachineConfig};
-use ironclad::pki::{Secrets, issue_client_cert};
-use ironclad::spec::Role as NodeRole;
+use ironclad_host::client::{ClientError, NodeClient};
+use ironclad_host::cluster::etcd::{ControlPlane, ConvergeOptions, Step, converge, member_by_peer};
+use ironclad_host::machine::{self, MachineConfig};
+use ironclad_host::pki::{Secrets, issue_client_cert};
+use ironclad_host::spec::Role as NodeRole;
+use ironclad_node::apid::{Apid, Controller};
+use ironclad_node::etcd::{self, Etcd, EtcdOptions};
+use ironclad_node::reaper::{ReapMode, Reaper};
+use ironclad_node::supervisor::{self, ServiceState as SupState, Settings, SupervisorHandle};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,7 +52,7 @@ fn cluster(name: &str, cidr: &str) -> (Secrets, Vec<MachineConfig>) {
     let src = format!(
         "apiVersion: ironclad.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: {name}}}\nspec:\n  network: {{cidr: {cidr}}}\n  controlPlanes: {{count: 3}}\n  workers: {{count: 1}}\n"
     );
-    let c = ironclad::spec::parse::parse_cluster(&src, "t.yaml").expect("cluster file");
+    let c = ironclad_host::spec::parse::parse_cluster(&src, "t.yaml").expect("cluster file");
     let secrets = Secrets::generate(name).unwrap();
     let cfgs = c
         .nodes
@@ -336,10 +336,10 @@ async fn three_control_planes_bootstrap_join_promote_and_survive_restarts() {
     let refs: Vec<&Node> = nodes.iter().collect();
     write_client_yaml(state.path(), "etl", &cfgs, &secrets, &refs);
     let client_yaml =
-        ironclad::cluster::paths::ClusterPaths::new(state.path(), &"etl".parse().unwrap())
+        ironclad_host::cluster::paths::ClusterPaths::new(state.path(), &"etl".parse().unwrap())
             .client_yaml();
     let again = std::thread::spawn(move || {
-        ironclad::cluster::etcd::converge_blocking(
+        ironclad_host::cluster::etcd::converge_blocking(
             &client_yaml,
             ConvergeOptions::default(),
             &mut |_, _| {},
@@ -609,23 +609,23 @@ fn write_client_yaml(
     secrets: &Secrets,
     running: &[&Node],
 ) {
-    let name: ironclad::spec::ClusterName = name.parse().unwrap();
-    let paths = ironclad::cluster::paths::ClusterPaths::new(state, &name);
+    let name: ironclad_host::spec::ClusterName = name.parse().unwrap();
+    let paths = ironclad_host::cluster::paths::ClusterPaths::new(state, &name);
     paths.claim(&name).unwrap();
     let cert = issue_client_cert(&secrets.os_ca, Role::Admin, "admin").unwrap();
     let (crt, key) = (paths.dir().join("admin.crt"), paths.dir().join("admin.key"));
     std::fs::write(&crt, &cert.cert_pem).unwrap();
-    ironclad::fsutil::write_secret(&key, cert.key_pem.as_bytes()).unwrap();
-    let cc = ironclad::clientconfig::ClientConfig {
-        api_version: ironclad::API_VERSION.into(),
-        kind: ironclad::clientconfig::KIND.into(),
+    ironclad_contract::fsutil::write_secret(&key, cert.key_pem.as_bytes()).unwrap();
+    let cc = ironclad_host::clientconfig::ClientConfig {
+        api_version: ironclad_contract::API_VERSION.into(),
+        kind: ironclad_host::clientconfig::KIND.into(),
         cluster: name.clone(),
         os_ca: secrets.os_ca.cert_pem().into(),
         cert: crt,
         key,
         nodes: cfgs
             .iter()
-            .map(|c| ironclad::clientconfig::ClientNode {
+            .map(|c| ironclad_host::clientconfig::ClientNode {
                 name: c.node.name.clone(),
                 role: c.node.role,
                 address: c.node.address,

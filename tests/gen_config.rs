@@ -2,8 +2,8 @@
 //! example cluster files, every chain checked with `openssl verify`, file modes,
 //! what each node config holds and does not hold, and re-runs into the same dir.
 
-use ironclad::machine::MachineConfig;
-use ironclad::spec::Role;
+use ironclad_host::machine::MachineConfig;
+use ironclad_host::spec::Role;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -8,8 +8,8 @@
 //! Every case runs against a scratch state dir full of canary files; each
 //! must survive, and each refusal must be exit 2 with the rule or the reason.
 
-use ironclad::cluster::paths::ClusterPaths;
-use ironclad::spec::ClusterName;
+use ironclad_host::cluster::paths::ClusterPaths;
+use ironclad_host::spec::ClusterName;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

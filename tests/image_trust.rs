@@ -4,10 +4,10 @@
 //! write are refused, and a cache hit whose parts do not match the manifest is
 //! caught. The real `ironclad` binary is run where the CLI's answer matters.
 
-use ironclad::image::cache::{self, image_key};
-use ironclad::image::manifest::{MANIFEST_KIND, Manifest, RecipeInfo, hash_file};
-use ironclad::image::recipe::EMBEDDED_TRIXIE;
-use ironclad::image::{BuildOptions, ImageError, Progress, RecipeRef, ensure_built};
+use ironclad_host::image::cache::{self, image_key};
+use ironclad_host::image::manifest::{MANIFEST_KIND, Manifest, RecipeInfo, hash_file};
+use ironclad_host::image::recipe::EMBEDDED_TRIXIE;
+use ironclad_host::image::{BuildOptions, ImageError, Progress, RecipeRef, ensure_built};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -199,7 +199,7 @@ fn a_cache_root_others_can_write_or_own_is_refused() {
 }
 
 fn rustix_euid() -> u32 {
-    ironclad::image::trust::euid()
+    ironclad_host::image::trust::euid()
 }
 
 #[derive(Default)]
@@ -241,7 +241,7 @@ fn entry_with_parts(cache: &Path, machined: &Path, scale: u64) -> PathBuf {
         parts.insert(part.to_string(), hash_file(&dir.join(part)).unwrap());
     }
     let manifest = Manifest {
-        api_version: ironclad::API_VERSION.to_string(),
+        api_version: ironclad_contract::API_VERSION.to_string(),
         kind: MANIFEST_KIND.to_string(),
         key: key.clone(),
         recipe: RecipeInfo {

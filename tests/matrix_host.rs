@@ -3,13 +3,13 @@
 //! node call `POST /v1/matrix/run`, CONF-01, CONF-02, CONF-05, API-04, the
 //! merged report and its renderers.
 
-use ironclad::agent::apid::memory::MemoryController;
-use ironclad::agent::apid::{Apid, server_tls_config};
-use ironclad::api::{ErrorCode, MatrixRunRequest, Role};
-use ironclad::client::{ClientError, NodeClient};
-use ironclad::matrix::run::{HostContext, Target, run};
-use ironclad::matrix::{Verdict, exit_status, render};
-use ironclad::pki::{Secrets, issue_client_cert};
+use ironclad_contract::api::{ErrorCode, MatrixRunRequest, Role};
+use ironclad_host::client::{ClientError, NodeClient};
+use ironclad_host::matrix::run::{HostContext, Target, run};
+use ironclad_host::matrix::{Verdict, exit_status, render};
+use ironclad_host::pki::{Secrets, issue_client_cert};
+use ironclad_node::apid::memory::MemoryController;
+use ironclad_node::apid::{Apid, server_tls_config};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -200,7 +200,7 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
 /// are loopback apids, JSON on stdout, JUnit to a file, exit statuses.
 #[test]
 fn cli_runs_the_matrix_from_the_state_dir() {
-    use ironclad::clientconfig::{ClientConfig, ClientNode, KIND};
+    use ironclad_host::clientconfig::{ClientConfig, ClientNode, KIND};
     use std::process::Command;
     let bin = env!("CARGO_BIN_EXE_ironclad");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -215,8 +215,8 @@ fn cli_runs_the_matrix_from_the_state_dir() {
         (a, b)
     });
     let state = tempfile::tempdir().unwrap();
-    let mx: ironclad::spec::ClusterName = "mx".parse().unwrap();
-    let paths = ironclad::cluster::paths::ClusterPaths::new(state.path(), &mx);
+    let mx: ironclad_host::spec::ClusterName = "mx".parse().unwrap();
+    let paths = ironclad_host::cluster::paths::ClusterPaths::new(state.path(), &mx);
     paths.claim(&mx).unwrap();
     let dir = paths.dir().to_path_buf();
     let admin = issue_client_cert(&secrets.os_ca, Role::Admin, "admin").unwrap();
@@ -224,7 +224,7 @@ fn cli_runs_the_matrix_from_the_state_dir() {
     std::fs::write(dir.join("admin.key"), &admin.key_pem).unwrap();
     std::fs::write(dir.join("cluster.yaml"), "name: mx\n").unwrap();
     let cfg = ClientConfig {
-        api_version: ironclad::API_VERSION.into(),
+        api_version: ironclad_contract::API_VERSION.into(),
         kind: KIND.into(),
         cluster: mx.clone(),
         os_ca: secrets.os_ca.cert_pem().into(),
@@ -233,13 +233,13 @@ fn cli_runs_the_matrix_from_the_state_dir() {
         nodes: vec![
             ClientNode {
                 name: "mx-cp-1".parse().unwrap(),
-                role: ironclad::spec::Role::ControlPlane,
+                role: ironclad_host::spec::Role::ControlPlane,
                 address: Ipv4Addr::new(10, 5, 0, 2),
                 endpoint: Some(cp),
             },
             ClientNode {
                 name: "mx-w-1".parse().unwrap(),
-                role: ironclad::spec::Role::Worker,
+                role: ironclad_host::spec::Role::Worker,
                 address: Ipv4Addr::new(10, 5, 0, 3),
                 endpoint: Some(w),
             },
@@ -264,7 +264,7 @@ fn cli_runs_the_matrix_from_the_state_dir() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: ironclad::matrix::Report = serde_json::from_str(&stdout).unwrap();
+    let report: ironclad_host::matrix::Report = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report.cluster, "mx");
     let f = report.cluster_file.unwrap();
     assert!(f.path.ends_with("clusters/mx/cluster.yaml"));

@@ -16,12 +16,12 @@
 //! failure the serial log is copied to `target/e2e-logs/`.
 
 use futures::StreamExt;
-use ironclad::api::ErrorCode;
-use ironclad::client::NodeClient;
-use ironclad::image::{BuildOptions, NoProgress, RecipeRef, ensure_built};
-use ironclad::machine::MachineConfig;
-use ironclad::pki::{self, ClientRole, Secrets};
-use ironclad::qemu::{Accel, ClusterNic, MachineType, UserNic, VmSpec};
+use ironclad_contract::api::ErrorCode;
+use ironclad_host::client::NodeClient;
+use ironclad_host::image::{BuildOptions, NoProgress, RecipeRef, ensure_built};
+use ironclad_host::machine::MachineConfig;
+use ironclad_host::pki::{self, ClientRole, Secrets};
+use ironclad_host::qemu::{Accel, ClusterNic, MachineType, UserNic, VmSpec};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -183,7 +183,7 @@ fn fact<'a>(log: &'a str, prefix: &str, n: usize) -> Option<&'a str> {
 async fn until_answers<T, F, Fut>(deadline: Instant, mut f: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ironclad::client::ClientError>>,
+    Fut: std::future::Future<Output = Result<T, ironclad_host::client::ClientError>>,
 {
     loop {
         match f().await {
@@ -205,7 +205,7 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-cache"));
     let opts = BuildOptions {
-        machined: Some(PathBuf::from(env!("CARGO_BIN_EXE_machined"))),
+        machined: Some(machined_binary()),
         cache_dir: Some(cache),
         refresh_base: false,
     };
@@ -226,8 +226,8 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     // A one-node cluster's config.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let cluster = ironclad::spec::parse_cluster(CLUSTER, "nb.yaml").expect("cluster parses");
-    let report = ironclad::configdir::generate(&cluster, &dir.join("config")).unwrap();
+    let cluster = ironclad_host::spec::parse_cluster(CLUSTER, "nb.yaml").expect("cluster parses");
+    let report = ironclad_host::configdir::generate(&cluster, &dir.join("config")).unwrap();
     let node = &report.nodes[0];
     let cfg_text = std::fs::read_to_string(&node.config).unwrap();
     let cfg = MachineConfig::from_yaml(&cfg_text).unwrap();
@@ -312,7 +312,7 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     let impostor = NodeClient::new("nb-cp-2", endpoint, &ca, &admin_cert, &admin_key).unwrap();
     let e = impostor.version().await.unwrap_err();
     assert!(
-        matches!(&e, ironclad::client::ClientError::WrongNode { presented, .. }
+        matches!(&e, ironclad_host::client::ClientError::WrongNode { presented, .. }
             if presented.contains(&node.name)),
         "{e}"
     );
@@ -329,7 +329,10 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
         .iter()
         .find(|s| s.name == "containerd")
         .expect("containerd is supervised");
-    assert_eq!(containerd.state, ironclad::api::ServiceState::Running);
+    assert_eq!(
+        containerd.state,
+        ironclad_contract::api::ServiceState::Running
+    );
     assert!(services.iter().any(|s| s.name == "etcd"), "{services:?}");
     let logs = admin.logs("containerd", Some(5)).await.unwrap().lines;
     assert!(!logs.is_empty() && logs.len() <= 5, "{logs:?}");
@@ -431,4 +434,16 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     eprintln!("QEMU exited after the API power-off: {st}");
     let log = vm.serial();
     assert!(log.contains("machined: shutdown requested by the node API (shutdown)"));
+}
+
+/// This build's machined: the workspace builds it beside `ironclad` (both are
+/// default members).
+fn machined_binary() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_ironclad")).with_file_name("machined");
+    assert!(
+        p.is_file(),
+        "{} is missing: build the whole workspace (cargo build --release) first",
+        p.display()
+    );
+    p
 }

@@ -2,12 +2,12 @@
 //! client.yaml, and a real apid (mTLS on 127.0.0.1) over the in-memory
 //! controller.
 
-use ironclad::agent::apid::memory::MemoryController;
-use ironclad::agent::apid::{Apid, server_tls_config};
-use ironclad::api::{LogLine, Role, ServiceList};
-use ironclad::clientconfig::{ClientConfig, ClientNode};
-use ironclad::cluster::paths::ClusterPaths;
-use ironclad::pki::{Secrets, issue_client_cert};
+use ironclad_contract::api::{LogLine, Role, ServiceList};
+use ironclad_host::clientconfig::{ClientConfig, ClientNode};
+use ironclad_host::cluster::paths::ClusterPaths;
+use ironclad_host::pki::{Secrets, issue_client_cert};
+use ironclad_node::apid::memory::MemoryController;
+use ironclad_node::apid::{Apid, server_tls_config};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
@@ -51,16 +51,19 @@ async fn start() -> Fixture {
 }
 
 fn write_cluster(state: &Path, name: &str, secrets: &Secrets, endpoint: SocketAddr) {
-    let name: ironclad::spec::ClusterName = name.parse().unwrap();
+    let name: ironclad_host::spec::ClusterName = name.parse().unwrap();
     let paths = ClusterPaths::new(state, &name);
     paths.claim(&name).unwrap();
     let cert = issue_client_cert(&secrets.os_ca, Role::Admin, "admin").unwrap();
     std::fs::write(paths.dir().join("admin.crt"), &cert.cert_pem).unwrap();
-    ironclad::fsutil::write_secret(&paths.dir().join("admin.key"), cert.key_pem.as_bytes())
-        .unwrap();
+    ironclad_contract::fsutil::write_secret(
+        &paths.dir().join("admin.key"),
+        cert.key_pem.as_bytes(),
+    )
+    .unwrap();
     ClientConfig {
-        api_version: ironclad::API_VERSION.into(),
-        kind: ironclad::clientconfig::KIND.into(),
+        api_version: ironclad_contract::API_VERSION.into(),
+        kind: ironclad_host::clientconfig::KIND.into(),
         cluster: name.clone(),
         os_ca: secrets.os_ca.cert_pem().into(),
         // Relative to client.yaml's directory.
@@ -68,7 +71,7 @@ fn write_cluster(state: &Path, name: &str, secrets: &Secrets, endpoint: SocketAd
         key: "admin.key".into(),
         nodes: vec![ClientNode {
             name: NODE.parse().unwrap(),
-            role: ironclad::spec::Role::ControlPlane,
+            role: ironclad_host::spec::Role::ControlPlane,
             address: Ipv4Addr::new(10, 5, 0, 2),
             endpoint: Some(endpoint),
         }],

@@ -9,15 +9,15 @@
 //! matrix) must notice that the node it meant to reach did not answer, say
 //! so, and send it nothing.
 
-use ironclad::agent::apid::memory::MemoryController;
-use ironclad::agent::apid::{Apid, server_tls_config};
-use ironclad::client::{ClientError, NodeClient};
-use ironclad::clientconfig::ClientConfig;
-use ironclad::cluster::etcd::{ConvergeError, ConvergeOptions, control_planes, converge};
-use ironclad::cluster::paths::ClusterPaths;
-use ironclad::machine::MachineConfig;
-use ironclad::matrix::Verdict;
-use ironclad::spec::parse_cluster;
+use ironclad_host::client::{ClientError, NodeClient};
+use ironclad_host::clientconfig::ClientConfig;
+use ironclad_host::cluster::etcd::{ConvergeError, ConvergeOptions, control_planes, converge};
+use ironclad_host::cluster::paths::ClusterPaths;
+use ironclad_host::machine::MachineConfig;
+use ironclad_host::matrix::Verdict;
+use ironclad_host::spec::parse_cluster;
+use ironclad_node::apid::memory::MemoryController;
+use ironclad_node::apid::{Apid, server_tls_config};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,7 +103,7 @@ async fn start() -> Cluster {
     let paths = ClusterPaths::new(state.path(), &name);
     paths.claim(&name).unwrap();
     let dir = paths.dir().to_path_buf();
-    let report = ironclad::configdir::generate(&cluster, &dir).unwrap();
+    let report = ironclad_host::configdir::generate(&cluster, &dir).unwrap();
     let mut nodes = Vec::new();
     for n in &report.nodes {
         let cfg = MachineConfig::from_yaml(&std::fs::read_to_string(&n.config).unwrap()).unwrap();
@@ -212,9 +212,9 @@ async fn a_matrix_run_through_an_impostor_cannot_pass() {
         c.client(cp).bootstrap().await.unwrap();
     }
     c.point(WORKER, c.node(CP1).addr);
-    let ctx = ironclad::matrix::run::load(c.state.path(), &"idt".parse().unwrap()).unwrap();
+    let ctx = ironclad_host::matrix::run::load(c.state.path(), &"idt".parse().unwrap()).unwrap();
     let checks: Vec<String> = ["CONF-01", "API-04"].map(String::from).to_vec();
-    let report = ironclad::matrix::run::run(&ctx, &checks, false, &|_| {})
+    let report = ironclad_host::matrix::run::run(&ctx, &checks, false, &|_| {})
         .await
         .unwrap();
     let verdict = |id: &str, node: &str| {
@@ -233,7 +233,7 @@ async fn a_matrix_run_through_an_impostor_cannot_pass() {
             assert_eq!(r.verdict, Verdict::Pass, "{id} on {cp}: {r:?}");
         }
     }
-    assert_eq!(ironclad::matrix::exit_status(&report), 1);
+    assert_eq!(ironclad_host::matrix::exit_status(&report), 1);
 }
 
 fn ironclad(state: &Path, args: &[&str]) -> (i32, String) {

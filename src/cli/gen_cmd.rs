@@ -166,7 +166,10 @@ struct ClientCertReport {
 }
 
 fn client_cert(args: ClientCertArgs) -> CliResult {
-    let role: ClientRole = args.role.parse().map_err(pki_failure)?;
+    let role: ClientRole = args
+        .role
+        .parse()
+        .map_err(|e: ironclad_contract::role::UnknownRole| pki_failure(e.into()))?;
     let cn = args.name.unwrap_or_else(|| role.as_str().to_string());
     // The name becomes file names: keep it to a safe, portable set.
     let safe = !cn.is_empty()

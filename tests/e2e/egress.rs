@@ -92,7 +92,7 @@ fn egress_keeps_the_hosts_loopback_and_the_node_ports_out_of_reach() {
 
     // NET-02: refused on the node itself (EACCES from the prohibit rule);
     // the pod's attempt answered "prohibited" by the node (it sees no route,
-    // or a timeout: see agent::matrix::refusals); the host's listener saw
+    // or a timeout: see ironclad_node::matrix::refusals); the host's listener saw
     // nothing.
     let net02 = result(&results, "NET-02");
     let ev = evidence(net02);

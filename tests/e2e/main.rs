@@ -80,7 +80,7 @@ fn dev_cluster_lifecycle() {
     let dir = h.cluster_dir("dev");
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
-    let client = ironclad::clientconfig::ClientConfig::load(&dir.join("client.yaml")).unwrap();
+    let client = ironclad_host::clientconfig::ClientConfig::load(&dir.join("client.yaml")).unwrap();
     for n in &client.nodes {
         let ep = n.endpoint.expect("endpoint recorded");
         assert!(ep.ip().is_loopback());
@@ -192,21 +192,21 @@ fn dev_cluster_lifecycle() {
     assert!(followed.contains("machined: ready"), "{followed}");
 }
 
-fn switch_status(path: &std::path::Path) -> ironclad::network::Status {
+fn switch_status(path: &std::path::Path) -> ironclad_host::network::Status {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut ctl = ironclad::network::ControlClient::connect(path)
+        let mut ctl = ironclad_host::network::ControlClient::connect(path)
             .await
             .unwrap();
         match ctl
-            .request(&ironclad::network::Request::Status {})
+            .request(&ironclad_host::network::Request::Status {})
             .await
             .unwrap()
         {
-            ironclad::network::Response::Status { status } => status,
+            ironclad_host::network::Response::Status { status } => status,
             other => panic!("unexpected {other:?}"),
         }
     })
@@ -271,8 +271,8 @@ fn refusals() {
     let h = Harness::new("refusals");
     // A cluster dir that exists (a half-made cluster is enough: create
     // writes the marker first).
-    let dev: ironclad::spec::ClusterName = "dev".parse().unwrap();
-    ironclad::cluster::paths::ClusterPaths::new(h.root(), &dev)
+    let dev: ironclad_host::spec::ClusterName = "dev".parse().unwrap();
+    ironclad_host::cluster::paths::ClusterPaths::new(h.root(), &dev)
         .claim(&dev)
         .unwrap();
     let create_dev = [
@@ -330,8 +330,8 @@ fn refusals() {
 #[test]
 fn harness_keeps_logs_of_leftover_clusters() {
     let h = Harness::new("harness_keeps_logs");
-    let leftover: ironclad::spec::ClusterName = "leftover".parse().unwrap();
-    ironclad::cluster::paths::ClusterPaths::new(h.root(), &leftover)
+    let leftover: ironclad_host::spec::ClusterName = "leftover".parse().unwrap();
+    ironclad_host::cluster::paths::ClusterPaths::new(h.root(), &leftover)
         .claim(&leftover)
         .unwrap();
     let logs = h.cluster_dir("leftover").join("logs");

@@ -1,0 +1,471 @@
+//! The conformance and breakout matrix as host and node agree on it: the
+//! check catalog (ids, titles, level, where each runs), verdicts and results,
+//! the merged report. The spec of every check is `MATRIX.md`; what each probe
+//! does is in `docs/matrix.md`.
+//!
+//! It runs nothing: the node side is machined's `matrix` module (CRI), the
+//! host side is the host's `matrix::run` (node API, TLS, etcd, clocks) and
+//! `matrix::render` (table, JSON, JUnit XML).
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Where a check needs to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// Needs only containerd on the node (CRI).
+    Cri,
+    /// Needs a Kubernetes API server.
+    Api,
+    /// A conformance check.
+    Conf,
+}
+
+/// Who executes a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Runner {
+    /// machined, through containerd's CRI, on every node.
+    Node,
+    /// The host, through the node API (once per cluster or per node).
+    Host,
+}
+
+/// One entry of the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Check {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub level: Level,
+    pub runner: Runner,
+    /// Only with `--destructive`.
+    pub destructive: bool,
+}
+
+const fn c(id: &'static str, title: &'static str, level: Level, runner: Runner) -> Check {
+    Check {
+        id,
+        title,
+        level,
+        runner,
+        destructive: false,
+    }
+}
+
+/// Every check, in report order.
+pub const CATALOG: &[Check] = &[
+    c(
+        "BRK-01",
+        "privileged hostPID pod: nsenter into PID 1 and run the node's shell",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "BRK-02",
+        "privileged hostPID pod: nsenter into PID 1 with its own busybox shell",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "BRK-03",
+        "write the node's root through /proc/1/root; remount / read-write",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "BRK-04",
+        "write /proc/sysrq-trigger (probe: h)",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "BRK-05",
+        "open the node's disks read-write",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c("BRK-06", "load a kernel module", Level::Cri, Runner::Node),
+    c(
+        "BRK-07",
+        "write core_pattern / uevent_helper / modprobe",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "BRK-08",
+        "cgroup v1 release_agent escape",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "BRK-09",
+        "ptrace a host process / write /proc/<pid>/mem",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "BRK-10",
+        "reach containerd.sock, the node API or etcd (50000, 2379, 2380) from a pod",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "RT-01",
+        "effective capabilities of a default container: no NET_RAW, no MKNOD",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "RT-02",
+        "seccomp mode of a default container is 2",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "RT-03",
+        "masked and read-only /proc and /sys paths",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "RT-04",
+        "no_new_privs in restricted pods",
+        Level::Cri,
+        Runner::Node,
+    ),
+    Check {
+        id: "BRK-04-O",
+        title: "destructive BRK-04: sysrq o (power-off) from each variant; the node's fate seen from the host",
+        level: Level::Cri,
+        runner: Runner::Node,
+        destructive: true,
+    },
+    Check {
+        id: "RT-06",
+        title: "fork bomb in a pod: EAGAIN at the pids limit, node API still answers",
+        level: Level::Cri,
+        runner: Runner::Node,
+        destructive: true,
+    },
+    c(
+        "RT-07",
+        "kernel hardening sysctls match the image's declared values",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "RT-08",
+        "user-namespaced pod: uid_map maps 0 to a non-zero host range",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "RT-09",
+        "gVisor pod: gVisor kernel, host kernel version not visible",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "RT-10",
+        "all capabilities inside gVisor or userns, then BRK-01..09: all fail",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "NET-01",
+        "a pod cannot reach the QEMU user-net gateway when egress is off",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "NET-02",
+        "a pod and the node cannot reach the host's loopback through 10.0.2.2, egress on or off",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        "API-04",
+        "anonymous access to the node API: TLS refused without a client certificate",
+        Level::Cri,
+        Runner::Host,
+    ),
+    c(
+        "CONF-01",
+        "every node's API answers with the expected version and role",
+        Level::Conf,
+        Runner::Host,
+    ),
+    c(
+        "CONF-02",
+        "etcd: voting members, health on all, a write on one is read on all",
+        Level::Conf,
+        Runner::Host,
+    ),
+    c(
+        "CONF-03",
+        "a pod runs to completion on each runtime class",
+        Level::Conf,
+        Runner::Node,
+    ),
+    c(
+        "CONF-04",
+        "node-to-node traffic on the cluster network (every pair)",
+        Level::Conf,
+        Runner::Node,
+    ),
+    c(
+        "CONF-05",
+        "time is in sync between nodes and the host",
+        Level::Conf,
+        Runner::Host,
+    ),
+];
+
+/// The catalog entry of `id` (case-insensitive).
+pub fn find(id: &str) -> Option<&'static Check> {
+    CATALOG.iter().find(|c| c.id.eq_ignore_ascii_case(id))
+}
+
+/// Why a requested set of checks is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectError {
+    #[error("unknown check {0:?} (see `ironclad matrix --list`)")]
+    Unknown(String),
+    #[error("check {0} is destructive: add --destructive to run it")]
+    NeedsDestructive(&'static str),
+}
+
+/// The checks to run: `requested` (all non-destructive ones when empty; the
+/// destructive ones too with `destructive`), in catalog order, no duplicates.
+pub fn select(requested: &[String], destructive: bool) -> Result<Vec<&'static Check>, SelectError> {
+    if requested.is_empty() {
+        return Ok(CATALOG
+            .iter()
+            .filter(|c| destructive || !c.destructive)
+            .collect());
+    }
+    let mut picked = Vec::new();
+    for r in requested {
+        let check = find(r.trim()).ok_or_else(|| SelectError::Unknown(r.clone()))?;
+        if check.destructive && !destructive {
+            return Err(SelectError::NeedsDestructive(check.id));
+        }
+        picked.push(check.id);
+    }
+    Ok(CATALOG.iter().filter(|c| picked.contains(&c.id)).collect())
+}
+
+/// A check's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Skip { reason: String },
+}
+
+impl Verdict {
+    pub fn skip(reason: impl Into<String>) -> Self {
+        Verdict::Skip {
+            reason: reason.into(),
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::Skip { .. } => "SKIP",
+        }
+    }
+
+    pub fn pass_if(ok: bool) -> Self {
+        if ok { Verdict::Pass } else { Verdict::Fail }
+    }
+}
+
+/// One check on one node (or on the cluster, `node` = `"cluster"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub id: String,
+    pub node: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// What was observed: command outputs, errnos, status lines.
+    pub evidence: Vec<String>,
+    #[serde(default)]
+    pub duration_ms: u64,
+}
+
+impl CheckResult {
+    pub fn new(id: &str, node: &str, verdict: Verdict, evidence: Vec<String>) -> Self {
+        CheckResult {
+            id: id.to_string(),
+            node: node.to_string(),
+            verdict,
+            evidence,
+            duration_ms: 0,
+        }
+    }
+}
+
+/// The node name used for results about the cluster as a whole.
+pub const CLUSTER_NODE: &str = "cluster";
+
+/// What a node sends back for `POST /v1/matrix/run`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeMatrixReport {
+    pub node: String,
+    /// `containerd 1.7.x` as the CRI reports it.
+    pub runtime: String,
+    /// sha256 of the node's `/usr/lib/ironclad/manifest.json` (the image copy,
+    /// without the `rootfs.squashfs` part entry).
+    #[serde(default)]
+    pub image_manifest_sha256: Option<String>,
+    pub results: Vec<CheckResult>,
+    pub duration_ms: u64,
+}
+
+/// A file the report ran against, by path and content hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    pub path: String,
+    pub sha256: String,
+}
+
+/// The merged report of one `ironclad matrix` run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub cluster: String,
+    pub cluster_file: Option<FileRef>,
+    pub image_manifest_sha256: Option<String>,
+    pub destructive: bool,
+    pub results: Vec<CheckResult>,
+    pub duration_ms: u64,
+}
+
+/// The report document's version.
+pub const REPORT_API_VERSION: &str = "ironclad.dev/v1alpha1";
+
+impl Report {
+    /// Counts of PASS, FAIL, SKIP.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut n = (0, 0, 0);
+        for r in &self.results {
+            match r.verdict {
+                Verdict::Pass => n.0 += 1,
+                Verdict::Fail => n.1 += 1,
+                Verdict::Skip { .. } => n.2 += 1,
+            }
+        }
+        n
+    }
+
+    /// Whether any check failed (the exit status is non-zero iff so).
+    pub fn failed(&self) -> bool {
+        self.results.iter().any(|r| r.verdict == Verdict::Fail)
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_millis(self.duration_ms)
+    }
+
+    /// Sorts results by catalog order, then node name.
+    pub fn sort(&mut self) {
+        let pos = |id: &str| {
+            CATALOG
+                .iter()
+                .position(|c| c.id == id)
+                .unwrap_or(usize::MAX)
+        };
+        self.results
+            .sort_by(|a, b| (pos(&a.id), &a.node).cmp(&(pos(&b.id), &b.node)));
+    }
+}
+
+/// The process exit status for a report: 0 iff no check failed.
+pub fn exit_status(report: &Report) -> u8 {
+    u8::from(report.failed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_ids_are_unique_and_cover_matrix_md() {
+        let mut ids: Vec<&str> = CATALOG.iter().map(|c| c.id).collect();
+        ids.sort();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!(ids.len(), n);
+        for id in [
+            "BRK-01", "BRK-10", "RT-01", "RT-10", "NET-01", "API-04", "CONF-01", "CONF-05",
+        ] {
+            assert!(find(id).is_some(), "{id}");
+        }
+        assert!(find("rt-06").unwrap().destructive);
+    }
+
+    #[test]
+    fn selection() {
+        let all = select(&[], false).unwrap();
+        assert!(all.iter().all(|c| !c.destructive));
+        assert!(select(&[], true).unwrap().len() > all.len());
+        let picked = select(&["rt-02".into(), "BRK-01".into(), "RT-02".into()], false).unwrap();
+        let ids: Vec<&str> = picked.iter().map(|c| c.id).collect();
+        assert_eq!(ids, ["BRK-01", "RT-02"]);
+        assert_eq!(
+            select(&["NOPE".into()], false),
+            Err(SelectError::Unknown("NOPE".into()))
+        );
+        assert_eq!(
+            select(&["RT-06".into()], false),
+            Err(SelectError::NeedsDestructive("RT-06"))
+        );
+    }
+
+    #[test]
+    fn verdict_json_shape() {
+        let r = CheckResult::new("RT-02", "cp-1", Verdict::skip("no runsc"), vec![]);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["verdict"], "SKIP");
+        assert_eq!(v["reason"], "no runsc");
+        let back: CheckResult = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        let p = serde_json::to_value(CheckResult::new("X", "n", Verdict::Pass, vec![])).unwrap();
+        assert_eq!(p["verdict"], "PASS");
+    }
+
+    fn report(verdicts: &[Verdict]) -> Report {
+        Report {
+            api_version: REPORT_API_VERSION.into(),
+            cluster: "dev".into(),
+            cluster_file: None,
+            image_manifest_sha256: None,
+            destructive: false,
+            results: verdicts
+                .iter()
+                .map(|v| CheckResult::new("RT-01", "n", v.clone(), vec![]))
+                .collect(),
+            duration_ms: 0,
+        }
+    }
+
+    #[test]
+    fn exit_status_is_nonzero_iff_a_check_failed() {
+        assert_eq!(exit_status(&report(&[])), 0);
+        assert_eq!(
+            exit_status(&report(&[Verdict::Pass, Verdict::skip("x")])),
+            0
+        );
+        assert_eq!(exit_status(&report(&[Verdict::Pass, Verdict::Fail])), 1);
+        assert_eq!(
+            report(&[Verdict::Pass, Verdict::Fail, Verdict::skip("y")]).counts(),
+            (1, 1, 1)
+        );
+    }
+}

@@ -1,0 +1,435 @@
+//! containerd 1.7: renders its config (version 2) and the CNI bridge config,
+//! describes the service for the supervisor, checks that it answers on its
+//! socket (an HTTP/2 handshake with its gRPC server) and imports the image's
+//! offline OCI archives into the `k8s.io` namespace.
+//!
+//! Runtimes: `runc` (the runc v2 shim), `crun` and `runsc` through the same
+//! shim with `BinaryName` (Debian ships no `containerd-shim-runsc-v1`).
+//! Measured under QEMU: `ctr run --runc-binary` works for runc and crun; with
+//! runsc the shim does drive `runsc create/start`, but runsc refuses to start a
+//! container whose network namespace is the root one ("cannot run with network
+//! enabled in root network namespace"). CRI pods always get their own netns
+//! from the CNI setup, so the CRI path is expected to work; it is not verified
+//! yet (no CRI client in the image), and a plain `ctr run` with runsc is not
+//! supported by this configuration.
+//!
+//! User namespaces for pods: containerd 1.7's CRI takes the pod's userns
+//! options (KEP-127, the pre-Kubernetes-1.27 form) with no config switch; it
+//! chowns the snapshot for the mapping (1.7 has no idmapped overlay mounts;
+//! that needs containerd 2.0 and runc 1.2, while trixie ships 1.7.24 and
+//! runc 1.1.15, crun 1.21). What the node provides: a real switch_root (a
+//! chrooted init cannot create user namespaces), a non-zero
+//! `user.max_user_namespaces` in the image sysctls, kernel 6.12. `ContainerdSettings::user_namespaces`
+//! changes nothing here yet: refusing userns pods would be admission's job.
+//! Not verified end to end (no CRI client in the image).
+
+use super::reaper::Reaper;
+use super::supervisor::{Backoff, Health, ServiceSpec};
+use crate::machine::ContainerdSettings;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// containerd's gRPC socket.
+pub const SOCKET: &str = "/run/containerd/containerd.sock";
+/// Where machined writes the config (the /etc overlay is writable).
+pub const CONFIG: &str = "/etc/containerd/config.toml";
+/// The CNI config machined writes.
+pub const CNI_CONFIG: &str = "/etc/cni/net.d/10-ironclad.conflist";
+/// The pause image shipped in the node image.
+pub const SANDBOX_IMAGE: &str = ironclad_contract::layout::PAUSE_REF;
+/// The pod network of the bridge CNI config (node-local; no masquerade).
+pub const POD_SUBNET: &str = "10.88.0.0/16";
+/// Offline OCI archives in the image.
+pub const IMAGES_DIR: &str = ironclad_contract::layout::IMAGES_DIR;
+/// libcni's state on the state disk: the cached results of each pod
+/// network's ADD and host-local's address leases.
+pub const CNI_STATE: &str = "/var/lib/cni";
+
+/// A runtime handler known to machined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runtime {
+    pub name: &'static str,
+    pub binary: &'static str,
+}
+
+/// Every runtime machined can register, in config order.
+pub const RUNTIMES: &[Runtime] = &[
+    Runtime {
+        name: "runc",
+        binary: "/usr/sbin/runc",
+    },
+    Runtime {
+        name: "crun",
+        binary: "/usr/bin/crun",
+    },
+    Runtime {
+        name: "runsc",
+        binary: RUNSC_WRAPPER,
+    },
+];
+
+/// gVisor as the runc shim runs it: a link to machined, which execs
+/// [`RUNSC`] with `--network=host` first. Debian's runsc (20240729) takes any
+/// network namespace for the root one on kernels that namespace
+/// `net.core.rmem_default` (6.12 does) and refuses to start a sandbox with its
+/// own network stack; with `host` it uses the stack of the pod's own network
+/// namespace (still not the node's), set up by CNI as for any pod.
+pub const RUNSC_WRAPPER: &str = "/run/ironclad/bin/runsc";
+/// The real runsc in the image.
+pub const RUNSC: &str = "/usr/bin/runsc";
+/// Where machined lives in the root (the wrapper's link target).
+pub const MACHINED: &str = "/usr/sbin/machined";
+
+/// Runs as [`RUNSC_WRAPPER`]: execs the real runsc with `--network=host`
+/// before the shim's arguments. Returns only on failure (exit status 127).
+pub fn runsc_wrapper(args: impl Iterator<Item = std::ffi::OsString>) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(RUNSC)
+        .arg("--network=host")
+        .args(args)
+        .exec();
+    eprintln!("ironclad runsc wrapper: cannot run {RUNSC}: {err}");
+    127
+}
+
+/// Whether machined was started as the runsc wrapper.
+pub fn is_runsc_wrapper(argv0: &str) -> bool {
+    Path::new(argv0).file_name().and_then(|n| n.to_str()) == Some("runsc")
+}
+
+/// Why containerd could not be configured or prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerdError {
+    #[error("unknown container runtime {0:?} (known: runc, crun, runsc)")]
+    UnknownRuntime(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The runtime handler of pods that name none: crun when the cluster has it
+/// (a C runtime: every container start and exec spawns the runtime, and
+/// under emulation runc's Go start-up costs seconds each time), else runc.
+pub fn default_runtime(settings: &ContainerdSettings) -> &'static str {
+    if settings.runtimes.iter().any(|r| r == "crun") {
+        "crun"
+    } else {
+        "runc"
+    }
+}
+
+/// Renders `config.toml` for the runtimes of `settings` (runc is always
+/// registered; the default handler is [`default_runtime`]).
+pub fn render_config(settings: &ContainerdSettings) -> Result<String, ContainerdError> {
+    for r in &settings.runtimes {
+        if !RUNTIMES.iter().any(|k| k.name == r) {
+            return Err(ContainerdError::UnknownRuntime(r.clone()));
+        }
+    }
+    let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
+    let mut s = String::new();
+    let _ = writeln!(s, "# Written by machined at boot; do not edit.");
+    let _ = writeln!(s, "version = 2");
+    let _ = writeln!(s, "root = \"/var/lib/containerd\"");
+    let _ = writeln!(s, "state = \"/run/containerd\"");
+    let _ = writeln!(
+        s,
+        "disabled_plugins = [\"io.containerd.snapshotter.v1.aufs\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.tracing.processor.v1.otlp\", \"io.containerd.internal.v1.tracing\"]"
+    );
+    let _ = writeln!(s, "\n[grpc]\n  address = \"{SOCKET}\"");
+    let _ = writeln!(s, "\n[{cri}]");
+    let _ = writeln!(s, "  sandbox_image = \"{SANDBOX_IMAGE}\"");
+    let _ = writeln!(s, "  enable_selinux = false");
+    let _ = writeln!(s, "  restrict_oom_score_adj = false");
+    let _ = writeln!(s, "\n[{cri}.containerd]");
+    let _ = writeln!(s, "  snapshotter = \"overlayfs\"");
+    let _ = writeln!(
+        s,
+        "  default_runtime_name = \"{}\"",
+        default_runtime(settings)
+    );
+    for rt in RUNTIMES {
+        if rt.name != "runc" && !settings.runtimes.iter().any(|r| r == rt.name) {
+            continue;
+        }
+        let _ = writeln!(s, "\n[{cri}.containerd.runtimes.{}]", rt.name);
+        let _ = writeln!(s, "  runtime_type = \"io.containerd.runc.v2\"");
+        let _ = writeln!(s, "\n[{cri}.containerd.runtimes.{}.options]", rt.name);
+        let _ = writeln!(s, "  BinaryName = \"{}\"", rt.binary);
+        let _ = writeln!(s, "  SystemdCgroup = false");
+    }
+    let _ = writeln!(s, "\n[{cri}.cni]");
+    let _ = writeln!(s, "  bin_dir = \"/usr/lib/cni\"");
+    let _ = writeln!(s, "  conf_dir = \"/etc/cni/net.d\"");
+    let _ = writeln!(s, "  max_conf_num = 1");
+    Ok(s)
+}
+
+/// The CNI network: a bridge with host-local addresses, no masquerade.
+pub fn render_cni() -> String {
+    let v = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "ironclad",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": true,
+                "ipMasq": false,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": POD_SUBNET}]],
+                    "routes": [{"dst": "0.0.0.0/0"}]
+                }
+            },
+            {"type": "loopback"}
+        ]
+    });
+    let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// Forgets the pod networks of the previous boot. None of them exists any
+/// more (their network namespaces went with the kernel), their leases would
+/// only shrink the address pool, and a result file cut short by a hard power
+/// off makes every later teardown of that sandbox fail ("failed to get
+/// network cached result: unexpected end of JSON input"). At boot only,
+/// before containerd starts: a restarted containerd keeps its pods.
+pub fn forget_previous_pod_networks(root: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(root.join(CNI_STATE.trim_start_matches('/'))) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes the containerd and CNI configs under `root`.
+pub fn write_configs(root: &Path, settings: &ContainerdSettings) -> Result<(), ContainerdError> {
+    // The hardening (no NET_RAW/MKNOD by default, seccomp RuntimeDefault when
+    // a pod asks for none) goes on top of the plain config; see runtime_spec.
+    let cfg = super::runtime_spec::harden_containerd_config(
+        &render_config(settings)?,
+        super::runtime_spec::BASE_SPEC_PATH,
+    );
+    for (rel, data) in [
+        (CONFIG, cfg),
+        (CNI_CONFIG, render_cni()),
+        (
+            super::runtime_spec::BASE_SPEC_PATH,
+            super::runtime_spec::render_base_runtime_spec(),
+        ),
+    ] {
+        let path = root.join(rel.trim_start_matches('/'));
+        let res = match path.parent() {
+            Some(p) => std::fs::create_dir_all(p),
+            None => Ok(()),
+        }
+        .and_then(|()| crate::fsutil::write_public(&path, data.as_bytes()));
+        res.map_err(|e| ContainerdError::Write { path, source: e })?;
+    }
+    let link = root.join(RUNSC_WRAPPER.trim_start_matches('/'));
+    let res = match link.parent() {
+        Some(p) => std::fs::create_dir_all(p),
+        None => Ok(()),
+    }
+    .and_then(|()| match std::fs::remove_file(&link) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => std::os::unix::fs::symlink(MACHINED, &link),
+    });
+    res.map_err(|e| ContainerdError::Write {
+        path: link,
+        source: e,
+    })?;
+    Ok(())
+}
+
+/// Checks that a gRPC (HTTP/2) server answers on `socket`: sends the client
+/// preface and an empty SETTINGS frame and expects a SETTINGS frame back.
+pub async fn probe(socket: &Path) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|e| format!("connect {}: {e}", socket.display()))?;
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        s.write_all(&hello).await.map_err(|e| e.to_string())?;
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).await.map_err(|e| e.to_string())?;
+        if head[3] == 4 {
+            Ok(())
+        } else {
+            Err(format!("unexpected HTTP/2 frame type {}", head[3]))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 2s".into()))
+}
+
+/// The supervisor entry for containerd.
+pub fn service(root: &Path) -> ServiceSpec {
+    let cfg = root.join(CONFIG.trim_start_matches('/'));
+    let mut s = ServiceSpec::new(
+        "containerd",
+        "/usr/bin/containerd",
+        &["--config", &cfg.to_string_lossy()],
+    );
+    s.env = vec![(
+        "PATH".into(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin".into(),
+    )];
+    let sock = root.join(SOCKET.trim_start_matches('/'));
+    s.health = Health::Probe {
+        probe: Arc::new(move || {
+            let sock = sock.clone();
+            Box::pin(async move { probe(&sock).await })
+        }),
+        interval: Duration::from_millis(25),
+        timeout: Duration::from_secs(60),
+    };
+    s.backoff = Backoff::default();
+    s
+}
+
+/// Imports every `*.tar` of `dir` into namespace `k8s.io` with `ctr`; returns
+/// the archives imported, or the first failure.
+pub async fn import_images(reaper: &Reaper, dir: &Path) -> Result<Vec<String>, String> {
+    let mut tars: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+        .collect();
+    tars.sort();
+    let mut done = Vec::new();
+    for t in tars {
+        let mut cmd = std::process::Command::new("/usr/bin/ctr");
+        cmd.args(["--address", SOCKET, "-n", "k8s.io", "images", "import"])
+            .arg(&t);
+        let (st, out) = reaper
+            .output(&mut cmd)
+            .await
+            .map_err(|e| format!("ctr: {e}"))?;
+        if !st.success() {
+            return Err(format!("import {}: {st}: {}", t.display(), out.trim()));
+        }
+        done.push(t.display().to_string());
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> ContainerdSettings {
+        ContainerdSettings {
+            runtimes: vec!["runc".into(), "crun".into(), "runsc".into()],
+            user_namespaces: false,
+        }
+    }
+
+    #[test]
+    fn previous_pod_networks_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("var/lib/cni/results");
+        std::fs::create_dir_all(&results).unwrap();
+        // What a power-off in the middle of a write leaves.
+        std::fs::write(results.join("ironclad-abc-eth0"), b"").unwrap();
+        forget_previous_pod_networks(dir.path()).unwrap();
+        assert!(!dir.path().join("var/lib/cni").exists());
+        // Nothing to forget on a first boot.
+        forget_previous_pod_networks(dir.path()).unwrap();
+        assert!(dir.path().join("var/lib").exists());
+    }
+
+    #[test]
+    fn config_matches_golden() {
+        let got = render_config(&all()).unwrap();
+        let want = include_str!("testdata/containerd-config.toml");
+        assert_eq!(
+            got, want,
+            "update crates/node/src/testdata/containerd-config.toml if intended"
+        );
+    }
+
+    #[test]
+    fn runtimes_are_filtered_and_validated() {
+        let cfg = render_config(&ContainerdSettings {
+            runtimes: vec!["crun".into()],
+            user_namespaces: false,
+        })
+        .unwrap();
+        assert!(cfg.contains("runtimes.runc]"));
+        assert!(cfg.contains("runtimes.crun]"));
+        assert!(!cfg.contains("runsc"));
+        let e = render_config(&ContainerdSettings {
+            runtimes: vec!["kata".into()],
+            user_namespaces: false,
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("kata"));
+    }
+
+    #[test]
+    fn cni_has_no_masquerade() {
+        let v: serde_json::Value = serde_json::from_str(&render_cni()).unwrap();
+        assert_eq!(v["plugins"][0]["type"], "bridge");
+        assert_eq!(v["plugins"][0]["ipMasq"], false);
+    }
+
+    #[test]
+    fn configs_are_written_under_root() {
+        let dir = tempfile::tempdir().unwrap();
+        write_configs(dir.path(), &all()).unwrap();
+        let cfg = std::fs::read_to_string(dir.path().join("etc/containerd/config.toml")).unwrap();
+        // The hardened config points at the base spec written beside it.
+        assert!(
+            cfg.contains("unset_seccomp_profile = \"runtime/default\""),
+            "{cfg}"
+        );
+        assert!(
+            cfg.contains(super::super::runtime_spec::BASE_SPEC_PATH),
+            "{cfg}"
+        );
+        let spec =
+            std::fs::read_to_string(dir.path().join("etc/containerd/base-runtime-spec.json"))
+                .unwrap();
+        assert!(
+            !spec.contains("CAP_NET_RAW") && !spec.contains("CAP_MKNOD"),
+            "{spec}"
+        );
+        assert!(
+            dir.path()
+                .join("etc/cni/net.d/10-ironclad.conflist")
+                .is_file()
+        );
+    }
+
+    #[tokio::test]
+    async fn probe_needs_an_http2_answer() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        assert!(probe(&sock).await.is_err());
+        let l = tokio::net::UnixListener::bind(&sock).unwrap();
+        tokio::spawn(async move {
+            for answer in [
+                vec![0u8, 0, 0, 4, 0, 0, 0, 0, 0],
+                b"HTTP/1.1 400\r\n".to_vec(),
+            ] {
+                let (mut c, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 33];
+                c.read_exact(&mut buf).await.unwrap();
+                c.write_all(&answer).await.unwrap();
+            }
+        });
+        probe(&sock).await.unwrap();
+        assert!(probe(&sock).await.is_err());
+    }
+}
