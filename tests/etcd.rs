@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 
 const API_PORT: u16 = 50000;
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a test's override of the etcd binary"
+)]
 fn etcd_program() -> PathBuf {
     let p = std::env::var_os("IRONCLAD_TEST_ETCD")
         .map(PathBuf::from)

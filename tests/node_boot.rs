@@ -198,6 +198,10 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test uses the cache the caller points it at"
+)]
 async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     // The image, with this build's machined.
     let cache = std::env::var_os("IRONCLAD_CACHE_DIR")

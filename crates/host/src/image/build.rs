@@ -117,6 +117,10 @@ impl BuiltImage {
 
 /// Finds an executable on `PATH` (and in the sbin dirs, which a normal user's
 /// PATH may lack).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a tool is looked up on PATH as a shell would"
+)]
 pub fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -131,6 +135,10 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
 
 /// The machined binary to put in the image: `explicit`, else
 /// `$IRONCLAD_MACHINED`, else `machined` beside the running executable.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "IRONCLAD_MACHINED is documented for every command that builds an image"
+)]
 pub fn locate_machined(explicit: Option<&Path>) -> Result<PathBuf, ImageError> {
     let mut looked = Vec::new();
     let candidates: Vec<PathBuf> = if let Some(p) = explicit {

@@ -77,6 +77,10 @@ impl std::fmt::Display for Damage {
 }
 
 /// The cache root from the environment.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the XDG base directory rules are defined on the environment"
+)]
 pub fn cache_root() -> Result<PathBuf, CacheError> {
     let var = |k: &str| {
         std::env::var_os(k)

@@ -544,6 +544,10 @@ const FLOOD_STUCK: usize = 100;
 /// again (and sends its ClientHello again), as an attacker would.
 #[test]
 #[ignore = "the flood of connection_flood_does_not_lock_the_admin_out, run in its child process"]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the parent test passes its server to the child this way"
+)]
 fn flood_helper() {
     use std::io::{BufRead, Read, Write};
     use std::sync::atomic::{AtomicBool, Ordering};
