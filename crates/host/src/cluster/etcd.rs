@@ -319,6 +319,25 @@ pub fn member_by_peer<'a>(members: &'a EtcdMembers, peer_url: &str) -> Option<&'
         .find(|m| m.peer_urls.iter().any(|u| u == peer_url))
 }
 
+/// Adds `name` at `peer_url` as a learner through `via`; its member id.
+/// Idempotent: when etcd refuses the add because a member with this peer URL
+/// exists, that member is the one asked for (an earlier try was added but its
+/// answer was lost, e.g. a timeout under load, and the retry asked again).
+/// Any other refusal is returned as it came.
+pub async fn add_learner(via: &NodeClient, name: &str, peer_url: &str) -> Result<u64, ClientError> {
+    match via.etcd_add_learner(name, peer_url).await {
+        Ok(m) => Ok(m.id),
+        Err(ClientError::Api(e)) if e.code == ErrorCode::Conflict => {
+            let members = via.etcd_members().await?;
+            match member_by_peer(&members, peer_url) {
+                Some(m) if m.name.is_empty() || m.name == name => Ok(m.id),
+                _ => Err(ClientError::Api(e)),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Brings every control plane of `cps` (the first bootstraps) into one etcd
 /// cluster as healthy voting members; returns the final member list.
 /// `progress` is called with a node name and each step done.
@@ -386,10 +405,10 @@ pub async fn converge(
                 if existing.is_none() {
                     let added = run
                         .retry(&via.name, "adding a learner", || {
-                            via.client.etcd_add_learner(&cp.name, &peer)
+                            add_learner(&via.client, &cp.name, &peer)
                         })
                         .await?;
-                    run.report(&cp.name, Step::LearnerAdded(added.id));
+                    run.report(&cp.name, Step::LearnerAdded(added));
                     members = run
                         .retry(&via.name, "listing members", || via.client.etcd_members())
                         .await?;
