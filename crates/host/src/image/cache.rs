@@ -54,10 +54,12 @@ pub enum CacheError {
 impl CacheError {
     /// Whether the user must fix the cache location (bad input, not a failure).
     pub fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
-            CacheError::Untrusted { .. } | CacheError::NotADirectory { .. } | CacheError::NoHome
-        )
+        match self {
+            CacheError::Untrusted { .. }
+            | CacheError::NotADirectory { .. }
+            | CacheError::NoHome => true,
+            CacheError::Io { .. } | CacheError::Ambiguous { .. } => false,
+        }
     }
 }
 

@@ -36,7 +36,7 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
     let cluster = opts.cluster;
     let name = &cluster.name;
     let paths = ClusterPaths::new(&opts.root, name);
-    match crate::cluster::paths::find(&opts.root, name).map_err(LifecycleError::failed)? {
+    match crate::cluster::paths::find(&opts.root, name)? {
         Found::Absent => {}
         Found::Cluster(_) => {
             return Err(LifecycleError::BadInput(format!(
@@ -82,7 +82,7 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
         if image.cache_hit { "cached" } else { "built" }
     ));
 
-    let lock = PortLock::acquire(&opts.root).map_err(LifecycleError::failed)?;
+    let lock = PortLock::acquire(&opts.root)?;
     // The directory is made exclusively, its marker first: of two creates of
     // the same name, one gets AlreadyExists here.
     paths.claim(name).map_err(|e| match e.kind() {
@@ -90,13 +90,17 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
             "a cluster named {name:?} already exists (state in {})",
             paths.dir().display()
         )),
-        _ => LifecycleError::Failed(format!("cannot create {}: {e}", paths.dir().display())),
+        _ => LifecycleError::CreateDir {
+            dir: paths.dir().to_path_buf(),
+            source: e,
+        },
     })?;
     let half_made = |e: LifecycleError| -> LifecycleError {
-        LifecycleError::Failed(format!(
-            "{e}\n(the half-made cluster is kept in {} for inspection; remove it with `ironclad destroy {name}`)",
-            paths.dir().display()
-        ))
+        LifecycleError::HalfMade {
+            error: Box::new(e),
+            dir: paths.dir().to_path_buf(),
+            name: name.clone(),
+        }
     };
     let state = prepare_dir(&paths, opts, accel, &image, &lock, progress).map_err(half_made)?;
     drop(lock);
@@ -127,18 +131,16 @@ pub(super) fn prepare_dir(
             crate::API_VERSION
         )
     });
-    crate::fsutil::write_secret(&paths.cluster_yaml(), source.as_bytes())
-        .map_err(LifecycleError::failed)?;
+    crate::fsutil::write_secret(&paths.cluster_yaml(), source.as_bytes())?;
     progress.line("secrets and machine configs");
-    crate::configdir::generate(cluster, paths.dir()).map_err(LifecycleError::failed)?;
+    crate::configdir::generate(cluster, paths.dir())?;
     for d in [paths.disks_dir(), paths.logs_dir(), paths.run_dir()] {
-        crate::fsutil::create_private_dir(&d).map_err(LifecycleError::failed)?;
+        crate::fsutil::create_private_dir(&d)?;
     }
-    let ports =
-        ports::allocate(&opts.root, cluster.nodes.len(), lock).map_err(LifecycleError::failed)?;
+    let ports = ports::allocate(&opts.root, cluster.nodes.len(), lock)?;
     let mut nodes = Vec::with_capacity(cluster.nodes.len());
     for (i, (n, port)) in cluster.nodes.iter().zip(ports).enumerate() {
-        let macs = crate::machine::node_macs(name, i).map_err(LifecycleError::failed)?;
+        let macs = crate::machine::node_macs(name, i)?;
         if let Some(why) = make_disk(&paths.disk(&n.name), n.disk.as_u64())? {
             progress.line(&format!(
                 "{}: state disk left blank, the node formats it on first boot ({why})",
@@ -178,9 +180,7 @@ pub(super) fn prepare_dir(
         },
         nodes,
     };
-    state
-        .save(&paths.cluster_json())
-        .map_err(LifecycleError::failed)?;
+    state.save(&paths.cluster_json())?;
     write_endpoints(paths, &state)?;
     Ok(state)
 }
@@ -188,11 +188,11 @@ pub(super) fn prepare_dir(
 /// Records each node's API endpoint (127.0.0.1:port) in the state dir's client.yaml.
 pub(super) fn write_endpoints(paths: &ClusterPaths, state: &ClusterState) -> Result<()> {
     let path = paths.client_yaml();
-    let mut client = ClientConfig::load(&path).map_err(LifecycleError::failed)?;
+    let mut client = ClientConfig::load(&path)?;
     for n in &mut client.nodes {
         if let Some(rec) = state.node(&n.name) {
             n.endpoint = Some(std::net::SocketAddr::from(([127, 0, 0, 1], rec.api_port)));
         }
     }
-    client.save(&path).map_err(LifecycleError::failed)
+    Ok(client.save(&path)?)
 }

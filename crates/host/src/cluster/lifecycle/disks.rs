@@ -24,8 +24,7 @@ pub(super) fn make_disk(path: &Path, bytes: u64) -> Result<Option<String>> {
     }
     // qemu-img honours the umask; the disk holds the node's secrets at rest.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(LifecycleError::failed)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(blank)
 }
 
@@ -34,20 +33,21 @@ pub(super) fn make_disk(path: &Path, bytes: u64) -> Result<Option<String>> {
 pub(super) fn formatted_disk(mke2fs: &Path, path: &Path, bytes: u64) -> Result<()> {
     let raw = path.with_extension("raw.tmp");
     let result = (|| {
-        std::fs::File::create(&raw)
-            .and_then(|f| f.set_len(bytes))
-            .map_err(LifecycleError::failed)?;
+        std::fs::File::create(&raw).and_then(|f| f.set_len(bytes))?;
         let raw_arg = raw.to_string_lossy();
         let out = std::process::Command::new(mke2fs)
             .args(crate::machine::mke2fs_args(&raw_arg))
             .output()
-            .map_err(|e| LifecycleError::Failed(format!("cannot run mke2fs: {e}")))?;
+            .map_err(|source| LifecycleError::ToolSpawn {
+                tool: "mke2fs",
+                source,
+            })?;
         if !out.status.success() {
-            return Err(LifecycleError::Failed(format!(
-                "mke2fs {} failed: {}",
-                raw.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            return Err(LifecycleError::ToolFailed {
+                tool: "mke2fs",
+                what: raw.display().to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
         }
         qemu_img(
             &["convert", "-q", "-f", "raw", "-O", "qcow2"],
@@ -64,13 +64,16 @@ pub(super) fn qemu_img(args: &[&str], files: &[&std::ffi::OsStr]) -> Result<()> 
         .args(args)
         .args(files)
         .output()
-        .map_err(|e| LifecycleError::Failed(format!("cannot run qemu-img: {e}")))?;
+        .map_err(|source| LifecycleError::ToolSpawn {
+            tool: "qemu-img",
+            source,
+        })?;
     if !out.status.success() {
-        return Err(LifecycleError::Failed(format!(
-            "qemu-img {} failed: {}",
-            args.first().copied().unwrap_or_default(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(LifecycleError::ToolFailed {
+            tool: "qemu-img",
+            what: args.first().copied().unwrap_or_default().to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }

@@ -30,7 +30,8 @@ pub use ironclad_contract::console::PREFIX as PHASE_PREFIX;
 /// The line machined prints on the serial console once it is ready.
 pub use ironclad_contract::console::READY_LINE;
 
-/// Lifecycle failures, by what the user can do about them.
+/// Lifecycle failures. The command line maps each variant to its exit status
+/// in one exhaustive match (`cli::lifecycle::exit_of`).
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
     /// Bad input: names, flags, an existing cluster.
@@ -42,17 +43,110 @@ pub enum LifecycleError {
         tools: Vec<String>,
         packages: Vec<String>,
     },
-    /// The operation failed.
-    #[error("{0}")]
-    Failed(String),
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    /// Reading or writing the state dir.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    State(#[from] crate::cluster::state::StateError),
+    #[error(transparent)]
+    Ports(#[from] crate::cluster::ports::PortError),
+    #[error(transparent)]
+    Configs(#[from] crate::configdir::ConfigDirError),
+    #[error(transparent)]
+    Render(#[from] crate::machine::RenderError),
+    #[error(transparent)]
+    ClientConfig(#[from] crate::clientconfig::ClientConfigError),
+    /// The supervisor could not be started.
+    #[error(transparent)]
+    Spawn(#[from] crate::cluster::supervisor::SupervisorError),
+    /// The supervisor's control socket.
+    #[error(transparent)]
+    Control(#[from] crate::cluster::control::ControlError),
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot remove {}: {source}", dir.display())]
+    RemoveDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// A host tool could not be started.
+    #[error("cannot run {tool}: {source}")]
+    ToolSpawn {
+        tool: &'static str,
+        source: std::io::Error,
+    },
+    /// A host tool ran and failed (`what`: its subcommand or file).
+    #[error("{tool} {what} failed: {stderr}")]
+    ToolFailed {
+        tool: &'static str,
+        what: String,
+        stderr: String,
+    },
+    #[error("the cluster supervisor exited at start ({status}); its log {} ends with:\n{tail}", log.display())]
+    SupervisorExited {
+        status: std::process::ExitStatus,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("the cluster supervisor did not answer within {} s; see {}", within.as_secs(), log.display())]
+    SupervisorSilent { within: Duration, log: PathBuf },
+    #[error("the cluster supervisor is gone; its log {} ends with:\n{tail}", log.display())]
+    SupervisorGone { log: PathBuf, tail: String },
+    #[error("the supervisor (pid {pid}) did not exit")]
+    SupervisorStuck { pid: u32 },
+    #[error("processes of cluster {cluster} survive SIGKILL: {pids:?}")]
+    Survivors {
+        cluster: ClusterName,
+        pids: Vec<u32>,
+    },
+    #[error("node {0} vanished from cluster.json")]
+    NodeVanished(NodeName),
+    /// A node's QEMU ended before the node was ready.
+    #[error(
+        "node {node} is {state} ({exit}) before it was ready; serial log {} ends with:\n{serial_tail}\nQEMU said:\n{qemu_tail}",
+        serial_log.display()
+    )]
+    NodeDown {
+        node: NodeName,
+        state: NodeState,
+        exit: String,
+        serial_log: PathBuf,
+        serial_tail: String,
+        qemu_tail: String,
+    },
+    #[error("nodes not ready before the deadline: {}; see their serial logs in {}", names(waiting), logs.display())]
+    NotReady {
+        waiting: Vec<NodeName>,
+        logs: PathBuf,
+    },
+    /// etcd did not converge.
+    #[error("etcd: {0}")]
+    Etcd(String),
+    #[error("etcd: the converge step panicked")]
+    EtcdPanicked,
+    /// `create` failed after the cluster's directory was made.
+    #[error(
+        "{error}\n(the half-made cluster is kept in {} for inspection; remove it with `ironclad destroy {name}`)",
+        dir.display()
+    )]
+    HalfMade {
+        error: Box<LifecycleError>,
+        dir: PathBuf,
+        name: ClusterName,
+    },
 }
 
-impl LifecycleError {
-    fn failed(e: impl std::fmt::Display) -> Self {
-        LifecycleError::Failed(e.to_string())
-    }
+fn names(nodes: &[NodeName]) -> String {
+    nodes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 type Result<T, E = LifecycleError> = std::result::Result<T, E>;
@@ -101,14 +195,16 @@ pub use readiness::*;
 fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .map_err(LifecycleError::failed)?;
+        .build()?;
     Ok(rt.block_on(f))
 }
 
 fn call(paths: &ClusterPaths, req: &Request, timeout: Duration) -> Result<()> {
-    block_on(control::call(&paths.supervisor_socket(), req, timeout))?
-        .map_err(LifecycleError::failed)
+    Ok(block_on(control::call(
+        &paths.supervisor_socket(),
+        req,
+        timeout,
+    ))??)
 }
 
 /// Makes sure a supervisor runs for the cluster (starting one if needed).
@@ -116,25 +212,26 @@ fn ensure_supervisor(paths: &ClusterPaths, progress: &dyn Progress) -> Result<u3
     if let Some(pid) = supervisor::running_pid(paths) {
         return Ok(pid);
     }
-    let mut child = supervisor::spawn_detached(paths).map_err(LifecycleError::failed)?;
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut child = supervisor::spawn_detached(paths)?;
+    let within = Duration::from_secs(15);
+    let deadline = Instant::now() + within;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(LifecycleError::Failed(format!(
-                "the cluster supervisor exited at start ({status}); its log {} ends with:\n{}",
-                paths.supervisor_log().display(),
-                tail(&paths.supervisor_log(), 10)
-            )));
+            return Err(LifecycleError::SupervisorExited {
+                status,
+                log: paths.supervisor_log(),
+                tail: tail(&paths.supervisor_log(), 10),
+            });
         }
         if call(paths, &Request::Ping {}, Duration::from_secs(2)).is_ok() {
             progress.line(&format!("supervisor running (pid {})", child.id()));
             return Ok(child.id());
         }
         if Instant::now() > deadline {
-            return Err(LifecycleError::Failed(format!(
-                "the cluster supervisor did not answer within 15 s; see {}",
-                paths.supervisor_log().display()
-            )));
+            return Err(LifecycleError::SupervisorSilent {
+                within,
+                log: paths.supervisor_log(),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -153,7 +250,7 @@ pub fn tail(path: &Path, n: usize) -> String {
 /// The cluster `name`: bad input when there is none, or when what is at its
 /// place is not a cluster's directory (see [`crate::cluster::paths::find`]).
 fn existing(root: &Path, name: &ClusterName) -> Result<ClusterPaths> {
-    match crate::cluster::paths::find(root, name).map_err(LifecycleError::failed)? {
+    match crate::cluster::paths::find(root, name)? {
         Found::Cluster(paths) => Ok(paths),
         Found::Absent => Err(LifecycleError::BadInput(format!(
             "no cluster named {name:?} under {}",
@@ -166,5 +263,5 @@ fn existing(root: &Path, name: &ClusterName) -> Result<ClusterPaths> {
 }
 
 fn load(paths: &ClusterPaths) -> Result<ClusterState> {
-    ClusterState::load(&paths.cluster_json()).map_err(LifecycleError::failed)
+    Ok(ClusterState::load(&paths.cluster_json())?)
 }

@@ -70,9 +70,7 @@ pub fn stop(
             )?;
             wait_gone(&[pid], Instant::now() + Duration::from_secs(10));
             if supervisor::is_supervisor_of(pid, paths.dir()) {
-                return Err(LifecycleError::Failed(format!(
-                    "the supervisor (pid {pid}) did not exit"
-                )));
+                return Err(LifecycleError::SupervisorStuck { pid });
             }
             Ok(())
         }
@@ -113,7 +111,7 @@ pub enum Destroyed {
 /// follow symbolic links (`remove_dir_all` unlinks them), so a link swapped
 /// in after the check removes only the link.
 pub fn destroy(root: &Path, name: &ClusterName) -> Result<Destroyed> {
-    let paths = match crate::cluster::paths::find(root, name).map_err(LifecycleError::failed)? {
+    let paths = match crate::cluster::paths::find(root, name)? {
         Found::Absent => return Ok(Destroyed::Absent),
         Found::Foreign { path, why } => {
             return Err(LifecycleError::BadInput(Found::foreign_message(
@@ -147,14 +145,16 @@ pub fn destroy(root: &Path, name: &ClusterName) -> Result<Destroyed> {
             }
         }
         if Instant::now() > deadline {
-            return Err(LifecycleError::Failed(format!(
-                "processes of cluster {name} survive SIGKILL: {pids:?}"
-            )));
+            return Err(LifecycleError::Survivors {
+                cluster: name.clone(),
+                pids,
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::fs::remove_dir_all(paths.dir()).map_err(|e| {
-        LifecycleError::Failed(format!("cannot remove {}: {e}", paths.dir().display()))
+    std::fs::remove_dir_all(paths.dir()).map_err(|source| LifecycleError::RemoveDir {
+        dir: paths.dir().to_path_buf(),
+        source,
     })?;
     Ok(Destroyed::Removed(paths.dir().to_path_buf()))
 }

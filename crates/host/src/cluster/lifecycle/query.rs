@@ -118,7 +118,7 @@ pub fn status(root: &Path, name: &ClusterName) -> Result<ClusterStatus> {
 pub fn list(root: &Path) -> Result<Vec<ClusterStatus>> {
     let names = crate::cluster::paths::list_clusters(root).map_err(|e| match e.kind() {
         std::io::ErrorKind::InvalidInput => LifecycleError::BadInput(e.to_string()),
-        _ => LifecycleError::failed(e),
+        _ => e.into(),
     })?;
     names.iter().map(|n| status(root, n)).collect()
 }
@@ -131,8 +131,7 @@ pub fn find_node(
 ) -> Result<ClusterPaths> {
     let all = match cluster {
         Some(c) => vec![existing(root, c)?],
-        None => crate::cluster::paths::list_clusters(root)
-            .map_err(LifecycleError::failed)?
+        None => crate::cluster::paths::list_clusters(root)?
             .iter()
             .map(|c| ClusterPaths::new(root, c))
             .collect(),
@@ -175,14 +174,14 @@ pub fn console(
         if !raw.is_empty() {
             shown.clear();
             escaper.push(&raw, &mut shown);
-            out.write_all(&shown).map_err(LifecycleError::failed)?;
-            out.flush().map_err(LifecycleError::failed)?;
+            out.write_all(&shown)?;
+            out.flush()?;
         }
         if !follow || !paths.dir().exists() {
             shown.clear();
             escaper.finish(&mut shown);
-            out.write_all(&shown).map_err(LifecycleError::failed)?;
-            return out.flush().map_err(LifecycleError::failed);
+            out.write_all(&shown)?;
+            return Ok(out.flush()?);
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -214,11 +213,11 @@ impl LogFollower {
             if let Some((f, _)) = &mut self.current {
                 // Truncated in place: start over.
                 let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-                let pos = f.stream_position().map_err(LifecycleError::failed)?;
+                let pos = f.stream_position()?;
                 if len < pos {
-                    f.seek(SeekFrom::Start(0)).map_err(LifecycleError::failed)?;
+                    f.seek(SeekFrom::Start(0))?;
                 }
-                f.read_to_end(out).map_err(LifecycleError::failed)?;
+                f.read_to_end(out)?;
             }
             let open_ino = self.current.as_ref().map(|(_, ino)| *ino);
             match at_path {

@@ -155,10 +155,8 @@ pub fn finish_converge(c: Converging, progress: &dyn Progress) -> Result<()> {
             progress.line(&format!("etcd: {members} voting members, healthy"));
             Ok(())
         }
-        Ok(Err(e)) => Err(LifecycleError::Failed(format!("etcd: {e}"))),
-        Err(_) => Err(LifecycleError::Failed(
-            "etcd: the converge step panicked".into(),
-        )),
+        Ok(Err(e)) => Err(LifecycleError::Etcd(e)),
+        Err(_) => Err(LifecycleError::EtcdPanicked),
     }
 }
 
@@ -176,32 +174,32 @@ pub fn wait_ready(
     let mut ready: Vec<(NodeName, f64)> = Vec::new();
     let mut phases: std::collections::HashMap<NodeName, String> = Default::default();
     loop {
-        let state = ClusterState::load(&paths.cluster_json()).map_err(LifecycleError::failed)?;
+        let state = ClusterState::load(&paths.cluster_json())?;
         if supervisor::running_pid(paths).is_none() {
-            return Err(LifecycleError::Failed(format!(
-                "the cluster supervisor is gone; its log {} ends with:\n{}",
-                paths.supervisor_log().display(),
-                tail(&paths.supervisor_log(), 10)
-            )));
+            return Err(LifecycleError::SupervisorGone {
+                log: paths.supervisor_log(),
+                tail: tail(&paths.supervisor_log(), 10),
+            });
         }
         for name in names {
             if ready.iter().any(|(n, _)| n == name) {
                 continue;
             }
             let Some(node) = state.node(name) else {
-                return Err(LifecycleError::Failed(format!(
-                    "node {name} vanished from cluster.json"
-                )));
+                return Err(LifecycleError::NodeVanished(name.clone()));
             };
             if !node.state.has_process() {
-                return Err(LifecycleError::Failed(format!(
-                    "node {name} is {} ({}) before it was ready; serial log {} ends with:\n{}\nQEMU said:\n{}",
-                    node.state,
-                    node.last_exit.as_deref().unwrap_or("no exit status"),
-                    paths.serial_log(name).display(),
-                    tail(&paths.serial_log(name), 10),
-                    tail(&paths.qemu_log(name), 5),
-                )));
+                return Err(LifecycleError::NodeDown {
+                    node: name.clone(),
+                    state: node.state,
+                    exit: node
+                        .last_exit
+                        .clone()
+                        .unwrap_or_else(|| "no exit status".into()),
+                    serial_log: paths.serial_log(name),
+                    serial_tail: tail(&paths.serial_log(name), 10),
+                    qemu_tail: tail(&paths.qemu_log(name), 5),
+                });
             }
             if let Some(p) = last_phase(paths, name)
                 && phases.get(name) != Some(&p)
@@ -223,15 +221,10 @@ pub fn wait_ready(
                 .iter()
                 .filter(|n| !ready.iter().any(|(r, _)| r == *n))
                 .collect();
-            return Err(LifecycleError::Failed(format!(
-                "nodes not ready before the deadline: {}; see their serial logs in {}",
-                waiting
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                paths.logs_dir().display()
-            )));
+            return Err(LifecycleError::NotReady {
+                waiting: waiting.into_iter().cloned().collect(),
+                logs: paths.logs_dir(),
+            });
         }
         std::thread::sleep(Duration::from_millis(200));
     }
