@@ -528,19 +528,16 @@ pub fn control_planes(client_yaml: &Path) -> Result<Vec<ControlPlane>, ConvergeE
 }
 
 /// [`converge`] for synchronous callers (`ironclad create`/`start`): every
-/// control plane of `client_yaml`, on a runtime of its own. Must not be
-/// called from inside a tokio runtime.
+/// control plane of `client_yaml`, on the host's runtime ([`crate::runtime`]).
+/// Must not be called from async code.
 pub fn converge_blocking(
     client_yaml: &Path,
     opts: ConvergeOptions,
     progress: &mut (dyn FnMut(&str, &Step) + Send),
 ) -> Result<EtcdMembers, ConvergeError> {
     let cps = control_planes(client_yaml)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ConvergeError::Setup(format!("async runtime: {e}")))?;
-    rt.block_on(converge(&cps, opts, progress))
+    crate::runtime::block_on(converge(&cps, opts, progress))
+        .map_err(|e| ConvergeError::Setup(format!("async runtime: {e}")))?
 }
 
 /// The key read to check that a member serves linearizable reads.

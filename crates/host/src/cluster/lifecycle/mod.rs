@@ -193,10 +193,7 @@ pub use query::*;
 pub use readiness::*;
 
 fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    Ok(rt.block_on(f))
+    Ok(crate::runtime::block_on(f)?)
 }
 
 fn call(paths: &ClusterPaths, req: &Request, timeout: Duration) -> Result<()> {

@@ -33,17 +33,12 @@ pub(super) fn api_answers(paths: &ClusterPaths, node: &NodeName) -> bool {
     else {
         return false;
     };
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return false;
-    };
-    rt.block_on(async {
+    crate::runtime::block_on(async {
         tokio::time::timeout(Duration::from_secs(5), client.health())
             .await
             .is_ok_and(|r| r.is_ok())
     })
+    .unwrap_or(false)
 }
 
 pub(super) fn serial_log_has(paths: &ClusterPaths, node: &NodeName, needle: &str) -> bool {
