@@ -1,5 +1,5 @@
 //! [`EtcdError`]: every way the node's etcd layer fails, and its one mapping
-//! to the node API's typed error ([`From<EtcdError> for ApiError`]: a stable
+//! to the node API's typed error (`From<EtcdError> for ApiError`: a stable
 //! code per variant, the variant's text as the message).
 //!
 //! It owns no I/O: the variants are raised by [`super::service`] (files,

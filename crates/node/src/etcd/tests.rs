@@ -147,6 +147,11 @@ fn api_errors_keep_their_codes_and_messages() {
         let api = ApiError::from(e);
         assert_eq!((api.code, api.message.as_str()), (code, message));
     }
+}
+
+/// The input checks' messages, exactly as before the typed errors.
+#[test]
+fn input_errors_keep_their_messages() {
     let e = check_peer_url("http://10.5.0.2:2380").unwrap_err();
     assert_eq!(
         ApiError::from(e).message,
