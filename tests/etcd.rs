@@ -278,7 +278,7 @@ fn workers_run_no_etcd() {
     assert!(!spec.autostart);
     assert_eq!(spec.program, Path::new("/nonexistent-root/usr/bin/etcd"));
     // The rendered config: explicit IP URLs, mutual TLS, data on the state disk.
-    let cfg = e.render_config(etcd::ClusterState::New, &[]).unwrap();
+    let cfg = e.render_config(&etcd::Start::Bootstrap).unwrap();
     let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     let ip = cp.node.address;
     assert_eq!(
