@@ -96,52 +96,27 @@ impl Drop for Containerd {
     }
 }
 
-/// The node's own containerd config (`containerd::render_config`, hardened by
-/// `runtime_spec::harden_containerd_config`), moved into `dir`: only paths
-/// change, and `restrict_oom_score_adj` (this host may not let even root
-/// lower oom_score_adj; the node does).
+/// The node's own containerd config (`containerd::Config::for_node`,
+/// hardened), moved into `dir`: only paths change, and
+/// `restrict_oom_score_adj` (this host may not let even root lower
+/// oom_score_adj; the node does).
 fn config(dir: &Path, socket: &Path, spec: &Path) -> String {
     let settings = ContainerdSettings {
         runtimes: runtimes(),
         user_namespaces: true,
     };
-    let node = containerd::render_config(&settings).unwrap();
-    let mut cfg = runtime_spec::harden_containerd_config(&node, &spec.display().to_string());
-    let swaps = [
-        (
-            "root = \"/var/lib/containerd\"",
-            format!("root = \"{}\"", dir.join("root").display()),
-        ),
-        (
-            "state = \"/run/containerd\"",
-            format!("state = \"{}\"", dir.join("state").display()),
-        ),
-        (
-            "address = \"/run/containerd/containerd.sock\"",
-            format!("address = \"{}\"", socket.display()),
-        ),
-        (
-            "restrict_oom_score_adj = false",
-            "restrict_oom_score_adj = true".to_string(),
-        ),
-        (
-            "bin_dir = \"/usr/lib/cni\"",
-            format!("bin_dir = \"{}\"", dir.join("cni").display()),
-        ),
-        (
-            "conf_dir = \"/etc/cni/net.d\"",
-            format!("conf_dir = \"{}\"", dir.join("cni").display()),
-        ),
-    ];
-    for (from, to) in swaps {
-        assert!(
-            cfg.contains(from),
-            "the node config has no {from:?} any more"
-        );
-        cfg = cfg.replace(from, &to);
-    }
-    assert!(!cfg.contains("\"/run/containerd") && !cfg.contains("/var/lib/containerd"));
-    cfg
+    let mut cfg = containerd::Config::for_node(&settings).unwrap();
+    cfg.harden(&spec.display().to_string());
+    cfg.root = dir.join("root").display().to_string();
+    cfg.state = dir.join("state").display().to_string();
+    cfg.grpc.address = socket.display().to_string();
+    let cri = cfg.cri_mut().expect("the node config has the CRI plugin");
+    cri.restrict_oom_score_adj = true;
+    cri.cni.bin_dir = dir.join("cni").display().to_string();
+    cri.cni.conf_dir = dir.join("cni").display().to_string();
+    let text = cfg.render().unwrap();
+    assert!(!text.contains("\"/run/containerd") && !text.contains("/var/lib/containerd"));
+    text
 }
 
 async fn start() -> Containerd {

@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 
 const API_PORT: u16 = 50000;
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a test's override of the etcd binary"
+)]
 fn etcd_program() -> PathBuf {
     let p = std::env::var_os("IRONCLAD_TEST_ETCD")
         .map(PathBuf::from)
@@ -274,7 +278,7 @@ fn workers_run_no_etcd() {
     assert!(!spec.autostart);
     assert_eq!(spec.program, Path::new("/nonexistent-root/usr/bin/etcd"));
     // The rendered config: explicit IP URLs, mutual TLS, data on the state disk.
-    let cfg = e.render_config(etcd::ClusterState::New, &[]).unwrap();
+    let cfg = e.render_config(&etcd::Start::Bootstrap).unwrap();
     let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     let ip = cp.node.address;
     assert_eq!(
@@ -528,6 +532,22 @@ async fn single_member_bootstrap_is_fast_and_refused_twice() {
         code(node.client.etcd_add_learner("ghost", &ghost).await),
         ErrorCode::Conflict
     );
+    // converge's add is idempotent: asked again (an earlier answer lost),
+    // the member with that peer URL is the one asked for...
+    assert_eq!(
+        ironclad_host::cluster::etcd::add_learner(&node.client, "ghost", &ghost)
+            .await
+            .unwrap(),
+        l.id
+    );
+    // ...and any other refusal stays one (etcd admits one learner at a time).
+    let ghost2_ip = std::net::Ipv4Addr::from(u32::from(ghost_ip) - 1);
+    let ghost2 = format!("https://{ghost2_ip}:2380");
+    assert_eq!(
+        code(ironclad_host::cluster::etcd::add_learner(&node.client, "ghost2", &ghost2).await),
+        ErrorCode::Conflict
+    );
+    assert_eq!(node.client.etcd_members().await.unwrap().members.len(), 2);
     assert_eq!(
         code(node.client.etcd_add_learner("ghost", "http://x").await),
         ErrorCode::BadRequest

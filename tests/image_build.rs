@@ -8,9 +8,11 @@
 use ironclad_host::image::initramfs::read_newc;
 use ironclad_host::image::manifest::hash_file;
 use ironclad_host::image::{BuildOptions, Progress, RecipeRef, ensure_built};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
+
+mod support;
 
 #[derive(Default)]
 struct Recorder(Mutex<Vec<String>>);
@@ -55,7 +57,7 @@ fn opts(cache: &Path, machined: &Path) -> BuildOptions {
 
 #[test]
 fn full_build_is_cached_complete_and_reproducible() {
-    let machined = machined_binary();
+    let machined = support::machined_binary();
     let recipe = RecipeRef::Name("trixie".into());
     let cache_a = tempfile::tempdir().unwrap();
     let progress = Recorder::default();
@@ -217,16 +219,4 @@ fn full_build_is_cached_complete_and_reproducible() {
         third.manifest.machined_sha256,
         second.manifest.machined_sha256
     );
-}
-
-/// This build's machined: the workspace builds it beside `ironclad` (both are
-/// default members).
-fn machined_binary() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_ironclad")).with_file_name("machined");
-    assert!(
-        p.is_file(),
-        "{} is missing: build the whole workspace (cargo build --release) first",
-        p.display()
-    );
-    p
 }

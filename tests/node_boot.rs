@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 const CLUSTER: &str = "\
 apiVersion: ironclad.dev/v1alpha1
 kind: Cluster
@@ -198,6 +200,10 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test uses the cache the caller points it at"
+)]
 async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     // The image, with this build's machined.
     let cache = std::env::var_os("IRONCLAD_CACHE_DIR")
@@ -205,7 +211,7 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-cache"));
     let opts = BuildOptions {
-        machined: Some(machined_binary()),
+        machined: Some(support::machined_binary()),
         cache_dir: Some(cache),
         refresh_base: false,
     };
@@ -434,16 +440,4 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     eprintln!("QEMU exited after the API power-off: {st}");
     let log = vm.serial();
     assert!(log.contains("machined: shutdown requested by the node API (shutdown)"));
-}
-
-/// This build's machined: the workspace builds it beside `ironclad` (both are
-/// default members).
-fn machined_binary() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_ironclad")).with_file_name("machined");
-    assert!(
-        p.is_file(),
-        "{} is missing: build the whole workspace (cargo build --release) first",
-        p.display()
-    );
-    p
 }

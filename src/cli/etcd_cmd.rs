@@ -2,7 +2,7 @@
 //! plane's node API (for people, tests and debugging). Without `--node`, the
 //! first control plane whose API and etcd answer is used.
 
-use super::node_cmd::{Selected, client_failure, json, runtime, select_cluster};
+use super::node_cmd::{Selected, client_failure, json, select_cluster};
 use super::{CliResult, Exit, Failure, Global, Output};
 use crate::api::{ErrorCode, EtcdMembers};
 use crate::client::{ClientError, NodeClient};
@@ -58,14 +58,13 @@ pub struct GetArgs {
 }
 
 pub fn run(g: &Global, cmd: EtcdCommand) -> CliResult {
-    let rt = runtime()?;
-    rt.block_on(async move {
+    super::block_on(async move {
         match cmd {
             EtcdCommand::Members(a) => members(g, a).await,
             EtcdCommand::Put(a) => put(g, a).await,
             EtcdCommand::Get(a) => get(g, a).await,
         }
-    })
+    })?
 }
 
 /// Whether another control plane may do better (this one is down or its etcd is).

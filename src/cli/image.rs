@@ -6,7 +6,7 @@
 //! `./my.yaml`); nothing is looked up in the current directory by name.
 
 use super::{CliResult, Exit, Failure, Output};
-use crate::image::{self, BuildOptions, ImageError, RecipeRef, StderrProgress, cache};
+use crate::image::{self, BuildOptions, ErrorClass, ImageError, RecipeRef, StderrProgress, cache};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Subcommand)]
@@ -55,14 +55,16 @@ pub struct InspectArgs {
 }
 
 fn failure(e: ImageError) -> Failure {
-    let exit = if e.is_missing_dependency() {
-        Exit::MissingDependency
-    } else if e.is_bad_input() {
-        Exit::BadInput
-    } else {
-        Exit::Failed
-    };
-    Failure::new(exit, miette::miette!("{e}"))
+    Failure::new(exit_of(&e), miette::miette!("{e}"))
+}
+
+/// The exit status of an image failure (by [`ImageError::class`]).
+pub fn exit_of(e: &ImageError) -> Exit {
+    match e.class() {
+        ErrorClass::BadInput => Exit::BadInput,
+        ErrorClass::MissingDependency => Exit::MissingDependency,
+        ErrorClass::Failed => Exit::Failed,
+    }
 }
 
 fn json(v: &impl serde::Serialize) -> Result<String, Failure> {

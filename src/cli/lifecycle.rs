@@ -112,14 +112,41 @@ impl Progress for Stderr {
 }
 
 fn failure(e: LifecycleError) -> Failure {
-    let exit = match &e {
-        LifecycleError::BadInput(_) => Exit::BadInput,
-        LifecycleError::MissingTools { .. } => Exit::MissingDependency,
-        LifecycleError::Image(i) if i.is_missing_dependency() => Exit::MissingDependency,
-        LifecycleError::Image(i) if i.is_bad_input() => Exit::BadInput,
-        LifecycleError::Image(_) | LifecycleError::Failed(_) => Exit::Failed,
-    };
-    Failure::new(exit, miette::miette!("{e}"))
+    Failure::new(exit_of(&e), miette::miette!("{e}"))
+}
+
+/// The exit status of each lifecycle failure: every variant named, so a new
+/// one cannot fall into a default by accident.
+pub fn exit_of(e: &LifecycleError) -> Exit {
+    use LifecycleError as E;
+    match e {
+        E::BadInput(_) => Exit::BadInput,
+        E::MissingTools { .. } => Exit::MissingDependency,
+        E::Image(i) => super::image::exit_of(i),
+        E::HalfMade { .. }
+        | E::Io(_)
+        | E::State(_)
+        | E::Ports(_)
+        | E::Configs(_)
+        | E::Render(_)
+        | E::ClientConfig(_)
+        | E::Spawn(_)
+        | E::Control(_)
+        | E::CreateDir { .. }
+        | E::RemoveDir { .. }
+        | E::ToolSpawn { .. }
+        | E::ToolFailed { .. }
+        | E::SupervisorExited { .. }
+        | E::SupervisorSilent { .. }
+        | E::SupervisorGone { .. }
+        | E::SupervisorStuck { .. }
+        | E::Survivors { .. }
+        | E::NodeVanished(_)
+        | E::NodeDown { .. }
+        | E::NotReady { .. }
+        | E::Etcd(_)
+        | E::EtcdPanicked => Exit::Failed,
+    }
 }
 
 fn json(v: &impl serde::Serialize) -> Result<String, Failure> {

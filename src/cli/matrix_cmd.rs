@@ -85,12 +85,10 @@ pub fn run(args: Args, global: &Global) -> CliResult {
     matrix::select(&args.checks, args.destructive).map_err(|e| Failure::msg(Exit::BadInput, e))?;
     let root = global.state_root()?;
     let name = cluster_name(&root, args.name.clone())?;
-    let runtime = tokio::runtime::Runtime::new()
-        .map_err(|e| Failure::msg(Exit::Failed, format!("tokio: {e}")))?;
-    let report = runtime.block_on(async {
+    let report = super::block_on(async {
         let ctx = matrix::run::load(&root, &name)?;
         matrix::run::run(&ctx, &args.checks, args.destructive, &say).await
-    });
+    })?;
     let report = report.map_err(|e| match e {
         matrix::run::MatrixError::Select(_) | matrix::run::MatrixError::NoCluster { .. } => {
             Failure::msg(Exit::BadInput, e)
@@ -134,14 +132,11 @@ pub fn run_after_create(
     output: Output,
     junit: Option<&Path>,
 ) -> CliResult {
-    let runtime = tokio::runtime::Runtime::new()
-        .map_err(|e| Failure::msg(Exit::Failed, format!("tokio: {e}")))?;
-    let report = runtime
-        .block_on(async {
-            let ctx = matrix::run::load(root, name)?;
-            matrix::run::run(&ctx, &[], false, &say).await
-        })
-        .map_err(|e| Failure::msg(Exit::Failed, e))?;
+    let report = super::block_on(async {
+        let ctx = matrix::run::load(root, name)?;
+        matrix::run::run(&ctx, &[], false, &say).await
+    })?
+    .map_err(|e| Failure::msg(Exit::Failed, e))?;
     print_report(&report, output, junit)
 }
 

@@ -181,6 +181,13 @@ fn install_report_hook() {
 }
 
 /// Entry point of the `ironclad` binary.
+/// Runs `f` on the process's one async runtime (`ironclad_host::runtime`),
+/// which the first command that needs it builds here, at the edge.
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, Failure> {
+    ironclad_host::runtime::block_on(f)
+        .map_err(|e| Failure::msg(Exit::Failed, format!("cannot start the async runtime: {e}")))
+}
+
 pub fn main() -> ExitCode {
     install_report_hook();
     let cli = Cli::parse();

@@ -196,21 +196,12 @@ pub(super) fn client_failure(e: ClientError) -> Failure {
     Failure::msg(exit, e)
 }
 
-/// A runtime for the command's network calls.
-pub(super) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::msg(Exit::Failed, format!("cannot start the async runtime: {e}")))
-}
-
 pub(super) fn json(v: &impl serde::Serialize) -> Result<String, Failure> {
     serde_json::to_string_pretty(v).map_err(|e| Failure::failed(miette::miette!("{e}")))
 }
 
 pub fn run(g: &Global, cmd: NodeCommand) -> CliResult {
-    let rt = runtime()?;
-    rt.block_on(async move {
+    super::block_on(async move {
         match cmd {
             NodeCommand::Services(a) => services(g, a).await,
             NodeCommand::Logs(a) => logs(g, a).await,
@@ -218,7 +209,7 @@ pub fn run(g: &Global, cmd: NodeCommand) -> CliResult {
             NodeCommand::Reboot(a) => power(g, a, true).await,
             NodeCommand::Shutdown(a) => power(g, a, false).await,
         }
-    })
+    })?
 }
 
 fn client_for(g: &Global, t: &Target) -> Result<NodeClient, Failure> {

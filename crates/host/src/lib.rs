@@ -26,6 +26,7 @@ pub mod matrix;
 pub mod network;
 pub mod pki;
 pub mod qemu;
+pub mod runtime;
 pub mod spec;
 
 pub use ironclad_contract as contract;

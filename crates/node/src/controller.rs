@@ -163,7 +163,7 @@ impl Controller for NodeController {
     async fn execute(&self, action: Action) -> Result<Reply, ApiError> {
         match action {
             Action::Version => Ok(Reply::Version(VersionInfo {
-                version: env!("CARGO_PKG_VERSION").to_string(),
+                version: ironclad_contract::VERSION.to_string(),
                 api: "v1".to_string(),
                 node: self.config.node.name.to_string(),
             })),

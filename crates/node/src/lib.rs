@@ -58,4 +58,4 @@ pub mod sys;
 pub mod sysctl;
 
 // The contract's modules, under the names this crate has always used.
-pub(crate) use ironclad_contract::{VERSION, api, fsutil, machine};
+pub(crate) use ironclad_contract::{api, fsutil, machine};

@@ -115,43 +115,6 @@ pub fn render_base_runtime_spec() -> String {
     s
 }
 
-/// The line for the CRI plugin's top-level table.
-pub fn unset_seccomp_line() -> String {
-    "  unset_seccomp_profile = \"runtime/default\"\n".to_string()
-}
-
-/// The line for each `...containerd.runtimes.<name>` table.
-pub fn base_spec_line(path: &str) -> String {
-    format!("  base_runtime_spec = \"{path}\"\n")
-}
-
-/// Adds the hardening lines to a containerd config rendered by
-/// [`crate::containerd::render_config`]: `unset_seccomp_profile` in the
-/// CRI plugin's table and `base_runtime_spec = spec_path` in every runtime's
-/// table. Idempotent; other lines are kept as they are.
-pub fn harden_containerd_config(config: &str, spec_path: &str) -> String {
-    const CRI: &str = "[plugins.\"io.containerd.grpc.v1.cri\"]";
-    const RUNTIMES: &str = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.";
-    if config.contains("unset_seccomp_profile") || config.contains("base_runtime_spec") {
-        return config.to_string();
-    }
-    let mut out = String::with_capacity(config.len() + 256);
-    for line in config.lines() {
-        out.push_str(line);
-        out.push('\n');
-        let t = line.trim();
-        if t == CRI {
-            out.push_str(&unset_seccomp_line());
-        } else if let Some(rest) = t.strip_prefix(RUNTIMES)
-            && rest.ends_with(']')
-            && !rest.contains('.')
-        {
-            out.push_str(&base_spec_line(spec_path));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,30 +125,38 @@ mod tests {
             runtimes: vec!["runc".into(), "crun".into(), "runsc".into()],
             user_namespaces: true,
         };
-        let cfg = crate::containerd::render_config(&settings).unwrap();
-        let h = harden_containerd_config(&cfg, BASE_SPEC_PATH);
-        assert_eq!(h.matches("base_runtime_spec = ").count(), 3);
+        let plain = crate::containerd::Config::for_node(&settings).unwrap();
+        let mut h = plain.clone();
+        h.harden(BASE_SPEC_PATH);
+        let cri = &h.plugins[crate::containerd::config::CRI_PLUGIN];
         assert_eq!(
-            h.matches("unset_seccomp_profile = \"runtime/default\"")
+            cri.unset_seccomp_profile.as_deref(),
+            Some("runtime/default")
+        );
+        assert_eq!(cri.containerd.runtimes.len(), 3);
+        for rt in cri.containerd.runtimes.values() {
+            assert_eq!(rt.base_runtime_spec.as_deref(), Some(BASE_SPEC_PATH));
+        }
+        // Idempotent, and nothing else changed.
+        let mut again = h.clone();
+        again.harden(BASE_SPEC_PATH);
+        assert_eq!(again, h);
+        let mut undone = h.clone();
+        let cri = undone.cri_mut().unwrap();
+        cri.unset_seccomp_profile = None;
+        for rt in cri.containerd.runtimes.values_mut() {
+            rt.base_runtime_spec = None;
+        }
+        assert_eq!(undone, plain);
+        // In the file: the keys land in their tables.
+        let text = h.render().unwrap();
+        assert_eq!(text.matches("base_runtime_spec = ").count(), 3);
+        assert_eq!(
+            text.matches("unset_seccomp_profile = \"runtime/default\"")
                 .count(),
             1
         );
-        // Each line lands in its table.
-        let after = |header: &str| {
-            let i = h.find(header).unwrap() + header.len();
-            h[i..].lines().nth(1).unwrap().to_string()
-        };
-        assert!(after("[plugins.\"io.containerd.grpc.v1.cri\"]").contains("unset_seccomp_profile"));
-        assert!(after("runtimes.runsc]").contains("base_runtime_spec"));
-        assert!(!after("runtimes.runsc.options]").contains("base_runtime_spec"));
-        assert_eq!(harden_containerd_config(&h, BASE_SPEC_PATH), h);
-        // Nothing else changed.
-        let stripped: String = h
-            .lines()
-            .filter(|l| !l.contains("base_runtime_spec") && !l.contains("unset_seccomp_profile"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        assert_eq!(stripped, cfg);
+        assert!(BASE_SPEC_PATH.ends_with("base-runtime-spec.json"));
     }
 
     #[test]
@@ -231,14 +202,5 @@ mod tests {
                 .unwrap()
                 .contains(&json!("/proc/sysrq-trigger"))
         );
-    }
-
-    #[test]
-    fn config_lines() {
-        assert_eq!(
-            unset_seccomp_line(),
-            "  unset_seccomp_profile = \"runtime/default\"\n"
-        );
-        assert!(base_spec_line(BASE_SPEC_PATH).contains("base-runtime-spec.json"));
     }
 }

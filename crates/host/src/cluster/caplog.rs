@@ -41,6 +41,10 @@ pub const CARRIED: &str = "ironclad: carried over: ";
 
 /// The cap from [`MAX_ENV`], else [`DEFAULT_MAX`]. A value that is not a size
 /// or is below [`MIN_MAX`] is an error naming the variable.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "IRONCLAD_LOG_MAX is read by the supervisor, which has no command line of its own"
+)]
 pub fn max_from_env() -> Result<u64, String> {
     match std::env::var(MAX_ENV) {
         Err(std::env::VarError::NotPresent) => Ok(DEFAULT_MAX),

@@ -319,92 +319,129 @@ pub fn member_by_peer<'a>(members: &'a EtcdMembers, peer_url: &str) -> Option<&'
         .find(|m| m.peer_urls.iter().any(|u| u == peer_url))
 }
 
+/// Adds `name` at `peer_url` as a learner through `via`; its member id.
+/// Idempotent: when etcd refuses the add because a member with this peer URL
+/// exists, that member is the one asked for (an earlier try was added but its
+/// answer was lost, e.g. a timeout under load, and the retry asked again).
+/// Any other refusal is returned as it came.
+pub async fn add_learner(via: &NodeClient, name: &str, peer_url: &str) -> Result<u64, ClientError> {
+    match via.etcd_add_learner(name, peer_url).await {
+        Ok(m) => Ok(m.id),
+        Err(ClientError::Api(e)) if e.code == ErrorCode::Conflict => {
+            let members = via.etcd_members().await?;
+            match member_by_peer(&members, peer_url) {
+                Some(m) if m.name.is_empty() || m.name == name => Ok(m.id),
+                _ => Err(ClientError::Api(e)),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Brings every control plane of `cps` (the first bootstraps) into one etcd
 /// cluster as healthy voting members; returns the final member list.
-/// `progress` is called with a node name and each step done.
+/// `progress` is called with a node name and each step done. Every step
+/// reads the member list first and resumes from where the cluster is, so a
+/// converge that failed half-way can be run again.
 pub async fn converge(
     cps: &[ControlPlane],
     opts: ConvergeOptions,
     progress: &mut (dyn FnMut(&str, &Step) + Send),
 ) -> Result<EtcdMembers, ConvergeError> {
-    let first = cps.first().ok_or(ConvergeError::NoControlPlanes)?;
+    if cps.is_empty() {
+        return Err(ConvergeError::NoControlPlanes);
+    }
     let mut run = Run {
         opts,
         end: Instant::now() + opts.deadline,
         progress,
     };
-
-    // 1. The first control plane bootstraps, unless another control plane
-    //    already has etcd (its service is supervised: it had data at boot or
-    //    was started): then a cluster exists, and bootstrapping the first
-    //    (e.g. with a new disk) would split it; it joins like the others.
-    for cp in cps {
-        run.answering(cp).await?;
-    }
-    let mut existing = None;
-    for cp in &cps[1..] {
-        if run.etcd_state(cp).await? != crate::api::ServiceState::Stopped {
-            existing = Some(cp.name.clone());
-            break;
-        }
-    }
-    match existing {
-        Some(other) => run.report(&first.name, Step::ClusterExists(other)),
-        None => match run
-            .retry(&first.name, "bootstrapping etcd", || {
-                first.client.bootstrap()
-            })
-            .await
-        {
-            Ok(_) => run.report(&first.name, Step::Bootstrapped),
-            Err(ConvergeError::Node {
-                source: ClientError::Api(e),
-                ..
-            }) if e.code == ErrorCode::Conflict => {
-                run.report(&first.name, Step::AlreadyBootstrapped);
-                run.ensure_running(first).await?;
-            }
-            Err(e) => return Err(e),
-        },
-    }
-
+    run.bootstrap(cps).await?;
     // 2. Every control plane that is not a started member yet, one at a time
     //    (etcd admits one learner at a time); the bootstrapped first one is
     //    a started voter and only checked.
     for cp in cps {
-        let (vi, members) = run.voter(cps).await?;
+        run.join(cps, cp).await?;
+    }
+    run.all_voting(cps).await
+}
+
+impl Run<'_> {
+    /// Step 1: etcd bootstrapped once, on the first control plane.
+    async fn bootstrap(&mut self, cps: &[ControlPlane]) -> Result<(), ConvergeError> {
+        let first = &cps[0];
+        // 1. The first control plane bootstraps, unless another control plane
+        //    already has etcd (its service is supervised: it had data at boot or
+        //    was started): then a cluster exists, and bootstrapping the first
+        //    (e.g. with a new disk) would split it; it joins like the others.
+        for cp in cps {
+            self.answering(cp).await?;
+        }
+        let mut existing = None;
+        for cp in &cps[1..] {
+            if self.etcd_state(cp).await? != crate::api::ServiceState::Stopped {
+                existing = Some(cp.name.clone());
+                break;
+            }
+        }
+        match existing {
+            Some(other) => self.report(&first.name, Step::ClusterExists(other)),
+            None => match self
+                .retry(&first.name, "bootstrapping etcd", || {
+                    first.client.bootstrap()
+                })
+                .await
+            {
+                Ok(_) => self.report(&first.name, Step::Bootstrapped),
+                Err(ConvergeError::Node {
+                    source: ClientError::Api(e),
+                    ..
+                }) if e.code == ErrorCode::Conflict => {
+                    self.report(&first.name, Step::AlreadyBootstrapped);
+                    self.ensure_running(first).await?;
+                }
+                Err(e) => return Err(e),
+            },
+        }
+        Ok(())
+    }
+
+    /// Step 2 for `cp`: a started member (added as a learner, joined,
+    /// promoted), through a voting member of `cps`.
+    async fn join(&mut self, cps: &[ControlPlane], cp: &ControlPlane) -> Result<(), ConvergeError> {
+        let (vi, members) = self.voter(cps).await?;
         let via = &cps[vi];
         let peer = cp.peer_url();
         let id = match member_by_peer(&members, &peer) {
             Some(m) if !m.name.is_empty() => {
                 // Started before: it has data; make sure it runs.
-                run.ensure_running(cp).await?;
+                self.ensure_running(cp).await?;
                 m.id
             }
             existing => {
                 let mut members = members.clone();
                 if existing.is_none() {
-                    let added = run
+                    let added = self
                         .retry(&via.name, "adding a learner", || {
-                            via.client.etcd_add_learner(&cp.name, &peer)
+                            add_learner(&via.client, &cp.name, &peer)
                         })
                         .await?;
-                    run.report(&cp.name, Step::LearnerAdded(added.id));
-                    members = run
+                    self.report(&cp.name, Step::LearnerAdded(added));
+                    members = self
                         .retry(&via.name, "listing members", || via.client.etcd_members())
                         .await?;
                 }
                 let initial = initial_cluster(&members, cps);
-                match run
+                match self
                     .retry(&cp.name, "joining", || cp.client.etcd_join(initial.clone()))
                     .await
                 {
-                    Ok(_) => run.report(&cp.name, Step::Joining),
+                    Ok(_) => self.report(&cp.name, Step::Joining),
                     // It has data already (joined before, its etcd stopped).
                     Err(ConvergeError::Node {
                         source: ClientError::Api(e),
                         ..
-                    }) if e.code == ErrorCode::Conflict => run.ensure_running(cp).await?,
+                    }) if e.code == ErrorCode::Conflict => self.ensure_running(cp).await?,
                     Err(e) => return Err(e),
                 }
                 member_by_peer(&members, &peer)
@@ -417,7 +454,7 @@ pub async fn converge(
             }
         };
         // Wait until it has started (etcd then knows its name).
-        let started = run
+        let started = self
             .until(&cp.name, "waiting for its etcd to start", || async {
                 let m = via.client.etcd_members().await.map_err(|e| e.to_string())?;
                 Ok(m.members
@@ -426,8 +463,8 @@ pub async fn converge(
             })
             .await?;
         if started.is_learner {
-            run.report(&cp.name, Step::LearnerStarted);
-            let promoted = run
+            self.report(&cp.name, Step::LearnerStarted);
+            let promoted = self
                 .retry(
                     &cp.name,
                     "promoting (etcd waits until the learner is in sync)",
@@ -435,7 +472,7 @@ pub async fn converge(
                 )
                 .await;
             match promoted {
-                Ok(_) => run.report(&cp.name, Step::Promoted),
+                Ok(_) => self.report(&cp.name, Step::Promoted),
                 // Promoted meanwhile (an earlier run): etcd says it is no learner.
                 Err(ConvergeError::Node {
                     source: ClientError::Api(e),
@@ -444,43 +481,48 @@ pub async fn converge(
                 Err(e) => return Err(e),
             }
         }
+        Ok(())
     }
 
-    // 3 and 4. Every control plane a voting member, running and answering.
-    for cp in cps {
-        run.ensure_running(cp).await?;
-    }
-    let (vi, _) = run.voter(cps).await?;
-    let members = run
-        .until(
-            &cps[vi].name,
-            "waiting for every control plane to vote",
-            || async {
-                let m = cps[vi]
-                    .client
-                    .etcd_members()
+    /// Steps 3 and 4: every control plane a voting member, running and
+    /// answering reads; the final member list.
+    async fn all_voting(&mut self, cps: &[ControlPlane]) -> Result<EtcdMembers, ConvergeError> {
+        // 3 and 4. Every control plane a voting member, running and answering.
+        for cp in cps {
+            self.ensure_running(cp).await?;
+        }
+        let (vi, _) = self.voter(cps).await?;
+        let members = self
+            .until(
+                &cps[vi].name,
+                "waiting for every control plane to vote",
+                || async {
+                    let m = cps[vi]
+                        .client
+                        .etcd_members()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let all = cps.iter().all(|cp| {
+                        member_by_peer(&m, &cp.peer_url())
+                            .is_some_and(|x| !x.is_learner && !x.name.is_empty())
+                    });
+                    Ok(all.then_some(m))
+                },
+            )
+            .await?;
+        for cp in cps {
+            self.until(&cp.name, "waiting for etcd to answer reads", || async {
+                cp.client
+                    .etcd_get(HEALTH_KEY)
                     .await
-                    .map_err(|e| e.to_string())?;
-                let all = cps.iter().all(|cp| {
-                    member_by_peer(&m, &cp.peer_url())
-                        .is_some_and(|x| !x.is_learner && !x.name.is_empty())
-                });
-                Ok(all.then_some(m))
-            },
-        )
-        .await?;
-    for cp in cps {
-        run.until(&cp.name, "waiting for etcd to answer reads", || async {
-            cp.client
-                .etcd_get(HEALTH_KEY)
-                .await
-                .map(|_| Some(()))
-                .map_err(|e| e.to_string())
-        })
-        .await?;
-        run.report(&cp.name, Step::Healthy);
+                    .map(|_| Some(()))
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+            self.report(&cp.name, Step::Healthy);
+        }
+        Ok(members)
     }
-    Ok(members)
 }
 
 /// The control planes of the cluster whose client config is `client_yaml`,
@@ -509,19 +551,16 @@ pub fn control_planes(client_yaml: &Path) -> Result<Vec<ControlPlane>, ConvergeE
 }
 
 /// [`converge`] for synchronous callers (`ironclad create`/`start`): every
-/// control plane of `client_yaml`, on a runtime of its own. Must not be
-/// called from inside a tokio runtime.
+/// control plane of `client_yaml`, on the host's runtime ([`crate::runtime`]).
+/// Must not be called from async code.
 pub fn converge_blocking(
     client_yaml: &Path,
     opts: ConvergeOptions,
     progress: &mut (dyn FnMut(&str, &Step) + Send),
 ) -> Result<EtcdMembers, ConvergeError> {
     let cps = control_planes(client_yaml)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ConvergeError::Setup(format!("async runtime: {e}")))?;
-    rt.block_on(converge(&cps, opts, progress))
+    crate::runtime::block_on(converge(&cps, opts, progress))
+        .map_err(|e| ConvergeError::Setup(format!("async runtime: {e}")))?
 }
 
 /// The key read to check that a member serves linearizable reads.

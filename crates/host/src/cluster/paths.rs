@@ -55,6 +55,10 @@ pub const MAX_SOCKET_PATH: usize = 107;
 /// Resolves the state root from an explicit flag, then the environment.
 /// `None` when neither a flag, `IRONCLAD_STATE_DIR`, `XDG_STATE_HOME` nor
 /// `HOME` is set.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the XDG base directory rules are defined on the environment"
+)]
 pub fn state_root(flag: Option<&Path>) -> Option<PathBuf> {
     state_root_from(flag, |k| std::env::var_os(k))
 }

@@ -13,7 +13,11 @@
 //! Runs on a current-thread tokio runtime: QEMU children are spawned from the
 //! main thread with `PR_SET_PDEATHSIG`, so if the supervisor dies (even by
 //! SIGKILL) the kernel kills its QEMUs and nothing is leaked. Children are
-//! reaped in one place each (the task that waits on the child).
+//! reaped in one place each (the task that waits on the child). The same
+//! runtime forwards the switch's frames, so it never waits for the disk:
+//! `cluster.json` is written (and fsynced) by a thread of its own
+//! ([`Saver`]), and a control request is answered once the state it changed
+//! is on disk.
 //!
 //! QEMU writes neither of a node's logs itself: its serial console and its
 //! stderr go into pipes, and one thread per pipe copies them into capped,
@@ -26,7 +30,8 @@ use super::state::{ClusterState, ExitInfo, NodeRecord, NodeState, StateError, no
 use crate::network::{MacAddr, Switch, SwitchConfig};
 use crate::qemu::{ClusterNic, MachineType, Qmp, UserNic, VmSpec};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -167,26 +172,111 @@ fn warn_line(message: &str) {
 }
 
 /// Shared between the control handlers and the child-waiting tasks.
+/// Writes `cluster.json` on a thread of its own, newest state first: a
+/// state submitted while an older one is being written replaces any other
+/// waiting one. [`Saver::flush`] waits until a generation is on disk.
+struct Saver {
+    queue: Arc<(Mutex<SaveQueue>, Condvar)>,
+    saved: watch::Receiver<u64>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct SaveQueue {
+    next: Option<(u64, ClusterState)>,
+    closed: bool,
+}
+
+impl Saver {
+    fn start(path: std::path::PathBuf) -> std::io::Result<Saver> {
+        let queue = Arc::new((Mutex::new(SaveQueue::default()), Condvar::new()));
+        let (saved_tx, saved) = watch::channel(0u64);
+        let q = queue.clone();
+        let thread = std::thread::Builder::new()
+            .name("state-saver".into())
+            .spawn(move || {
+                while let Some((generation, state)) = Saver::take(&q) {
+                    if let Err(e) = state.save(&path) {
+                        log!("warning: {e}");
+                    }
+                    saved_tx.send_replace(generation);
+                }
+            })?;
+        Ok(Saver {
+            queue,
+            saved,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The next state to write; `None` once closed and drained.
+    fn take(queue: &(Mutex<SaveQueue>, Condvar)) -> Option<(u64, ClusterState)> {
+        let (lock, ready) = queue;
+        let mut q = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(next) = q.next.take() {
+                return Some(next);
+            }
+            if q.closed {
+                return None;
+            }
+            q = ready.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn submit(&self, generation: u64, state: ClusterState) {
+        let (lock, ready) = &*self.queue;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).next = Some((generation, state));
+        ready.notify_one();
+    }
+
+    /// Waits until `generation` (or a newer one) is on disk.
+    async fn flush(&self, generation: u64) {
+        let mut saved = self.saved.clone();
+        let _ = saved.wait_for(|g| *g >= generation).await;
+    }
+
+    /// Writes what is waiting and ends the thread.
+    fn close(&self) {
+        let (lock, ready) = &*self.queue;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        ready.notify_one();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
 struct Sup {
     /// The cap of each serial and QEMU log file (bytes).
     log_max: u64,
     paths: ClusterPaths,
     state: Mutex<ClusterState>,
+    /// The generation of the newest state (bumped under the state's lock).
+    generation: AtomicU64,
+    saver: Saver,
     /// Bumped after every state change.
     changed: watch::Sender<u64>,
 }
 
 impl Sup {
-    /// Applies `f` to the state, saves it and wakes waiters.
+    /// Applies `f` to the state, hands it to the saver and wakes waiters.
     fn update<R>(&self, f: impl FnOnce(&mut ClusterState) -> R) -> R {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let r = f(&mut st);
-        if let Err(e) = st.save(&self.paths.cluster_json()) {
-            log!("warning: {e}");
-        }
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.saver.submit(generation, st.clone());
         drop(st);
         self.changed.send_modify(|g| *g += 1);
         r
+    }
+
+    /// Waits until every state change so far is on disk.
+    async fn saved(&self) {
+        self.saver
+            .flush(self.generation.load(Ordering::SeqCst))
+            .await;
     }
 
     fn node_state(&self, node: &str) -> Option<NodeRecord> {
@@ -481,10 +571,13 @@ async fn run(dir: &Path) -> Result<(), SupervisorError> {
     .map_err(io("cannot write the pid file"))?;
 
     let (changed, _) = watch::channel(0u64);
+    let saver = Saver::start(paths.cluster_json()).map_err(io("cannot start the state saver"))?;
     let sup = Arc::new(Sup {
         log_max,
         paths: paths.clone(),
         state: Mutex::new(state),
+        generation: AtomicU64::new(0),
+        saver,
         changed,
     });
     let (exit_tx, mut exit_rx) = watch::channel(false);
@@ -515,6 +608,8 @@ async fn run(dir: &Path) -> Result<(), SupervisorError> {
     }
     let _ = switch_stop.send(());
     let _ = switch_task.await;
+    sup.saved().await;
+    sup.saver.close();
     let _ = std::fs::remove_file(&ctl_path);
     let _ = std::fs::remove_file(paths.supervisor_pid());
     log!("supervisor exits");
@@ -551,6 +646,8 @@ async fn serve_conn(sup: Arc<Sup>, stream: UnixStream, exit: watch::Sender<bool>
                 .await
         }
     };
+    // The caller reads cluster.json next: what it asked for is on disk first.
+    sup.saved().await;
     let resp = match result {
         Ok(()) => Response::Ok {},
         Err(message) => Response::Error { message },
@@ -696,6 +793,27 @@ mod tests {
         let mut bad = state.clone();
         bad.nodes[0].user_mac = "zz".into();
         assert!(vm_spec(&paths, &bad, &bad.nodes[0]).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_saver_writes_the_newest_state_off_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.json");
+        let saver = Saver::start(path.clone()).unwrap();
+        let mut state = super::super::state::tests::sample();
+        for g in 1..=50u64 {
+            state.nodes[0].pid = Some(g as u32);
+            saver.submit(g, state.clone());
+        }
+        saver.flush(50).await;
+        let on_disk = ClusterState::load(&path).unwrap();
+        assert_eq!(on_disk.nodes[0].pid, Some(50));
+        // What is waiting at close is written before the thread ends.
+        state.nodes[0].pid = Some(51);
+        saver.submit(51, state);
+        saver.close();
+        assert_eq!(ClusterState::load(&path).unwrap().nodes[0].pid, Some(51));
+        assert!(saver.thread.lock().unwrap().is_none());
     }
 
     #[test]

@@ -54,10 +54,12 @@ pub enum CacheError {
 impl CacheError {
     /// Whether the user must fix the cache location (bad input, not a failure).
     pub fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
-            CacheError::Untrusted { .. } | CacheError::NotADirectory { .. } | CacheError::NoHome
-        )
+        match self {
+            CacheError::Untrusted { .. }
+            | CacheError::NotADirectory { .. }
+            | CacheError::NoHome => true,
+            CacheError::Io { .. } | CacheError::Ambiguous { .. } => false,
+        }
     }
 }
 
@@ -77,6 +79,10 @@ impl std::fmt::Display for Damage {
 }
 
 /// The cache root from the environment.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the XDG base directory rules are defined on the environment"
+)]
 pub fn cache_root() -> Result<PathBuf, CacheError> {
     let var = |k: &str| {
         std::env::var_os(k)

@@ -96,19 +96,45 @@ impl ImageError {
 
     /// Whether the error is a missing host tool (the CLI's exit status 3).
     pub fn is_missing_dependency(&self) -> bool {
-        matches!(
-            self,
-            ImageError::MissingTools { .. } | ImageError::Rootless(_)
-        )
+        self.class() == ErrorClass::MissingDependency
     }
 
     /// Whether the error is bad input (recipe, machined path, an untrusted
     /// cache location).
     pub fn is_bad_input(&self) -> bool {
+        self.class() == ErrorClass::BadInput
+    }
+
+    /// What the user can do about it; every variant named, so a new one is
+    /// classified on purpose (the command line's exit status follows it).
+    pub fn class(&self) -> ErrorClass {
+        use ImageError as E;
         match self {
-            ImageError::Recipe(_) | ImageError::MachinedNotFound { .. } => true,
-            ImageError::Cache(e) => e.is_bad_input(),
-            _ => false,
+            E::MissingTools { .. } | E::Rootless(_) => ErrorClass::MissingDependency,
+            E::Recipe(_) | E::MachinedNotFound { .. } => ErrorClass::BadInput,
+            E::Cache(e) if e.is_bad_input() => ErrorClass::BadInput,
+            E::Cache(_)
+            | E::Closure(_)
+            | E::Modules(_)
+            | E::Cpio(_)
+            | E::Oci(_)
+            | E::Squashfs(_)
+            | E::ToolFailed { .. }
+            | E::Io { .. }
+            | E::Tree(_)
+            | E::ShellInImage(_)
+            | E::Damaged { .. } => ErrorClass::Failed,
         }
     }
+}
+
+/// What the user can do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Fix the input (file, flags, a location).
+    BadInput,
+    /// Install something on the host.
+    MissingDependency,
+    /// The operation failed; the message says why.
+    Failed,
 }

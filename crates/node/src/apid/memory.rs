@@ -157,7 +157,7 @@ impl MemoryController {
         let done = Reply::Accepted(Accepted { accepted: true });
         match action {
             Action::Version => Ok(Reply::Version(VersionInfo {
-                version: crate::VERSION.to_string(),
+                version: ironclad_contract::VERSION.to_string(),
                 api: "v1".to_string(),
                 node: self.node.clone(),
             })),

@@ -19,6 +19,9 @@
 //! On a node it listens on the node's own addresses only ([`node_addrs`]).
 
 pub mod gate;
+// The in-memory controller of the API tests (here and in the root package's).
+// Nothing in machined uses it, so the linker leaves it out of the binary (its
+// messages are not in `target/release/machined`).
 pub mod memory;
 #[cfg(test)]
 mod tests;
@@ -58,7 +61,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Does the work behind the API. Implemented by machined's real controller
-/// (services, etcd) and by [`memory::MemoryController`].
+/// (services, etcd) and by [`memory::MemoryController`] (tests).
 pub trait Controller: Send + Sync + 'static {
     /// Performs one action (the role was already checked).
     fn execute(&self, action: Action) -> impl Future<Output = Result<Reply, ApiError>> + Send;
@@ -357,16 +360,46 @@ fn peer_role(certs: Option<&[CertificateDer<'_>]>) -> Option<Role> {
 fn router<C: Controller>(c: Arc<C>) -> Router {
     use crate::api::paths as p;
     Router::new()
-        .route(p::VERSION, get(simple::<C, 0>))
-        .route(p::HEALTH, get(simple::<C, 1>))
-        .route(p::SERVICES, get(simple::<C, 2>))
-        .route(p::BOOTSTRAP, post(simple::<C, 3>))
-        .route(p::ETCD_MEMBERS, get(simple::<C, 4>).post(add_learner::<C>))
-        .route(p::REBOOT, post(simple::<C, 5>))
-        .route(p::SHUTDOWN, post(simple::<C, 6>))
-        .route(p::SERVICE_START, post(service_op::<C, 0>))
-        .route(p::SERVICE_STOP, post(service_op::<C, 1>))
-        .route(p::SERVICE_RESTART, post(service_op::<C, 2>))
+        .route(
+            p::VERSION,
+            get(|s: St<C>, p: PeerExt| simple(s, p, Action::Version)),
+        )
+        .route(
+            p::HEALTH,
+            get(|s: St<C>, p: PeerExt| simple(s, p, Action::Health)),
+        )
+        .route(
+            p::SERVICES,
+            get(|s: St<C>, p: PeerExt| simple(s, p, Action::ListServices)),
+        )
+        .route(
+            p::BOOTSTRAP,
+            post(|s: St<C>, p: PeerExt| simple(s, p, Action::Bootstrap)),
+        )
+        .route(
+            p::ETCD_MEMBERS,
+            get(|s: St<C>, p: PeerExt| simple(s, p, Action::EtcdMembers)).post(add_learner::<C>),
+        )
+        .route(
+            p::REBOOT,
+            post(|s: St<C>, p: PeerExt| simple(s, p, Action::Reboot)),
+        )
+        .route(
+            p::SHUTDOWN,
+            post(|s: St<C>, p: PeerExt| simple(s, p, Action::Shutdown)),
+        )
+        .route(
+            p::SERVICE_START,
+            post(|s: St<C>, p: PeerExt, n: Path<String>| service_op(s, p, n, ServiceOp::Start)),
+        )
+        .route(
+            p::SERVICE_STOP,
+            post(|s: St<C>, p: PeerExt, n: Path<String>| service_op(s, p, n, ServiceOp::Stop)),
+        )
+        .route(
+            p::SERVICE_RESTART,
+            post(|s: St<C>, p: PeerExt, n: Path<String>| service_op(s, p, n, ServiceOp::Restart)),
+        )
         .route(p::SERVICE_LOGS, get(logs::<C>))
         .route(p::DMESG, get(dmesg::<C>))
         .route(p::ETCD_MEMBER, axum::routing::delete(member_remove::<C>))
@@ -481,16 +514,8 @@ async fn admin_body<T: DeserializeOwned>(
 type St<C> = State<Arc<C>>;
 type PeerExt = Option<axum::Extension<Peer>>;
 
-async fn simple<C: Controller, const N: u8>(State(c): St<C>, peer: PeerExt) -> Response {
-    let action = match N {
-        0 => Action::Version,
-        1 => Action::Health,
-        2 => Action::ListServices,
-        3 => Action::Bootstrap,
-        4 => Action::EtcdMembers,
-        5 => Action::Reboot,
-        _ => Action::Shutdown,
-    };
+/// A route whose action takes nothing from the request (the router names it).
+async fn simple<C: Controller>(State(c): St<C>, peer: PeerExt, action: Action) -> Response {
     run(&*c, peer, Ok(action)).await
 }
 
@@ -517,16 +542,13 @@ fn query_err(e: axum::extract::rejection::QueryRejection) -> ApiError {
     )
 }
 
-async fn service_op<C: Controller, const N: u8>(
+/// Start, stop or restart of the service the path names.
+async fn service_op<C: Controller>(
     State(c): St<C>,
     peer: PeerExt,
     Path(name): Path<String>,
+    op: ServiceOp,
 ) -> Response {
-    let op = match N {
-        0 => ServiceOp::Start,
-        1 => ServiceOp::Stop,
-        _ => ServiceOp::Restart,
-    };
     let action = name_arg(name).map(|name| Action::Service { name, op });
     run(&*c, peer, action).await
 }

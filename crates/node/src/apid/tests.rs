@@ -533,6 +533,9 @@ const FLOOD_ADDR_ENV: &str = "IRONCLAD_TEST_FLOOD_ADDR";
 const FLOOD_HELLO_ENV: &str = "IRONCLAD_TEST_FLOOD_HELLO";
 /// Idle connections of the flood (they never send a byte).
 const FLOOD_IDLE: usize = 1500;
+/// How long an admin's call may take under the flood in this test: under the
+/// handshake timeout (5 s), so one that waited for a slot to time out fails.
+const ADMIN_BOUND: Duration = Duration::from_secs(3);
 /// Connections of the flood that send a ClientHello and then nothing.
 const FLOOD_STUCK: usize = 100;
 
@@ -544,6 +547,10 @@ const FLOOD_STUCK: usize = 100;
 /// again (and sends its ClientHello again), as an attacker would.
 #[test]
 #[ignore = "the flood of connection_flood_does_not_lock_the_admin_out, run in its child process"]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the parent test passes its server to the child this way"
+)]
 fn flood_helper() {
     use std::io::{BufRead, Read, Write};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -651,7 +658,11 @@ async fn connection_flood_does_not_lock_the_admin_out() {
     eprintln!("{ready}");
 
     // While the flood goes on, a new admin connection every 100 ms, 20
-    // times: each first call answers within a second. On failure, the
+    // times: each first call answers, well before the handshake timeout (an
+    // admin who had to wait for a flood connection to time out would take
+    // 5 s). The target, under a second, is measured (38 ms in a release
+    // build on 2 cores) and printed; the bound here leaves room for a loaded
+    // CI machine and a debug build. On failure, the
     // calls go on until one answers (at most 30 s) to say how long the
     // admin was kept out. The admin is another program: its calls run on
     // their own thread and runtime, not among the server's tasks.
@@ -700,7 +711,7 @@ async fn connection_flood_does_not_lock_the_admin_out() {
     for (i, (took, failed, node)) in calls.iter().enumerate() {
         assert_eq!(node.as_deref(), Some(NODE), "call {i}: {failed:?}");
         assert!(
-            failed.is_empty() && *took < Duration::from_secs(1),
+            failed.is_empty() && *took < ADMIN_BOUND,
             "call {i} under the flood answered after {took:?}, {} attempts refused before (the last: {:?})",
             failed.len(),
             failed.last()

@@ -23,10 +23,13 @@
 //! changes nothing here yet: refusing userns pods would be admission's job.
 //! Not verified end to end (no CRI client in the image).
 
+pub mod config;
+
+pub use config::Config;
+
 use super::reaper::Reaper;
 use super::supervisor::{Backoff, Health, ServiceSpec};
 use crate::machine::ContainerdSettings;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,6 +107,8 @@ pub fn is_runsc_wrapper(argv0: &str) -> bool {
 pub enum ContainerdError {
     #[error("unknown container runtime {0:?} (known: runc, crun, runsc)")]
     UnknownRuntime(String),
+    #[error("cannot render the containerd config: {0}")]
+    Render(String),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -122,51 +127,10 @@ pub fn default_runtime(settings: &ContainerdSettings) -> &'static str {
     }
 }
 
-/// Renders `config.toml` for the runtimes of `settings` (runc is always
-/// registered; the default handler is [`default_runtime`]).
+/// Renders `config.toml` for the runtimes of `settings`, without the
+/// hardening ([`Config::for_node`]).
 pub fn render_config(settings: &ContainerdSettings) -> Result<String, ContainerdError> {
-    for r in &settings.runtimes {
-        if !RUNTIMES.iter().any(|k| k.name == r) {
-            return Err(ContainerdError::UnknownRuntime(r.clone()));
-        }
-    }
-    let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
-    let mut s = String::new();
-    let _ = writeln!(s, "# Written by machined at boot; do not edit.");
-    let _ = writeln!(s, "version = 2");
-    let _ = writeln!(s, "root = \"/var/lib/containerd\"");
-    let _ = writeln!(s, "state = \"/run/containerd\"");
-    let _ = writeln!(
-        s,
-        "disabled_plugins = [\"io.containerd.snapshotter.v1.aufs\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.tracing.processor.v1.otlp\", \"io.containerd.internal.v1.tracing\"]"
-    );
-    let _ = writeln!(s, "\n[grpc]\n  address = \"{SOCKET}\"");
-    let _ = writeln!(s, "\n[{cri}]");
-    let _ = writeln!(s, "  sandbox_image = \"{SANDBOX_IMAGE}\"");
-    let _ = writeln!(s, "  enable_selinux = false");
-    let _ = writeln!(s, "  restrict_oom_score_adj = false");
-    let _ = writeln!(s, "\n[{cri}.containerd]");
-    let _ = writeln!(s, "  snapshotter = \"overlayfs\"");
-    let _ = writeln!(
-        s,
-        "  default_runtime_name = \"{}\"",
-        default_runtime(settings)
-    );
-    for rt in RUNTIMES {
-        if rt.name != "runc" && !settings.runtimes.iter().any(|r| r == rt.name) {
-            continue;
-        }
-        let _ = writeln!(s, "\n[{cri}.containerd.runtimes.{}]", rt.name);
-        let _ = writeln!(s, "  runtime_type = \"io.containerd.runc.v2\"");
-        let _ = writeln!(s, "\n[{cri}.containerd.runtimes.{}.options]", rt.name);
-        let _ = writeln!(s, "  BinaryName = \"{}\"", rt.binary);
-        let _ = writeln!(s, "  SystemdCgroup = false");
-    }
-    let _ = writeln!(s, "\n[{cri}.cni]");
-    let _ = writeln!(s, "  bin_dir = \"/usr/lib/cni\"");
-    let _ = writeln!(s, "  conf_dir = \"/etc/cni/net.d\"");
-    let _ = writeln!(s, "  max_conf_num = 1");
-    Ok(s)
+    Config::for_node(settings)?.render()
 }
 
 /// The CNI network: a bridge with host-local addresses, no masquerade.
@@ -212,10 +176,9 @@ pub fn forget_previous_pod_networks(root: &Path) -> std::io::Result<()> {
 pub fn write_configs(root: &Path, settings: &ContainerdSettings) -> Result<(), ContainerdError> {
     // The hardening (no NET_RAW/MKNOD by default, seccomp RuntimeDefault when
     // a pod asks for none) goes on top of the plain config; see runtime_spec.
-    let cfg = super::runtime_spec::harden_containerd_config(
-        &render_config(settings)?,
-        super::runtime_spec::BASE_SPEC_PATH,
-    );
+    let mut config = Config::for_node(settings)?;
+    config.harden(super::runtime_spec::BASE_SPEC_PATH);
+    let cfg = config.render()?;
     for (rel, data) in [
         (CONFIG, cfg),
         (CNI_CONFIG, render_cni()),
@@ -351,10 +314,15 @@ mod tests {
     #[test]
     fn config_matches_golden() {
         let got = render_config(&all()).unwrap();
-        let want = include_str!("testdata/containerd-config.toml");
+        let want = include_str!("containerd-config.toml");
         assert_eq!(
             got, want,
-            "update crates/node/src/testdata/containerd-config.toml if intended"
+            "update crates/node/src/containerd/containerd-config.toml if intended"
+        );
+        // The text is what the types say.
+        assert_eq!(
+            Config::parse(&got).unwrap(),
+            Config::for_node(&all()).unwrap()
         );
     }
 

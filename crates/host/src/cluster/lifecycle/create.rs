@@ -1,0 +1,198 @@
+//! `create`: the state dir, image, secrets and machine configs, ports, disks,
+//! the supervisor, then `up`.
+
+use super::*;
+
+/// Options of [`create`].
+pub struct CreateOptions<'a> {
+    pub root: PathBuf,
+    pub cluster: &'a Cluster,
+    /// The cluster file's text (kept as `cluster.yaml`); `None` for the built-in default.
+    pub source: Option<String>,
+    pub accel: AccelChoice,
+    /// How long to wait for all nodes to be ready.
+    pub timeout: Duration,
+    /// Image cache root (default: the image module's).
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// What `create` or `start` did.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpReport {
+    pub cluster: ClusterName,
+    pub dir: PathBuf,
+    pub accel: Accel,
+    /// Seconds from the start of the command to every node ready.
+    pub seconds: f64,
+    /// Per node: seconds from boot request to ready.
+    pub nodes: Vec<(NodeName, f64)>,
+}
+
+/// `ironclad create`.
+pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport> {
+    let started = Instant::now();
+    check_host_tools()?;
+    let cluster = opts.cluster;
+    let name = &cluster.name;
+    let paths = ClusterPaths::new(&opts.root, name);
+    match crate::cluster::paths::find(&opts.root, name)? {
+        Found::Absent => {}
+        Found::Cluster(_) => {
+            return Err(LifecycleError::BadInput(format!(
+                "a cluster named {name:?} already exists (state in {}); destroy it first with `ironclad destroy {name}`",
+                paths.dir().display()
+            )));
+        }
+        Found::Foreign { path, why } => {
+            return Err(LifecycleError::BadInput(Found::foreign_message(
+                &path, &why,
+            )));
+        }
+    }
+    let nodes: Vec<crate::spec::NodeName> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+    let longest = paths.longest_socket(&nodes);
+    let len = longest.as_os_str().len();
+    if len > crate::cluster::paths::MAX_SOCKET_PATH {
+        return Err(LifecycleError::BadInput(format!(
+            "cluster {name:?} would need the unix socket path {} ({len} bytes), longer than the limit of {} bytes; use a shorter --state-dir (or IRONCLAD_STATE_DIR) or shorter cluster and node names",
+            longest.display(),
+            crate::cluster::paths::MAX_SOCKET_PATH
+        )));
+    }
+    let (accel, why) =
+        Accel::resolve(opts.accel).map_err(|e| LifecycleError::BadInput(e.to_string()))?;
+    if let Some(why) = why {
+        progress.line(&why);
+    }
+
+    progress.line(&format!("image {}: building or reusing", cluster.image));
+    let image = crate::image::ensure_built(
+        &crate::image::RecipeRef::parse(&cluster.image),
+        &crate::image::BuildOptions {
+            machined: None,
+            cache_dir: opts.cache_dir.clone(),
+            refresh_base: false,
+        },
+        &ImageProgress(progress),
+    )?;
+    progress.line(&format!(
+        "image {} ({})",
+        &image.key[..image.key.len().min(12)],
+        if image.cache_hit { "cached" } else { "built" }
+    ));
+
+    let lock = PortLock::acquire(&opts.root)?;
+    // The directory is made exclusively, its marker first: of two creates of
+    // the same name, one gets AlreadyExists here.
+    paths.claim(name).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => LifecycleError::BadInput(format!(
+            "a cluster named {name:?} already exists (state in {})",
+            paths.dir().display()
+        )),
+        _ => LifecycleError::CreateDir {
+            dir: paths.dir().to_path_buf(),
+            source: e,
+        },
+    })?;
+    let half_made = |e: LifecycleError| -> LifecycleError {
+        LifecycleError::HalfMade {
+            error: Box::new(e),
+            dir: paths.dir().to_path_buf(),
+            name: name.clone(),
+        }
+    };
+    let state = prepare_dir(&paths, opts, accel, &image, &lock, progress).map_err(half_made)?;
+    drop(lock);
+    up(&paths, &state, None, started, opts.timeout, progress).map_err(half_made)
+}
+
+pub(super) struct ImageProgress<'a>(&'a dyn Progress);
+impl crate::image::Progress for ImageProgress<'_> {
+    fn phase(&self, message: &str) {
+        self.0.line(&format!("image: {message}"));
+    }
+}
+
+/// Everything on disk before the first boot.
+pub(super) fn prepare_dir(
+    paths: &ClusterPaths,
+    opts: &CreateOptions,
+    accel: Accel,
+    image: &crate::image::BuiltImage,
+    lock: &PortLock,
+    progress: &dyn Progress,
+) -> Result<ClusterState> {
+    let cluster = opts.cluster;
+    let name = cluster.name.as_str();
+    let source = opts.source.clone().unwrap_or_else(|| {
+        format!(
+            "# the built-in default cluster\napiVersion: {}\nkind: Cluster\nmetadata:\n  name: {name}\n",
+            crate::API_VERSION
+        )
+    });
+    crate::fsutil::write_secret(&paths.cluster_yaml(), source.as_bytes())?;
+    progress.line("secrets and machine configs");
+    crate::configdir::generate(cluster, paths.dir())?;
+    for d in [paths.disks_dir(), paths.logs_dir(), paths.run_dir()] {
+        crate::fsutil::create_private_dir(&d)?;
+    }
+    let ports = ports::allocate(&opts.root, cluster.nodes.len(), lock)?;
+    let mut nodes = Vec::with_capacity(cluster.nodes.len());
+    for (i, (n, port)) in cluster.nodes.iter().zip(ports).enumerate() {
+        let macs = crate::machine::node_macs(name, i)?;
+        if let Some(why) = make_disk(&paths.disk(&n.name), n.disk.as_u64())? {
+            progress.line(&format!(
+                "{}: state disk left blank, the node formats it on first boot ({why})",
+                n.name
+            ));
+        }
+        nodes.push(NodeRecord {
+            name: n.name.clone(),
+            role: n.role,
+            address: n.address,
+            cluster_mac: macs.cluster,
+            user_mac: macs.user,
+            api_port: port,
+            cpus: n.cpus,
+            memory_mib: n.memory.as_mib(),
+            disk_bytes: n.disk.as_u64(),
+            state: NodeState::Stopped,
+            pid: None,
+            started_at_ms: None,
+            last_exit: None,
+        });
+    }
+    progress.line(&format!("{} state disks (qcow2)", nodes.len()));
+    let state = ClusterState {
+        api_version: crate::API_VERSION.to_string(),
+        kind: crate::cluster::state::KIND.to_string(),
+        name: cluster.name.clone(),
+        created_at_ms: now_ms(),
+        accel,
+        cidr: cluster.network.cidr,
+        egress: cluster.network.egress,
+        image: ImageFiles {
+            key: image.key.clone(),
+            kernel: image.vmlinuz.clone(),
+            initrd: image.initramfs.clone(),
+            rootfs: image.rootfs.clone(),
+        },
+        nodes,
+    };
+    state.save(&paths.cluster_json())?;
+    write_endpoints(paths, &state)?;
+    Ok(state)
+}
+
+/// Records each node's API endpoint (127.0.0.1:port) in the state dir's client.yaml.
+pub(super) fn write_endpoints(paths: &ClusterPaths, state: &ClusterState) -> Result<()> {
+    let path = paths.client_yaml();
+    let mut client = ClientConfig::load(&path)?;
+    for n in &mut client.nodes {
+        if let Some(rec) = state.node(&n.name) {
+            n.endpoint = Some(std::net::SocketAddr::from(([127, 0, 0, 1], rec.api_port)));
+        }
+    }
+    Ok(client.save(&path)?)
+}

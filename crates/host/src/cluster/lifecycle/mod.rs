@@ -1,0 +1,264 @@
+//! The lifecycle operations behind `ironclad create|start|stop|destroy|status|
+//! list|console`: plain synchronous functions over the state dir that talk to
+//! the supervisor through its control socket. The CLI only parses and prints.
+//!
+//! `create`: host tools, name and socket-path checks, image, secrets and
+//! machine configs (`gen config` into the state dir), qcow2 disks, ports and
+//! MACs fixed in `cluster.json`, the detached supervisor, all nodes booted in
+//! parallel, then [`wait_ready`] until every node meets every
+//! [`ReadyCondition`], while [`start_converge`] bootstraps and joins etcd.
+//!
+//! By concern: `create` (the state dir, configs, the supervisor), `disks`
+//! (overlays and formatted state disks), `readiness` (conditions, the wait,
+//! converge, booting with `up`), `ops` (start, stop, destroy), `query`
+//! (status, list, console); this module holds the errors and the helpers
+//! they share (the supervisor's socket, loading `cluster.json`).
+
+use crate::clientconfig::ClientConfig;
+use crate::cluster::control::{self, Request};
+use crate::cluster::paths::{ClusterPaths, Found};
+use crate::cluster::ports::{self, PortLock};
+use crate::cluster::state::{ClusterState, ImageFiles, NodeRecord, NodeState, now_ms};
+use crate::cluster::supervisor;
+use crate::qemu::{Accel, AccelChoice};
+use crate::spec::{Cluster, ClusterName, NodeName};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The prefix of machined's phase lines (`machined: <phase> t=<uptime>`).
+pub use ironclad_contract::console::PREFIX as PHASE_PREFIX;
+/// The line machined prints on the serial console once it is ready.
+pub use ironclad_contract::console::READY_LINE;
+
+/// Lifecycle failures. The command line maps each variant to its exit status
+/// in one exhaustive match (`cli::lifecycle::exit_of`).
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// Bad input: names, flags, an existing cluster.
+    #[error("{0}")]
+    BadInput(String),
+    /// A host tool is missing.
+    #[error("missing host tools: {}; install the Debian packages: apt-get install {}", tools.join(", "), packages.join(" "))]
+    MissingTools {
+        tools: Vec<String>,
+        packages: Vec<String>,
+    },
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    /// Reading or writing the state dir.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    State(#[from] crate::cluster::state::StateError),
+    #[error(transparent)]
+    Ports(#[from] crate::cluster::ports::PortError),
+    #[error(transparent)]
+    Configs(#[from] crate::configdir::ConfigDirError),
+    #[error(transparent)]
+    Render(#[from] crate::machine::RenderError),
+    #[error(transparent)]
+    ClientConfig(#[from] crate::clientconfig::ClientConfigError),
+    /// The supervisor could not be started.
+    #[error(transparent)]
+    Spawn(#[from] crate::cluster::supervisor::SupervisorError),
+    /// The supervisor's control socket.
+    #[error(transparent)]
+    Control(#[from] crate::cluster::control::ControlError),
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot remove {}: {source}", dir.display())]
+    RemoveDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// A host tool could not be started.
+    #[error("cannot run {tool}: {source}")]
+    ToolSpawn {
+        tool: &'static str,
+        source: std::io::Error,
+    },
+    /// A host tool ran and failed (`what`: its subcommand or file).
+    #[error("{tool} {what} failed: {stderr}")]
+    ToolFailed {
+        tool: &'static str,
+        what: String,
+        stderr: String,
+    },
+    #[error("the cluster supervisor exited at start ({status}); its log {} ends with:\n{tail}", log.display())]
+    SupervisorExited {
+        status: std::process::ExitStatus,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("the cluster supervisor did not answer within {} s; see {}", within.as_secs(), log.display())]
+    SupervisorSilent { within: Duration, log: PathBuf },
+    #[error("the cluster supervisor is gone; its log {} ends with:\n{tail}", log.display())]
+    SupervisorGone { log: PathBuf, tail: String },
+    #[error("the supervisor (pid {pid}) did not exit")]
+    SupervisorStuck { pid: u32 },
+    #[error("processes of cluster {cluster} survive SIGKILL: {pids:?}")]
+    Survivors {
+        cluster: ClusterName,
+        pids: Vec<u32>,
+    },
+    #[error("node {0} vanished from cluster.json")]
+    NodeVanished(NodeName),
+    /// A node's QEMU ended before the node was ready.
+    #[error(
+        "node {node} is {state} ({exit}) before it was ready; serial log {} ends with:\n{serial_tail}\nQEMU said:\n{qemu_tail}",
+        serial_log.display()
+    )]
+    NodeDown {
+        node: NodeName,
+        state: NodeState,
+        exit: String,
+        serial_log: PathBuf,
+        serial_tail: String,
+        qemu_tail: String,
+    },
+    #[error("nodes not ready before the deadline: {}; see their serial logs in {}", names(waiting), logs.display())]
+    NotReady {
+        waiting: Vec<NodeName>,
+        logs: PathBuf,
+    },
+    /// etcd did not converge.
+    #[error("etcd: {0}")]
+    Etcd(String),
+    #[error("etcd: the converge step panicked")]
+    EtcdPanicked,
+    /// `create` failed after the cluster's directory was made.
+    #[error(
+        "{error}\n(the half-made cluster is kept in {} for inspection; remove it with `ironclad destroy {name}`)",
+        dir.display()
+    )]
+    HalfMade {
+        error: Box<LifecycleError>,
+        dir: PathBuf,
+        name: ClusterName,
+    },
+}
+
+fn names(nodes: &[NodeName]) -> String {
+    nodes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+type Result<T, E = LifecycleError> = std::result::Result<T, E>;
+
+/// Where progress lines go (the CLI prints them to stderr).
+pub trait Progress {
+    fn line(&self, message: &str);
+}
+
+/// Host tools the lifecycle runs, with their Debian packages.
+const TOOLS: [(&str, &str); 2] = [
+    (supervisor::QEMU, "qemu-system-x86"),
+    ("qemu-img", "qemu-utils"),
+];
+
+/// Fails with [`LifecycleError::MissingTools`] unless QEMU and qemu-img are installed.
+pub fn check_host_tools() -> Result<()> {
+    let missing: Vec<(&str, &str)> = TOOLS
+        .iter()
+        .copied()
+        .filter(|(t, _)| crate::image::build::find_tool(t).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(LifecycleError::MissingTools {
+        tools: missing.iter().map(|(t, _)| t.to_string()).collect(),
+        packages: missing.iter().map(|(_, p)| p.to_string()).collect(),
+    })
+}
+
+mod create;
+mod disks;
+mod ops;
+mod query;
+mod readiness;
+#[cfg(test)]
+mod tests;
+
+pub use create::*;
+use disks::*;
+pub use ops::*;
+pub use query::*;
+pub use readiness::*;
+
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    Ok(crate::runtime::block_on(f)?)
+}
+
+fn call(paths: &ClusterPaths, req: &Request, timeout: Duration) -> Result<()> {
+    Ok(block_on(control::call(
+        &paths.supervisor_socket(),
+        req,
+        timeout,
+    ))??)
+}
+
+/// Makes sure a supervisor runs for the cluster (starting one if needed).
+fn ensure_supervisor(paths: &ClusterPaths, progress: &dyn Progress) -> Result<u32> {
+    if let Some(pid) = supervisor::running_pid(paths) {
+        return Ok(pid);
+    }
+    let mut child = supervisor::spawn_detached(paths)?;
+    let within = Duration::from_secs(15);
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(LifecycleError::SupervisorExited {
+                status,
+                log: paths.supervisor_log(),
+                tail: tail(&paths.supervisor_log(), 10),
+            });
+        }
+        if call(paths, &Request::Ping {}, Duration::from_secs(2)).is_ok() {
+            progress.line(&format!("supervisor running (pid {})", child.id()));
+            return Ok(child.id());
+        }
+        if Instant::now() > deadline {
+            return Err(LifecycleError::SupervisorSilent {
+                within,
+                log: paths.supervisor_log(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The last `n` lines of a file (for error messages), with control
+/// characters made visible: serial logs hold what the guest wrote.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    crate::cluster::console::escape_str(&lines[lines.len().saturating_sub(n)..].join("\n"))
+}
+
+/// The cluster `name`: bad input when there is none, or when what is at its
+/// place is not a cluster's directory (see [`crate::cluster::paths::find`]).
+fn existing(root: &Path, name: &ClusterName) -> Result<ClusterPaths> {
+    match crate::cluster::paths::find(root, name)? {
+        Found::Cluster(paths) => Ok(paths),
+        Found::Absent => Err(LifecycleError::BadInput(format!(
+            "no cluster named {name:?} under {}",
+            root.display()
+        ))),
+        Found::Foreign { path, why } => Err(LifecycleError::BadInput(Found::foreign_message(
+            &path, &why,
+        ))),
+    }
+}
+
+fn load(paths: &ClusterPaths) -> Result<ClusterState> {
+    Ok(ClusterState::load(&paths.cluster_json())?)
+}

@@ -1,0 +1,226 @@
+//! Readiness: the conditions a node must meet, the wait for them, and the etcd
+//! converge that runs beside it; `up` boots nodes and does both.
+
+use super::*;
+
+/// What a node has to show before it counts as ready. The wait checks every
+/// condition of every node; more conditions (the node API's health over mTLS)
+/// slot in here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyCondition {
+    /// machined printed [`READY_LINE`] on the serial console of the current boot.
+    SerialReady,
+    /// The node API answers `health` over mTLS through the host port (the
+    /// admin client of `client.yaml`): the host can manage the node.
+    ApiHealth,
+}
+
+impl ReadyCondition {
+    pub(super) fn met(self, paths: &ClusterPaths, node: &NodeRecord) -> bool {
+        match self {
+            ReadyCondition::SerialReady => serial_log_has(paths, &node.name, READY_LINE),
+            ReadyCondition::ApiHealth => api_answers(paths, &node.name),
+        }
+    }
+}
+
+/// The conditions `create` and `start` wait for, checked in this order.
+pub const DEFAULT_READY: &[ReadyCondition] =
+    &[ReadyCondition::SerialReady, ReadyCondition::ApiHealth];
+
+pub(super) fn api_answers(paths: &ClusterPaths, node: &NodeName) -> bool {
+    let Ok(client) = crate::client::NodeClient::from_client_config(&paths.client_yaml(), node)
+    else {
+        return false;
+    };
+    crate::runtime::block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), client.health())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    })
+    .unwrap_or(false)
+}
+
+pub(super) fn serial_log_has(paths: &ClusterPaths, node: &NodeName, needle: &str) -> bool {
+    std::fs::read(paths.serial_log(node))
+        .map(|b| String::from_utf8_lossy(&b).contains(needle))
+        .unwrap_or(false)
+}
+
+/// The last `machined: <phase>` line of a node's serial log (the current
+/// boot), with control characters made visible (it is printed).
+pub fn last_phase(paths: &ClusterPaths, node: &NodeName) -> Option<String> {
+    let bytes = std::fs::read(paths.serial_log(node)).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    text.lines().rev().find_map(|l| {
+        l.find(PHASE_PREFIX)
+            .map(|i| crate::cluster::console::escape_str(l[i + PHASE_PREFIX.len()..].trim()))
+    })
+}
+
+/// Boots `only` (or every node), waits for them to be ready, converges.
+pub(super) fn up(
+    paths: &ClusterPaths,
+    state: &ClusterState,
+    only: Option<&NodeName>,
+    started: Instant,
+    timeout: Duration,
+    progress: &dyn Progress,
+) -> Result<UpReport> {
+    ensure_supervisor(paths, progress)?;
+    let names: Vec<NodeName> = state
+        .nodes
+        .iter()
+        .filter(|n| only.is_none_or(|o| *o == n.name))
+        .map(|n| n.name.clone())
+        .collect();
+    for n in &names {
+        call(
+            paths,
+            &Request::StartNode {
+                node: n.to_string(),
+            },
+            Duration::from_secs(20),
+        )?;
+        progress.line(&format!("{n}: booting"));
+    }
+    // etcd bootstrap and join start at once, in parallel with the readiness
+    // wait: they only need the node APIs, which answer before `ready`. A
+    // single node started again needs none of it: a control plane's etcd
+    // starts by itself from the data on its disk.
+    let converging = only.is_none().then(|| start_converge(paths));
+    let nodes = wait_ready(
+        paths,
+        &names,
+        DEFAULT_READY,
+        Instant::now() + timeout,
+        progress,
+    )?;
+    if let Some(c) = converging {
+        finish_converge(c, progress)?;
+    }
+    Ok(UpReport {
+        cluster: state.name.clone(),
+        dir: paths.dir().to_path_buf(),
+        accel: state.accel,
+        seconds: started.elapsed().as_secs_f64(),
+        nodes,
+    })
+}
+
+/// The cluster-level setup through the node APIs, running on its own thread:
+/// etcd bootstrap on the first control plane and the join (learner, promote)
+/// of the others ([`crate::cluster::etcd::converge`]). Progress lines arrive on the
+/// channel.
+pub struct Converging {
+    lines: std::sync::mpsc::Receiver<String>,
+    task: std::thread::JoinHandle<std::result::Result<usize, String>>,
+}
+
+/// Starts [`Converging`] for the cluster at `paths`.
+pub fn start_converge(paths: &ClusterPaths) -> Converging {
+    let client_yaml = paths.client_yaml();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let task = std::thread::spawn(move || {
+        let mut report = |node: &str, step: &crate::cluster::etcd::Step| {
+            let _ = tx.send(format!("{node}: {step}"));
+        };
+        crate::cluster::etcd::converge_blocking(
+            &client_yaml,
+            crate::cluster::etcd::ConvergeOptions::default(),
+            &mut report,
+        )
+        .map(|m| m.members.len())
+        .map_err(|e| e.to_string())
+    });
+    Converging { lines, task }
+}
+
+/// Prints the progress of `c` and waits for its end.
+pub fn finish_converge(c: Converging, progress: &dyn Progress) -> Result<()> {
+    loop {
+        match c.lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => progress.line(&line),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    match c.task.join() {
+        Ok(Ok(members)) => {
+            progress.line(&format!("etcd: {members} voting members, healthy"));
+            Ok(())
+        }
+        Ok(Err(e)) => Err(LifecycleError::Etcd(e)),
+        Err(_) => Err(LifecycleError::EtcdPanicked),
+    }
+}
+
+/// Waits until every node of `names` meets every condition, printing each new
+/// boot phase. Fails early when a node's QEMU ends or the supervisor dies.
+/// Returns per node the seconds from the call to ready.
+pub fn wait_ready(
+    paths: &ClusterPaths,
+    names: &[NodeName],
+    conditions: &[ReadyCondition],
+    deadline: Instant,
+    progress: &dyn Progress,
+) -> Result<Vec<(NodeName, f64)>> {
+    let t0 = Instant::now();
+    let mut ready: Vec<(NodeName, f64)> = Vec::new();
+    let mut phases: std::collections::HashMap<NodeName, String> = Default::default();
+    loop {
+        let state = ClusterState::load(&paths.cluster_json())?;
+        if supervisor::running_pid(paths).is_none() {
+            return Err(LifecycleError::SupervisorGone {
+                log: paths.supervisor_log(),
+                tail: tail(&paths.supervisor_log(), 10),
+            });
+        }
+        for name in names {
+            if ready.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            let Some(node) = state.node(name) else {
+                return Err(LifecycleError::NodeVanished(name.clone()));
+            };
+            if !node.state.has_process() {
+                return Err(LifecycleError::NodeDown {
+                    node: name.clone(),
+                    state: node.state,
+                    exit: node
+                        .last_exit
+                        .clone()
+                        .unwrap_or_else(|| "no exit status".into()),
+                    serial_log: paths.serial_log(name),
+                    serial_tail: tail(&paths.serial_log(name), 10),
+                    qemu_tail: tail(&paths.qemu_log(name), 5),
+                });
+            }
+            if let Some(p) = last_phase(paths, name)
+                && phases.get(name) != Some(&p)
+            {
+                progress.line(&format!("{name}: {p}"));
+                phases.insert(name.clone(), p);
+            }
+            if conditions.iter().all(|c| c.met(paths, node)) {
+                let secs = t0.elapsed().as_secs_f64();
+                progress.line(&format!("{name}: ready after {secs:.1} s"));
+                ready.push((name.clone(), secs));
+            }
+        }
+        if ready.len() == names.len() {
+            return Ok(ready);
+        }
+        if Instant::now() > deadline {
+            let waiting: Vec<&NodeName> = names
+                .iter()
+                .filter(|n| !ready.iter().any(|(r, _)| r == *n))
+                .collect();
+            return Err(LifecycleError::NotReady {
+                waiting: waiting.into_iter().cloned().collect(),
+                logs: paths.logs_dir(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
