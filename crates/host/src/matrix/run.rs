@@ -153,66 +153,9 @@ pub async fn run(
             destructive,
             host_port,
         };
-        let pending = std::sync::Mutex::new(
-            ctx.targets
-                .iter()
-                .map(|t| t.name.clone())
-                .collect::<Vec<_>>(),
-        );
-        let calls = ctx.targets.iter().map(|t| {
-            let req = req.clone();
-            let pending = &pending;
-            async move {
-                let mut r = t.client.matrix_run(&req).await;
-                // RT-06's host half at once: with BRK-04-O in the run the
-                // node powers itself off seconds after answering.
-                if let Ok(rep) = &mut r {
-                    rt06_node_fate(&t.client, &mut rep.results).await;
-                }
-                if let Ok(mut p) = pending.lock() {
-                    p.retain(|n| n != &t.name);
-                }
-                progress(&node_done(&t.name, &r, started.elapsed()));
-                (t.name.clone(), r)
-            }
-        });
-        let all = futures::future::join_all(calls);
-        tokio::pin!(all);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
-        loop {
-            tokio::select! {
-                done = &mut all => break done,
-                _ = tick.tick() => {
-                    let waiting = pending.lock().map(|p| p.join(", ")).unwrap_or_default();
-                    progress(&format!(
-                        "still running on {waiting} ({} s)",
-                        started.elapsed().as_secs()
-                    ));
-                }
-            }
-        }
+        on_nodes(ctx, &req, started, progress).await
     };
-    let host_fut = async {
-        let mut out = Vec::new();
-        for &id in &host_ids {
-            let t = Instant::now();
-            let mut rs = match host_runner(id) {
-                Some(run) => run(ctx).await,
-                None => vec![CheckResult::new(
-                    id.as_str(),
-                    CLUSTER_NODE,
-                    Verdict::skip("no host-side runner for this check"),
-                    vec![],
-                )],
-            };
-            let ms = t.elapsed().as_millis() as u64;
-            for r in &mut rs {
-                r.duration_ms = ms;
-            }
-            out.extend(rs);
-        }
-        out
-    };
+    let host_fut = on_host(ctx, &host_ids);
     // With the sysrq power-off, nodes go down after answering: the host's own
     // checks run first.
     let power_off = node_ids.contains(&CheckId::Brk04O);
@@ -224,35 +167,13 @@ pub async fn run(
     };
 
     let mut results = host_results;
-    let mut manifests = Vec::new();
-    for (node, rep) in node_reports {
-        match rep {
-            Ok(r) => {
-                if let Some(h) = &r.image_manifest_sha256 {
-                    manifests.push(h.clone());
-                }
-                results.extend(r.results);
-            }
-            Err(e) => {
-                for id in &node_ids {
-                    results.push(CheckResult::new(
-                        id.as_str(),
-                        &node,
-                        Verdict::Fail,
-                        vec![format!("the node's matrix run failed: {e}")],
-                    ));
-                }
-            }
-        }
-    }
+    let manifests = merge_node_reports(node_reports, &node_ids, &mut results);
     if power_off {
         node_fates(ctx, &mut results).await;
     }
     if let Some(l) = loopback {
         net02_host_half(l, &mut results);
     }
-    manifests.sort();
-    manifests.dedup();
     let image_manifest_sha256 = match manifests.as_slice() {
         [] => None,
         [one] => Some(one.clone()),
@@ -269,6 +190,110 @@ pub async fn run(
     };
     report.sort();
     Ok(report)
+}
+
+/// Every node's answer to `req`, all nodes at once, with RT-06's host half
+/// added to each; `progress` hears each node finish, and a heartbeat.
+async fn on_nodes(
+    ctx: &HostContext,
+    req: &MatrixRunRequest,
+    started: Instant,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Vec<(String, Result<super::NodeMatrixReport, ClientError>)> {
+    let pending = std::sync::Mutex::new(
+        ctx.targets
+            .iter()
+            .map(|t| t.name.clone())
+            .collect::<Vec<_>>(),
+    );
+    let calls = ctx.targets.iter().map(|t| {
+        let pending = &pending;
+        async move {
+            let mut r = t.client.matrix_run(req).await;
+            // RT-06's host half at once: with BRK-04-O in the run the
+            // node powers itself off seconds after answering.
+            if let Ok(rep) = &mut r {
+                rt06_node_fate(&t.client, &mut rep.results).await;
+            }
+            if let Ok(mut p) = pending.lock() {
+                p.retain(|n| n != &t.name);
+            }
+            progress(&node_done(&t.name, &r, started.elapsed()));
+            (t.name.clone(), r)
+        }
+    });
+    let all = futures::future::join_all(calls);
+    tokio::pin!(all);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    loop {
+        tokio::select! {
+            done = &mut all => break done,
+            _ = tick.tick() => {
+                let waiting = pending.lock().map(|p| p.join(", ")).unwrap_or_default();
+                progress(&format!(
+                    "still running on {waiting} ({} s)",
+                    started.elapsed().as_secs()
+                ));
+            }
+        }
+    }
+}
+
+/// The host's own checks `ids`, one after the other.
+async fn on_host(ctx: &HostContext, ids: &[CheckId]) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    for &id in ids {
+        let t = Instant::now();
+        let mut rs = match host_runner(id) {
+            Some(run) => run(ctx).await,
+            None => vec![CheckResult::new(
+                id.as_str(),
+                CLUSTER_NODE,
+                Verdict::skip("no host-side runner for this check"),
+                vec![],
+            )],
+        };
+        let ms = t.elapsed().as_millis() as u64;
+        for r in &mut rs {
+            r.duration_ms = ms;
+        }
+        out.extend(rs);
+    }
+    out
+}
+
+/// Adds the nodes' results to `results` (a node whose run failed fails
+/// every node check with why) and returns their image manifests' hashes,
+/// sorted and without duplicates.
+fn merge_node_reports(
+    reports: Vec<(String, Result<super::NodeMatrixReport, ClientError>)>,
+    node_ids: &[CheckId],
+    results: &mut Vec<CheckResult>,
+) -> Vec<String> {
+    let mut manifests = Vec::new();
+    for (node, rep) in reports {
+        match rep {
+            Ok(r) => {
+                if let Some(h) = &r.image_manifest_sha256 {
+                    manifests.push(h.clone());
+                }
+                results.extend(r.results);
+            }
+            Err(e) => {
+                for id in node_ids {
+                    results.push(CheckResult::new(
+                        id.as_str(),
+                        &node,
+                        Verdict::Fail,
+                        vec![format!("the node's matrix run failed: {e}")],
+                    ));
+                }
+            }
+        }
+    }
+    manifests.sort();
+    manifests.dedup();
+    manifests
 }
 
 /// A check the host runs, with one result per node or one for the cluster.
