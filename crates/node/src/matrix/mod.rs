@@ -5,7 +5,7 @@
 //!
 //! One pod per variant is started lazily and reused by every check that needs
 //! it (TCG is slow); every pod is removed at the end, whatever happened, and so
-//! is any leftover of an earlier run (sandboxes carry [`cri::LABEL`]).
+//! is any leftover of an earlier run (sandboxes carry [`crate::cri::LABEL`]).
 //!
 //! Attacks that a plain privileged container cannot be stopped from on a
 //! shared kernel (BRK-02, BRK-04..09 for `priv`) are recorded as such in the
