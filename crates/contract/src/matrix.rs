@@ -32,10 +32,117 @@ pub enum Runner {
     Host,
 }
 
+/// Declares [`CheckId`]: one variant per catalogued check, with its id as
+/// written in reports, MATRIX.md and on the command line.
+macro_rules! check_ids {
+    ($($variant:ident => $id:literal,)*) => {
+        /// A check of the catalog. Reports, the node API and the command line
+        /// carry it as its id string (`"BRK-04-O"`); matching on it is
+        /// exhaustive, so a new check has to be given a runner on both sides.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum CheckId {
+            $(#[doc = $id] $variant,)*
+        }
+
+        impl CheckId {
+            /// Every id, in declaration order.
+            pub const ALL: &'static [CheckId] = &[$(CheckId::$variant,)*];
+
+            /// The id as reports write it.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(CheckId::$variant => $id,)*
+                }
+            }
+        }
+    };
+}
+
+check_ids! {
+    Brk01 => "BRK-01",
+    Brk02 => "BRK-02",
+    Brk03 => "BRK-03",
+    Brk04 => "BRK-04",
+    Brk05 => "BRK-05",
+    Brk06 => "BRK-06",
+    Brk07 => "BRK-07",
+    Brk08 => "BRK-08",
+    Brk09 => "BRK-09",
+    Brk10 => "BRK-10",
+    Rt01 => "RT-01",
+    Rt02 => "RT-02",
+    Rt03 => "RT-03",
+    Rt04 => "RT-04",
+    Brk04O => "BRK-04-O",
+    Rt06 => "RT-06",
+    Rt07 => "RT-07",
+    Rt08 => "RT-08",
+    Rt09 => "RT-09",
+    Rt10 => "RT-10",
+    Net01 => "NET-01",
+    Net02 => "NET-02",
+    Api04 => "API-04",
+    Conf01 => "CONF-01",
+    Conf02 => "CONF-02",
+    Conf03 => "CONF-03",
+    Conf04 => "CONF-04",
+    Conf05 => "CONF-05",
+}
+
+/// A string that names no check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown check {0:?}")]
+pub struct UnknownCheck(pub String);
+
+impl std::str::FromStr for CheckId {
+    type Err = UnknownCheck;
+
+    /// Case-insensitive, as the command line takes it (`rt-06`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CheckId::ALL
+            .iter()
+            .copied()
+            .find(|id| id.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownCheck(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for CheckId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad` so that width and alignment (`{:9}`) apply as to a `str`.
+        f.pad(self.as_str())
+    }
+}
+
+impl PartialEq<str> for CheckId {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for CheckId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for CheckId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for CheckId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// One entry of the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Check {
-    pub id: &'static str,
+    pub id: CheckId,
     pub title: &'static str,
     pub level: Level,
     pub runner: Runner,
@@ -43,7 +150,7 @@ pub struct Check {
     pub destructive: bool,
 }
 
-const fn c(id: &'static str, title: &'static str, level: Level, runner: Runner) -> Check {
+const fn c(id: CheckId, title: &'static str, level: Level, runner: Runner) -> Check {
     Check {
         id,
         title,
@@ -56,166 +163,171 @@ const fn c(id: &'static str, title: &'static str, level: Level, runner: Runner) 
 /// Every check, in report order.
 pub const CATALOG: &[Check] = &[
     c(
-        "BRK-01",
+        CheckId::Brk01,
         "privileged hostPID pod: nsenter into PID 1 and run the node's shell",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "BRK-02",
+        CheckId::Brk02,
         "privileged hostPID pod: nsenter into PID 1 with its own busybox shell",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "BRK-03",
+        CheckId::Brk03,
         "write the node's root through /proc/1/root; remount / read-write",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "BRK-04",
+        CheckId::Brk04,
         "write /proc/sysrq-trigger (probe: h)",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "BRK-05",
+        CheckId::Brk05,
         "open the node's disks read-write",
         Level::Cri,
         Runner::Node,
     ),
-    c("BRK-06", "load a kernel module", Level::Cri, Runner::Node),
     c(
-        "BRK-07",
+        CheckId::Brk06,
+        "load a kernel module",
+        Level::Cri,
+        Runner::Node,
+    ),
+    c(
+        CheckId::Brk07,
         "write core_pattern / uevent_helper / modprobe",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "BRK-08",
+        CheckId::Brk08,
         "cgroup v1 release_agent escape",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "BRK-09",
+        CheckId::Brk09,
         "ptrace a host process / write /proc/<pid>/mem",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "BRK-10",
+        CheckId::Brk10,
         "reach containerd.sock, the node API or etcd (50000, 2379, 2380) from a pod",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "RT-01",
+        CheckId::Rt01,
         "effective capabilities of a default container: no NET_RAW, no MKNOD",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "RT-02",
+        CheckId::Rt02,
         "seccomp mode of a default container is 2",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "RT-03",
+        CheckId::Rt03,
         "masked and read-only /proc and /sys paths",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "RT-04",
+        CheckId::Rt04,
         "no_new_privs in restricted pods",
         Level::Cri,
         Runner::Node,
     ),
     Check {
-        id: "BRK-04-O",
+        id: CheckId::Brk04O,
         title: "destructive BRK-04: sysrq o (power-off) from each variant; the node's fate seen from the host",
         level: Level::Cri,
         runner: Runner::Node,
         destructive: true,
     },
     Check {
-        id: "RT-06",
+        id: CheckId::Rt06,
         title: "fork bomb in a pod: EAGAIN at the pids limit, node API still answers",
         level: Level::Cri,
         runner: Runner::Node,
         destructive: true,
     },
     c(
-        "RT-07",
+        CheckId::Rt07,
         "kernel hardening sysctls match the image's declared values",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "RT-08",
+        CheckId::Rt08,
         "user-namespaced pod: uid_map maps 0 to a non-zero host range",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "RT-09",
+        CheckId::Rt09,
         "gVisor pod: gVisor kernel, host kernel version not visible",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "RT-10",
+        CheckId::Rt10,
         "all capabilities inside gVisor or userns, then BRK-01..09: all fail",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "NET-01",
+        CheckId::Net01,
         "a pod cannot reach the QEMU user-net gateway when egress is off",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "NET-02",
+        CheckId::Net02,
         "a pod and the node cannot reach the host's loopback through 10.0.2.2, egress on or off",
         Level::Cri,
         Runner::Node,
     ),
     c(
-        "API-04",
+        CheckId::Api04,
         "anonymous access to the node API: TLS refused without a client certificate",
         Level::Cri,
         Runner::Host,
     ),
     c(
-        "CONF-01",
+        CheckId::Conf01,
         "every node's API answers with the expected version and role",
         Level::Conf,
         Runner::Host,
     ),
     c(
-        "CONF-02",
+        CheckId::Conf02,
         "etcd: voting members, health on all, a write on one is read on all",
         Level::Conf,
         Runner::Host,
     ),
     c(
-        "CONF-03",
+        CheckId::Conf03,
         "a pod runs to completion on each runtime class",
         Level::Conf,
         Runner::Node,
     ),
     c(
-        "CONF-04",
+        CheckId::Conf04,
         "node-to-node traffic on the cluster network (every pair)",
         Level::Conf,
         Runner::Node,
     ),
     c(
-        "CONF-05",
+        CheckId::Conf05,
         "time is in sync between nodes and the host",
         Level::Conf,
         Runner::Host,
@@ -224,7 +336,8 @@ pub const CATALOG: &[Check] = &[
 
 /// The catalog entry of `id` (case-insensitive).
 pub fn find(id: &str) -> Option<&'static Check> {
-    CATALOG.iter().find(|c| c.id.eq_ignore_ascii_case(id))
+    let id: CheckId = id.parse().ok()?;
+    CATALOG.iter().find(|c| c.id == id)
 }
 
 /// Why a requested set of checks is not valid.
@@ -233,7 +346,7 @@ pub enum SelectError {
     #[error("unknown check {0:?} (see `ironclad matrix --list`)")]
     Unknown(String),
     #[error("check {0} is destructive: add --destructive to run it")]
-    NeedsDestructive(&'static str),
+    NeedsDestructive(CheckId),
 }
 
 /// The checks to run: `requested` (all non-destructive ones when empty; the
@@ -378,7 +491,7 @@ impl Report {
         let pos = |id: &str| {
             CATALOG
                 .iter()
-                .position(|c| c.id == id)
+                .position(|c| c.id.as_str() == id)
                 .unwrap_or(usize::MAX)
         };
         self.results
@@ -397,7 +510,7 @@ mod tests {
 
     #[test]
     fn catalog_ids_are_unique_and_cover_matrix_md() {
-        let mut ids: Vec<&str> = CATALOG.iter().map(|c| c.id).collect();
+        let mut ids: Vec<&str> = CATALOG.iter().map(|c| c.id.as_str()).collect();
         ids.sort();
         let n = ids.len();
         ids.dedup();
@@ -416,7 +529,7 @@ mod tests {
         assert!(all.iter().all(|c| !c.destructive));
         assert!(select(&[], true).unwrap().len() > all.len());
         let picked = select(&["rt-02".into(), "BRK-01".into(), "RT-02".into()], false).unwrap();
-        let ids: Vec<&str> = picked.iter().map(|c| c.id).collect();
+        let ids: Vec<&str> = picked.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["BRK-01", "RT-02"]);
         assert_eq!(
             select(&["NOPE".into()], false),
@@ -424,8 +537,40 @@ mod tests {
         );
         assert_eq!(
             select(&["RT-06".into()], false),
-            Err(SelectError::NeedsDestructive("RT-06"))
+            Err(SelectError::NeedsDestructive(CheckId::Rt06))
         );
+        assert_eq!(
+            SelectError::NeedsDestructive(CheckId::Rt06).to_string(),
+            "check RT-06 is destructive: add --destructive to run it"
+        );
+        assert_eq!(
+            SelectError::Unknown("NOPE".into()).to_string(),
+            "unknown check \"NOPE\" (see `ironclad matrix --list`)"
+        );
+    }
+
+    #[test]
+    fn the_catalog_lists_every_check_id_once_in_declaration_order() {
+        let catalog: Vec<CheckId> = CATALOG.iter().map(|c| c.id).collect();
+        assert_eq!(catalog, CheckId::ALL);
+    }
+
+    #[test]
+    fn check_ids_read_and_write_as_their_id_strings() {
+        for &id in CheckId::ALL {
+            assert_eq!(id.as_str().parse::<CheckId>(), Ok(id));
+            assert_eq!(id.as_str().to_lowercase().parse::<CheckId>(), Ok(id));
+            assert_eq!(id.to_string(), id.as_str());
+            let json = serde_json::to_string(&id).unwrap();
+            assert_eq!(json, format!("\"{}\"", id.as_str()));
+            assert_eq!(serde_json::from_str::<CheckId>(&json).unwrap(), id);
+        }
+        assert_eq!(format!("{:9}|", CheckId::Rt01), "RT-01    |");
+        assert_eq!(
+            "BRK-11".parse::<CheckId>(),
+            Err(UnknownCheck("BRK-11".into()))
+        );
+        assert!(serde_json::from_str::<CheckId>("\"BRK-11\"").is_err());
     }
 
     #[test]

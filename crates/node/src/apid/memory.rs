@@ -311,7 +311,7 @@ impl MemoryController {
                     .filter(|c| c.runner == ironclad_contract::matrix::Runner::Node)
                     .map(|c| {
                         ironclad_contract::matrix::CheckResult::new(
-                            c.id,
+                            c.id.as_str(),
                             &self.node,
                             ironclad_contract::matrix::Verdict::skip(
                                 "memory controller: no containerd",
