@@ -7,7 +7,7 @@ use crate::cluster::lifecycle::{
 };
 use crate::qemu::AccelChoice;
 use crate::spec::{ClusterName, NodeName};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
@@ -32,6 +32,10 @@ pub struct CreateArgs {
     /// With `--matrix`: also write the report as JUnit XML to FILE.
     #[arg(long, value_name = "FILE", requires = "matrix")]
     junit: Option<PathBuf>,
+    /// On Ctrl-C (or SIGTERM) during create, keep the half-made cluster and
+    /// whatever of it runs, instead of stopping and removing it.
+    #[arg(long)]
+    keep_on_interrupt: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,6 +150,7 @@ pub fn exit_of(e: &LifecycleError) -> Exit {
         | E::NotReady { .. }
         | E::Etcd(_)
         | E::EtcdPanicked => Exit::Failed,
+        E::Interrupted => Exit::Interrupted,
     }
 }
 
@@ -189,7 +194,20 @@ pub fn create(g: &Global, a: CreateArgs) -> CliResult {
         timeout: Duration::from_secs(a.timeout),
         cache_dir: None,
     };
-    let report = lifecycle::create(&opts, &Stderr).map_err(failure)?;
+    // Ctrl-C and SIGTERM, until create returns, are noticed by its wait
+    // loops; what it made is then undone here (its supervisor and QEMUs run
+    // in their own session and would not see a terminal's Ctrl-C).
+    let catch = ironclad_host::interrupt::catch()
+        .map_err(|e| Failure::msg(Exit::Failed, format!("cannot catch Ctrl-C: {e}")))?;
+    let created = lifecycle::create(&opts, &Stderr);
+    drop(catch);
+    let report = match created {
+        Ok(r) => r,
+        Err(e) if ironclad_host::interrupt::requested() => {
+            return Err(interrupted(&opts.root, e, a.keep_on_interrupt));
+        }
+        Err(e) => return Err(failure(e)),
+    };
     if !(a.matrix && a.output == Output::Json) {
         print_up("created", &report, a.output)?;
     }
@@ -208,6 +226,42 @@ pub fn create(g: &Global, a: CreateArgs) -> CliResult {
         )?;
     }
     Ok(())
+}
+
+/// After Ctrl-C during `create`: the half-made cluster (only one this create
+/// claimed: `HalfMade` says so) is stopped and removed, or kept when asked.
+fn interrupted(root: &Path, e: LifecycleError, keep: bool) -> Failure {
+    let LifecycleError::HalfMade { dir, name, .. } = e else {
+        return Failure::msg(
+            Exit::Interrupted,
+            "interrupted before the cluster's directory was made: nothing to undo",
+        );
+    };
+    if keep {
+        return Failure::msg(
+            Exit::Interrupted,
+            format!(
+                "interrupted: the half-made cluster {name} is kept in {} (--keep-on-interrupt), with whatever of it runs; `ironclad destroy {name}` stops and removes it",
+                dir.display()
+            ),
+        );
+    }
+    match lifecycle::destroy(root, &name) {
+        Ok(_) => Failure::msg(
+            Exit::Interrupted,
+            format!(
+                "interrupted: stopped what create started for cluster {name} (its supervisor and nodes) and removed {} (--keep-on-interrupt keeps it)",
+                dir.display()
+            ),
+        ),
+        Err(d) => Failure::msg(
+            Exit::Interrupted,
+            format!(
+                "interrupted, and cleaning up failed: {d}; the half-made cluster is in {}, remove it with `ironclad destroy {name}`",
+                dir.display()
+            ),
+        ),
+    }
 }
 
 pub fn list(g: &Global, a: ListArgs) -> CliResult {

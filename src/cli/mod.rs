@@ -24,6 +24,8 @@ pub enum Exit {
     BadInput = 2,
     /// A host tool the operation needs is not installed.
     MissingDependency = 3,
+    /// Ctrl-C (SIGINT) or SIGTERM ended the operation (128 + SIGINT).
+    Interrupted = 130,
 }
 
 /// A failure on its way to the terminal: what to print and the exit status.

@@ -10,6 +10,7 @@
 mod egress;
 mod etcd;
 mod harness;
+mod interrupt;
 mod matrix;
 mod serial_log;
 

@@ -21,6 +21,7 @@ pub mod clientconfig;
 pub mod cluster;
 pub mod configdir;
 pub mod image;
+pub mod interrupt;
 pub mod machine;
 pub mod matrix;
 pub mod network;

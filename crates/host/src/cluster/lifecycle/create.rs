@@ -82,6 +82,9 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
         if image.cache_hit { "cached" } else { "built" }
     ));
 
+    if crate::interrupt::requested() {
+        return Err(LifecycleError::Interrupted);
+    }
     let lock = PortLock::acquire(&opts.root)?;
     // The directory is made exclusively, its marker first: of two creates of
     // the same name, one gets AlreadyExists here.
@@ -102,6 +105,9 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
             name: name.clone(),
         }
     };
+    if crate::interrupt::requested() {
+        return Err(half_made(LifecycleError::Interrupted));
+    }
     let state = prepare_dir(&paths, opts, accel, &image, &lock, progress).map_err(half_made)?;
     drop(lock);
     up(&paths, &state, None, started, opts.timeout, progress).map_err(half_made)

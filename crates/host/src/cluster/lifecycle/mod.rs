@@ -129,6 +129,9 @@ pub enum LifecycleError {
     Etcd(String),
     #[error("etcd: the converge step panicked")]
     EtcdPanicked,
+    /// SIGINT or SIGTERM arrived ([`crate::interrupt`]).
+    #[error("interrupted")]
+    Interrupted,
     /// `create` failed after the cluster's directory was made.
     #[error(
         "{error}\n(the half-made cluster is kept in {} for inspection; remove it with `ironclad destroy {name}`)",
@@ -219,6 +222,9 @@ fn ensure_supervisor(paths: &ClusterPaths, progress: &dyn Progress) -> Result<u3
                 log: paths.supervisor_log(),
                 tail: tail(&paths.supervisor_log(), 10),
             });
+        }
+        if crate::interrupt::requested() {
+            return Err(LifecycleError::Interrupted);
         }
         if call(paths, &Request::Ping {}, Duration::from_secs(2)).is_ok() {
             progress.line(&format!("supervisor running (pid {})", child.id()));

@@ -139,6 +139,9 @@ pub fn start_converge(paths: &ClusterPaths) -> Converging {
 /// Prints the progress of `c` and waits for its end.
 pub fn finish_converge(c: Converging, progress: &dyn Progress) -> Result<()> {
     loop {
+        if crate::interrupt::requested() {
+            return Err(LifecycleError::Interrupted);
+        }
         match c.lines.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => progress.line(&line),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -169,6 +172,9 @@ pub fn wait_ready(
     let mut ready: Vec<(NodeName, f64)> = Vec::new();
     let mut phases: std::collections::HashMap<NodeName, String> = Default::default();
     loop {
+        if crate::interrupt::requested() {
+            return Err(LifecycleError::Interrupted);
+        }
         let state = ClusterState::load(&paths.cluster_json())?;
         if supervisor::running_pid(paths).is_none() {
             return Err(LifecycleError::SupervisorGone {
