@@ -96,8 +96,10 @@ macro_rules! name_type {
         }
 
         impl fmt::Display for $name {
+            // `pad`, not `write_str`: widths and alignment (`{:<18}` in
+            // `status`'s table) apply as they do to a `str`.
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
 
@@ -200,6 +202,16 @@ impl Default for ClusterName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_take_widths_like_text() {
+        let n: NodeName = "dev-cp-1".parse().unwrap();
+        assert_eq!(format!("[{n:<10}]"), "[dev-cp-1  ]");
+        assert_eq!(format!("[{n:>10}]"), "[  dev-cp-1]");
+        let c: ClusterName = "dev".parse().unwrap();
+        assert_eq!(format!("[{c:5}]"), "[dev  ]");
+        assert_eq!(c.to_string(), "dev");
+    }
 
     #[test]
     fn names_follow_dns1123() {
