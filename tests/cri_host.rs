@@ -19,8 +19,10 @@ use ironclad_host::matrix::Verdict;
 use ironclad_node::cri::{Cri, LABEL, PodOptions, Variant};
 use ironclad_node::matrix::{NodeEnv, run};
 use ironclad_node::{containerd, runtime_spec};
+use ironclad_testkit::process::{self, Guard};
+use ironclad_testkit::wait;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CONTAINERD: &str = "/usr/bin/containerd";
@@ -51,7 +53,7 @@ fn missing() -> Option<String> {
 
 /// A private containerd, killed and cleaned up on drop.
 struct Containerd {
-    child: Child,
+    child: Guard,
     dir: tempfile::TempDir,
     socket: PathBuf,
 }
@@ -67,26 +69,10 @@ impl Drop for Containerd {
                 tail.join("\n")
             );
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.signal(libc::SIGKILL);
         // Shims and runtime processes this containerd started and that
         // outlived a failed test: their command lines name our temp dir.
-        let ours = self.dir.path().to_string_lossy().to_string();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|p| p.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&ours)
-                && let Some(pid) = rustix::process::Pid::from_raw(pid)
-            {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-        }
+        process::kill_mentioning(self.dir.path());
         // Unmount whatever is left under our root (nothing, when cleanup worked).
         let _ = Command::new("umount")
             .args(["-R", "-l"])
@@ -131,29 +117,20 @@ async fn start() -> Containerd {
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, config(dir.path(), &socket, &spec)).unwrap();
     let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
-    let child = Command::new(CONTAINERD)
-        .arg("--config")
+    let mut cmd = Command::new(CONTAINERD);
+    cmd.arg("--config")
         .arg(&cfg)
         .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+        .stderr(log);
+    let child = Guard::spawn(cmd, "Debian: containerd");
     let c = Containerd { child, dir, socket };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if c.socket.exists()
-            && let Ok(mut cri) = Cri::connect(&c.socket).await
-            && cri.version().await.is_ok()
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "containerd did not answer: {}",
-            std::fs::read_to_string(c.dir.path().join("containerd.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // On a timeout the guard's drop prints containerd's log.
+    let answers = wait::deadline(Duration::from_secs(60));
+    wait::until_async("containerd to answer over CRI", answers, || async {
+        let mut cri = Cri::connect(&c.socket).await.ok()?;
+        cri.version().await.ok().map(drop)
+    })
+    .await;
     // The offline images, built as the image builder builds them: one
     // archive, one import, both images.
     let busybox = std::fs::read(BUSYBOX).unwrap();

@@ -21,6 +21,7 @@ use ironclad_node::apid::{Apid, Controller};
 use ironclad_node::etcd::{self, Etcd, EtcdOptions};
 use ironclad_node::reaper::{ReapMode, Reaper};
 use ironclad_node::supervisor::{self, ServiceState as SupState, Settings, SupervisorHandle};
+use ironclad_testkit::wait;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -244,19 +245,17 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, ClientError>>,
 {
-    let end = Instant::now() + within;
-    loop {
-        let last = match f().await {
-            Ok(true) => return,
-            Ok(false) => "not yet".to_string(),
-            Err(e) => e.to_string(),
-        };
-        assert!(
-            Instant::now() < end,
-            "{what}: not within {within:?} (last: {last})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait::until_ok(what, wait::deadline(within), || {
+        let probe = f();
+        async move {
+            match probe.await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("not yet".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await
 }
 
 #[test]

@@ -4,59 +4,23 @@
 //! merged report and its renderers.
 
 use ironclad_contract::api::{ErrorCode, MatrixRunRequest, Role};
-use ironclad_host::client::{ClientError, NodeClient};
+use ironclad_host::client::ClientError;
 use ironclad_host::matrix::run::{HostContext, Target, run};
 use ironclad_host::matrix::{Verdict, exit_status, render};
-use ironclad_host::pki::{Secrets, issue_client_cert};
-use ironclad_node::apid::memory::MemoryController;
-use ironclad_node::apid::{Apid, server_tls_config};
+use ironclad_testkit::apid::{MemoryNode, TestPki};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
-
-async fn node(
-    secrets: &Secrets,
-    name: &str,
-) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let cert = secrets
-        .os_ca
-        .issue_server(name, &[name], &[Ipv4Addr::new(10, 5, 0, 9)], false)
-        .unwrap();
-    let tls = server_tls_config(secrets.os_ca.cert_pem(), &cert.cert_pem, &cert.key_pem).unwrap();
-    let apid = Apid::bind_with("127.0.0.1:0".parse().unwrap(), tls)
-        .await
-        .unwrap();
-    let addr = apid.local_addr().unwrap();
-    let ctl = Arc::new(MemoryController::new(name, &["etcd", "containerd"]));
-    (
-        addr,
-        tokio::spawn(async move {
-            let _ = apid.serve(ctl).await;
-        }),
-    )
-}
-
-fn client(secrets: &Secrets, name: &str, addr: std::net::SocketAddr, role: Role) -> NodeClient {
-    let c = issue_client_cert(&secrets.os_ca, role, "matrix-test").unwrap();
-    NodeClient::new(
-        name,
-        addr,
-        secrets.os_ca.cert_pem(),
-        &c.cert_pem,
-        &c.key_pem,
-    )
-    .unwrap()
-}
 
 #[tokio::test]
 async fn host_checks_and_node_calls_merge_into_one_report() {
-    let secrets = Secrets::generate("mx").unwrap();
-    let (cp, s1) = node(&secrets, "mx-cp-1").await;
-    let (w, s2) = node(&secrets, "mx-w-1").await;
-    let cp_client = client(&secrets, "mx-cp-1", cp, Role::Admin);
+    let pki = TestPki::new("mx");
+    let n1 = MemoryNode::serve(&pki, "mx-cp-1", &["etcd", "containerd"]).await;
+    let n2 = MemoryNode::serve(&pki, "mx-w-1", &["etcd", "containerd"]).await;
+    let (cp, w) = (n1.addr, n2.addr);
+    let cp_client = pki.client("mx-cp-1", cp, Role::Admin);
     cp_client.bootstrap().await.unwrap();
 
     // The route: admin only, strict body, ids checked at the edge.
-    let reader = client(&secrets, "mx-cp-1", cp, Role::Reader);
+    let reader = pki.client("mx-cp-1", cp, Role::Reader);
     let code = |r: Result<_, ClientError>| match r {
         Err(ClientError::Api(e)) => e.code,
         other => panic!("{other:?}"),
@@ -90,7 +54,7 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
 
     let ctx = HostContext {
         cluster: "mx".into(),
-        os_ca_pem: secrets.os_ca.cert_pem().to_string(),
+        os_ca_pem: pki.os_ca_pem().to_string(),
         targets: vec![
             Target {
                 name: "mx-cp-1".into(),
@@ -102,7 +66,7 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
                 name: "mx-w-1".into(),
                 control_plane: false,
                 endpoint: w,
-                client: client(&secrets, "mx-w-1", w, Role::Admin),
+                client: pki.client("mx-w-1", w, Role::Admin),
             },
         ],
         cluster_file: None,
@@ -172,7 +136,7 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
         .unwrap();
     let mut ctx = ctx;
     ctx.targets[1].endpoint = closed;
-    ctx.targets[1].client = client(&secrets, "mx-w-1", closed, Role::Admin);
+    ctx.targets[1].client = pki.client("mx-w-1", closed, Role::Admin);
     let report = run(&ctx, &["CONF-01".into(), "RT-02".into()], false, &progress)
         .await
         .unwrap();
@@ -192,8 +156,7 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
         .collect();
     assert!(down.iter().all(|r| r.verdict == Verdict::Fail), "{down:?}");
     assert_eq!(exit_status(&report), 1);
-    s1.abort();
-    s2.abort();
+    drop((n1, n2));
 }
 
 /// `ironclad matrix` end to end: a state dir with a client.yaml whose nodes
@@ -204,22 +167,23 @@ fn cli_runs_the_matrix_from_the_state_dir() {
     use std::process::Command;
     let bin = env!("CARGO_BIN_EXE_ironclad");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let secrets = Secrets::generate("mx").unwrap();
-    let ((cp, s1), (w, s2)) = rt.block_on(async {
-        let a = node(&secrets, "mx-cp-1").await;
-        let b = node(&secrets, "mx-w-1").await;
-        client(&secrets, "mx-cp-1", a.0, Role::Admin)
+    let pki = TestPki::new("mx");
+    let (n1, n2) = rt.block_on(async {
+        let a = MemoryNode::serve(&pki, "mx-cp-1", &["etcd", "containerd"]).await;
+        let b = MemoryNode::serve(&pki, "mx-w-1", &["etcd", "containerd"]).await;
+        pki.client("mx-cp-1", a.addr, Role::Admin)
             .bootstrap()
             .await
             .unwrap();
         (a, b)
     });
+    let (cp, w) = (n1.addr, n2.addr);
     let state = tempfile::tempdir().unwrap();
     let mx: ironclad_host::spec::ClusterName = "mx".parse().unwrap();
     let paths = ironclad_host::cluster::paths::ClusterPaths::new(state.path(), &mx);
     paths.claim(&mx).unwrap();
     let dir = paths.dir().to_path_buf();
-    let admin = issue_client_cert(&secrets.os_ca, Role::Admin, "admin").unwrap();
+    let admin = pki.client_cert(Role::Admin, "admin");
     std::fs::write(dir.join("admin.crt"), &admin.cert_pem).unwrap();
     std::fs::write(dir.join("admin.key"), &admin.key_pem).unwrap();
     std::fs::write(dir.join("cluster.yaml"), "name: mx\n").unwrap();
@@ -227,7 +191,7 @@ fn cli_runs_the_matrix_from_the_state_dir() {
         api_version: ironclad_contract::API_VERSION.into(),
         kind: KIND.into(),
         cluster: mx.clone(),
-        os_ca: secrets.os_ca.cert_pem().into(),
+        os_ca: pki.os_ca_pem().into(),
         cert: "admin.crt".into(),
         key: "admin.key".into(),
         nodes: vec![
@@ -298,7 +262,7 @@ fn cli_runs_the_matrix_from_the_state_dir() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("BRK-10"));
 
     // A node down: its checks FAIL and the exit status is 1.
-    s2.abort();
+    drop(n2);
     let mut down = cfg.clone();
     down.nodes[1].endpoint = Some(
         std::net::TcpListener::bind("127.0.0.1:0")
@@ -320,5 +284,5 @@ fn cli_runs_the_matrix_from_the_state_dir() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
-    s1.abort();
+    drop(n1);
 }

@@ -22,10 +22,11 @@ use ironclad_host::image::{BuildOptions, NoProgress, RecipeRef, ensure_built};
 use ironclad_host::machine::MachineConfig;
 use ironclad_host::pki::{self, ClientRole, Secrets};
 use ironclad_host::qemu::{Accel, ClusterNic, MachineType, UserNic, VmSpec};
+use ironclad_testkit::process::{self, Guard};
+use ironclad_testkit::wait;
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod support;
@@ -45,33 +46,22 @@ spec:
 /// Deadline for one boot to reach `ready` under TCG on a busy 2-core host.
 const BOOT_DEADLINE: Duration = Duration::from_secs(180);
 
-/// QEMU, killed when dropped; the serial log is kept on failure.
+/// A node's QEMU (under the shared [`Guard`]); its serial log is kept when
+/// the test fails.
 struct Vm {
-    child: Child,
+    qemu: Guard,
     serial: PathBuf,
+    stderr: PathBuf,
 }
 
 impl Vm {
     fn start(spec: &VmSpec) -> Vm {
         let args = spec.to_args().expect("a valid VmSpec");
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // SAFETY: prctl in the child before exec; async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("qemu-system-x86_64 starts");
+        let stderr = spec.serial_log.with_extension("stderr");
         Vm {
-            child,
+            qemu: Guard::qemu(args, &stderr),
             serial: spec.serial_log.clone(),
+            stderr,
         }
     }
 
@@ -89,51 +79,44 @@ impl Vm {
         deadline: Instant,
         pred: impl Fn(&str) -> bool,
     ) -> String {
-        loop {
-            let log = self.serial();
-            if pred(&log) {
-                return log;
-            }
+        let stderr = &self.stderr;
+        let serial = &self.serial;
+        let qemu = &mut self.qemu;
+        wait::until(what, deadline, || {
+            let log = read_lossy(serial);
             assert!(
                 !log.contains("machined: fatal"),
                 "machined failed while waiting for {what}:\n{log}"
             );
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("QEMU exited ({st}) while waiting for {what}:\n{log}");
+            if let Some(st) = qemu.exited() {
+                panic!(
+                    "QEMU exited ({st}) while waiting for {what}:\n{log}\nstderr: {}",
+                    read_lossy(stderr)
+                );
             }
-            assert!(Instant::now() < deadline, "no {what} in time:\n{log}");
-            // Polling interval of a deadline-bound wait, not a fixed delay.
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            pred(&log).then_some(log)
+        })
     }
 
     /// Waits for QEMU to exit on its own.
     fn wait_exit(&mut self, deadline: Instant) -> std::process::ExitStatus {
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "QEMU did not exit after a power-off:\n{}",
-                self.serial()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let serial = self.serial.clone();
+        self.qemu.wait_exit(deadline, || read_lossy(&serial))
     }
+}
+
+fn read_lossy(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         if std::thread::panicking() {
-            let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-                .parent()
-                .map(|t| t.join("e2e-logs"))
-                .unwrap_or_else(|| PathBuf::from("e2e-logs"));
+            let dir = process::kept_logs_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "node_boot");
             let _ = std::fs::create_dir_all(&dir);
-            let dst = dir.join("node_boot-serial.log");
+            let dst = dir.join("serial.log");
             if std::fs::copy(&self.serial, &dst).is_ok() {
                 eprintln!("serial log kept at {}", dst.display());
             }
@@ -178,25 +161,6 @@ fn fact<'a>(log: &'a str, prefix: &str, n: usize) -> Option<&'a str> {
         .filter(|l| l.starts_with(prefix))
         .nth(n)
         .map(str::trim)
-}
-
-/// Retries a call until the API answers (the hostfwd port accepts before the
-/// guest listens).
-async fn until_answers<T, F, Fut>(deadline: Instant, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ironclad_host::client::ClientError>>,
-{
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("API not answering yet: {e}");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => panic!("the node API did not answer in time: {e}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,7 +274,7 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     let admin_key = std::fs::read_to_string(&report.admin_key).unwrap();
     let admin = NodeClient::new(&node.name, endpoint, &ca, &admin_cert, &admin_key).unwrap();
     let api_deadline = Instant::now() + Duration::from_secs(60);
-    let v = until_answers(api_deadline, || admin.version()).await;
+    let v = wait::until_ok("the node API", api_deadline, || admin.version()).await;
     assert_eq!(v.node, node.name);
     assert_eq!(v.api, "v1");
     // Its certificate names this node only: a client for another node,
@@ -431,7 +395,12 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
         fact(&log, "machined: fact state-disk ", 1),
         Some("machined: fact state-disk formatted=false boot=2")
     );
-    let v = until_answers(Instant::now() + Duration::from_secs(60), || admin.version()).await;
+    let v = wait::until_ok(
+        "the node API",
+        wait::deadline(Duration::from_secs(60)),
+        || admin.version(),
+    )
+    .await;
     assert_eq!(v.node, node.name);
 
     // Power off through the API: QEMU exits.

@@ -6,48 +6,27 @@ use ironclad_contract::api::{LogLine, Role, ServiceList};
 use ironclad_host::clientconfig::{ClientConfig, ClientNode};
 use ironclad_host::cluster::paths::ClusterPaths;
 use ironclad_host::pki::{Secrets, issue_client_cert};
-use ironclad_node::apid::memory::MemoryController;
-use ironclad_node::apid::{Apid, server_tls_config};
+use ironclad_testkit::apid::{MemoryNode, TestPki};
+use ironclad_testkit::wait;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const NODE: &str = "dev-cp-1";
 
 struct Fixture {
     state: tempfile::TempDir,
-    ctl: Arc<MemoryController>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    node: MemoryNode,
 }
 
 async fn start() -> Fixture {
-    let secrets = Secrets::generate("dev").unwrap();
-    let cert = secrets
-        .os_ca
-        .issue_server(NODE, &[NODE], &[Ipv4Addr::new(10, 5, 0, 2)], false)
-        .unwrap();
-    let tls = server_tls_config(secrets.os_ca.cert_pem(), &cert.cert_pem, &cert.key_pem).unwrap();
-    let apid = Apid::bind_with("127.0.0.1:0".parse().unwrap(), tls)
-        .await
-        .unwrap();
-    let addr = apid.local_addr().unwrap();
-    let ctl = Arc::new(MemoryController::new(NODE, &["etcd", "containerd"]));
-    let c = ctl.clone();
-    let server = tokio::spawn(async move {
-        let _ = apid.serve(c).await;
-    });
+    let pki = TestPki::new("dev");
+    let node = MemoryNode::serve(&pki, NODE, &["etcd", "containerd"]).await;
     let state = tempfile::tempdir().unwrap();
-    write_cluster(state.path(), "dev", &secrets, addr);
-    Fixture { state, ctl, server }
+    write_cluster(state.path(), "dev", &pki.secrets, node.addr);
+    Fixture { state, node }
 }
 
 fn write_cluster(state: &Path, name: &str, secrets: &Secrets, endpoint: SocketAddr) {
@@ -108,15 +87,15 @@ async fn node_commands_through_the_api() {
     let list: ServiceList = serde_json::from_str(&out.1).unwrap();
     assert_eq!(list.services.len(), 2);
 
-    f.ctl.log("containerd", "first");
-    f.ctl.log("containerd", "second");
+    f.node.ctl.log("containerd", "first");
+    f.node.ctl.log("containerd", "second");
     let out = run(
         s,
         &["node", "logs", "containerd", "--node", NODE, "--tail", "1"],
     )
     .await;
     assert_eq!((out.0, out.1.as_str()), (0, "second\n"), "{out:?}");
-    f.ctl.kernel("Linux version 6.12");
+    f.node.ctl.kernel("Linux version 6.12");
     let out = run(s, &["node", "dmesg", "--node", NODE]).await;
     assert!(out.1.contains("Linux version"), "{out:?}");
 
@@ -127,7 +106,7 @@ async fn node_commands_through_the_api() {
 
     let out = run(s, &["node", "reboot", "--node", NODE]).await;
     assert_eq!(out.0, 0, "{out:?}");
-    assert_eq!(f.ctl.power_request(), Some("reboot"));
+    assert_eq!(f.node.ctl.power_request(), Some("reboot"));
 }
 
 #[tokio::test]
@@ -143,12 +122,13 @@ async fn logs_follow_streams_ndjson_until_interrupted() {
     .stderr(Stdio::null())
     .spawn()
     .unwrap();
-    let end = Instant::now() + Duration::from_secs(20);
-    while f.ctl.followers("etcd") == 0 {
-        assert!(Instant::now() < end, "the CLI never started following");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    f.ctl.log("etcd", "hello");
+    wait::until_async(
+        "the CLI to follow etcd's log",
+        wait::deadline(Duration::from_secs(20)),
+        || async { (f.node.ctl.followers("etcd") > 0).then_some(()) },
+    )
+    .await;
+    f.node.ctl.log("etcd", "hello");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
         .await

@@ -5,10 +5,11 @@
 //! the serial and supervisor logs of every cluster still there (a failed test's)
 //! are copied to `target/e2e-logs/<test>/<cluster>/` for a CI reader.
 
+use ironclad_testkit::{process, wait};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where the image is built once and shared by every test binary.
 pub fn image_cache() -> PathBuf {
@@ -87,43 +88,18 @@ impl Harness {
     }
 
     /// Polls `cond` until it holds or `timeout` passes.
-    pub fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    pub fn wait_for(&self, what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+        wait::until_true(what, wait::deadline(timeout), cond);
     }
 
     /// Pids of processes whose command line names this state root.
     pub fn leftover_processes(&self) -> Vec<(u32, String)> {
-        let needle = self.root().to_string_lossy().into_owned();
-        let mut found = Vec::new();
-        let me = std::process::id();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid == me {
-                continue;
-            }
-            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
-            if cmd.contains(&needle) {
-                found.push((pid, cmd));
-            }
-        }
-        found
+        process::processes_mentioning(self.root())
     }
 
     fn save_logs(&self) {
         // <target>/e2e-logs, wherever the target dir is.
-        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .parent()
-            .unwrap_or(Path::new("."));
-        let dest = target.join("e2e-logs").join(&self.test);
+        let dest = process::kept_logs_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), &self.test);
         let clusters = self.root().join("clusters");
         for c in std::fs::read_dir(&clusters).into_iter().flatten().flatten() {
             let logs = c.path().join("logs");
@@ -146,12 +122,6 @@ impl Drop for Harness {
                 let _ = self.run(&["destroy", name]);
             }
         }
-        for (pid, cmd) in self.leftover_processes() {
-            eprintln!("killing leftover process {pid}: {cmd}");
-            // SAFETY: kill(2) on a pid whose command line names our private temp dir.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-        }
+        process::kill_mentioning(self.root());
     }
 }

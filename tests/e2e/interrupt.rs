@@ -2,8 +2,10 @@
 //! kept with `--keep-on-interrupt`; never left running silently.
 
 use crate::harness::{Harness, image_cache};
+use ironclad_testkit::process::Guard;
+use ironclad_testkit::wait;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -21,19 +23,18 @@ fn start_create(
     h: &Harness,
     file: &std::path::Path,
     extra: &[&str],
-) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ironclad"))
-        .args(["create", "-f"])
+) -> (Guard, mpsc::Receiver<String>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ironclad"));
+    cmd.args(["create", "-f"])
         .arg(file)
         .args(["--accel", "tcg"])
         .args(extra)
         .env("IRONCLAD_STATE_DIR", h.root())
         .env("IRONCLAD_CACHE_DIR", image_cache())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ironclad create");
-    let stderr = child.stderr.take().expect("stderr");
+        .stderr(Stdio::piped());
+    let mut child = Guard::spawn(cmd, "this build's ironclad");
+    let stderr = child.take_stderr().expect("stderr");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -75,22 +76,13 @@ fn remaining(rx: &mpsc::Receiver<String>) -> Vec<String> {
     lines
 }
 
-fn interrupt_and_wait(child: &mut Child, within: Duration) -> Option<i32> {
-    // SAFETY: kill(2) of our own child with SIGINT, as a terminal's Ctrl-C.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
-    }
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("create did not end within {within:?} of SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn interrupt_and_wait(child: &mut Guard, within: Duration) -> Option<i32> {
+    // As a terminal's Ctrl-C.
+    child.signal(libc::SIGINT);
+    let status = child.wait_exit(wait::deadline(within), || {
+        format!("create did not end within {within:?} of SIGINT")
+    });
+    status.code()
 }
 
 #[test]

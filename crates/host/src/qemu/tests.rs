@@ -1,13 +1,16 @@
 //! Tests against the real QEMU (7.2 on the build machines): the built command
 //! line is accepted, QMP works, and the cluster NIC connects to the switch and
-//! carries frames both ways. Each test owns its QEMU through [`QemuGuard`],
-//! which kills and reaps it even when the test fails. No guest kernel is
+//! carries frames both ways. Each test owns its QEMU through the shared
+//! test guard (`ironclad_testkit::process::Guard`), which kills and reaps it
+//! even when the test fails. No guest kernel is
 //! needed: VMs start paused (`-S`) with a stand-in kernel header.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use ironclad_testkit::process::Guard;
+use ironclad_testkit::wait;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -17,69 +20,19 @@ use crate::network::frame::{read_frame, write_frame};
 use crate::network::{self, MacAddr, Switch, SwitchConfig};
 
 const WAIT: Duration = Duration::from_secs(20);
-const QEMU: &str = "qemu-system-x86_64";
 
-/// Owns a QEMU process: killed and reaped on drop.
-struct QemuGuard {
-    child: Child,
+/// QEMU with `args` under the shared test guard (killed and reaped when the
+/// test ends, however it ends), its stderr in `dir/qemu.stderr`.
+fn spawn_qemu(args: &[std::ffi::OsString], dir: &Path) -> Guard {
+    Guard::qemu(args, &dir.join("qemu.stderr"))
 }
 
-impl QemuGuard {
-    fn spawn(args: &[std::ffi::OsString], dir: &Path) -> QemuGuard {
-        use std::os::unix::process::CommandExt;
-        let stderr = std::fs::File::create(dir.join("qemu.stderr")).unwrap();
-        let mut cmd = Command::new(QEMU);
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours. If
-        // the test process dies without running destructors (SIGKILL), the
-        // kernel kills QEMU too.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("qemu-system-x86_64 must be installed for these tests");
-        QemuGuard { child }
-    }
-
-    /// Polls for the exit until the deadline.
-    async fn wait_exit(&mut self, dir: &Path) -> std::process::ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            let err = std::fs::read_to_string(dir.join("qemu.stderr")).unwrap_or_default();
-            assert!(
-                Instant::now() < deadline,
-                "QEMU did not exit; stderr: {err}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        unsafe {
-            libc::kill(pid, sig);
-        }
-    }
-}
-
-impl Drop for QemuGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits for QEMU to exit, with its stderr in the failure.
+async fn exit_of(qemu: &mut Guard, dir: &Path) -> std::process::ExitStatus {
+    qemu.wait_exit_async(wait::deadline(WAIT), || {
+        std::fs::read_to_string(dir.join("qemu.stderr")).unwrap_or_default()
+    })
+    .await
 }
 
 /// A file QEMU's x86 loader takes as a Linux kernel: a boot-protocol 2.15
@@ -154,18 +107,15 @@ async fn switch_status(dir: &Path) -> network::Status {
 }
 
 async fn wait_port_connected(dir: &Path, node: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let what = format!("switch port {node} to connect");
+    wait::until_async(&what, wait::deadline(WAIT), || async {
         let s = switch_status(dir).await;
-        if s.ports.iter().any(|p| p.node == node && p.connected) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "port {node} never connected: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        s.ports
+            .iter()
+            .any(|p| p.node == node && p.connected)
+            .then_some(())
+    })
+    .await
 }
 
 /// QEMU 7.2 accepts the full line for every machine type; the VM is paused
@@ -183,7 +133,7 @@ async fn qemu_accepts_the_line_and_connects_to_the_switch() {
         let _switch = start_switch(dir, &["cp-1"]).await;
         let mut args = spec.to_args().unwrap();
         args.push("-S".into());
-        let mut qemu = QemuGuard::spawn(&args, dir);
+        let mut qemu = spawn_qemu(&args, dir);
         let qmp = Qmp::connect(&spec.qmp_socket, Instant::now() + WAIT)
             .await
             .unwrap_or_else(|e| {
@@ -202,7 +152,7 @@ async fn qemu_accepts_the_line_and_connects_to_the_switch() {
         wait_port_connected(dir, "cp-1").await;
         assert!(spec.serial_log.exists(), "serial log file is created");
         qmp.quit().await.unwrap();
-        let exit = qemu.wait_exit(dir).await;
+        let exit = exit_of(&mut qemu, dir).await;
         assert!(exit.success(), "{machine:?}: {exit:?}");
         assert!(qmp.wait_closed(Instant::now() + WAIT).await);
         assert!(matches!(
@@ -229,7 +179,7 @@ async fn shutdown_without_a_guest_is_forced_after_the_deadline() {
     node_files(dir, &spec);
     let mut args = spec.to_args().unwrap();
     args.push("-S".into());
-    let mut qemu = QemuGuard::spawn(&args, dir);
+    let mut qemu = spawn_qemu(&args, dir);
     let qmp = Qmp::connect(&spec.qmp_socket, Instant::now() + WAIT)
         .await
         .unwrap();
@@ -240,7 +190,7 @@ async fn shutdown_without_a_guest_is_forced_after_the_deadline() {
         .unwrap();
     assert_eq!(outcome, ShutdownOutcome::Forced);
     assert!(start.elapsed() >= Duration::from_millis(500));
-    assert!(qemu.wait_exit(dir).await.success());
+    assert!(exit_of(&mut qemu, dir).await.success());
 }
 
 /// The SHUTDOWN event ends the wait early: QEMU emits it when it gets SIGTERM.
@@ -266,7 +216,7 @@ async fn shutdown_event_ends_the_wait() {
         "-mon".into(),
         "chardev=qmp0,mode=control".into(),
     ];
-    let mut qemu = QemuGuard::spawn(&args, dir);
+    let mut qemu = spawn_qemu(&args, dir);
     let qmp = Qmp::connect(&qmp_path, Instant::now() + WAIT)
         .await
         .unwrap();
@@ -279,7 +229,7 @@ async fn shutdown_event_ends_the_wait() {
         .await
         .unwrap();
     assert_eq!(outcome, ShutdownOutcome::Graceful);
-    qemu.wait_exit(dir).await;
+    exit_of(&mut qemu, dir).await;
 }
 
 #[tokio::test]
@@ -327,7 +277,7 @@ async fn frames_cross_real_qemu_both_ways() {
         "-netdev".into(),
         "hubport,id=h1,hubid=0,netdev=s0".into(),
     ];
-    let _qemu = QemuGuard::spawn(&args, dir);
+    let _qemu = spawn_qemu(&args, dir);
     wait_port_connected(dir, "vm").await;
 
     let probe_sock = network::port_socket(dir, &"probe".parse().unwrap());
