@@ -136,6 +136,7 @@ pub fn exit_of(e: &LifecycleError) -> Exit {
         | E::ClientConfig(_)
         | E::Spawn(_)
         | E::Control(_)
+        | E::Faults(_)
         | E::CreateDir { .. }
         | E::RemoveDir { .. }
         | E::ToolSpawn { .. }

@@ -5,6 +5,8 @@
 //! - [`state`]: `cluster.json`, the node states and their transitions.
 //! - [`ports`]: host API ports, unique across clusters.
 //! - [`control`]: the supervisor's control protocol.
+//! - [`engine`]: where nodes run, behind one trait; [`engine::QemuEngine`]
+//!   is the supervisor below.
 //! - [`supervisor`]: the detached per-cluster process (switch, QEMUs, QMP).
 //! - [`caplog`]: the serial and QEMU logs it writes, capped and rotated.
 //! - [`etcd`]: bootstrap and join of etcd across the control planes (converge).
@@ -18,6 +20,7 @@
 pub mod caplog;
 pub mod console;
 pub mod control;
+pub mod engine;
 pub mod etcd;
 pub mod lifecycle;
 pub mod paths;

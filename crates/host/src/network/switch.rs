@@ -1,5 +1,5 @@
 //! The switch itself: listeners, per-connection tasks, the forwarding table and
-//! the fault state.
+//! the fault state (set and healed by the control requests, in `faults`).
 //!
 //! One listening unix socket per node (`<dir>/sw-<node>.sock`); the node's QEMU
 //! connects to it as a client. Each connection has a reader task (frames in,
@@ -27,8 +27,7 @@ use tokio::time::Instant;
 
 use super::MacAddr;
 use super::control::{
-    Counters, ErrorCode, Faults, MAX_DELAY_MS, MAX_REQUEST_LINE, MacEntry, PortStatus, Request,
-    Response, Status,
+    Counters, ErrorCode, Faults, MAX_REQUEST_LINE, MacEntry, PortStatus, Request, Response, Status,
 };
 use super::frame::{MIN_FRAME, read_frame, write_frame};
 use crate::spec::NodeName;
@@ -107,9 +106,6 @@ struct State {
     seed: u64,
     next_conn: u64,
 }
-
-/// A refused control request, before it becomes a [`Response::Error`].
-struct Refusal(ErrorCode, String);
 
 /// The forwarding decision for one frame towards one port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,92 +254,6 @@ impl State {
             seed: self.seed,
         }
     }
-
-    fn known_node(&self, node: &str) -> Result<(), Refusal> {
-        if self.ports.contains_key(node) {
-            Ok(())
-        } else {
-            Err(Refusal(
-                ErrorCode::UnknownNode,
-                format!("the switch has no port for node {node:?}"),
-            ))
-        }
-    }
-
-    fn apply(&mut self, req: Request) -> Response {
-        match self.try_apply(req) {
-            Ok(r) => r,
-            Err(Refusal(code, message)) => Response::Error { code, message },
-        }
-    }
-
-    fn try_apply(&mut self, req: Request) -> Result<Response, Refusal> {
-        let bad = |message: String| Refusal(ErrorCode::BadValue, message);
-        match req {
-            Request::Status {} => {
-                return Ok(Response::Status {
-                    status: self.status(),
-                });
-            }
-            Request::Partition { node } => {
-                self.known_node(&node)?;
-                if !self.faults.partitioned.contains(&node) {
-                    self.faults.partitioned.push(node);
-                    self.faults.partitioned.sort();
-                }
-            }
-            Request::Heal {
-                node: None,
-                all: true,
-            } => self.faults = Faults::default(),
-            Request::Heal {
-                node: Some(node),
-                all: false,
-            } => {
-                self.known_node(&node)?;
-                let f = &mut self.faults;
-                f.partitioned.retain(|n| *n != node);
-                f.drop_percent_by_node.remove(&node);
-                f.delay_ms_by_node.remove(&node);
-            }
-            Request::Heal { .. } => {
-                return Err(bad("heal takes either a node or \"all\": true".into()));
-            }
-            Request::Drop { percent, node } => {
-                if percent > 100 {
-                    return Err(bad(format!("drop percent {percent} is above 100")));
-                }
-                match node {
-                    None => self.faults.drop_percent = percent,
-                    Some(node) => {
-                        self.known_node(&node)?;
-                        if percent == 0 {
-                            self.faults.drop_percent_by_node.remove(&node);
-                        } else {
-                            self.faults.drop_percent_by_node.insert(node, percent);
-                        }
-                    }
-                }
-            }
-            Request::Delay { ms, node } => {
-                if ms > MAX_DELAY_MS {
-                    return Err(bad(format!("delay {ms} ms is above {MAX_DELAY_MS} ms")));
-                }
-                match node {
-                    None => self.faults.delay_ms = ms,
-                    Some(node) => {
-                        self.known_node(&node)?;
-                        if ms == 0 {
-                            self.faults.delay_ms_by_node.remove(&node);
-                        } else {
-                            self.faults.delay_ms_by_node.insert(node, ms);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(Response::Ok)
-    }
 }
 
 struct Shared {
@@ -451,22 +361,34 @@ impl Switch {
     }
 }
 
-/// Accepts VM connections on one port; a new one replaces the old one.
-async fn accept_port(shared: Arc<Shared>, node: String, listener: UnixListener) {
+/// Accepts connections on `listener` until the task is aborted, handing each
+/// to `on_conn` with the set its tasks are reaped from. An accept error
+/// (EMFILE and the like) backs off instead of spinning.
+async fn accept_loop(
+    listener: UnixListener,
+    mut on_conn: impl FnMut(UnixStream, &mut JoinSet<()>),
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else {
-                    // EMFILE and the like: back off instead of spinning.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
-                attach(&shared, &node, stream, &mut conns);
+                on_conn(stream, &mut conns);
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
+}
+
+/// Accepts VM connections on one port; a new one replaces the old one.
+async fn accept_port(shared: Arc<Shared>, node: String, listener: UnixListener) {
+    accept_loop(listener, |stream, conns| {
+        attach(&shared, &node, stream, conns)
+    })
+    .await
 }
 
 fn attach(shared: &Arc<Shared>, node: &str, stream: UnixStream, conns: &mut JoinSet<()>) {
@@ -524,19 +446,10 @@ fn attach(shared: &Arc<Shared>, node: &str, stream: UnixStream, conns: &mut Join
 
 /// Serves the control socket.
 async fn accept_control(shared: Arc<Shared>, listener: UnixListener) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                };
-                conns.spawn(control_conn(shared.clone(), stream));
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
+    accept_loop(listener, |stream, conns| {
+        conns.spawn(control_conn(shared.clone(), stream));
+    })
+    .await
 }
 
 /// Answers one request line.
@@ -587,5 +500,6 @@ async fn control_conn(shared: Arc<Shared>, stream: UnixStream) {
     }
 }
 
+mod faults;
 #[cfg(test)]
 mod tests;

@@ -252,61 +252,67 @@ impl VmSpec {
 
     fn args(&self, serial_fd: Option<std::os::fd::RawFd>) -> Result<Vec<OsString>, CmdlineError> {
         self.check()?;
-        let m = self.machine;
-        let mut a: Vec<OsString> = Vec::new();
-        let mut push = |flag: &str, value: OsString| {
-            a.push(flag.into());
-            a.push(value);
-        };
-        push("-name", format!("guest={}", self.name).into());
-        push("-machine", m.qemu_name().into());
+        let mut a = Args::default();
+        self.machine_args(&mut a);
+        self.boot_args(&mut a);
+        self.disk_args(&mut a);
+        self.nic_args(&mut a);
+        self.control_args(&mut a, serial_fd);
+        Ok(a.0)
+    }
+
+    /// The board: name, machine, accelerator, CPU, memory, no defaults.
+    fn machine_args(&self, a: &mut Args) {
+        a.opt("-name", format!("guest={}", self.name));
+        a.opt("-machine", self.machine.qemu_name());
         let accel = match (self.accel, self.tcg_tb_size_mib) {
             (Accel::Tcg, Some(mib)) => format!("tcg,tb-size={mib}"),
             (a, _) => a.qemu_name().to_string(),
         };
-        push("-accel", accel.into());
+        a.opt("-accel", accel);
         let cpu = match self.accel {
             Accel::Kvm => "host",
             Accel::Tcg => "max",
         };
-        push("-cpu", cpu.into());
-        push("-smp", self.cpus.to_string().into());
-        push("-m", format!("{}M", self.memory_mib).into());
-        a.push("-nodefaults".into());
-        a.push("-no-user-config".into());
-        let mut push = |flag: &str, value: OsString| {
-            a.push(flag.into());
-            a.push(value);
-        };
-        push("-display", "none".into());
-        push("-kernel", self.kernel.clone().into());
-        push("-initrd", self.initrd.clone().into());
-        push("-append", self.append.clone().into());
-        push(
+        a.opt("-cpu", cpu);
+        a.opt("-smp", self.cpus.to_string());
+        a.opt("-m", format!("{}M", self.memory_mib));
+        a.flag("-nodefaults");
+        a.flag("-no-user-config");
+        a.opt("-display", "none");
+    }
+
+    /// Direct kernel boot.
+    fn boot_args(&self, a: &mut Args) {
+        a.opt("-kernel", self.kernel.clone());
+        a.opt("-initrd", self.initrd.clone());
+        a.opt("-append", self.append.clone());
+    }
+
+    /// The read-only root, the state disk and the machine config (fw_cfg).
+    fn disk_args(&self, a: &mut Args) {
+        let blk = self.machine.virtio("blk");
+        a.opt(
             "-drive",
             Opt::new("if=none,id=root,format=raw,readonly=on,file=")
                 .path(&self.root_image)
                 .0,
         );
-        push(
+        a.opt(
             "-device",
-            format!("{},drive=root,serial={ROOT_DRIVE_SERIAL}", m.virtio("blk")).into(),
+            format!("{blk},drive=root,serial={ROOT_DRIVE_SERIAL}"),
         );
-        push(
+        a.opt(
             "-drive",
             Opt::new("if=none,id=state,format=qcow2,discard=unmap,file=")
                 .path(&self.state_disk)
                 .0,
         );
-        push(
+        a.opt(
             "-device",
-            format!(
-                "{},drive=state,serial={STATE_DRIVE_SERIAL}",
-                m.virtio("blk")
-            )
-            .into(),
+            format!("{blk},drive=state,serial={STATE_DRIVE_SERIAL}"),
         );
-        push(
+        a.opt(
             "-fw_cfg",
             Opt::new("name=")
                 .s(crate::machine::FW_CFG_NAME)
@@ -314,54 +320,72 @@ impl VmSpec {
                 .path(&self.machine_config)
                 .0,
         );
+    }
+
+    /// The user-mode NIC and, when there is one, the NIC on the cluster switch.
+    fn nic_args(&self, a: &mut Args) {
+        let net = self.machine.virtio("net");
         let u = &self.user_nic;
-        push(
+        a.opt(
             "-netdev",
             format!(
                 "user,id=user0,restrict={},hostfwd=tcp:127.0.0.1:{}-:{GUEST_API_PORT}",
                 if u.restrict { "on" } else { "off" },
                 u.host_api_port
-            )
-            .into(),
+            ),
         );
-        push(
-            "-device",
-            format!("{},netdev=user0,mac={}", m.virtio("net"), u.mac).into(),
-        );
+        a.opt("-device", format!("{net},netdev=user0,mac={}", u.mac));
         if let Some(c) = &self.cluster_nic {
-            push(
+            a.opt(
                 "-netdev",
                 Opt::new("stream,id=cl0,server=off,addr.type=unix,addr.path=")
                     .path(&c.socket)
                     .0,
             );
-            push(
-                "-device",
-                format!("{},netdev=cl0,mac={}", m.virtio("net"), c.mac).into(),
-            );
+            a.opt("-device", format!("{net},netdev=cl0,mac={}", c.mac));
         }
-        push(
+    }
+
+    /// QMP and the serial console (a file, or the inherited pipe `serial_fd`).
+    fn control_args(&self, a: &mut Args, serial_fd: Option<std::os::fd::RawFd>) {
+        a.opt(
             "-chardev",
             Opt::new("socket,id=qmp0,server=on,wait=off,path=")
                 .path(&self.qmp_socket)
                 .0,
         );
-        push("-mon", "chardev=qmp0,mode=control".into());
+        a.opt("-mon", "chardev=qmp0,mode=control");
         match serial_fd {
-            None => push(
+            None => a.opt(
                 "-chardev",
                 Opt::new("file,id=serial0,path=").path(&self.serial_log).0,
             ),
             Some(fd) => {
-                push("-add-fd", format!("fd={fd},set={SERIAL_FDSET}").into());
-                push(
+                a.opt("-add-fd", format!("fd={fd},set={SERIAL_FDSET}"));
+                a.opt(
                     "-chardev",
-                    format!("file,id=serial0,path=/dev/fdset/{SERIAL_FDSET},append=on").into(),
+                    format!("file,id=serial0,path=/dev/fdset/{SERIAL_FDSET},append=on"),
                 );
             }
         }
-        push("-serial", "chardev:serial0".into());
-        Ok(a)
+        a.opt("-serial", "chardev:serial0");
+    }
+}
+
+/// The argv being built.
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    /// `flag value`.
+    fn opt(&mut self, flag: &str, value: impl Into<OsString>) {
+        self.0.push(flag.into());
+        self.0.push(value.into());
+    }
+
+    /// A flag without a value.
+    fn flag(&mut self, flag: &str) {
+        self.0.push(flag.into());
     }
 }
 

@@ -376,21 +376,30 @@ mod tests {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::UnixListener;
 
+    type PeerLines = tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>;
+
+    /// Accepts one client, greets it as QEMU 7.2 does and accepts its
+    /// `qmp_capabilities`: the session is then ready for commands.
+    async fn greet(listener: UnixListener) -> (PeerLines, tokio::net::unix::OwnedWriteHalf) {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (r, mut w) = stream.into_split();
+        let mut lines = BufReader::new(r).lines();
+        w.write_all(
+            br#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}
+"#,
+        )
+        .await
+        .unwrap();
+        lines.next_line().await.unwrap();
+        w.write_all(b"{\"return\": {}}\n").await.unwrap();
+        (lines, w)
+    }
+
     /// A peer that greets, accepts capabilities, then never answers.
     async fn silent_peer(path: &Path) -> tokio::task::JoinHandle<()> {
         let listener = UnixListener::bind(path).unwrap();
         tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (r, mut w) = stream.into_split();
-            let mut lines = BufReader::new(r).lines();
-            w.write_all(
-                br#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}
-"#,
-            )
-            .await
-            .unwrap();
-            lines.next_line().await.unwrap();
-            w.write_all(b"{\"return\": {}}\n").await.unwrap();
+            let (mut lines, _w) = greet(listener).await;
             while let Ok(Some(_)) = lines.next_line().await {}
         })
     }
@@ -427,18 +436,7 @@ mod tests {
         let path = dir.path().join("qmp.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (r, mut w) = stream.into_split();
-            let mut lines = BufReader::new(r).lines();
-            w.write_all(
-                br#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}
-"#,
-            )
-            .await
-            .unwrap();
-            // qmp_capabilities
-            lines.next_line().await.unwrap();
-            w.write_all(b"{\"return\": {}}\n").await.unwrap();
+            let (mut lines, mut w) = greet(listener).await;
             // query-status: answered by an event from the future, then silence.
             lines.next_line().await.unwrap();
             w.write_all(

@@ -1,5 +1,5 @@
 //! `create`: the state dir, image, secrets and machine configs, ports, disks,
-//! the supervisor, then `up`.
+//! then `up` on the selected engine.
 
 use super::*;
 
@@ -32,7 +32,8 @@ pub struct UpReport {
 /// `ironclad create`.
 pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport> {
     let started = Instant::now();
-    check_host_tools()?;
+    let engine = engine::selected();
+    check_host_tools(engine)?;
     let cluster = opts.cluster;
     let name = &cluster.name;
     let paths = ClusterPaths::new(&opts.root, name);
@@ -110,7 +111,16 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
     }
     let state = prepare_dir(&paths, opts, accel, &image, &lock, progress).map_err(half_made)?;
     drop(lock);
-    up(&paths, &state, None, started, opts.timeout, progress).map_err(half_made)
+    up(
+        engine,
+        &paths,
+        &state,
+        None,
+        started,
+        opts.timeout,
+        progress,
+    )
+    .map_err(half_made)
 }
 
 pub(super) struct ImageProgress<'a>(&'a dyn Progress);

@@ -1,25 +1,29 @@
 //! The lifecycle operations behind `ironclad create|start|stop|destroy|status|
-//! list|console`: plain synchronous functions over the state dir that talk to
-//! the supervisor through its control socket. The CLI only parses and prints.
+//! list|console`: plain synchronous functions over the state dir that place
+//! and control the VMs through the cluster's engine. The CLI only parses and
+//! prints.
 //!
 //! `create`: host tools, name and socket-path checks, image, secrets and
 //! machine configs (`gen config` into the state dir), qcow2 disks, ports and
-//! MACs fixed in `cluster.json`, the detached supervisor, all nodes booted in
+//! MACs fixed in `cluster.json`, the engine launched, all nodes booted in
 //! parallel, then [`wait_ready`] until every node meets every
 //! [`ReadyCondition`], while [`start_converge`] bootstraps and joins etcd.
 //!
-//! By concern: `create` (the state dir, configs, the supervisor), `disks`
-//! (overlays and formatted state disks), `readiness` (conditions, the wait,
-//! converge, booting with `up`), `ops` (start, stop, destroy), `query`
-//! (status, list, console); this module holds the errors and the helpers
-//! they share (the supervisor's socket, loading `cluster.json`).
+//! By concern: `create` (the state dir, configs), `disks` (overlays and
+//! formatted state disks), `readiness` (conditions, the wait, converge,
+//! booting with `up`), `ops` (start, stop, destroy), `query` (status, list,
+//! console); this module holds the errors and the helpers they share.
+//!
+//! Where the nodes run is not this module's business: every public operation
+//! picks the cluster's engine once ([`crate::cluster::engine::selected`]) and
+//! hands it down as `&dyn Engine`; launching, starting, stopping and killing
+//! VMs and finding their logs go through it.
 
 use crate::clientconfig::ClientConfig;
-use crate::cluster::control::{self, Request};
+use crate::cluster::engine::{self, Engine};
 use crate::cluster::paths::{ClusterPaths, Found};
 use crate::cluster::ports::{self, PortLock};
 use crate::cluster::state::{ClusterState, ImageFiles, NodeRecord, NodeState, now_ms};
-use crate::cluster::supervisor;
 use crate::qemu::{Accel, AccelChoice};
 use crate::spec::{Cluster, ClusterName, NodeName};
 use std::path::{Path, PathBuf};
@@ -64,6 +68,9 @@ pub enum LifecycleError {
     /// The supervisor's control socket.
     #[error(transparent)]
     Control(#[from] crate::cluster::control::ControlError),
+    /// The cluster network's fault control.
+    #[error(transparent)]
+    Faults(#[from] crate::network::ControlClientError),
     #[error("cannot create {}: {source}", dir.display())]
     CreateDir {
         dir: PathBuf,
@@ -159,16 +166,17 @@ pub trait Progress {
     fn line(&self, message: &str);
 }
 
-/// Host tools the lifecycle runs, with their Debian packages.
-const TOOLS: [(&str, &str); 2] = [
-    (supervisor::QEMU, "qemu-system-x86"),
-    ("qemu-img", "qemu-utils"),
-];
+/// Host tools the lifecycle runs itself (the engine names its own), with
+/// their Debian packages.
+const TOOLS: &[(&str, &str)] = &[("qemu-img", "qemu-utils")];
 
-/// Fails with [`LifecycleError::MissingTools`] unless QEMU and qemu-img are installed.
-pub fn check_host_tools() -> Result<()> {
-    let missing: Vec<(&str, &str)> = TOOLS
+/// Fails with [`LifecycleError::MissingTools`] unless the engine's tools and
+/// qemu-img are installed.
+pub fn check_host_tools(engine: &dyn Engine) -> Result<()> {
+    let missing: Vec<(&str, &str)> = engine
+        .host_tools()
         .iter()
+        .chain(TOOLS)
         .copied()
         .filter(|(t, _)| crate::image::build::find_tool(t).is_none())
         .collect();
@@ -194,51 +202,6 @@ use disks::*;
 pub use ops::*;
 pub use query::*;
 pub use readiness::*;
-
-fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
-    Ok(crate::runtime::block_on(f)?)
-}
-
-fn call(paths: &ClusterPaths, req: &Request, timeout: Duration) -> Result<()> {
-    Ok(block_on(control::call(
-        &paths.supervisor_socket(),
-        req,
-        timeout,
-    ))??)
-}
-
-/// Makes sure a supervisor runs for the cluster (starting one if needed).
-fn ensure_supervisor(paths: &ClusterPaths, progress: &dyn Progress) -> Result<u32> {
-    if let Some(pid) = supervisor::running_pid(paths) {
-        return Ok(pid);
-    }
-    let mut child = supervisor::spawn_detached(paths)?;
-    let within = Duration::from_secs(15);
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(LifecycleError::SupervisorExited {
-                status,
-                log: paths.supervisor_log(),
-                tail: tail(&paths.supervisor_log(), 10),
-            });
-        }
-        if crate::interrupt::requested() {
-            return Err(LifecycleError::Interrupted);
-        }
-        if call(paths, &Request::Ping {}, Duration::from_secs(2)).is_ok() {
-            progress.line(&format!("supervisor running (pid {})", child.id()));
-            return Ok(child.id());
-        }
-        if Instant::now() > deadline {
-            return Err(LifecycleError::SupervisorSilent {
-                within,
-                log: paths.supervisor_log(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// The last `n` lines of a file (for error messages), with control
 /// characters made visible: serial logs hold what the guest wrote.

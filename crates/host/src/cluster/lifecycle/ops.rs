@@ -21,13 +21,14 @@ pub fn start(
             "cluster {name} has no node {n:?}"
         )));
     }
-    check_host_tools()?;
-    up(&paths, &state, node, started, timeout, progress)
+    let engine = engine::selected();
+    check_host_tools(engine)?;
+    up(engine, &paths, &state, node, started, timeout, progress)
 }
 
 /// `ironclad stop NAME [--node NODE]`: graceful power-off (power button, then
 /// `quit` after `timeout`); disks and state are kept. Stopping the whole
-/// cluster also ends its supervisor.
+/// cluster also ends the engine's hold on it (the QEMU engine's supervisor).
 pub fn stop(
     root: &Path,
     name: &ClusterName,
@@ -37,11 +38,11 @@ pub fn stop(
 ) -> Result<()> {
     let paths = existing(root, name)?;
     let state = load(&paths)?;
-    let Some(pid) = supervisor::running_pid(&paths) else {
+    let engine = engine::selected();
+    if engine.running(&paths).is_none() {
         progress.line(&format!("cluster {name} is not running"));
         return Ok(());
-    };
-    let timeout_ms = timeout.as_millis() as u64;
+    }
     match node {
         Some(n) => {
             if state.node(n).is_none() {
@@ -49,44 +50,9 @@ pub fn stop(
                     "cluster {name} has no node {n:?}"
                 )));
             }
-            call(
-                &paths,
-                &Request::StopNode {
-                    node: n.to_string(),
-                    graceful: true,
-                    timeout_ms,
-                },
-                timeout + Duration::from_secs(15),
-            )
+            engine.stop_node(&paths, n, timeout)
         }
-        None => {
-            call(
-                &paths,
-                &Request::Shutdown {
-                    graceful: true,
-                    timeout_ms,
-                },
-                timeout + Duration::from_secs(15),
-            )?;
-            wait_gone(&[pid], Instant::now() + Duration::from_secs(10));
-            if supervisor::is_supervisor_of(pid, paths.dir()) {
-                return Err(LifecycleError::SupervisorStuck { pid });
-            }
-            Ok(())
-        }
-    }
-}
-
-pub(super) fn wait_gone(pids: &[u32], deadline: Instant) -> bool {
-    loop {
-        let alive = pids.iter().any(|p| supervisor::cmdline(*p).is_some());
-        if !alive {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        None => engine.shutdown(&paths, timeout),
     }
 }
 
@@ -102,7 +68,8 @@ pub enum Destroyed {
 
 /// `ironclad destroy NAME`: everything stopped at once (no graceful power-off:
 /// the disks are deleted anyway) and the state dir removed. Works on a crashed
-/// or half-created cluster: any process of the cluster found in /proc is killed.
+/// or half-created cluster: the engine ends whatever of the cluster it finds
+/// ([`Engine::kill`]: for QEMU, any process of the cluster found in /proc).
 ///
 /// Only a cluster's directory is removed ([`crate::cluster::paths::find`]: a real
 /// directory under `<root>/clusters/`, owned by the user, holding the marker
@@ -120,38 +87,7 @@ pub fn destroy(root: &Path, name: &ClusterName) -> Result<Destroyed> {
         }
         Found::Cluster(paths) => paths,
     };
-    if supervisor::running_pid(&paths).is_some() {
-        // A quick, orderly end; the /proc sweep below covers anything left.
-        let _ = call(
-            &paths,
-            &Request::Shutdown {
-                graceful: false,
-                timeout_ms: 0,
-            },
-            Duration::from_secs(3),
-        );
-    }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let pids = supervisor::processes_of(paths.dir());
-        if pids.is_empty() {
-            break;
-        }
-        for p in &pids {
-            // SAFETY: kill(2) on a pid whose command line was just checked to
-            // belong to this cluster; no memory involved.
-            unsafe {
-                libc::kill(*p as libc::pid_t, libc::SIGKILL);
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(LifecycleError::Survivors {
-                cluster: name.clone(),
-                pids,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    engine::selected().kill(&paths, name)?;
     std::fs::remove_dir_all(paths.dir()).map_err(|source| LifecycleError::RemoveDir {
         dir: paths.dir().to_path_buf(),
         source,

@@ -57,7 +57,8 @@ pub fn shown_state(recorded: NodeState, supervisor_alive: bool, ready: bool) -> 
 /// `ironclad status NAME`.
 pub fn status(root: &Path, name: &ClusterName) -> Result<ClusterStatus> {
     let paths = existing(root, name)?;
-    let supervisor = supervisor::running_pid(&paths);
+    let engine = engine::selected();
+    let supervisor = engine.running(&paths);
     let state = match ClusterState::load(&paths.cluster_json()) {
         Ok(s) => s,
         Err(e) => {
@@ -78,7 +79,7 @@ pub fn status(root: &Path, name: &ClusterName) -> Result<ClusterStatus> {
         .nodes
         .iter()
         .map(|n| {
-            let ready = DEFAULT_READY.iter().all(|c| c.met(&paths, n));
+            let ready = DEFAULT_READY.iter().all(|c| c.met(engine, &paths, n));
             let alive = supervisor.is_some();
             let live = n.state.has_process() && alive;
             NodeStatus {
@@ -86,7 +87,7 @@ pub fn status(root: &Path, name: &ClusterName) -> Result<ClusterStatus> {
                 role: n.role,
                 state: shown_state(n.state, alive, ready).to_string(),
                 phase: if live {
-                    last_phase(&paths, &n.name)
+                    last_phase(&engine.console_log(&paths, &n.name))
                 } else {
                     None
                 },
@@ -163,7 +164,7 @@ pub fn console(
     follow: bool,
     out: &mut dyn std::io::Write,
 ) -> Result<()> {
-    let log = paths.serial_log(node);
+    let log = engine::selected().console_log(paths, node);
     let mut reader = LogFollower::new(log);
     let mut escaper = crate::cluster::console::Escaper::default();
     let mut raw = Vec::new();

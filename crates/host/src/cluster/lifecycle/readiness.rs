@@ -16,9 +16,11 @@ pub enum ReadyCondition {
 }
 
 impl ReadyCondition {
-    pub(super) fn met(self, paths: &ClusterPaths, node: &NodeRecord) -> bool {
+    pub(super) fn met(self, engine: &dyn Engine, paths: &ClusterPaths, node: &NodeRecord) -> bool {
         match self {
-            ReadyCondition::SerialReady => serial_log_has(paths, &node.name, READY_LINE),
+            ReadyCondition::SerialReady => {
+                serial_log_has(&engine.console_log(paths, &node.name), READY_LINE)
+            }
             ReadyCondition::ApiHealth => api_answers(paths, &node.name),
         }
     }
@@ -41,16 +43,17 @@ pub(super) fn api_answers(paths: &ClusterPaths, node: &NodeName) -> bool {
     .unwrap_or(false)
 }
 
-pub(super) fn serial_log_has(paths: &ClusterPaths, node: &NodeName, needle: &str) -> bool {
-    std::fs::read(paths.serial_log(node))
+pub(super) fn serial_log_has(serial_log: &Path, needle: &str) -> bool {
+    std::fs::read(serial_log)
         .map(|b| String::from_utf8_lossy(&b).contains(needle))
         .unwrap_or(false)
 }
 
 /// The last `machined: <phase>` line of a node's serial log (the current
-/// boot), with control characters made visible (it is printed).
-pub fn last_phase(paths: &ClusterPaths, node: &NodeName) -> Option<String> {
-    let bytes = std::fs::read(paths.serial_log(node)).ok()?;
+/// boot's, [`Engine::console_log`]), with control characters made visible
+/// (it is printed).
+pub fn last_phase(serial_log: &Path) -> Option<String> {
+    let bytes = std::fs::read(serial_log).ok()?;
     let text = String::from_utf8_lossy(&bytes);
     text.lines().rev().find_map(|l| {
         l.find(PHASE_PREFIX)
@@ -60,6 +63,7 @@ pub fn last_phase(paths: &ClusterPaths, node: &NodeName) -> Option<String> {
 
 /// Boots `only` (or every node), waits for them to be ready, converges.
 pub(super) fn up(
+    engine: &dyn Engine,
     paths: &ClusterPaths,
     state: &ClusterState,
     only: Option<&NodeName>,
@@ -67,7 +71,7 @@ pub(super) fn up(
     timeout: Duration,
     progress: &dyn Progress,
 ) -> Result<UpReport> {
-    ensure_supervisor(paths, progress)?;
+    engine.launch(paths, progress)?;
     let names: Vec<NodeName> = state
         .nodes
         .iter()
@@ -75,13 +79,7 @@ pub(super) fn up(
         .map(|n| n.name.clone())
         .collect();
     for n in &names {
-        call(
-            paths,
-            &Request::StartNode {
-                node: n.to_string(),
-            },
-            Duration::from_secs(20),
-        )?;
+        engine.start_node(paths, n)?;
         progress.line(&format!("{n}: booting"));
     }
     // etcd bootstrap and join start at once, in parallel with the readiness
@@ -90,6 +88,7 @@ pub(super) fn up(
     // starts by itself from the data on its disk.
     let converging = only.is_none().then(|| start_converge(paths));
     let nodes = wait_ready(
+        engine,
         paths,
         &names,
         DEFAULT_READY,
@@ -159,9 +158,10 @@ pub fn finish_converge(c: Converging, progress: &dyn Progress) -> Result<()> {
 }
 
 /// Waits until every node of `names` meets every condition, printing each new
-/// boot phase. Fails early when a node's QEMU ends or the supervisor dies.
+/// boot phase. Fails early when a node's VM ends or the engine's process dies.
 /// Returns per node the seconds from the call to ready.
 pub fn wait_ready(
+    engine: &dyn Engine,
     paths: &ClusterPaths,
     names: &[NodeName],
     conditions: &[ReadyCondition],
@@ -176,10 +176,10 @@ pub fn wait_ready(
             return Err(LifecycleError::Interrupted);
         }
         let state = ClusterState::load(&paths.cluster_json())?;
-        if supervisor::running_pid(paths).is_none() {
+        if engine.running(paths).is_none() {
             return Err(LifecycleError::SupervisorGone {
-                log: paths.supervisor_log(),
-                tail: tail(&paths.supervisor_log(), 10),
+                log: engine.log(paths),
+                tail: tail(&engine.log(paths), 10),
             });
         }
         for name in names {
@@ -197,18 +197,18 @@ pub fn wait_ready(
                         .last_exit
                         .clone()
                         .unwrap_or_else(|| "no exit status".into()),
-                    serial_log: paths.serial_log(name),
-                    serial_tail: tail(&paths.serial_log(name), 10),
-                    qemu_tail: tail(&paths.qemu_log(name), 5),
+                    serial_log: engine.console_log(paths, name),
+                    serial_tail: tail(&engine.console_log(paths, name), 10),
+                    qemu_tail: tail(&engine.vmm_log(paths, name), 5),
                 });
             }
-            if let Some(p) = last_phase(paths, name)
+            if let Some(p) = last_phase(&engine.console_log(paths, name))
                 && phases.get(name) != Some(&p)
             {
                 progress.line(&format!("{name}: {p}"));
                 phases.insert(name.clone(), p);
             }
-            if conditions.iter().all(|c| c.met(paths, node)) {
+            if conditions.iter().all(|c| c.met(engine, paths, node)) {
                 let secs = t0.elapsed().as_secs_f64();
                 progress.line(&format!("{name}: ready after {secs:.1} s"));
                 ready.push((name.clone(), secs));

@@ -50,27 +50,29 @@ fn phases_and_readiness_from_the_serial_log() {
     let paths = ClusterPaths::new(tmp.path(), &cluster("dev"));
     std::fs::create_dir_all(paths.logs_dir()).unwrap();
     let n = node("n");
-    assert_eq!(last_phase(&paths, &n), None);
+    let engine = crate::cluster::engine::selected();
+    assert_eq!(engine.console_log(&paths, &n), paths.serial_log(&n));
+    assert_eq!(last_phase(&paths.serial_log(&n)), None);
     std::fs::write(
         paths.serial_log(&n),
         "[    1.0] kernel\nmachined: stage1 t=1.700\nnoise\nmachined: services started t=5.1\n",
     )
     .unwrap();
     assert_eq!(
-        last_phase(&paths, &n).as_deref(),
+        last_phase(&paths.serial_log(&n)).as_deref(),
         Some("services started t=5.1")
     );
     // A phase line is printed: its control characters are shown, not sent.
     std::fs::write(paths.serial_log(&n), "machined: \x1b]0;x\x07boot\r\n").unwrap();
     assert_eq!(
-        last_phase(&paths, &n).as_deref(),
+        last_phase(&paths.serial_log(&n)).as_deref(),
         Some("\\x1b]0;x\\x07boot")
     );
     let mut rec = crate::cluster::state::tests::sample().nodes[0].clone();
     rec.name = n.clone();
-    assert!(!ReadyCondition::SerialReady.met(&paths, &rec));
+    assert!(!ReadyCondition::SerialReady.met(engine, &paths, &rec));
     std::fs::write(paths.serial_log(&n), "machined: ready t=6.0\n").unwrap();
-    assert!(ReadyCondition::SerialReady.met(&paths, &rec));
+    assert!(ReadyCondition::SerialReady.met(engine, &paths, &rec));
 }
 
 #[test]
