@@ -73,9 +73,10 @@ fn check_output(output: &Path) -> Result<PathBuf> {
     let dir = abs.parent().unwrap_or(Path::new("/"));
     tempfile::NamedTempFile::new_in(dir).map_err(|e| {
         BenchError::BadInput(format!(
-            "--output {}: cannot write in {}: {e}",
+            "--output {}: cannot write in {}: {}",
             abs.display(),
-            dir.display()
+            dir.display(),
+            e.kind()
         ))
     })?;
     Ok(abs)

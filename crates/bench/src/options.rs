@@ -36,7 +36,7 @@ pub enum Group {
 #[command(name = "ci/bench", version)]
 pub struct Options {
     /// Runs per figure.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 3, value_parser = positive)]
     pub runs: u32,
     /// Write the JSON report there.
     #[arg(long, value_name = "FILE")]
@@ -55,6 +55,14 @@ pub struct Options {
     /// `ironclad` beside this program, as `cargo build --release` leaves it].
     #[arg(long, value_name = "PATH")]
     pub ironclad: Option<PathBuf>,
+}
+
+/// `--runs`: a whole number from 1.
+fn positive(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("--runs takes a positive whole number".into()),
+    }
 }
 
 impl Options {
@@ -104,6 +112,8 @@ mod tests {
             assert_ne!(e.kind(), ErrorKind::DisplayHelp, "{args:?}");
             assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
         }
+        let e = parse(&["--runs", "0"]).unwrap_err().to_string();
+        assert!(e.contains("positive whole number"), "{e}");
         let e = parse(&["--only", "bogus"]).unwrap_err().to_string();
         assert!(e.contains("bogus") && e.contains("baseline"), "{e}");
     }

@@ -490,7 +490,7 @@ fn ratio(
         skipped: None,
     };
     match (a, b) {
-        (Some(_), Some(b)) if b == 0.0 => r.skipped = Some("zero denominator".into()),
+        (Some(_), Some(0.0)) => r.skipped = Some("zero denominator".into()),
         (Some(a), Some(b)) => {
             let v = (a / b * 1e3).round() / 1e3;
             r.value = Some(v);
