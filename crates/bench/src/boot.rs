@@ -108,13 +108,33 @@ pub fn command(cmd: &mut std::process::Command, what: &str, log: &Path) -> Resul
     let err = out
         .try_clone()
         .map_err(|e| BenchError::Failed(format!("{}: {e}", log.display())))?;
-    let status = cmd.stdout(out).stderr(err).status().map_err(|e| {
+    let mut child = cmd.stdout(out).stderr(err).spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             BenchError::MissingTool(format!("{what}: not installed"))
         } else {
             BenchError::Failed(format!("{what}: {e}"))
         }
     })?;
+    // Polled, so that a Ctrl-C or SIGTERM sent to this process alone reaches
+    // the child too (as SIGINT: `ironclad create` then undoes what it made).
+    let mut forwarded = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => return Err(BenchError::Failed(format!("{what}: {e}"))),
+        }
+        if ironclad_host::interrupt::requested() && !forwarded {
+            forwarded = true;
+            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: kill(2) on our own unreaped child.
+                unsafe {
+                    libc::kill(pid, libc::SIGINT);
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     if ironclad_host::interrupt::requested() {
         return Err(BenchError::Interrupted);
     }
