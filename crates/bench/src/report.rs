@@ -227,101 +227,107 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
+/// A figure while its samples are folded in.
+struct Acc {
+    fig: Figure,
+    runs: Vec<f64>,
+    skipped: Option<String>,
+}
+
+impl Acc {
+    /// The figure's accumulator in `figs`, added at the end when new.
+    fn of<'a>(
+        figs: &'a mut Vec<Acc>,
+        group: &str,
+        name: &str,
+        unit: &str,
+        what: &str,
+    ) -> &'a mut Acc {
+        let i = match figs
+            .iter()
+            .position(|a| a.fig.group == group && a.fig.name == name)
+        {
+            Some(i) => i,
+            None => {
+                figs.push(Acc {
+                    fig: Figure {
+                        group: group.into(),
+                        name: name.into(),
+                        unit: unit.into(),
+                        what: what.into(),
+                        failed: None,
+                        result: FigureResult::Skipped {
+                            skipped: String::new(),
+                        },
+                    },
+                    runs: Vec::new(),
+                    skipped: None,
+                });
+                figs.len() - 1
+            }
+        };
+        &mut figs[i]
+    }
+
+    /// Statistics when there are runs, else why there are none.
+    fn finish(mut self) -> Figure {
+        self.fig.result = match Stats::of(&self.runs) {
+            Some(stats) => FigureResult::Measured(stats),
+            None => FigureResult::Skipped {
+                skipped: self.skipped.unwrap_or_else(|| {
+                    let failed = self.fig.failed.as_ref();
+                    format!(
+                        "no successful run: {}",
+                        failed.map_or_else(|| "no samples".to_string(), |f| f.join("; "))
+                    )
+                }),
+            },
+        };
+        self.fig
+    }
+}
+
 impl Report {
     /// Folds the samples, in the order they were taken, into figures.
     pub fn build(meta: Meta, samples: &[Sample]) -> Report {
-        struct Acc {
-            fig: Figure,
-            runs: Vec<f64>,
-            skipped: Option<String>,
-        }
         let mut figs: Vec<Acc> = Vec::new();
         let mut notes = Vec::new();
         let mut timeline = None;
-        let mut at = |group: &str, name: &str, unit: &str, what: &str| -> usize {
-            if let Some(i) = figs
-                .iter()
-                .position(|a| a.fig.group == group && a.fig.name == name)
-            {
-                return i;
-            }
-            figs.push(Acc {
-                fig: Figure {
-                    group: group.into(),
-                    name: name.into(),
-                    unit: unit.into(),
-                    what: what.into(),
-                    failed: None,
-                    result: FigureResult::Skipped {
-                        skipped: String::new(),
-                    },
-                },
-                runs: Vec::new(),
-                skipped: None,
-            });
-            figs.len() - 1
-        };
-        // Two passes would reorder nothing; one pass with an index closure
-        // needs the vector back afterwards.
-        let mut pending: Vec<(usize, &Sample)> = Vec::new();
         for s in samples {
             match s {
                 Sample::Value {
                     group,
                     name,
                     unit,
+                    value,
                     what,
-                    ..
-                }
-                | Sample::Skipped {
+                } => Acc::of(&mut figs, group, name, unit, what)
+                    .runs
+                    .push(*value),
+                Sample::Skipped {
                     group,
                     name,
                     unit,
+                    reason,
                     what,
-                    ..
-                } => pending.push((at(group, name, unit, what), s)),
+                } => Acc::of(&mut figs, group, name, unit, what).skipped = Some(reason.clone()),
                 Sample::Failed {
-                    group, name, unit, ..
-                } => pending.push((at(group, name, unit, ""), s)),
+                    group,
+                    name,
+                    unit,
+                    reason,
+                } => Acc::of(&mut figs, group, name, unit, "")
+                    .fig
+                    .failed
+                    .get_or_insert_with(Vec::new)
+                    .push(reason.clone()),
                 Sample::Note(n) => notes.push(n.clone()),
                 Sample::Timeline(t) => {
                     timeline.get_or_insert_with(|| t.clone());
                 }
             }
         }
-        for (i, s) in pending {
-            let a = &mut figs[i];
-            match s {
-                Sample::Value { value, .. } => a.runs.push(*value),
-                Sample::Skipped { reason, .. } => a.skipped = Some(reason.clone()),
-                Sample::Failed { reason, .. } => a
-                    .fig
-                    .failed
-                    .get_or_insert_with(Vec::new)
-                    .push(reason.clone()),
-                Sample::Note(_) | Sample::Timeline(_) => {}
-            }
-        }
-        let figures: Vec<Figure> = figs
-            .into_iter()
-            .map(|mut a| {
-                a.fig.result = match Stats::of(&a.runs) {
-                    Some(stats) => FigureResult::Measured(stats),
-                    None => FigureResult::Skipped {
-                        skipped: a.skipped.unwrap_or_else(|| {
-                            format!(
-                                "no successful run: {}",
-                                a.fig
-                                    .failed
-                                    .as_ref()
-                                    .map_or_else(|| "no samples".to_string(), |f| f.join("; "))
-                            )
-                        }),
-                    },
-                };
-                a.fig
-            })
-            .collect();
+        let figures: Vec<Figure> = figs.into_iter().map(Acc::finish).collect();
         let ratios = RATIOS
             .iter()
             .map(|(name, num, den, target)| ratio(&figures, name, *num, *den, *target))
@@ -339,70 +345,7 @@ impl Report {
 
     /// The table, the skipped figures, the ratios, the timeline and the notes.
     pub fn table(&self) -> String {
-        let mut rows: Vec<[String; 8]> = vec![
-            [
-                "group", "figure", "unit", "median", "min", "max", "spread", "n",
-            ]
-            .map(String::from),
-        ];
-        for f in &self.figures {
-            let u = f.unit.as_str();
-            rows.push(match &f.result {
-                FigureResult::Skipped { .. } => [
-                    f.group.clone(),
-                    f.name.clone(),
-                    f.unit.clone(),
-                    "skipped".into(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    "0".into(),
-                ],
-                FigureResult::Measured(s) => [
-                    f.group.clone(),
-                    f.name.clone(),
-                    f.unit.clone(),
-                    fmt_value(s.median, u),
-                    fmt_value(s.min, u),
-                    fmt_value(s.max, u),
-                    fmt_value(s.spread, u),
-                    s.n.to_string(),
-                ],
-            });
-        }
-        let widths: Vec<usize> = (0..8)
-            .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-            .collect();
-        let mut out = String::from("\n");
-        let line = |r: &[String; 8], header: bool| {
-            r.iter()
-                .zip(&widths)
-                .enumerate()
-                .map(|(i, (c, w))| {
-                    if i < 3 || header {
-                        format!("{c:<w$}")
-                    } else {
-                        format!("{c:>w$}")
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-                .trim_end()
-                .to_string()
-        };
-        let _ = writeln!(out, "{}", line(&rows[0], true));
-        let _ = writeln!(
-            out,
-            "{}",
-            widths
-                .iter()
-                .map(|w| "-".repeat(*w))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        for r in &rows[1..] {
-            let _ = writeln!(out, "{}", line(r, false));
-        }
+        let mut out = self.figure_table();
         let skipped: Vec<_> = self
             .figures
             .iter()
@@ -424,22 +367,18 @@ impl Report {
                 .as_ref()
                 .map(|t| format!("  target {t}"))
                 .unwrap_or_default();
-            match (&r.skipped, r.value) {
-                (Some(why), _) => {
-                    let _ = writeln!(out, "  {}: skipped ({why}){tgt}", r.name);
-                }
-                (None, None) => {
-                    let _ = writeln!(out, "  {}: skipped (no value){tgt}", r.name);
-                }
+            let _ = match (&r.skipped, r.value) {
+                (Some(why), _) => writeln!(out, "  {}: skipped ({why}){tgt}", r.name),
+                (None, None) => writeln!(out, "  {}: skipped (no value){tgt}", r.name),
                 (None, Some(v)) => {
                     let ok = match r.ok {
                         None => "",
                         Some(true) => "  OK",
                         Some(false) => "  OFF TARGET",
                     };
-                    let _ = writeln!(out, "  {}: {v:.2}{tgt}{ok}", r.name);
+                    writeln!(out, "  {}: {v:.2}{tgt}{ok}", r.name)
                 }
-            }
+            };
         }
         if !self.node_boot_timeline.is_empty() {
             out.push_str(
@@ -454,6 +393,63 @@ impl Report {
         }
         for n in &self.notes {
             let _ = writeln!(out, "note: {n}");
+        }
+        out
+    }
+
+    /// The figures' rows: text columns left-aligned, numbers right-aligned.
+    fn figure_table(&self) -> String {
+        let mut rows: Vec<[String; 8]> = vec![
+            [
+                "group", "figure", "unit", "median", "min", "max", "spread", "n",
+            ]
+            .map(String::from),
+        ];
+        for f in &self.figures {
+            let u = f.unit.as_str();
+            let (g, n, unit) = (f.group.clone(), f.name.clone(), f.unit.clone());
+            rows.push(match &f.result {
+                FigureResult::Skipped { .. } => {
+                    let e = String::new;
+                    [g, n, unit, "skipped".into(), e(), e(), e(), "0".into()]
+                }
+                FigureResult::Measured(s) => [
+                    g,
+                    n,
+                    unit,
+                    fmt_value(s.median, u),
+                    fmt_value(s.min, u),
+                    fmt_value(s.max, u),
+                    fmt_value(s.spread, u),
+                    s.n.to_string(),
+                ],
+            });
+        }
+        let widths: Vec<usize> = (0..8)
+            .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+            .collect();
+        let line = |r: &[String; 8], header: bool| {
+            r.iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(i, (c, w))| {
+                    if i < 3 || header {
+                        format!("{c:<w$}")
+                    } else {
+                        format!("{c:>w$}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim_end()
+                .to_string()
+        };
+        let mut out = String::from("\n");
+        let _ = writeln!(out, "{}", line(&rows[0], true));
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        let _ = writeln!(out, "{}", rule.join(" "));
+        for r in &rows[1..] {
+            let _ = writeln!(out, "{}", line(r, false));
         }
         out
     }
@@ -521,167 +517,4 @@ fn fmt_value(v: f64, unit: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta() -> Meta {
-        Meta {
-            accel: "tcg".into(),
-            runs_per_figure: 3,
-            started: "2026-11-26T21:00:00Z".into(),
-            host: HostInfo {
-                nproc: 2,
-                loadavg1_at_start: 0.3,
-                loadavg1_at_end: 0.4,
-            },
-            vm: VmShape {
-                cpus: 2,
-                memory: "1024M".into(),
-                machine: "q35".into(),
-            },
-            kernel_version: Some("6.12.0-1-amd64".into()),
-        }
-    }
-
-    fn v(group: &'static str, name: &'static str, value: f64) -> Sample {
-        Sample::Value {
-            group,
-            name,
-            unit: "s",
-            value,
-            what: "what",
-        }
-    }
-
-    #[test]
-    fn statistics() {
-        let s = Stats::of(&[1.76, 1.71, 1.74]).unwrap();
-        assert_eq!((s.median, s.min, s.max, s.n), (1.74, 1.71, 1.76, 3));
-        assert_eq!(s.spread, 0.05);
-        assert_eq!(s.stdev, 0.0252);
-        assert_eq!(s.runs, [1.76, 1.71, 1.74], "runs stay in the order taken");
-        let even = Stats::of(&[4.0, 1.0, 2.0, 3.0]).unwrap();
-        assert_eq!(even.median, 2.5);
-        let one = Stats::of(&[3.0]).unwrap();
-        assert_eq!((one.median, one.spread, one.stdev), (3.0, 0.0, 0.0));
-        assert!(Stats::of(&[]).is_none());
-    }
-
-    #[test]
-    fn json_shape() {
-        let samples = vec![
-            v("limit", "init_uptime", 2.0),
-            v("ironclad", "node_ready_uptime", 3.5),
-            Sample::Timeline(vec![("stage1".into(), 2.1), ("ready".into(), 3.5)]),
-            Sample::Timeline(vec![("second run".into(), 9.0)]),
-            v("limit", "init_uptime", 2.2),
-            Sample::Failed {
-                group: "ironclad",
-                name: "node_ready_uptime",
-                unit: "s",
-                reason: "run 2: timeout".into(),
-            },
-            Sample::Skipped {
-                group: "ironclad",
-                name: "etcd_healthy_uptime",
-                unit: "s",
-                reason: "`ironclad create` does not exist".into(),
-                what: "w",
-            },
-            Sample::Failed {
-                group: "baseline",
-                name: "etcd_healthy_uptime",
-                unit: "s",
-                reason: "run 1: mmdebstrap".into(),
-            },
-            Sample::Note("host busy".into()),
-        ];
-        let r = Report::build(meta(), &samples);
-        let j = serde_json::to_value(&r).unwrap();
-        let keys: Vec<&str> = j.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        for k in [
-            "apiVersion",
-            "kind",
-            "accel",
-            "runsPerFigure",
-            "started",
-            "host",
-            "vm",
-            "kernelVersion",
-            "figures",
-            "ratios",
-            "nodeBootTimeline",
-            "notes",
-        ] {
-            assert!(keys.contains(&k), "{k} in {keys:?}");
-        }
-        assert_eq!(j["kind"], "BenchReport");
-        assert_eq!(j["host"]["loadavg1AtStart"], 0.3);
-        assert_eq!(j["vm"]["memory"], "1024M");
-        let f = &j["figures"];
-        assert_eq!(f[0]["group"], "limit");
-        assert_eq!(f[0]["runs"], serde_json::json!([2.0, 2.2]));
-        assert_eq!(f[0]["median"], 2.1);
-        assert_eq!(f[0]["spread"], 0.2);
-        assert!(f[0].get("failed").is_none() && f[0].get("skipped").is_none());
-        // Failed runs are kept beside the successful ones.
-        assert_eq!(f[1]["n"], 1);
-        assert_eq!(f[1]["failed"], serde_json::json!(["run 2: timeout"]));
-        assert_eq!(f[2]["skipped"], "`ironclad create` does not exist");
-        assert!(f[2].get("median").is_none());
-        assert_eq!(
-            f[3]["skipped"], "no successful run: run 1: mmdebstrap",
-            "{}",
-            f[3]
-        );
-        assert_eq!(
-            j["nodeBootTimeline"],
-            serde_json::json!([["stage1", 2.1], ["ready", 3.5]])
-        );
-        assert_eq!(j["notes"], serde_json::json!(["host busy"]));
-        let ratio = &j["ratios"][0];
-        assert_eq!(ratio["numerator"], "ironclad/node_ready_uptime");
-        assert_eq!(ratio["value"], 1.667);
-        assert_eq!(ratio["target"], "<= 1.5");
-        assert_eq!(ratio["ok"], false);
-        let etcd = &j["ratios"][3];
-        assert_eq!(etcd["target"], ">= 4");
-        assert_eq!(
-            etcd["skipped"],
-            "missing baseline/etcd_healthy_uptime, ironclad/etcd_healthy_uptime"
-        );
-        assert!(etcd.get("value").is_none() && etcd.get("ok").is_none());
-    }
-
-    #[test]
-    fn table() {
-        let samples = vec![
-            v("limit", "init_uptime", 2.0),
-            v("limit", "init_uptime", 2.25),
-            Sample::Value {
-                group: "ironclad",
-                name: "size_rootfs",
-                unit: "MiB",
-                value: 64.912,
-                what: "",
-            },
-            Sample::Timeline(vec![("stage1".into(), 2.1), ("ready".into(), 3.5)]),
-        ];
-        let t = Report::build(meta(), &samples).table();
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(
-            lines[1],
-            "group    figure      unit median min  max  spread n"
-        );
-        assert_eq!(
-            lines[3],
-            "limit    init_uptime s      2.12 2.00 2.25   0.25 2"
-        );
-        assert_eq!(
-            lines[4],
-            "ironclad size_rootfs MiB    64.9 64.9 64.9    0.0 1"
-        );
-        assert!(t.contains("node ready / bare kernel limit (guest uptime): skipped (missing ironclad/node_ready_uptime)  target <= 1.5"), "{t}");
-        assert!(t.contains("     3.500    +1.400  ready"), "{t}");
-    }
-}
+mod tests;
