@@ -8,8 +8,9 @@ use super::*;
 /// mke2fs, so that the node's first boot does not spend its CPU on it
 /// (0.6 s under TCG). Without mke2fs, or if formatting fails, the disk is
 /// left blank and machined formats it on first boot; then the reason is
-/// returned, for the progress output.
-pub(super) fn make_disk(path: &Path, bytes: u64) -> Result<Option<String>> {
+/// returned, for the progress output. Public for the benchmark
+/// (`crates/bench`), which boots a node on a disk made the same way.
+pub fn make_disk(path: &Path, bytes: u64) -> Result<Option<String>> {
     let blank = match crate::image::build::find_tool("mke2fs") {
         Some(mke2fs) => formatted_disk(&mke2fs, path, bytes)
             .err()

@@ -198,7 +198,7 @@ mod readiness;
 mod tests;
 
 pub use create::*;
-use disks::*;
+pub use disks::*;
 pub use ops::*;
 pub use query::*;
 pub use readiness::*;
