@@ -38,7 +38,7 @@ fn gen_config(cluster_file: &Path, out: &Path) -> serde_json::Value {
         "config",
         "-f",
         cluster_file.to_str().unwrap(),
-        "-o",
+        "--dir",
         out.to_str().unwrap(),
         "--output",
         "json",
@@ -269,7 +269,7 @@ fn ha_cluster_rerun_keeps_cas_and_completes_what_was_deleted() {
         "config",
         "-f",
         file.to_str().unwrap(),
-        "-o",
+        "--dir",
         out.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(2));
@@ -286,7 +286,7 @@ fn client_cert_and_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("default");
     // No -f: the built-in default cluster.
-    let o = ironclad(&["gen", "config", "-o", out.to_str().unwrap()]);
+    let o = ironclad(&["gen", "config", "--dir", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let secrets = out.join("secrets");
     let minted = tmp.path().join("minted");
@@ -297,7 +297,7 @@ fn client_cert_and_bad_input() {
         "reader",
         "--secrets",
         secrets.to_str().unwrap(),
-        "-o",
+        "--dir",
         minted.to_str().unwrap(),
         "--name",
         "alice",
@@ -337,7 +337,7 @@ fn client_cert_and_bad_input() {
             "root",
             "--secrets",
             s,
-            "-o",
+            "--dir",
             m,
         ],
         "unknown client role",
@@ -351,7 +351,7 @@ fn client_cert_and_bad_input() {
             "admin",
             "--secrets",
             missing.to_str().unwrap(),
-            "-o",
+            "--dir",
             m,
         ],
         "does not exist",
@@ -364,7 +364,7 @@ fn client_cert_and_bad_input() {
             "admin",
             "--secrets",
             s,
-            "-o",
+            "--dir",
             m,
             "--name",
             "../x",
@@ -375,12 +375,12 @@ fn client_cert_and_bad_input() {
     fs::write(&blocker, b"x").unwrap();
     let under_file = blocker.join("out");
     bad(
-        &["gen", "config", "-o", under_file.to_str().unwrap()],
+        &["gen", "config", "--dir", under_file.to_str().unwrap()],
         "a-file",
     );
     // A directory nobody can create, even root.
     bad(
-        &["gen", "config", "-o", "/proc/ironclad-gen-test"],
+        &["gen", "config", "--dir", "/proc/ironclad-gen-test"],
         "/proc/ironclad-gen-test",
     );
     let unwritable = tmp.path().join("ro");
@@ -396,10 +396,31 @@ fn client_cert_and_bad_input() {
                 "admin",
                 "--secrets",
                 s,
-                "-o",
+                "--dir",
                 unwritable.to_str().unwrap(),
             ],
             "ro",
         );
     }
+}
+
+/// `-o` is the output format in every command; `gen`'s directory is
+/// `--dir`/`-d`. The old spellings are refused with the new one.
+#[test]
+fn the_old_directory_spellings_are_refused_with_the_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = ironclad(&["gen", "config", "-o", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--dir/-d"), "{err}");
+    let o = ironclad(&["gen", "config", "--out", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--out is now --dir"), "{err}");
+    assert!(!out.exists(), "nothing was written");
+    let o = ironclad(&["gen", "config", "-d", out.to_str().unwrap(), "-o", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v.is_object(), "{v}");
 }

@@ -292,7 +292,7 @@ fn secrets_are_not_written_where_others_may_write() {
     std::fs::create_dir(&shared).unwrap();
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o775)).unwrap();
     let out = Command::new(bin)
-        .args(["gen", "config", "-o"])
+        .args(["gen", "config", "--dir"])
         .arg(&shared)
         .output()
         .unwrap();
@@ -308,7 +308,7 @@ fn secrets_are_not_written_where_others_may_write() {
     // A private directory works; then a further client cert into a shared one is refused.
     let private = tmp.path().join("private");
     let out = Command::new(bin)
-        .args(["gen", "config", "-o"])
+        .args(["gen", "config", "--dir"])
         .arg(&private)
         .output()
         .unwrap();
@@ -317,7 +317,7 @@ fn secrets_are_not_written_where_others_may_write() {
     let out = Command::new(bin)
         .args(["gen", "client-cert", "--role", "reader", "--secrets"])
         .arg(private.join("secrets"))
-        .arg("-o")
+        .arg("--dir")
         .arg(&shared)
         .output()
         .unwrap();

@@ -23,7 +23,7 @@ pub enum EtcdCommand {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Via {
     /// The cluster [default: the only cluster under the state dir].
-    #[arg(long, value_name = "NAME", value_parser = super::cluster_name_arg)]
+    #[arg(long, value_name = "NAME", value_parser = super::cluster_name_arg, env = super::select::CLUSTER_ENV)]
     cluster: Option<crate::spec::ClusterName>,
     /// The control plane to ask [default: the first one that answers].
     #[arg(long, value_name = "NODE", value_parser = super::node_name_arg)]
@@ -35,7 +35,7 @@ pub struct MembersArgs {
     #[command(flatten)]
     via: Via,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }
 
@@ -53,7 +53,7 @@ pub struct GetArgs {
     #[command(flatten)]
     via: Via,
     /// Output format (`json` prints `{"key":..., "value": null}` for a missing key).
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }
 

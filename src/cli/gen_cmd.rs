@@ -22,11 +22,19 @@ pub struct ConfigArgs {
     /// The cluster file. Without it, the built-in default cluster (1 control plane, 1 worker).
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
-    /// The output directory (created if needed).
-    #[arg(short = 'o', long = "out")]
-    out: PathBuf,
+    /// The directory to write into (created if needed).
+    #[arg(
+        short = 'd',
+        long = "dir",
+        value_name = "DIR",
+        required_unless_present = "old_out"
+    )]
+    dir: Option<PathBuf>,
+    /// The old spelling of `--dir`: refused with a hint.
+    #[arg(long = "out", hide = true, value_name = "DIR")]
+    old_out: Option<PathBuf>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t, value_parser = output_of_gen)]
     output: Output,
 }
 
@@ -39,8 +47,16 @@ pub struct ClientCertArgs {
     #[arg(long)]
     secrets: PathBuf,
     /// Where to write `<name>.crt` and `<name>.key` (created if needed).
-    #[arg(short = 'o', long = "out")]
-    out: PathBuf,
+    #[arg(
+        short = 'd',
+        long = "dir",
+        value_name = "DIR",
+        required_unless_present = "old_out"
+    )]
+    dir: Option<PathBuf>,
+    /// The old spelling of `--dir`: refused with a hint.
+    #[arg(long = "out", hide = true, value_name = "DIR")]
+    old_out: Option<PathBuf>,
     /// The certificate's common name (also the file names); defaults to the role.
     #[arg(long)]
     name: Option<String>,
@@ -48,8 +64,34 @@ pub struct ClientCertArgs {
     #[arg(long)]
     force: bool,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t, value_parser = output_of_gen)]
     output: Output,
+}
+
+/// `-o` of `gen` used to be the directory: a value that is not a format
+/// gets the new spelling in its error.
+fn output_of_gen(s: &str) -> Result<Output, String> {
+    use clap::ValueEnum;
+    Output::from_str(s, false).map_err(|_| {
+        format!(
+            "{s:?} is not an output format (text or json); the directory is given with --dir/-d"
+        )
+    })
+}
+
+/// The directory of `--dir`; the old `--out` is refused with the new spelling.
+fn target_dir(dir: Option<PathBuf>, old_out: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    match (dir, old_out) {
+        (_, Some(old)) => Err(Failure::msg(
+            Exit::BadInput,
+            format!(
+                "--out is now --dir (or -d): ironclad gen ... --dir {}; -o/--output chooses text or json in every command",
+                old.display()
+            ),
+        )),
+        (Some(dir), None) => Ok(dir),
+        (None, None) => Err(Failure::msg(Exit::BadInput, "--dir DIR is required")),
+    }
 }
 
 pub fn run(cmd: GenCommand) -> CliResult {
@@ -98,11 +140,12 @@ fn json_failure(e: serde_json::Error) -> Failure {
 }
 
 fn config(args: ConfigArgs) -> CliResult {
+    let out = target_dir(args.dir, args.old_out)?;
     let cluster = match &args.file {
         Some(file) => crate::spec::parse_cluster_file(file).map_err(Failure::bad_input)?,
         None => crate::spec::default_cluster(),
     };
-    let report = configdir::generate(&cluster, &args.out).map_err(dir_failure)?;
+    let report = configdir::generate(&cluster, &out).map_err(dir_failure)?;
     match args.output {
         Output::Json => println!(
             "{}",
@@ -166,6 +209,7 @@ struct ClientCertReport {
 }
 
 fn client_cert(args: ClientCertArgs) -> CliResult {
+    let out = target_dir(args.dir.clone(), args.old_out.clone())?;
     let role: ClientRole = args
         .role
         .parse()
@@ -187,21 +231,18 @@ fn client_cert(args: ClientCertArgs) -> CliResult {
         ));
     }
     let ca = pki::load_ca(&args.secrets, CaKind::Os).map_err(pki_failure)?;
-    if !args.out.is_dir() {
-        crate::fsutil::create_private_dir(&args.out).map_err(|source| {
+    if !out.is_dir() {
+        crate::fsutil::create_private_dir(&out).map_err(|source| {
             pki_failure(PkiError::Io {
                 action: "create directory",
-                path: args.out.clone(),
+                path: out.clone(),
                 source,
             })
         })?;
     }
     // The key goes there: refuse a directory others could write to.
-    configdir::check_private_output(&args.out).map_err(dir_failure)?;
-    for existing in [
-        args.out.join(format!("{cn}.crt")),
-        args.out.join(format!("{cn}.key")),
-    ] {
+    configdir::check_private_output(&out).map_err(dir_failure)?;
+    for existing in [out.join(format!("{cn}.crt")), out.join(format!("{cn}.key"))] {
         if existing.exists() && !args.force {
             return Err(Failure::msg(
                 Exit::BadInput,
@@ -213,7 +254,7 @@ fn client_cert(args: ClientCertArgs) -> CliResult {
         }
     }
     let issued = pki::issue_client_cert(&ca, role, &cn).map_err(pki_failure)?;
-    let (cert, key) = pki::write_client_cert(&args.out, &cn, &issued).map_err(pki_failure)?;
+    let (cert, key) = pki::write_client_cert(&out, &cn, &issued).map_err(pki_failure)?;
     match args.output {
         Output::Json => println!(
             "{}",

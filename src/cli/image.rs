@@ -6,7 +6,7 @@
 //! `./my.yaml`); nothing is looked up in the current directory by name.
 
 use super::{CliResult, Exit, Failure, Output};
-use crate::image::{self, BuildOptions, ErrorClass, ImageError, RecipeRef, StderrProgress, cache};
+use crate::image::{self, BuildOptions, ErrorClass, ImageError, RecipeRef, cache};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Subcommand)]
@@ -32,14 +32,14 @@ pub struct BuildArgs {
     #[arg(long)]
     refresh_base: bool,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }
 
@@ -86,7 +86,7 @@ fn build(a: BuildArgs) -> CliResult {
         refresh_base: a.refresh_base,
     };
     let recipe = RecipeRef::parse(&a.recipe);
-    let built = match image::ensure_built(&recipe, &opts, &StderrProgress) {
+    let built = match image::ensure_built(&recipe, &opts, &super::progress::Lines) {
         // `image build` is the command the error of a damaged entry points
         // to: it drops the entry and builds it again.
         Err(ImageError::Damaged { dir, damage, .. }) => {
@@ -97,7 +97,7 @@ fn build(a: BuildArgs) -> CliResult {
             std::fs::remove_dir_all(&dir).map_err(|e| {
                 Failure::failed(miette::miette!("cannot remove {}: {e}", dir.display()))
             })?;
-            image::ensure_built(&recipe, &opts, &StderrProgress)
+            image::ensure_built(&recipe, &opts, &super::progress::Lines)
         }
         other => other,
     }
@@ -165,7 +165,7 @@ fn inspect(a: InspectArgs) -> CliResult {
         ..Default::default()
     };
     let inputs = image::build::inputs(&RecipeRef::parse(&a.image), &opts).map_err(failure)?;
-    eprintln!("image: recipe {}", inputs.recipe.origin);
+    super::progress::line(&format!("image: recipe {}", inputs.recipe.origin));
     match cache::read_cached(&cache::image_dir(&root, &inputs.key)) {
         Some(m) => {
             println!("{}", json(&m)?);

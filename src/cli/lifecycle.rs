@@ -2,9 +2,7 @@
 //! `__supervise`. Parses flags, calls [`crate::cluster::lifecycle`], prints.
 
 use super::{CliResult, Exit, Failure, Global, Output, cluster_name_arg, node_name_arg};
-use crate::cluster::lifecycle::{
-    self, ClusterStatus, Destroyed, LifecycleError, Progress, UpReport,
-};
+use crate::cluster::lifecycle::{self, ClusterStatus, Destroyed, LifecycleError, UpReport};
 use crate::qemu::AccelChoice;
 use crate::spec::{ClusterName, NodeName};
 use std::path::{Path, PathBuf};
@@ -16,14 +14,14 @@ pub struct CreateArgs {
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
     /// Accelerator: auto picks KVM when a standard guest kernel can run on it, else TCG.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     accel: AccelChoice,
     /// Seconds to wait for every node to be ready.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
     /// Output format of the summary. With `--matrix --output json`, stdout
     /// holds the matrix report only.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
     /// Run the conformance and breakout matrix once the cluster is up; the
     /// exit status is then the matrix's (1 when a check fails).
@@ -40,23 +38,24 @@ pub struct CreateArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// The cluster (default: the only one there is).
-    #[arg(value_name = "NAME", value_parser = cluster_name_arg)]
+    #[arg(value_name = "NAME", value_parser = cluster_name_arg, env = super::select::CLUSTER_ENV)]
     name: Option<ClusterName>,
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct StopArgs {
-    #[arg(value_name = "NAME", value_parser = cluster_name_arg)]
-    name: ClusterName,
+    /// The cluster (default: the only one there is).
+    #[arg(value_name = "NAME", value_parser = cluster_name_arg, env = super::select::CLUSTER_ENV)]
+    name: Option<ClusterName>,
     /// Stop only this node.
     #[arg(long, value_name = "NODE", value_parser = node_name_arg)]
     node: Option<NodeName>,
@@ -67,25 +66,26 @@ pub struct StopArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct StartArgs {
-    #[arg(value_name = "NAME", value_parser = cluster_name_arg)]
-    name: ClusterName,
+    /// The cluster (default: the only one there is).
+    #[arg(value_name = "NAME", value_parser = cluster_name_arg, env = super::select::CLUSTER_ENV)]
+    name: Option<ClusterName>,
     /// Start only this node (e.g. one that crashed).
     #[arg(long, value_name = "NODE", value_parser = node_name_arg)]
     node: Option<NodeName>,
     /// Seconds to wait for the nodes to be ready.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct DestroyArgs {
-    /// The cluster. Only a directory that `create` made (it holds the
+    /// The cluster (default: the only one there is). Only a directory that `create` made (it holds the
     /// `.ironclad-cluster` marker) is removed; a cluster that does not exist
     /// is a note and exit 0.
-    #[arg(value_name = "NAME", value_parser = cluster_name_arg)]
-    name: ClusterName,
+    #[arg(value_name = "NAME", value_parser = cluster_name_arg, env = super::select::CLUSTER_ENV)]
+    name: Option<ClusterName>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,7 +94,7 @@ pub struct ConsoleArgs {
     #[arg(value_name = "NODE", value_parser = node_name_arg)]
     node: NodeName,
     /// The cluster holding the node.
-    #[arg(long, value_name = "NAME", value_parser = cluster_name_arg)]
+    #[arg(long, value_name = "NAME", value_parser = cluster_name_arg, env = super::select::CLUSTER_ENV)]
     cluster: Option<ClusterName>,
     /// Print what is there and exit instead of following.
     #[arg(long)]
@@ -106,13 +106,6 @@ pub struct SuperviseArgs {
     /// The cluster's state dir.
     #[arg(long)]
     dir: PathBuf,
-}
-
-struct Stderr;
-impl Progress for Stderr {
-    fn line(&self, message: &str) {
-        eprintln!("{message}");
-    }
 }
 
 fn failure(e: LifecycleError) -> Failure {
@@ -200,7 +193,7 @@ pub fn create(g: &Global, a: CreateArgs) -> CliResult {
     // in their own session and would not see a terminal's Ctrl-C).
     let catch = ironclad_host::interrupt::catch()
         .map_err(|e| Failure::msg(Exit::Failed, format!("cannot catch Ctrl-C: {e}")))?;
-    let created = lifecycle::create(&opts, &Stderr);
+    let created = lifecycle::create(&opts, &super::progress::Lines);
     drop(catch);
     let report = match created {
         Ok(r) => r,
@@ -218,7 +211,7 @@ pub fn create(g: &Global, a: CreateArgs) -> CliResult {
         print_status(&st);
     }
     if a.matrix {
-        eprintln!("matrix: running the checks on {}", report.cluster);
+        super::progress::line(&format!("matrix: running the checks on {}", report.cluster));
         super::matrix_cmd::run_after_create(
             &opts.root,
             &report.cluster,
@@ -266,12 +259,13 @@ fn interrupted(root: &Path, e: LifecycleError, keep: bool) -> Failure {
 }
 
 pub fn list(g: &Global, a: ListArgs) -> CliResult {
-    let all = lifecycle::list(&g.state_root()?).map_err(failure)?;
+    let root = g.state_root()?;
+    let all = lifecycle::list(&root).map_err(failure)?;
     match a.output {
         Output::Json => println!("{}", json(&all)?),
         Output::Text => {
             if all.is_empty() {
-                println!("no clusters");
+                println!("{}", super::select::no_clusters(&root));
             }
             for c in &all {
                 let ready = c.nodes.iter().filter(|n| n.state == "ready").count();
@@ -327,24 +321,7 @@ fn print_status(c: &ClusterStatus) {
 
 pub fn status(g: &Global, a: StatusArgs) -> CliResult {
     let root = g.state_root()?;
-    let name = match a.name {
-        Some(n) => n,
-        None => {
-            let names = crate::cluster::paths::list_clusters(&root)
-                .map_err(|e| Failure::failed(miette::miette!("{e}")))?;
-            match names.as_slice() {
-                [one] => one.clone(),
-                [] => return Err(Failure::msg(Exit::BadInput, "there are no clusters")),
-                _ => {
-                    let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
-                    return Err(Failure::msg(
-                        Exit::BadInput,
-                        format!("several clusters exist ({}); name one", names.join(", ")),
-                    ));
-                }
-            }
-        }
-    };
+    let name = super::select::cluster(&root, a.name)?;
     let st = lifecycle::status(&root, &name).map_err(failure)?;
     match a.output {
         Output::Json => println!("{}", json(&st)?),
@@ -354,28 +331,32 @@ pub fn status(g: &Global, a: StatusArgs) -> CliResult {
 }
 
 pub fn stop(g: &Global, a: StopArgs) -> CliResult {
+    let root = g.state_root()?;
+    let name = super::select::cluster(&root, a.name)?;
     lifecycle::stop(
-        &g.state_root()?,
-        &a.name,
+        &root,
+        &name,
         a.node.as_ref(),
         Duration::from_secs(a.timeout),
-        &Stderr,
+        &super::progress::Lines,
     )
     .map_err(failure)?;
     match a.node {
-        Some(n) => println!("node {n} of cluster {} stopped", a.name),
-        None => println!("cluster {} stopped (state kept)", a.name),
+        Some(n) => println!("node {n} of cluster {name} stopped"),
+        None => println!("cluster {name} stopped (state kept)"),
     }
     Ok(())
 }
 
 pub fn start(g: &Global, a: StartArgs) -> CliResult {
+    let root = g.state_root()?;
+    let name = super::select::cluster(&root, a.name)?;
     let r = lifecycle::start(
-        &g.state_root()?,
-        &a.name,
+        &root,
+        &name,
         a.node.as_ref(),
         Duration::from_secs(a.timeout),
-        &Stderr,
+        &super::progress::Lines,
     )
     .map_err(failure)?;
     print_up("started", &r, a.output)
@@ -387,15 +368,15 @@ pub fn start(g: &Global, a: StartArgs) -> CliResult {
 pub fn destroy(g: &Global, a: DestroyArgs) -> CliResult {
     let t = std::time::Instant::now();
     let root = g.state_root()?;
-    match lifecycle::destroy(&root, &a.name).map_err(failure)? {
+    let name = super::select::cluster(&root, a.name)?;
+    match lifecycle::destroy(&root, &name).map_err(failure)? {
         Destroyed::Removed(_) => println!(
-            "cluster {} destroyed in {:.1} s",
-            a.name,
+            "cluster {name} destroyed in {:.1} s",
             t.elapsed().as_secs_f64()
         ),
         Destroyed::Absent => eprintln!(
             "note: no cluster named {:?} under {}; nothing to destroy",
-            a.name.as_str(),
+            name.as_str(),
             root.display()
         ),
     }

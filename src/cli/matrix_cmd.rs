@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The cluster [default: the only cluster in the state dir].
-    #[arg(value_name = "NAME", value_parser = super::cluster_name_arg)]
+    #[arg(value_name = "NAME", value_parser = super::cluster_name_arg, env = super::select::CLUSTER_ENV)]
     pub name: Option<ClusterName>,
     /// Run only these checks (repeatable; e.g. --check RT-01 --check BRK-04).
     #[arg(long = "check", value_name = "ID")]
     pub checks: Vec<String>,
     /// How to print the report.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Also write the report as JUnit XML to FILE.
     #[arg(long, value_name = "FILE")]
@@ -58,22 +58,7 @@ fn cluster_name(root: &Path, name: Option<ClusterName>) -> Result<ClusterName, F
             )),
         };
     }
-    let all = crate::cluster::paths::list_clusters(root)
-        .map_err(|e| Failure::msg(Exit::Failed, format!("{}: {e}", root.display())))?;
-    match all.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(Failure::msg(
-            Exit::BadInput,
-            format!("no cluster in {} (create one first)", root.display()),
-        )),
-        many => {
-            let many: Vec<&str> = many.iter().map(|n| n.as_str()).collect();
-            Err(Failure::msg(
-                Exit::BadInput,
-                format!("several clusters ({}): name one", many.join(", ")),
-            ))
-        }
-    }
+    super::select::cluster(root, None)
 }
 
 pub fn run(args: Args, global: &Global) -> CliResult {
@@ -100,7 +85,7 @@ pub fn run(args: Args, global: &Global) -> CliResult {
 
 /// Progress on stderr (stdout carries the report).
 fn say(line: &str) {
-    eprintln!("matrix: {line}");
+    super::progress::line(&format!("matrix: {line}"));
 }
 
 /// Prints (and writes JUnit for) a report; a failure when a check failed.

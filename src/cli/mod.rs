@@ -3,12 +3,15 @@
 //! real work. Errors become miette diagnostics with a fixed exit code per kind
 //! (see [`Exit`]).
 
+mod about;
 mod etcd_cmd;
 mod gen_cmd;
 mod image;
 mod lifecycle;
 pub mod matrix_cmd;
 mod node_cmd;
+mod progress;
+mod select;
 mod validate;
 
 use crate::spec::{ClusterName, NAME_RULE, NameError, NodeName};
@@ -99,6 +102,8 @@ pub enum Output {
 pub struct Cli {
     #[command(flatten)]
     global: Global,
+    #[command(flatten)]
+    verbosity: progress::Verbosity,
     #[command(subcommand)]
     command: Command,
 }
@@ -160,6 +165,13 @@ enum Command {
     Supervise(lifecycle::SuperviseArgs),
     /// Run the conformance and breakout matrix on a running cluster.
     Matrix(matrix_cmd::Args),
+    /// What a bug report needs: versions, commit, machined and its image key,
+    /// QEMU, the accelerator `auto` picks here and why, the host.
+    Version(about::VersionArgs),
+    /// Shell completions (bash, zsh, fish, elvish, powershell) on stdout.
+    Completion(about::CompletionArgs),
+    /// Manual pages generated from the command definitions.
+    Man(about::ManArgs),
 }
 
 /// Chooses how diagnostics look. On a terminal: miette's defaults. Otherwise
@@ -193,6 +205,8 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, Failur
 pub fn main() -> ExitCode {
     install_report_hook();
     let cli = Cli::parse();
+    progress::init(&cli.verbosity);
+    tracing::debug!(command = ?cli.command, "ironclad {}", about::COMMIT);
     let global = cli.global;
     let result = match cli.command {
         Command::Matrix(args) => matrix_cmd::run(args, &global),
@@ -209,6 +223,9 @@ pub fn main() -> ExitCode {
         Command::Destroy(a) => lifecycle::destroy(&global, a),
         Command::Console(a) => lifecycle::console(&global, a),
         Command::Supervise(a) => lifecycle::supervise(a),
+        Command::Version(a) => about::version(a),
+        Command::Completion(a) => about::completion(a),
+        Command::Man(a) => about::man(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use super::{CliResult, Exit, Failure, Global, Output};
 use crate::api::{ErrorCode, LogLine, LogLines};
 use crate::client::{ClientError, NodeClient};
 use crate::clientconfig::ClientConfig;
-use crate::cluster::paths::{Found, list_clusters};
+use crate::cluster::paths::Found;
 use crate::spec::{ClusterName, NodeName};
 use futures::StreamExt;
 use std::path::PathBuf;
@@ -30,7 +30,7 @@ pub enum NodeCommand {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
     /// The cluster [default: the only cluster under the state dir].
-    #[arg(long, value_name = "NAME", value_parser = super::cluster_name_arg)]
+    #[arg(long, value_name = "NAME", value_parser = super::cluster_name_arg, env = super::select::CLUSTER_ENV)]
     pub cluster: Option<ClusterName>,
     /// The node.
     #[arg(long, value_name = "NODE", value_parser = super::node_name_arg)]
@@ -42,7 +42,7 @@ pub struct ServicesArgs {
     #[command(flatten)]
     target: Target,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }
 
@@ -59,7 +59,7 @@ pub struct LogsArgs {
     #[arg(long, value_name = "N")]
     tail: Option<usize>,
     /// Output format (`json`: one JSON object per line, NDJSON).
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }
 
@@ -71,7 +71,7 @@ pub struct DmesgArgs {
     #[arg(long, value_name = "N")]
     tail: Option<usize>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }
 
@@ -112,39 +112,7 @@ pub(super) fn select_cluster(
     cluster: Option<&ClusterName>,
 ) -> Result<Selected, Failure> {
     let root = g.state_root()?;
-    let name = match cluster {
-        Some(name) => name.clone(),
-        None => {
-            let names = list_clusters(&root).map_err(|e| {
-                Failure::msg(
-                    Exit::Failed,
-                    format!("cannot list clusters in {}: {e}", root.display()),
-                )
-            })?;
-            match names.as_slice() {
-                [] => {
-                    return Err(Failure::msg(
-                        Exit::BadInput,
-                        format!(
-                            "no clusters under {} (create one with `ironclad create`)",
-                            root.display()
-                        ),
-                    ));
-                }
-                [one] => one.clone(),
-                many => {
-                    let many: Vec<&str> = many.iter().map(|n| n.as_str()).collect();
-                    return Err(Failure::msg(
-                        Exit::BadInput,
-                        format!(
-                            "several clusters ({}): choose one with --cluster",
-                            many.join(", ")
-                        ),
-                    ));
-                }
-            }
-        }
-    };
+    let name = super::select::cluster(&root, cluster.cloned())?;
     let found = crate::cluster::paths::find(&root, &name).map_err(|e| {
         Failure::msg(
             Exit::Failed,

@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }
 

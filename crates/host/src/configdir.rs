@@ -1,4 +1,4 @@
-//! A generated configuration directory: what `ironclad gen config -o DIR`
+//! A generated configuration directory: what `ironclad gen config --dir DIR`
 //! writes, and the PKI part of a cluster's state directory.
 //!
 //! ```text

@@ -29,6 +29,7 @@ pub mod pki;
 pub mod qemu;
 pub mod runtime;
 pub mod spec;
+pub mod version;
 
 pub use ironclad_contract as contract;
 // The contract's modules, under the names this crate has always used.
