@@ -11,8 +11,8 @@
 //! apart); their files are opened before the initramfs is deleted. See `docs/image-layout.md`.
 //!
 //! Every path is joined to a root directory so the sequence is unit-tested
-//! against a temporary directory with [`super::sys::FakeSys`]; the real
-//! binary passes `/`.
+//! against a temporary directory with the recording fake (`sys::FakeSys`,
+//! tests only); the real binary passes `/`.
 
 use super::console;
 use super::disks::{self, DiskError};

@@ -4,7 +4,8 @@
 //! configs. The async part (services, shutdown) is in [`super::pid1`].
 //!
 //! All paths are joined to [`Stage2::root`], so the whole sequence runs in unit
-//! tests against a temporary directory with [`super::sys::FakeSys`].
+//! tests against a temporary directory with the recording fake
+//! (`sys::FakeSys`, tests only).
 
 use super::applied;
 use super::console;

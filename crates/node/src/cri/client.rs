@@ -76,6 +76,14 @@ async fn timed<T>(
     }
 }
 
+/// A CRI call other than exec, bounded by [`CALL_TIMEOUT`].
+async fn call<T>(
+    call: &'static str,
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, CriError> {
+    timed(call, CALL_TIMEOUT, fut).await
+}
+
 impl Cri {
     /// Connects to containerd's socket (a gRPC channel over a unix stream).
     pub async fn connect(socket: &Path) -> Result<Cri, CriError> {
@@ -113,7 +121,7 @@ impl Cri {
         let req = cri::VersionRequest {
             version: "v1".into(),
         };
-        timed("Version", CALL_TIMEOUT, self.rt.version(req)).await
+        call("Version", self.rt.version(req)).await
     }
 
     /// Whether `image` is present in the runtime's store (never pulls).
@@ -125,7 +133,7 @@ impl Cri {
             }),
             verbose: false,
         };
-        let resp = timed("ImageStatus", CALL_TIMEOUT, self.img.image_status(req)).await?;
+        let resp = call("ImageStatus", self.img.image_status(req)).await?;
         Ok(resp.image.is_some())
     }
 
@@ -169,7 +177,7 @@ impl Cri {
             config: Some(sandbox_config(variant, name, opts)),
             runtime_handler: handler,
         };
-        let resp = timed("RunPodSandbox", CALL_TIMEOUT, self.rt.run_pod_sandbox(req)).await?;
+        let resp = call("RunPodSandbox", self.rt.run_pod_sandbox(req)).await?;
         Ok(resp.pod_sandbox_id)
     }
 
@@ -187,22 +195,12 @@ impl Cri {
             config: Some(container_config(variant, cname, opts, cmd)),
             sandbox_config: Some(sandbox_config(variant, pod_name, opts)),
         };
-        let created = timed(
-            "CreateContainer",
-            CALL_TIMEOUT,
-            self.rt.create_container(req),
-        )
-        .await?;
+        let created = call("CreateContainer", self.rt.create_container(req)).await?;
         let id = created.container_id;
         let start = cri::StartContainerRequest {
             container_id: id.clone(),
         };
-        timed(
-            "StartContainer",
-            CALL_TIMEOUT,
-            self.rt.start_container(start),
-        )
-        .await?;
+        call("StartContainer", self.rt.start_container(start)).await?;
         Ok(id)
     }
 
@@ -268,12 +266,7 @@ impl Cri {
                 container_id: id.clone(),
                 verbose: false,
             };
-            let st = timed(
-                "ContainerStatus",
-                CALL_TIMEOUT,
-                self.rt.container_status(req),
-            )
-            .await?;
+            let st = call("ContainerStatus", self.rt.container_status(req)).await?;
             let Some(st) = st.status else {
                 return Err(CriError::Unexpected {
                     call: "ContainerStatus",
@@ -303,21 +296,11 @@ impl Cri {
         let stop = cri::StopPodSandboxRequest {
             pod_sandbox_id: sandbox_id.to_string(),
         };
-        let stopped = timed(
-            "StopPodSandbox",
-            CALL_TIMEOUT,
-            self.rt.stop_pod_sandbox(stop),
-        )
-        .await;
+        let stopped = call("StopPodSandbox", self.rt.stop_pod_sandbox(stop)).await;
         let rm = cri::RemovePodSandboxRequest {
             pod_sandbox_id: sandbox_id.to_string(),
         };
-        let removed = timed(
-            "RemovePodSandbox",
-            CALL_TIMEOUT,
-            self.rt.remove_pod_sandbox(rm),
-        )
-        .await;
+        let removed = call("RemovePodSandbox", self.rt.remove_pod_sandbox(rm)).await;
         match (stopped, removed) {
             (_, Ok(_)) => Ok(()),
             (_, Err(e)) if is_not_found(&e) => Ok(()),
@@ -335,12 +318,7 @@ impl Cri {
                 ..Default::default()
             }),
         };
-        let r = timed(
-            "ListPodSandbox",
-            CALL_TIMEOUT,
-            self.rt.list_pod_sandbox(req),
-        )
-        .await?;
+        let r = call("ListPodSandbox", self.rt.list_pod_sandbox(req)).await?;
         Ok(r.items.into_iter().map(|s| s.id).collect())
     }
 
