@@ -123,14 +123,14 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
     let apid_up = apid.is_some();
     let late_done = finish_late_modules(prepared.late_modules, prepared.deferred_sysctls);
     if let Some(apid) = apid {
-        let controller = NodeController::new(
-            config.clone(),
-            prepared.fw_cfg_digest.clone(),
-            handle.clone(),
-            etcd.clone(),
-            power_tx.clone(),
-            PathBuf::from("/"),
-        );
+        let controller = NodeController {
+            config: config.clone(),
+            fw_cfg_digest: prepared.fw_cfg_digest.clone(),
+            services: handle.clone(),
+            etcd: etcd.clone(),
+            power: power_tx.clone(),
+            root: PathBuf::from("/"),
+        };
         spawn_apid(apid, controller);
     }
 

@@ -15,7 +15,7 @@ use super::facts;
 use super::modules::{self, ModuleError, Pending};
 use super::mounts::{self, MountError};
 use super::net::{self, NetError};
-use super::sys::{Sys, flags};
+use super::sys::{Mount, Sys, flags};
 use super::sysctl;
 use crate::machine::{MachineConfig, MachineConfigError, mke2fs_args};
 use ironclad_contract::layout;
@@ -412,13 +412,13 @@ impl Stage2 {
         let var = self.p("var");
         std::fs::create_dir_all(&var)
             .and_then(|()| {
-                sys.mount(
-                    kdev,
-                    &var,
-                    "ext4",
-                    flags::NOSUID | flags::NODEV | flags::NOATIME,
-                    "",
-                )
+                sys.mount(&Mount {
+                    source: kdev,
+                    target: &var,
+                    fstype: "ext4",
+                    flags: flags::NOSUID | flags::NODEV | flags::NOATIME,
+                    data: "",
+                })
             })
             .map_err(|e| Stage2Error::Os(format!("mount {kdev} (ext4) at /var"), e))?;
         for d in ["var/log", "var/lib/containerd"] {
@@ -433,26 +433,26 @@ impl Stage2 {
         let base = self.p(ETC_OVERLAY);
         let os = |what: &str, e| Stage2Error::Os(what.to_string(), e);
         std::fs::create_dir_all(&base).map_err(|e| os("mkdir overlay base", e))?;
-        sys.mount(
-            "tmpfs",
-            &base,
-            "tmpfs",
-            flags::NOSUID | flags::NODEV,
-            "mode=0755",
-        )
+        sys.mount(&Mount {
+            source: "tmpfs",
+            target: &base,
+            fstype: "tmpfs",
+            flags: flags::NOSUID | flags::NODEV,
+            data: "mode=0755",
+        })
         .map_err(|e| os("mount tmpfs for /etc overlay", e))?;
         for d in ["upper", "work"] {
             std::fs::create_dir_all(base.join(d)).map_err(|e| os("mkdir overlay dirs", e))?;
         }
         let data =
             format!("lowerdir=/etc,upperdir=/{ETC_OVERLAY}/upper,workdir=/{ETC_OVERLAY}/work");
-        sys.mount(
-            "overlay",
-            &self.p("etc"),
-            "overlay",
-            flags::NOSUID | flags::NODEV,
-            &data,
-        )
+        sys.mount(&Mount {
+            source: "overlay",
+            target: &self.p("etc"),
+            fstype: "overlay",
+            flags: flags::NOSUID | flags::NODEV,
+            data: &data,
+        })
         .map_err(|e| os("mount overlay on /etc", e))
     }
 }

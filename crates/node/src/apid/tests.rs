@@ -75,6 +75,19 @@ impl Fixture {
         )
         .unwrap()
     }
+
+    /// The TLS config of an admin client named `name`, for clients other
+    /// than [`NodeClient`].
+    fn admin_tls(&self, name: &str) -> rustls::ClientConfig {
+        let admin = issue_client_cert(&self.secrets.os_ca, Role::Admin, name).unwrap();
+        ironclad_host::client::node_tls_config(
+            NODE,
+            self.secrets.os_ca.cert_pem(),
+            &admin.cert_pem,
+            &admin.key_pem,
+        )
+        .unwrap()
+    }
 }
 
 fn code(r: Result<impl std::fmt::Debug, ClientError>) -> ErrorCode {
@@ -442,14 +455,7 @@ async fn client_from_client_config_file() {
 #[tokio::test]
 async fn chunked_oversized_body_is_413() {
     let f = start().await;
-    let admin = issue_client_cert(&f.secrets.os_ca, Role::Admin, "admin").unwrap();
-    let tls = ironclad_host::client::node_tls_config(
-        NODE,
-        f.secrets.os_ca.cert_pem(),
-        &admin.cert_pem,
-        &admin.key_pem,
-    )
-    .unwrap();
+    let tls = f.admin_tls("admin");
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .build()
@@ -754,14 +760,7 @@ async fn connection_flood_does_not_lock_the_admin_out() {
 
 /// An admin's raw TLS connection (no HTTP client in between).
 async fn raw_admin(f: &Fixture) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let admin = issue_client_cert(&f.secrets.os_ca, Role::Admin, "raw").unwrap();
-    let tls = ironclad_host::client::node_tls_config(
-        NODE,
-        f.secrets.os_ca.cert_pem(),
-        &admin.cert_pem,
-        &admin.key_pem,
-    )
-    .unwrap();
+    let tls = f.admin_tls("raw");
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let tcp = tokio::net::TcpStream::connect(f.addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from(NODE).unwrap();

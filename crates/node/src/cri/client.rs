@@ -238,32 +238,26 @@ impl Cri {
         timeout: Duration,
     ) -> Result<Completion, CriError> {
         let sandbox_id = self.run_sandbox(variant, name, opts).await?;
-        let res = self
-            .wait_exit(&sandbox_id, variant, name, opts, cmd, timeout)
-            .await;
+        let res = match self
+            .start_container(&sandbox_id, variant, "job", name, opts, cmd)
+            .await
+        {
+            Ok(id) => self.wait_exit(&id, timeout).await,
+            Err(e) => Err(e),
+        };
         let cleanup = self.remove_sandbox(&sandbox_id).await;
         let done = res?;
         cleanup?;
         Ok(done)
     }
 
-    async fn wait_exit(
-        &mut self,
-        sandbox_id: &str,
-        variant: Variant,
-        name: &str,
-        opts: &PodOptions,
-        cmd: &[&str],
-        timeout: Duration,
-    ) -> Result<Completion, CriError> {
-        let id = self
-            .start_container(sandbox_id, variant, "job", name, opts, cmd)
-            .await?;
+    /// Polls container `id` until it has exited (at most `timeout`).
+    async fn wait_exit(&mut self, id: &str, timeout: Duration) -> Result<Completion, CriError> {
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_millis(20);
         loop {
             let req = cri::ContainerStatusRequest {
-                container_id: id.clone(),
+                container_id: id.to_string(),
                 verbose: false,
             };
             let st = call("ContainerStatus", self.rt.container_status(req)).await?;

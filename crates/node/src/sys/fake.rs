@@ -1,7 +1,7 @@
 //! `FakeSys`, the recording [`Sys`] of the unit tests: every call is
 //! appended to a log of [`Call`]s, and calls can be told to fail.
 
-use super::{PowerAction, Sys};
+use super::{Mount, PowerAction, Sys};
 use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -71,20 +71,13 @@ impl FakeSys {
 }
 
 impl Sys for FakeSys {
-    fn mount(
-        &self,
-        source: &str,
-        target: &Path,
-        fstype: &str,
-        flags: u64,
-        data: &str,
-    ) -> io::Result<()> {
+    fn mount(&self, m: &Mount<'_>) -> io::Result<()> {
         self.record(Call::Mount {
-            source: source.into(),
-            target: target.into(),
-            fstype: fstype.into(),
-            flags,
-            data: data.into(),
+            source: m.source.into(),
+            target: m.target.into(),
+            fstype: m.fstype.into(),
+            flags: m.flags,
+            data: m.data.into(),
         })
     }
     fn umount(&self, target: &Path, _detach: bool) -> io::Result<()> {

@@ -44,17 +44,23 @@ pub enum PowerAction {
     Reboot,
 }
 
+/// The arguments of one `mount(2)`, named: three of them are strings that
+/// are easily swapped when given in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mount<'a> {
+    pub source: &'a str,
+    pub target: &'a Path,
+    pub fstype: &'a str,
+    /// [`flags`] (`MS_*`).
+    pub flags: u64,
+    /// The filesystem-specific option string (may be empty).
+    pub data: &'a str,
+}
+
 /// Privileged operations, one method per system call (or small group of them).
 pub trait Sys: Send + Sync {
-    /// `mount(2)`; `data` is the filesystem-specific option string (may be empty).
-    fn mount(
-        &self,
-        source: &str,
-        target: &Path,
-        fstype: &str,
-        flags: u64,
-        data: &str,
-    ) -> io::Result<()>;
+    /// `mount(2)`.
+    fn mount(&self, m: &Mount<'_>) -> io::Result<()>;
     /// `umount2(2)`; `detach` adds `MNT_DETACH`.
     fn umount(&self, target: &Path, detach: bool) -> io::Result<()>;
     /// `mount(from, to, NULL, MS_MOVE, NULL)`.

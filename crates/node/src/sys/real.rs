@@ -1,7 +1,7 @@
 //! [`RealSys`], the [`Sys`] of a real node: each method one system call (or
 //! a few), through libc, with paths and names turned into C strings.
 
-use super::{PowerAction, Sys, prefix_to_mask};
+use super::{Mount, PowerAction, Sys, prefix_to_mask};
 use std::ffi::CString;
 use std::io;
 use std::net::Ipv4Addr;
@@ -79,25 +79,18 @@ impl RealSys {
 }
 
 impl Sys for RealSys {
-    fn mount(
-        &self,
-        source: &str,
-        target: &Path,
-        fstype: &str,
-        flags: u64,
-        data: &str,
-    ) -> io::Result<()> {
-        let source = cstr(source)?;
-        let target = cstr_path(target)?;
-        let fstype = cstr(fstype)?;
-        let data = cstr(data)?;
+    fn mount(&self, m: &Mount<'_>) -> io::Result<()> {
+        let source = cstr(m.source)?;
+        let target = cstr_path(m.target)?;
+        let fstype = cstr(m.fstype)?;
+        let data = cstr(m.data)?;
         // SAFETY: all pointers are valid NUL-terminated strings for the call's duration.
         check(unsafe {
             libc::mount(
                 source.as_ptr(),
                 target.as_ptr(),
                 fstype.as_ptr(),
-                flags as libc::c_ulong,
+                m.flags as libc::c_ulong,
                 data.as_ptr().cast(),
             )
         })
