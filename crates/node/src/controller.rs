@@ -21,17 +21,20 @@ use futures::stream::{BoxStream, StreamExt};
 use std::path::PathBuf;
 use tokio::sync::{broadcast, mpsc};
 
-/// machined's controller.
+/// machined's controller: the parts of a booted node it answers from,
+/// named where it is built (they hold no invariant between them).
 pub struct NodeController {
     /// The effective config of this boot.
-    config: MachineConfig,
+    pub config: MachineConfig,
     /// SHA-256 of this boot's fw_cfg config (what an applied config is stored over).
-    fw_cfg_digest: String,
-    services: SupervisorHandle,
-    etcd: Option<Etcd>,
-    power: mpsc::Sender<PowerAction>,
+    pub fw_cfg_digest: String,
+    pub services: SupervisorHandle,
+    /// The node's etcd (a control plane), bootstrapped or not.
+    pub etcd: Option<Etcd>,
+    /// Where reboot and power-off requests go (PID 1's shutdown path).
+    pub power: mpsc::Sender<PowerAction>,
     /// `/` on a node.
-    root: PathBuf,
+    pub root: PathBuf,
 }
 
 /// Maps the supervisor's state to the API's.
@@ -89,24 +92,6 @@ pub fn healthy(statuses: &[supervisor::ServiceStatus]) -> bool {
 }
 
 impl NodeController {
-    pub fn new(
-        config: MachineConfig,
-        fw_cfg_digest: String,
-        services: SupervisorHandle,
-        etcd: Option<Etcd>,
-        power: mpsc::Sender<PowerAction>,
-        root: PathBuf,
-    ) -> Self {
-        Self {
-            config,
-            fw_cfg_digest,
-            services,
-            etcd,
-            power,
-            root,
-        }
-    }
-
     fn power(&self, action: PowerAction) -> Result<Reply, ApiError> {
         // A request already queued (capacity 1) means a shutdown is under way:
         // that is still accepted.
@@ -290,9 +275,25 @@ mod tests {
         let (tx, rx) = mpsc::channel(1);
         let etcd = Etcd::new(&cfg, dir);
         (
-            NodeController::new(cfg, "base".into(), h, etcd, tx, dir.to_path_buf()),
+            NodeController {
+                config: cfg,
+                fw_cfg_digest: "base".into(),
+                services: h,
+                etcd,
+                power: tx,
+                root: dir.to_path_buf(),
+            },
             rx,
         )
+    }
+
+    /// Runs `op` on the service `name` through the controller.
+    async fn service(c: &NodeController, name: &str, op: ServiceOp) -> Result<Reply, ApiError> {
+        c.execute(Action::Service {
+            name: name.parse().unwrap(),
+            op,
+        })
+        .await
     }
 
     #[tokio::test]
@@ -343,34 +344,14 @@ mod tests {
         assert_eq!(s.next().await.unwrap().line, "one");
         assert_eq!(s.next().await.unwrap().line, "two");
 
-        let e = c
-            .execute(Action::Service {
-                name: "nope".parse().unwrap(),
-                op: ServiceOp::Restart,
-            })
-            .await
-            .unwrap_err();
+        let e = service(&c, "nope", ServiceOp::Restart).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
         assert!(c.follow_logs("nope".into(), None).await.is_err());
-        let Reply::Service(st) = c
-            .execute(Action::Service {
-                name: "idle".parse().unwrap(),
-                op: ServiceOp::Start,
-            })
-            .await
-            .unwrap()
-        else {
+        let Ok(Reply::Service(st)) = service(&c, "idle", ServiceOp::Start).await else {
             panic!()
         };
         assert_eq!(st.name, "idle");
-        let Reply::Service(st) = c
-            .execute(Action::Service {
-                name: "idle".parse().unwrap(),
-                op: ServiceOp::Stop,
-            })
-            .await
-            .unwrap()
-        else {
+        let Ok(Reply::Service(st)) = service(&c, "idle", ServiceOp::Stop).await else {
             panic!()
         };
         assert_eq!(st.state, ServiceState::Stopped);
@@ -473,14 +454,14 @@ mod tests {
         let svc = ServiceSpec::new("slow", "/bin/sh", &["-c", &script]);
         let h = supervisor::start(reaper, Settings::default(), vec![svc]).unwrap();
         let (tx, _rx) = mpsc::channel(1);
-        let c = NodeController::new(
-            config(false),
-            "base".into(),
-            h.clone(),
-            None,
-            tx,
-            dir.path().to_path_buf(),
-        );
+        let c = NodeController {
+            config: config(false),
+            fw_cfg_digest: "base".into(),
+            services: h.clone(),
+            etcd: None,
+            power: tx,
+            root: dir.path().to_path_buf(),
+        };
         let mut s = c.follow_logs("slow".into(), Some(10)).await.unwrap();
         let first = tokio::time::timeout(T, s.next()).await.unwrap().unwrap();
         assert_eq!(first.line, "first");

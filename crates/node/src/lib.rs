@@ -12,7 +12,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`sys`] | privileged calls: real and recording fake |
+//! | [`sys`] | privileged calls: real, and a recording fake for tests |
 //! | [`console`] | `machined: <phase> t=<uptime>` lines |
 //! | [`stage1`] | initramfs → switch_root → exec stage 2 |
 //! | [`stage2`] | mounts, modules, sysctls, config, state disk, /etc, network |

@@ -2,7 +2,7 @@
 //! mounted is read from `/proc/self/mountinfo` and skipped, so running the table
 //! twice (or after stage 1 moved `/dev`, `/proc`, `/sys` in) mounts nothing twice.
 
-use super::sys::{Sys, flags};
+use super::sys::{Mount, Sys, flags};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -147,8 +147,15 @@ pub fn apply(
             continue;
         }
         let target = root.join(spec.target.trim_start_matches('/'));
-        let res = std::fs::create_dir_all(&target)
-            .and_then(|()| sys.mount(spec.source, &target, spec.fstype, spec.flags, spec.data));
+        let res = std::fs::create_dir_all(&target).and_then(|()| {
+            sys.mount(&Mount {
+                source: spec.source,
+                target: &target,
+                fstype: spec.fstype,
+                flags: spec.flags,
+                data: spec.data,
+            })
+        });
         match res {
             Ok(()) => {
                 mounted.insert(node_path);

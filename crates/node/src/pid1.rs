@@ -8,16 +8,18 @@ use super::console;
 use super::containerd;
 use super::controller::NodeController;
 use super::etcd::Etcd;
-use super::modules::Pending;
+use super::modules::{LoadReport, Pending};
 use super::net;
 use super::power;
 use super::reaper::{ReapMode, Reaper};
 use super::rlimit;
 use super::stage1::{self, Stage1};
 use super::stage2::{Prepared, Stage2};
-use super::supervisor::{self, ServiceState, Settings};
+use super::supervisor::{self, ServiceState, Settings, SupervisorHandle};
 use super::sys::{PowerAction, RealSys, Sys};
 use super::sysctl;
+use crate::machine::MachineConfig;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,21 +114,75 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
     // Long enough for the background module loading (button, evdev) under TCG.
     let button = power::watch_power_button(Path::new("/"), Duration::from_secs(120));
     let config = prepared.config;
+    let etcd = Etcd::new(&config, Path::new("/"));
+    let handle = start_services(&reaper, etcd.as_ref())?;
+
+    // The node API, while containerd starts.
+    let (power_tx, mut power_rx) = mpsc::channel::<PowerAction>(1);
+    let apid = bind_apid(&config).await;
+    let apid_up = apid.is_some();
+    let late_done = finish_late_modules(prepared.late_modules, prepared.deferred_sysctls);
+    if let Some(apid) = apid {
+        let controller = NodeController {
+            config: config.clone(),
+            fw_cfg_digest: prepared.fw_cfg_digest.clone(),
+            services: handle.clone(),
+            etcd: etcd.clone(),
+            power: power_tx.clone(),
+            root: PathBuf::from("/"),
+        };
+        spawn_apid(apid, controller);
+    }
+
+    // Ready: the state disk is mounted, the network configured, every boot
+    // service started, and the node API answers. The services' own health
+    // (containerd answering, etcd healthy) is reported by the API and on
+    // its own line below; the host needs only the API to go on (bootstrap,
+    // join, matrix).
+    if apid_up {
+        console::phase(console::Phase::Ready);
+    } else {
+        console::say("machined: not ready: the node API is not listening");
+    }
+    tokio::spawn(import_images_when_ready(
+        handle.clone(),
+        reaper.clone(),
+        late_done,
+    ));
+
+    let (why, action) = tokio::select! {
+        why = power::wait_for_request(button) => {
+            let why = why.map_err(|e| format!("cannot watch for shutdown requests: {e}"))?;
+            (why, PowerAction::PowerOff)
+        }
+        Some(action) = power_rx.recv() => (api_request(action), action),
+    };
+    console::say(&format!("machined: shutdown requested by {why}"));
+    // Further API power requests get "already shutting down".
+    drop(power_rx);
+    handle.shutdown().await;
+    Ok(action)
+}
+
+/// Starts the node's services: containerd, and etcd on a control plane.
+fn start_services(reaper: &Reaper, etcd: Option<&Etcd>) -> Result<SupervisorHandle, String> {
     let settings = Settings {
         log_dir: Some(PathBuf::from("/var/log")),
         ring_lines: 2000,
     };
-    let etcd = Etcd::new(&config, Path::new("/"));
     let mut specs = vec![containerd::service(Path::new("/"))];
-    if let Some(e) = &etcd {
+    if let Some(e) = etcd {
         specs.push(e.service());
     }
     let handle = supervisor::start(reaper.clone(), settings, specs).map_err(|e| e.to_string())?;
     console::phase(console::Phase::ServicesStarted);
+    Ok(handle)
+}
 
-    // The node API, while containerd starts.
-    let (power_tx, mut power_rx) = mpsc::channel::<PowerAction>(1);
-    let apid = match Apid::bind(&apid::node_addrs(&config), &config.pki).await {
+/// Binds the node API on the node's addresses; `None` (said on the
+/// console) when it cannot.
+async fn bind_apid(config: &MachineConfig) -> Option<Apid> {
+    match Apid::bind(&apid::node_addrs(config), &config.pki).await {
         Ok(a) => {
             console::phase(console::Phase::ApidListening(
                 a.local_addrs().unwrap_or_default(),
@@ -138,13 +194,26 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
             console::say(&format!("machined: apid: {e}"));
             None
         }
-    };
-    let apid_up = apid.is_some();
+    }
+}
 
-    // Late modules (pods' networking) and their sysctls, while containerd starts.
-    let late = prepared.late_modules;
-    let deferred = prepared.deferred_sysctls;
-    let late_done = tokio::task::spawn_blocking(move || {
+/// Serves the node API in the background.
+fn spawn_apid(apid: Apid, controller: NodeController) {
+    let controller = Arc::new(controller);
+    tokio::spawn(async move {
+        if let Err(e) = apid.serve(controller).await {
+            console::say(&format!("machined: apid stopped: {e}"));
+        }
+    });
+}
+
+/// Waits (off the runtime's workers) for the late modules (pods'
+/// networking), then applies their sysctls.
+fn finish_late_modules(
+    late: Option<std::thread::JoinHandle<LoadReport>>,
+    deferred: BTreeMap<String, String>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
         if let Some(t) = late {
             match t.join() {
                 Ok(report) => {
@@ -159,75 +228,43 @@ async fn serve(prepared: Prepared) -> Result<PowerAction, String> {
         for (k, e) in sysctl::apply(Path::new("/"), &deferred) {
             console::say(&format!("machined: sysctl {k}: {e}"));
         }
-    });
-    if let Some(apid) = apid {
-        let controller = Arc::new(NodeController::new(
-            config.clone(),
-            prepared.fw_cfg_digest.clone(),
-            handle.clone(),
-            etcd.clone(),
-            power_tx.clone(),
-            PathBuf::from("/"),
-        ));
-        tokio::spawn(async move {
-            if let Err(e) = apid.serve(controller).await {
-                console::say(&format!("machined: apid stopped: {e}"));
-            }
-        });
-    }
+    })
+}
 
-    // Ready: the state disk is mounted, the network configured, every boot
-    // service started, and the node API answers. The services' own health
-    // (containerd answering, etcd healthy) is reported by the API and on
-    // its own line below; the host needs only the API to go on (bootstrap,
-    // join, matrix).
-    if apid_up {
-        console::phase(console::Phase::Ready);
-    } else {
-        console::say("machined: not ready: the node API is not listening");
+/// Imports the offline images once containerd answers and the late modules
+/// are in. The pods' modules (and their sysctls) finish under TCG seconds
+/// after containerd answers; importing after them means a client waiting
+/// for the images (the matrix) cannot start a pod before the bridge module
+/// is in.
+async fn import_images_when_ready(
+    services: SupervisorHandle,
+    reaper: Reaper,
+    late_done: tokio::task::JoinHandle<()>,
+) {
+    let running = services
+        .wait_for("containerd", CONTAINERD_TIMEOUT, |s| {
+            s.state == ServiceState::Running
+        })
+        .await;
+    if let Err(e) = running {
+        console::say(&format!("machined: containerd is not answering: {e}"));
+        return;
     }
+    console::phase(console::Phase::ContainerdAnswering);
+    let _ = late_done.await;
+    match containerd::import_images(&reaper, Path::new(containerd::IMAGES_DIR)).await {
+        Ok(done) => console::phase(console::Phase::ImagesImported(done.len())),
+        Err(e) => console::say(&format!("machined: image import failed: {e}")),
+    }
+}
 
-    let h = handle.clone();
-    let r = reaper.clone();
-    // The pods' modules (and their sysctls) finish under TCG seconds after
-    // containerd answers. The offline images are imported after them, so
-    // that a client waiting for the images (the matrix) cannot start a pod
-    // before the bridge module is in.
-    tokio::spawn(async move {
-        let running = h
-            .wait_for("containerd", CONTAINERD_TIMEOUT, |s| {
-                s.state == ServiceState::Running
-            })
-            .await;
-        if let Err(e) = running {
-            console::say(&format!("machined: containerd is not answering: {e}"));
-            return;
-        }
-        console::phase(console::Phase::ContainerdAnswering);
-        let _ = late_done.await;
-        match containerd::import_images(&r, Path::new(containerd::IMAGES_DIR)).await {
-            Ok(done) => console::phase(console::Phase::ImagesImported(done.len())),
-            Err(e) => console::say(&format!("machined: image import failed: {e}")),
-        }
-    });
-    let (why, action) = tokio::select! {
-        why = power::wait_for_request(button) => {
-            let why = why.map_err(|e| format!("cannot watch for shutdown requests: {e}"))?;
-            (why, PowerAction::PowerOff)
-        }
-        Some(action) = power_rx.recv() => {
-            let what = match action {
-                PowerAction::Reboot => "reboot",
-                PowerAction::PowerOff => "shutdown",
-            };
-            (format!("the node API ({what})"), action)
-        }
+/// Who asked for `action` through the node API, as the shutdown line says it.
+fn api_request(action: PowerAction) -> String {
+    let what = match action {
+        PowerAction::Reboot => "reboot",
+        PowerAction::PowerOff => "shutdown",
     };
-    console::say(&format!("machined: shutdown requested by {why}"));
-    // Further API power requests get "already shutting down".
-    drop(power_rx);
-    handle.shutdown().await;
-    Ok(action)
+    format!("the node API ({what})")
 }
 
 /// Prints the error, syncs and powers off; never returns.

@@ -11,13 +11,13 @@
 //! apart); their files are opened before the initramfs is deleted. See `docs/image-layout.md`.
 //!
 //! Every path is joined to a root directory so the sequence is unit-tested
-//! against a temporary directory with [`super::sys::FakeSys`]; the real
-//! binary passes `/`.
+//! against a temporary directory with the recording fake (`sys::FakeSys`,
+//! tests only); the real binary passes `/`.
 
 use super::console;
 use super::disks::{self, DiskError};
 use super::modules::{self, ModuleError, Pending};
-use super::sys::{Sys, flags};
+use super::sys::{Mount, Sys, flags};
 use ironclad_contract::layout;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -132,7 +132,15 @@ impl Stage1 {
         ] {
             let target = self.p(dir);
             std::fs::create_dir_all(&target)
-                .and_then(|()| sys.mount(src, &target, fstype, fl, ""))
+                .and_then(|()| {
+                    sys.mount(&Mount {
+                        source: src,
+                        target: &target,
+                        fstype,
+                        flags: fl,
+                        data: "",
+                    })
+                })
                 .or_else(|e| {
                     // Already mounted (e.g. the kernel mounted devtmpfs itself).
                     if e.raw_os_error() == Some(libc::EBUSY) {
@@ -156,7 +164,15 @@ impl Stage1 {
             Err(_) => src.into_owned(),
         };
         std::fs::create_dir_all(&newroot)
-            .and_then(|()| sys.mount(&src, &newroot, "squashfs", flags::RDONLY, ""))
+            .and_then(|()| {
+                sys.mount(&Mount {
+                    source: &src,
+                    target: &newroot,
+                    fstype: "squashfs",
+                    flags: flags::RDONLY,
+                    data: "",
+                })
+            })
             .map_err(|e| Stage1Error::Os(format!("mount {src} (squashfs) at /{NEWROOT}"), e))
     }
 

@@ -4,7 +4,8 @@
 //! configs. The async part (services, shutdown) is in [`super::pid1`].
 //!
 //! All paths are joined to [`Stage2::root`], so the whole sequence runs in unit
-//! tests against a temporary directory with [`super::sys::FakeSys`].
+//! tests against a temporary directory with the recording fake
+//! (`sys::FakeSys`, tests only).
 
 use super::applied;
 use super::console;
@@ -14,7 +15,7 @@ use super::facts;
 use super::modules::{self, ModuleError, Pending};
 use super::mounts::{self, MountError};
 use super::net::{self, NetError};
-use super::sys::{Sys, flags};
+use super::sys::{Mount, Sys, flags};
 use super::sysctl;
 use crate::machine::{MachineConfig, MachineConfigError, mke2fs_args};
 use ironclad_contract::layout;
@@ -134,6 +135,21 @@ pub fn kernel_release() -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// Waits for stage 1's early modules and says which failed and which were
+/// slowest.
+fn wait_early_modules(early: Pending) {
+    let report = early.wait();
+    for (m, e) in &report.failed {
+        console::say(&format!("machined: module {m}: {e}"));
+    }
+    let slow: Vec<String> = report
+        .slowest(3)
+        .into_iter()
+        .map(|(m, d)| format!("{m} {:.0}ms", d.as_secs_f64() * 1000.0))
+        .collect();
+    console::phase(console::Phase::Modules { slowest: slow });
+}
+
 impl Stage2 {
     pub fn new() -> Self {
         Self {
@@ -168,6 +184,40 @@ impl Stage2 {
         late_sys: Option<Arc<dyn Sys>>,
         early: Pending,
     ) -> Result<Prepared, Stage2Error> {
+        self.mount_base(sys)?;
+        let (late, image_sysctls) = self.read_image_lists()?;
+        let state_dev = self.format_state_disk(sys)?;
+        if state_dev.formatted {
+            console::phase(console::Phase::StateDiskFormatted);
+        }
+        wait_early_modules(early);
+        let mounts_text = std::fs::read_to_string(self.p("proc/self/mounts")).unwrap_or_default();
+        console::say(&facts::root_fact(&mounts_text));
+
+        let (fw_cfg, fw_cfg_text) = self.read_config()?;
+        console::phase(console::Phase::Config);
+        let late = self.load_late_modules(sys, late_sys, late, fw_cfg.etcd.is_some());
+        let boot = self.mount_state(sys, &state_dev)?;
+        let fw_cfg_digest = applied::digest(&fw_cfg_text);
+        let config = self.effective_config(fw_cfg, &fw_cfg_text);
+        let deferred_sysctls = self.apply_sysctls(&image_sysctls, &config, late.is_some());
+        self.etc_and_hostname(sys, &config)?;
+        net::configure(sys, &self.root, &config, self.device_timeout)?;
+        console::phase(console::Phase::Network);
+        self.containerd_configs(&config)?;
+        Ok(Prepared {
+            late_modules: late,
+            deferred_sysctls,
+            config,
+            fw_cfg_digest,
+            boot,
+            formatted: state_dev.formatted,
+            unmount_at_shutdown: vec![PathBuf::from("/var")],
+        })
+    }
+
+    /// The base mount table, and Ctrl-Alt-Del made a signal to PID 1.
+    fn mount_base(&self, sys: &dyn Sys) -> Result<(), Stage2Error> {
         let mut mounted = mounts::current(&self.root);
         let soft = mounts::apply(sys, &self.root, mounts::BASE_TABLE, &mut mounted)?;
         for (t, e) in soft {
@@ -177,69 +227,58 @@ impl Stage2 {
             console::say(&format!("machined: RB_DISABLE_CAD: {e}"));
         }
         console::phase(console::Phase::Mounts);
+        Ok(())
+    }
 
-        let moddir = self.p(&format!("usr/lib/modules/{}/ironclad", self.kernel_release));
+    /// The image's module list and its sysctls (none when it has no file).
+    fn read_image_lists(&self) -> Result<(Vec<String>, BTreeMap<String, String>), Stage2Error> {
         let list = self.p(MODULES_LIST);
         let text = std::fs::read_to_string(&list).map_err(|e| ModuleError::List {
             path: list.clone(),
             source: e,
         })?;
-        let late = modules::parse_list(&text)?;
-        let image_sysctls = match std::fs::read_to_string(self.p(SYSCTL_JSON)) {
+        let modules = modules::parse_list(&text)?;
+        let sysctls = match std::fs::read_to_string(self.p(SYSCTL_JSON)) {
             Ok(t) => sysctl::parse_image_set(&t).map_err(Stage2Error::Sysctl)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
             Err(e) => return Err(Stage2Error::Read(self.p(SYSCTL_JSON), e)),
         };
+        Ok((modules, sysctls))
+    }
 
-        let state_dev = self.format_state_disk(sys)?;
-        if state_dev.formatted {
-            console::phase(console::Phase::StateDiskFormatted);
-        }
-
-        let report = early.wait();
-        for (m, e) in &report.failed {
-            console::say(&format!("machined: module {m}: {e}"));
-        }
-        let slow: Vec<String> = report
-            .slowest(3)
-            .into_iter()
-            .map(|(m, d)| format!("{m} {:.0}ms", d.as_secs_f64() * 1000.0))
-            .collect();
-        console::phase(console::Phase::Modules { slowest: slow });
-
-        let mounts_text = std::fs::read_to_string(self.p("proc/self/mounts")).unwrap_or_default();
-        console::say(&facts::root_fact(&mounts_text));
-
-        let (fw_cfg, fw_cfg_text) = self.read_config()?;
-        console::phase(console::Phase::Config);
-
-        // One background thread (the other vCPU): first the services'
-        // binaries, then what pods need (bridge, netfilter, veth), needed
-        // only before the first pod.
-        let late = match late_sys {
-            Some(bg) => {
-                let dir = moddir.clone();
-                let list = if fw_cfg.etcd.is_some() {
-                    PREFETCH_CONTROL_PLANE
-                } else {
-                    PREFETCH
-                };
-                let files: Vec<PathBuf> = list.iter().map(|p| self.p(p)).collect();
-                Some(std::thread::spawn(move || {
-                    prefetch(&files);
-                    modules::load(bg.as_ref(), &late, &dir)
-                }))
+    /// Loads the image's modules (what pods need: bridge, netfilter, veth).
+    /// With `late_sys`, on one background thread (the other vCPU) that first
+    /// reads the services' binaries; otherwise here, before it returns.
+    fn load_late_modules(
+        &self,
+        sys: &dyn Sys,
+        late_sys: Option<Arc<dyn Sys>>,
+        names: Vec<String>,
+        control_plane: bool,
+    ) -> Option<std::thread::JoinHandle<modules::LoadReport>> {
+        let moddir = self.p(&format!("usr/lib/modules/{}/ironclad", self.kernel_release));
+        let Some(bg) = late_sys else {
+            for (m, e) in &modules::load(sys, &names, &moddir).failed {
+                console::say(&format!("machined: module {m}: {e}"));
             }
-            None => {
-                for (m, e) in &modules::load(sys, &late, &moddir).failed {
-                    console::say(&format!("machined: module {m}: {e}"));
-                }
-                None
-            }
+            return None;
         };
+        let list = if control_plane {
+            PREFETCH_CONTROL_PLANE
+        } else {
+            PREFETCH
+        };
+        let files: Vec<PathBuf> = list.iter().map(|p| self.p(p)).collect();
+        Some(std::thread::spawn(move || {
+            prefetch(&files);
+            modules::load(bg.as_ref(), &names, &moddir)
+        }))
+    }
 
-        self.mount_state_disk(sys, &state_dev.kernel_path)?;
-        let formatted = state_dev.formatted;
+    /// Mounts the state disk at /var and counts this boot; returns the count
+    /// (0 when it cannot be read or written).
+    fn mount_state(&self, sys: &dyn Sys, disk: &StateDisk) -> Result<u64, Stage2Error> {
+        self.mount_state_disk(sys, &disk.kernel_path)?;
         let boot = match facts::bump_boot_count(&self.root) {
             Ok(n) => n,
             Err(e) => {
@@ -248,10 +287,14 @@ impl Stage2 {
             }
         };
         console::phase(console::Phase::StateDiskMounted);
-        console::say(&facts::state_fact(formatted, boot));
+        console::say(&facts::state_fact(disk.formatted, boot));
+        Ok(boot)
+    }
 
-        let fw_cfg_digest = applied::digest(&fw_cfg_text);
-        let (config, choice) = applied::choose(&self.root, fw_cfg, &fw_cfg_text);
+    /// The config of this boot: fw_cfg's, or one applied through the API
+    /// over that same fw_cfg document.
+    fn effective_config(&self, fw_cfg: MachineConfig, fw_cfg_text: &str) -> MachineConfig {
+        let (config, choice) = applied::choose(&self.root, fw_cfg, fw_cfg_text);
         match choice {
             applied::Choice::None => {}
             applied::Choice::Stored => {
@@ -261,9 +304,19 @@ impl Stage2 {
                 console::say(&format!("machined: applied config not used: {why}"));
             }
         }
+        config
+    }
 
-        let mut set = sysctl::merge(&image_sysctls, &config.sysctls);
-        let deferred_sysctls = if late.is_some() {
+    /// Applies the image's sysctls under the config's; those of modules
+    /// still loading (`late`) are returned for later instead.
+    fn apply_sysctls(
+        &self,
+        image: &BTreeMap<String, String>,
+        config: &MachineConfig,
+        late: bool,
+    ) -> BTreeMap<String, String> {
+        let mut set = sysctl::merge(image, &config.sysctls);
+        let deferred = if late {
             defer_module_sysctls(&mut set)
         } else {
             Default::default()
@@ -272,7 +325,12 @@ impl Stage2 {
             console::say(&format!("machined: sysctl {k}: {e}"));
         }
         console::phase(console::Phase::Sysctls);
+        deferred
+    }
 
+    /// The writable /etc, the hostname (kernel and /etc/hostname) and
+    /// /etc/resolv.conf.
+    fn etc_and_hostname(&self, sys: &dyn Sys, config: &MachineConfig) -> Result<(), Stage2Error> {
         self.etc_overlay(sys)?;
         sys.sethostname(&config.node.name)
             .map_err(|e| Stage2Error::Os("sethostname".into(), e))?;
@@ -289,10 +347,12 @@ impl Stage2 {
         };
         let _ = crate::fsutil::write_public(&self.p("etc/resolv.conf"), resolv.as_bytes());
         console::phase(console::Phase::EtcAndHostname);
+        Ok(())
+    }
 
-        net::configure(sys, &self.root, &config, self.device_timeout)?;
-        console::phase(console::Phase::Network);
-
+    /// containerd's and the CNI's configs, after the previous boot's pod
+    /// networks are forgotten.
+    fn containerd_configs(&self, config: &MachineConfig) -> Result<(), Stage2Error> {
         if let Err(e) = containerd::forget_previous_pod_networks(&self.root) {
             console::say(&format!(
                 "machined: cannot remove the previous boot's pod networks ({}): {e}",
@@ -300,15 +360,7 @@ impl Stage2 {
             ));
         }
         containerd::write_configs(&self.root, &config.containerd)?;
-        Ok(Prepared {
-            late_modules: late,
-            deferred_sysctls,
-            config,
-            fw_cfg_digest,
-            boot,
-            formatted,
-            unmount_at_shutdown: vec![PathBuf::from("/var")],
-        })
+        Ok(())
     }
 
     /// Reads and parses the machine config from fw_cfg (waiting briefly for
@@ -360,13 +412,13 @@ impl Stage2 {
         let var = self.p("var");
         std::fs::create_dir_all(&var)
             .and_then(|()| {
-                sys.mount(
-                    kdev,
-                    &var,
-                    "ext4",
-                    flags::NOSUID | flags::NODEV | flags::NOATIME,
-                    "",
-                )
+                sys.mount(&Mount {
+                    source: kdev,
+                    target: &var,
+                    fstype: "ext4",
+                    flags: flags::NOSUID | flags::NODEV | flags::NOATIME,
+                    data: "",
+                })
             })
             .map_err(|e| Stage2Error::Os(format!("mount {kdev} (ext4) at /var"), e))?;
         for d in ["var/log", "var/lib/containerd"] {
@@ -381,26 +433,26 @@ impl Stage2 {
         let base = self.p(ETC_OVERLAY);
         let os = |what: &str, e| Stage2Error::Os(what.to_string(), e);
         std::fs::create_dir_all(&base).map_err(|e| os("mkdir overlay base", e))?;
-        sys.mount(
-            "tmpfs",
-            &base,
-            "tmpfs",
-            flags::NOSUID | flags::NODEV,
-            "mode=0755",
-        )
+        sys.mount(&Mount {
+            source: "tmpfs",
+            target: &base,
+            fstype: "tmpfs",
+            flags: flags::NOSUID | flags::NODEV,
+            data: "mode=0755",
+        })
         .map_err(|e| os("mount tmpfs for /etc overlay", e))?;
         for d in ["upper", "work"] {
             std::fs::create_dir_all(base.join(d)).map_err(|e| os("mkdir overlay dirs", e))?;
         }
         let data =
             format!("lowerdir=/etc,upperdir=/{ETC_OVERLAY}/upper,workdir=/{ETC_OVERLAY}/work");
-        sys.mount(
-            "overlay",
-            &self.p("etc"),
-            "overlay",
-            flags::NOSUID | flags::NODEV,
-            &data,
-        )
+        sys.mount(&Mount {
+            source: "overlay",
+            target: &self.p("etc"),
+            fstype: "overlay",
+            flags: flags::NOSUID | flags::NODEV,
+            data: &data,
+        })
         .map_err(|e| os("mount overlay on /etc", e))
     }
 }

@@ -403,14 +403,7 @@ async fn client_from_client_config_file() {
 #[tokio::test]
 async fn chunked_oversized_body_is_413() {
     let f = start().await;
-    let admin = issue_client_cert(&f.pki.secrets.os_ca, Role::Admin, "admin").unwrap();
-    let tls = ironclad_host::client::node_tls_config(
-        NODE,
-        f.pki.secrets.os_ca.cert_pem(),
-        &admin.cert_pem,
-        &admin.key_pem,
-    )
-    .unwrap();
+    let tls = f.pki.client_tls(NODE, Role::Admin, "admin");
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .build()
@@ -712,14 +705,7 @@ async fn connection_flood_does_not_lock_the_admin_out() {
 
 /// An admin's raw TLS connection (no HTTP client in between).
 async fn raw_admin(f: &Fixture) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let admin = issue_client_cert(&f.pki.secrets.os_ca, Role::Admin, "raw").unwrap();
-    let tls = ironclad_host::client::node_tls_config(
-        NODE,
-        f.pki.secrets.os_ca.cert_pem(),
-        &admin.cert_pem,
-        &admin.key_pem,
-    )
-    .unwrap();
+    let tls = f.pki.client_tls(NODE, Role::Admin, "raw");
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let tcp = tokio::net::TcpStream::connect(f.node.addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from(NODE).unwrap();

@@ -64,6 +64,20 @@ impl TestPki {
             .expect("build a node client")
     }
 
+    /// The TLS config of a client of `role` named `cn` that accepts only
+    /// `node`'s certificate, for clients other than [`NodeClient`] (raw TLS,
+    /// a plain HTTP client).
+    pub fn client_tls(&self, node: &str, role: Role, cn: &str) -> rustls::ClientConfig {
+        let cert = self.client_cert(role, cn);
+        ironclad_host::client::node_tls_config(
+            node,
+            self.os_ca_pem(),
+            &cert.cert_pem,
+            &cert.key_pem,
+        )
+        .expect("build a client TLS config")
+    }
+
     /// The OS CA certificate (PEM).
     pub fn os_ca_pem(&self) -> &str {
         self.secrets.os_ca.cert_pem()

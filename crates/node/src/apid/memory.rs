@@ -5,9 +5,11 @@
 
 use super::Controller;
 use crate::api::{
-    Accepted, Action, ApiError, ErrorCode, EtcdMember, EtcdMembers, Health, KvValue, LogLine,
-    LogLines, Reply, ServiceList, ServiceOp, ServiceState, ServiceStatus, VersionInfo,
+    Accepted, Action, AddLearnerRequest, ApiError, ErrorCode, EtcdMember, EtcdMembers, Health,
+    JoinRequest, KvValue, LogLine, LogLines, MatrixRunRequest, Reply, ServiceList, ServiceOp,
+    ServiceState, ServiceStatus, VersionInfo,
 };
+use crate::machine::MachineConfig;
 use futures::stream::{BoxStream, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -152,184 +154,215 @@ impl MemoryController {
         }
     }
 
+    /// Applies `action` to the state: one handler per action.
     fn act(&self, action: Action) -> Result<Reply, ApiError> {
         let mut st = self.lock();
-        let done = Reply::Accepted(Accepted { accepted: true });
+        let st = &mut *st;
         match action {
-            Action::Version => Ok(Reply::Version(VersionInfo {
-                version: ironclad_contract::VERSION.to_string(),
-                api: "v1".to_string(),
-                node: self.node.clone(),
-            })),
-            Action::Health => Ok(Reply::Health(Health {
-                healthy: st
-                    .services
-                    .values()
-                    .all(|s| s.status.state != ServiceState::Failed),
-                etcd_bootstrapped: st.bootstrapped,
-            })),
+            Action::Version => Ok(self.version()),
+            Action::Health => Ok(health(st)),
             Action::ListServices => Ok(Reply::Services(ServiceList {
                 services: st.services.values().map(|s| s.status.clone()).collect(),
             })),
-            Action::Service { name, op } => {
-                let svc = st
-                    .services
-                    .get_mut(name.as_str())
-                    .ok_or_else(|| not_found("service"))?;
-                match op {
-                    ServiceOp::Start => svc.status.state = ServiceState::Running,
-                    ServiceOp::Stop => svc.status.state = ServiceState::Stopped,
-                    ServiceOp::Restart => {
-                        svc.status.state = ServiceState::Running;
-                        svc.status.restarts += 1;
-                    }
-                }
-                Ok(Reply::Service(svc.status.clone()))
-            }
+            Action::Service { name, op } => service_op(st, name.as_str(), op),
             Action::Logs { service, tail } => {
                 let svc = st
                     .services
                     .get(service.as_str())
                     .ok_or_else(|| not_found("service"))?;
-                Ok(Reply::Logs(LogLines {
-                    lines: tail_of(&svc.lines, tail),
-                }))
+                Ok(logs(&svc.lines, tail))
             }
-            Action::Dmesg { tail } => Ok(Reply::Logs(LogLines {
-                lines: tail_of(&st.dmesg, tail),
-            })),
-            Action::Bootstrap => {
-                if st.bootstrapped {
-                    return Err(ApiError::new(
-                        ErrorCode::Conflict,
-                        "etcd is already bootstrapped",
-                    ));
-                }
-                st.bootstrapped = true;
-                let id = st.next_id;
-                st.next_id += 1;
-                st.members.push(EtcdMember {
-                    id,
-                    name: self.node.clone(),
-                    peer_urls: vec!["https://127.0.0.1:2380".to_string()],
-                    client_urls: vec!["https://127.0.0.1:2379".to_string()],
-                    is_learner: false,
-                });
-                Ok(done)
-            }
+            Action::Dmesg { tail } => Ok(logs(&st.dmesg, tail)),
+            Action::Bootstrap => self.bootstrap(st),
             Action::EtcdMembers => {
-                Self::need_etcd(&st)?;
+                Self::need_etcd(st)?;
                 Ok(Reply::Members(EtcdMembers {
                     members: st.members.clone(),
                 }))
             }
-            Action::EtcdAddLearner(req) => {
-                Self::need_etcd(&st)?;
-                if st.members.iter().any(|m| m.name == req.name) {
-                    return Err(ApiError::new(
-                        ErrorCode::Conflict,
-                        "member name already in use",
-                    ));
-                }
-                let id = st.next_id;
-                st.next_id += 1;
-                let m = EtcdMember {
-                    id,
-                    name: req.name,
-                    peer_urls: vec![req.peer_url],
-                    client_urls: Vec::new(),
-                    is_learner: true,
-                };
-                st.members.push(m.clone());
-                Ok(Reply::Member(m))
-            }
-            Action::EtcdPromote { id } => {
-                Self::need_etcd(&st)?;
-                let m = Self::member_mut(&mut st, id)?;
-                if !m.is_learner {
-                    return Err(ApiError::new(
-                        ErrorCode::Conflict,
-                        "member is not a learner",
-                    ));
-                }
-                m.is_learner = false;
-                Ok(Reply::Member(m.clone()))
-            }
+            Action::EtcdAddLearner(req) => add_learner(st, req),
+            Action::EtcdPromote { id } => promote(st, id),
             Action::EtcdRemove { id } => {
-                Self::need_etcd(&st)?;
-                Self::member_mut(&mut st, id)?;
+                Self::need_etcd(st)?;
+                Self::member_mut(st, id)?;
                 st.members.retain(|m| m.id != id);
-                Ok(done)
+                Ok(accepted())
             }
-            Action::EtcdJoin(req) => {
-                if st.bootstrapped {
-                    return Err(ApiError::new(ErrorCode::Conflict, "etcd already runs here"));
-                }
-                if !req.initial_cluster.iter().any(|m| m.name == self.node) {
-                    return Err(ApiError::new(
-                        ErrorCode::BadRequest,
-                        "the initial cluster must name this node",
-                    ));
-                }
-                st.bootstrapped = true;
-                Ok(done)
-            }
+            Action::EtcdJoin(req) => self.join(st, &req),
             Action::EtcdPut(req) => {
-                Self::need_etcd(&st)?;
+                Self::need_etcd(st)?;
                 st.kv.insert(req.key, req.value);
-                Ok(done)
+                Ok(accepted())
             }
             Action::EtcdGet { key } => {
-                Self::need_etcd(&st)?;
+                Self::need_etcd(st)?;
                 let value = st.kv.get(&key).cloned();
                 Ok(Reply::Kv(KvValue { key, value }))
             }
-            Action::ApplyConfig(cfg) => {
-                if cfg.node.name != self.node {
-                    return Err(ApiError::new(
-                        ErrorCode::BadRequest,
-                        "the config is for another node",
-                    ));
-                }
-                st.applied += 1;
-                Ok(done)
-            }
-            Action::Reboot => {
-                st.power = Some("reboot");
-                Ok(done)
-            }
-            Action::Shutdown => {
-                st.power = Some("shutdown");
-                Ok(done)
-            }
-            // No containerd here: every node-level check is an explicit skip.
-            Action::MatrixRun(req) => {
-                let checks = ironclad_contract::matrix::select(&req.checks, req.destructive)
-                    .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?;
-                let results = checks
-                    .iter()
-                    .filter(|c| c.runner == ironclad_contract::matrix::Runner::Node)
-                    .map(|c| {
-                        ironclad_contract::matrix::CheckResult::new(
-                            c.id.as_str(),
-                            &self.node,
-                            ironclad_contract::matrix::Verdict::skip(
-                                "memory controller: no containerd",
-                            ),
-                            vec![],
-                        )
-                    })
-                    .collect();
-                Ok(Reply::Matrix(ironclad_contract::matrix::NodeMatrixReport {
-                    node: self.node.clone(),
-                    runtime: "none".into(),
-                    image_manifest_sha256: None,
-                    results,
-                    duration_ms: 0,
-                }))
-            }
+            Action::ApplyConfig(cfg) => self.apply_config(st, &cfg),
+            Action::Reboot => Ok(power(st, "reboot")),
+            Action::Shutdown => Ok(power(st, "shutdown")),
+            Action::MatrixRun(req) => self.matrix_skips(&req),
         }
     }
+
+    fn version(&self) -> Reply {
+        Reply::Version(VersionInfo {
+            version: ironclad_contract::VERSION.to_string(),
+            api: "v1".to_string(),
+            node: self.node.clone(),
+        })
+    }
+
+    /// Bootstraps etcd once: this node becomes its only member.
+    fn bootstrap(&self, st: &mut State) -> Result<Reply, ApiError> {
+        if st.bootstrapped {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "etcd is already bootstrapped",
+            ));
+        }
+        st.bootstrapped = true;
+        let id = st.next_id;
+        st.next_id += 1;
+        st.members.push(EtcdMember {
+            id,
+            name: self.node.clone(),
+            peer_urls: vec!["https://127.0.0.1:2380".to_string()],
+            client_urls: vec!["https://127.0.0.1:2379".to_string()],
+            is_learner: false,
+        });
+        Ok(accepted())
+    }
+
+    /// Joins an etcd cluster whose initial members name this node.
+    fn join(&self, st: &mut State, req: &JoinRequest) -> Result<Reply, ApiError> {
+        if st.bootstrapped {
+            return Err(ApiError::new(ErrorCode::Conflict, "etcd already runs here"));
+        }
+        if !req.initial_cluster.iter().any(|m| m.name == self.node) {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "the initial cluster must name this node",
+            ));
+        }
+        st.bootstrapped = true;
+        Ok(accepted())
+    }
+
+    fn apply_config(&self, st: &mut State, cfg: &MachineConfig) -> Result<Reply, ApiError> {
+        if cfg.node.name != self.node {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "the config is for another node",
+            ));
+        }
+        st.applied += 1;
+        Ok(accepted())
+    }
+
+    /// No containerd here: every node-level check of the selection is an
+    /// explicit skip.
+    fn matrix_skips(&self, req: &MatrixRunRequest) -> Result<Reply, ApiError> {
+        use ironclad_contract::matrix::{self, CheckResult, NodeMatrixReport, Runner, Verdict};
+        let checks = matrix::select(&req.checks, req.destructive)
+            .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?;
+        let results = checks
+            .iter()
+            .filter(|c| c.runner == Runner::Node)
+            .map(|c| {
+                CheckResult::new(
+                    c.id.as_str(),
+                    &self.node,
+                    Verdict::skip("memory controller: no containerd"),
+                    vec![],
+                )
+            })
+            .collect();
+        Ok(Reply::Matrix(NodeMatrixReport {
+            node: self.node.clone(),
+            runtime: "none".into(),
+            image_manifest_sha256: None,
+            results,
+            duration_ms: 0,
+        }))
+    }
+}
+
+fn accepted() -> Reply {
+    Reply::Accepted(Accepted { accepted: true })
+}
+
+/// Healthy while no service has failed.
+fn health(st: &State) -> Reply {
+    Reply::Health(Health {
+        healthy: st
+            .services
+            .values()
+            .all(|s| s.status.state != ServiceState::Failed),
+        etcd_bootstrapped: st.bootstrapped,
+    })
+}
+
+fn logs(lines: &[LogLine], tail: Option<usize>) -> Reply {
+    Reply::Logs(LogLines {
+        lines: tail_of(lines, tail),
+    })
+}
+
+fn service_op(st: &mut State, name: &str, op: ServiceOp) -> Result<Reply, ApiError> {
+    let svc = st
+        .services
+        .get_mut(name)
+        .ok_or_else(|| not_found("service"))?;
+    match op {
+        ServiceOp::Start => svc.status.state = ServiceState::Running,
+        ServiceOp::Stop => svc.status.state = ServiceState::Stopped,
+        ServiceOp::Restart => {
+            svc.status.state = ServiceState::Running;
+            svc.status.restarts += 1;
+        }
+    }
+    Ok(Reply::Service(svc.status.clone()))
+}
+
+fn add_learner(st: &mut State, req: AddLearnerRequest) -> Result<Reply, ApiError> {
+    MemoryController::need_etcd(st)?;
+    if st.members.iter().any(|m| m.name == req.name) {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "member name already in use",
+        ));
+    }
+    let id = st.next_id;
+    st.next_id += 1;
+    let m = EtcdMember {
+        id,
+        name: req.name,
+        peer_urls: vec![req.peer_url],
+        client_urls: Vec::new(),
+        is_learner: true,
+    };
+    st.members.push(m.clone());
+    Ok(Reply::Member(m))
+}
+
+fn promote(st: &mut State, id: u64) -> Result<Reply, ApiError> {
+    MemoryController::need_etcd(st)?;
+    let m = MemoryController::member_mut(st, id)?;
+    if !m.is_learner {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "member is not a learner",
+        ));
+    }
+    m.is_learner = false;
+    Ok(Reply::Member(m.clone()))
+}
+
+fn power(st: &mut State, what: &'static str) -> Reply {
+    st.power = Some(what);
+    accepted()
 }
 
 impl Controller for MemoryController {
