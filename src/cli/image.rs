@@ -5,8 +5,8 @@
 //! of a recipe file (any value with a `/` or ending in `.yaml`/`.yml`, e.g.
 //! `./my.yaml`); nothing is looked up in the current directory by name.
 
-use super::{CliResult, Exit, Failure, Output};
-use crate::image::{self, BuildOptions, ErrorClass, ImageError, RecipeRef, cache};
+use super::{CliResult, Exit, Failure, Global, Output};
+use crate::image::{self, BuildOptions, ErrorClass, ImageError, RecipeRef, cache, prune};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Subcommand)]
@@ -17,6 +17,35 @@ pub enum ImageCommand {
     List(ListArgs),
     /// Show the manifest of a cached image, by recipe or by key (prefix).
     Inspect(InspectArgs),
+    /// Remove one cached image, by key (prefix); refused while a cluster
+    /// under the state root boots from it.
+    Rm(RmArgs),
+    /// Remove every cached image no cluster under the state root boots from
+    /// (and, with --base, the mmdebstrap base trees).
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RmArgs {
+    /// The image's key, or a prefix of it (at least 4 hex digits).
+    key: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Also remove the mmdebstrap base trees (about 500 MiB each; the next
+    /// cold build makes its own again).
+    #[arg(long)]
+    base: bool,
+    /// Say what would be removed; remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,12 +100,92 @@ fn json(v: &impl serde::Serialize) -> Result<String, Failure> {
     serde_json::to_string_pretty(v).map_err(|e| Failure::failed(miette::miette!("{e}")))
 }
 
-pub fn run(cmd: ImageCommand) -> CliResult {
+pub fn run(g: &Global, cmd: ImageCommand) -> CliResult {
     match cmd {
         ImageCommand::Build(a) => build(a),
         ImageCommand::List(a) => list(a),
         ImageCommand::Inspect(a) => inspect(a),
+        ImageCommand::Rm(a) => rm(g, a),
+        ImageCommand::Prune(a) => prune_cmd(g, a),
     }
+}
+
+fn prune_failure(e: prune::PruneError) -> Failure {
+    let exit = if e.is_bad_input() {
+        Exit::BadInput
+    } else {
+        Exit::Failed
+    };
+    Failure::msg(exit, e)
+}
+
+/// The cache root (checked) and which images the clusters under the state
+/// root boot from.
+fn cache_and_users(
+    g: &Global,
+) -> Result<
+    (
+        PathBuf,
+        std::collections::BTreeMap<String, Vec<crate::spec::ClusterName>>,
+    ),
+    Failure,
+> {
+    let root = cache::cache_root().map_err(|e| failure(e.into()))?;
+    cache::check_root(&root).map_err(|e| failure(e.into()))?;
+    let users = prune::users(&g.state_root()?).map_err(prune_failure)?;
+    Ok((root, users))
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn rm(g: &Global, a: RmArgs) -> CliResult {
+    let (root, users) = cache_and_users(g)?;
+    let removed = prune::remove(&root, &a.key, &users).map_err(prune_failure)?;
+    match a.output {
+        Output::Json => println!("{}", json(&removed)?),
+        Output::Text => println!(
+            "removed image {} ({:.1} MiB)",
+            removed.key,
+            mib(removed.bytes)
+        ),
+    }
+    Ok(())
+}
+
+fn prune_cmd(g: &Global, a: PruneArgs) -> CliResult {
+    let (root, users) = cache_and_users(g)?;
+    let mut removed = prune::prune(&root, &users, a.dry_run).map_err(prune_failure)?;
+    if a.base {
+        removed.extend(prune::prune_bases(&root, a.dry_run).map_err(prune_failure)?);
+    }
+    let kept: Vec<&String> = users.keys().collect();
+    match a.output {
+        Output::Json => println!(
+            "{}",
+            json(&serde_json::json!({
+                "dryRun": a.dry_run,
+                "removed": removed,
+                "keptForClusters": kept,
+                "freedBytes": removed.iter().map(|r| r.bytes).sum::<u64>(),
+            }))?
+        ),
+        Output::Text => {
+            let verb = if a.dry_run { "would remove" } else { "removed" };
+            for r in &removed {
+                println!("{verb} {} ({:.1} MiB)", r.key, mib(r.bytes));
+            }
+            let total: u64 = removed.iter().map(|r| r.bytes).sum();
+            println!(
+                "{verb} {} entries, {:.1} MiB; kept {} image(s) that clusters under the state dir boot from",
+                removed.len(),
+                mib(total),
+                kept.len()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn build(a: BuildArgs) -> CliResult {

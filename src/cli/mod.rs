@@ -212,7 +212,7 @@ pub fn main() -> ExitCode {
         Command::Matrix(args) => matrix_cmd::run(args, &global),
         Command::Validate(args) => validate::run(args),
         Command::Gen(cmd) => gen_cmd::run(cmd),
-        Command::Image(cmd) => image::run(cmd),
+        Command::Image(cmd) => image::run(&global, cmd),
         Command::Node(cmd) => node_cmd::run(&global, cmd),
         Command::Etcd(cmd) => etcd_cmd::run(&global, cmd),
         Command::Create(a) => lifecycle::create(&global, a),

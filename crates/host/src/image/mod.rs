@@ -23,6 +23,7 @@ pub mod initramfs;
 pub mod manifest;
 pub mod modules;
 pub mod oci;
+pub mod prune;
 pub mod recipe;
 pub mod squashfs;
 pub mod trust;
