@@ -99,6 +99,20 @@ impl Checker {
         Some(Fields { entries: out })
     }
 
+    /// The mapping under `key` of `parent` (see [`Checker::fields`]), when
+    /// the key is there.
+    pub(super) fn section<'a>(
+        &mut self,
+        parent: &Fields<'a>,
+        key: &str,
+        section: &'static str,
+        known: &'static [&'static str],
+    ) -> Option<Fields<'a>> {
+        parent
+            .get(key)
+            .and_then(|node| self.fields(node, key, section, known))
+    }
+
     pub(super) fn string<'a>(&mut self, fields: &Fields<'a>, key: &str) -> Option<(&'a str, Pos)> {
         let node = fields.get(key)?;
         match &node.value {

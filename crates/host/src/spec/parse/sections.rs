@@ -84,10 +84,7 @@ impl Checker {
             }
             None => {}
         }
-        if let Some(meta) = top
-            .get("metadata")
-            .and_then(|m| self.fields(m, "metadata", "metadata", METADATA_KEYS))
-        {
+        if let Some(meta) = self.section(&top, "metadata", "metadata", METADATA_KEYS) {
             if let Some((name, pos)) = self.string(&meta, "name") {
                 match name.parse::<ClusterName>() {
                     Ok(n) => draft.name = (n, pos),
@@ -95,10 +92,7 @@ impl Checker {
                 }
             }
         }
-        if let Some(spec) = top
-            .get("spec")
-            .and_then(|s| self.fields(s, "spec", "spec", SPEC_KEYS))
-        {
+        if let Some(spec) = self.section(&top, "spec", "spec", SPEC_KEYS) {
             self.spec(&spec, draft);
         }
     }
@@ -114,10 +108,7 @@ impl Checker {
             self.group_section(spec, group);
         }
         self.runtimes(spec, &mut draft.runtimes);
-        if let Some(k) = spec
-            .get("kubernetes")
-            .and_then(|k| self.fields(k, "kubernetes", "spec.kubernetes", KUBERNETES_KEYS))
-        {
+        if let Some(k) = self.section(spec, "kubernetes", "spec.kubernetes", KUBERNETES_KEYS) {
             if let Some(enabled) = self.boolean(&k, "enabled") {
                 draft.kubernetes.enabled = enabled;
             }
@@ -127,10 +118,7 @@ impl Checker {
 
     /// `spec.network`: the CIDR (a network address, no host bits) and egress.
     fn network(&mut self, spec: &Fields, network: &mut (Network, Pos)) {
-        let Some(net) = spec
-            .get("network")
-            .and_then(|n| self.fields(n, "network", "spec.network", NETWORK_KEYS))
-        else {
+        let Some(net) = self.section(spec, "network", "spec.network", NETWORK_KEYS) else {
             return;
         };
         if let Some(pos) = spec.key_pos("network") {
@@ -172,20 +160,14 @@ impl Checker {
             Role::ControlPlane => "spec.controlPlanes",
             Role::Worker => "spec.workers",
         };
-        if let Some(g) = spec
-            .get(key)
-            .and_then(|g| self.fields(g, key, section, GROUP_KEYS))
-        {
+        if let Some(g) = self.section(spec, key, section, GROUP_KEYS) {
             self.group(&g, group);
         }
     }
 
     /// `spec.runtimes`: the switches, at least one runtime left on.
     fn runtimes(&mut self, spec: &Fields, r: &mut Runtimes) {
-        let Some(rt) = spec
-            .get("runtimes")
-            .and_then(|r| self.fields(r, "runtimes", "spec.runtimes", RUNTIME_KEYS))
-        else {
+        let Some(rt) = self.section(spec, "runtimes", "spec.runtimes", RUNTIME_KEYS) else {
             return;
         };
         for (key, slot) in [
@@ -206,10 +188,7 @@ impl Checker {
 
     /// `spec.matrix`: the check ids and whether destructive checks run.
     fn matrix(&mut self, spec: &Fields, matrix: &mut MatrixSettings) {
-        let Some(m) = spec
-            .get("matrix")
-            .and_then(|m| self.fields(m, "matrix", "spec.matrix", MATRIX_KEYS))
-        else {
+        let Some(m) = self.section(spec, "matrix", "spec.matrix", MATRIX_KEYS) else {
             return;
         };
         if let Some(node) = m.get("checks") {
