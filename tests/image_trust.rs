@@ -5,8 +5,8 @@
 //! caught. The real `ironclad` binary is run where the CLI's answer matters.
 
 use ironclad_host::image::cache::{self, image_key};
-use ironclad_host::image::manifest::{MANIFEST_KIND, Manifest, RecipeInfo, hash_file};
 use ironclad_host::image::recipe::EMBEDDED_TRIXIE;
+use ironclad_host::image::testing;
 use ironclad_host::image::{BuildOptions, ImageError, Progress, RecipeRef, ensure_built};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -229,35 +229,18 @@ fn entry_with_parts(cache: &Path, machined: &Path, scale: u64) -> PathBuf {
     );
     let dir = cache::image_dir(cache, &key);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut parts = std::collections::BTreeMap::new();
-    for (part, mb) in [
+    let parts = [
         ("vmlinuz", 12u64),
         ("initramfs", 17),
         ("rootfs.squashfs", 68),
-    ] {
+    ]
+    .into_iter()
+    .map(|(part, mb)| {
         let size = (mb * 1_000_000 / scale) as usize;
         let data: Vec<u8> = (0..size).map(|i| (i * 31 + mb as usize) as u8).collect();
-        std::fs::write(dir.join(part), &data).unwrap();
-        parts.insert(part.to_string(), hash_file(&dir.join(part)).unwrap());
-    }
-    let manifest = Manifest {
-        api_version: ironclad_contract::API_VERSION.to_string(),
-        kind: MANIFEST_KIND.to_string(),
-        key: key.clone(),
-        recipe: RecipeInfo {
-            name: "trixie".into(),
-            sha256: "0".into(),
-            suite: "trixie".into(),
-        },
-        machined_sha256: "0".into(),
-        kernel_version: "6.12".into(),
-        source_date_epoch: 0,
-        packages: Default::default(),
-        binaries: vec![],
-        modules: Default::default(),
-        sysctls: Default::default(),
-        parts,
-    };
+        (part, data)
+    });
+    let manifest = testing::manifest(&key, testing::write_parts(&dir, parts).unwrap());
     std::fs::write(
         dir.join("manifest.json"),
         serde_json::to_vec_pretty(&manifest).unwrap(),

@@ -2,7 +2,9 @@
 //! `__supervise`. Parses flags, calls [`crate::cluster::lifecycle`], prints.
 
 use super::{CliResult, Exit, Failure, Global, Output, cluster_name_arg, node_name_arg};
-use crate::cluster::lifecycle::{self, ClusterStatus, Destroyed, LifecycleError, UpReport};
+use crate::cluster::lifecycle::{
+    self, ClusterStatus, Destroyed, LifecycleError, Progress, UpReport,
+};
 use crate::qemu::AccelChoice;
 use crate::spec::{ClusterName, NodeName};
 use std::path::{Path, PathBuf};
@@ -300,23 +302,38 @@ fn print_status(c: &ClusterStatus) {
         println!("  {p}");
     }
     println!(
-        "  {:<18} {:<13} {:<8} {:<8} {:<12} {:<16} {:>8}",
-        "NODE", "ROLE", "STATE", "PID", "ADDRESS", "API", "UPTIME"
+        "{}",
+        status_row([
+            &"NODE", &"ROLE", &"STATE", &"PID", &"ADDRESS", &"API", &"UPTIME"
+        ])
     );
     for n in &c.nodes {
+        let pid = n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let address = n.address.to_string();
+        let uptime = n
+            .uptime_seconds
+            .map(|s| format!("{s}s"))
+            .unwrap_or_else(|| "-".into());
         println!(
-            "  {:<18} {:<13} {:<8} {:<8} {:<12} {:<16} {:>8}",
-            n.name,
-            n.role.as_str(),
-            n.state,
-            n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            n.address.to_string(),
-            n.endpoint,
-            n.uptime_seconds
-                .map(|s| format!("{s}s"))
-                .unwrap_or_else(|| "-".into())
+            "{}",
+            status_row([
+                &n.name,
+                &n.role.as_str(),
+                &n.state,
+                &pid,
+                &address,
+                &n.endpoint,
+                &uptime,
+            ])
         );
     }
+}
+
+/// One line of `status`'s node table; the header is one too, so the column
+/// widths are written once.
+fn status_row(cells: [&dyn std::fmt::Display; 7]) -> String {
+    let [name, role, state, pid, address, api, uptime] = cells;
+    format!("  {name:<18} {role:<13} {state:<8} {pid:<8} {address:<12} {api:<16} {uptime:>8}")
 }
 
 pub fn status(g: &Global, a: StatusArgs) -> CliResult {
@@ -333,14 +350,7 @@ pub fn status(g: &Global, a: StatusArgs) -> CliResult {
 pub fn stop(g: &Global, a: StopArgs) -> CliResult {
     let root = g.state_root()?;
     let name = super::select::cluster(&root, a.name)?;
-    lifecycle::stop(
-        &root,
-        &name,
-        a.node.as_ref(),
-        Duration::from_secs(a.timeout),
-        &super::progress::Lines,
-    )
-    .map_err(failure)?;
+    on_nodes(&root, &name, a.node.as_ref(), a.timeout, lifecycle::stop)?;
     match a.node {
         Some(n) => println!("node {n} of cluster {name} stopped"),
         None => println!("cluster {name} stopped (state kept)"),
@@ -351,15 +361,33 @@ pub fn stop(g: &Global, a: StopArgs) -> CliResult {
 pub fn start(g: &Global, a: StartArgs) -> CliResult {
     let root = g.state_root()?;
     let name = super::select::cluster(&root, a.name)?;
-    let r = lifecycle::start(
-        &root,
-        &name,
-        a.node.as_ref(),
-        Duration::from_secs(a.timeout),
+    let r = on_nodes(&root, &name, a.node.as_ref(), a.timeout, lifecycle::start)?;
+    print_up("started", &r, a.output)
+}
+
+/// Runs `op` (`start` or `stop`: the same arguments) on cluster `name`, or
+/// only its node `node`, with `timeout` seconds and progress on stderr.
+fn on_nodes<T>(
+    root: &Path,
+    name: &ClusterName,
+    node: Option<&NodeName>,
+    timeout: u64,
+    op: impl FnOnce(
+        &Path,
+        &ClusterName,
+        Option<&NodeName>,
+        Duration,
+        &dyn Progress,
+    ) -> Result<T, LifecycleError>,
+) -> Result<T, Failure> {
+    op(
+        root,
+        name,
+        node,
+        Duration::from_secs(timeout),
         &super::progress::Lines,
     )
-    .map_err(failure)?;
-    print_up("started", &r, a.output)
+    .map_err(failure)
 }
 
 /// Exit 0 when the cluster is gone afterwards (also when there was none, as

@@ -28,6 +28,7 @@ pub mod network;
 pub mod pki;
 pub mod qemu;
 pub mod runtime;
+mod serde_text;
 pub mod spec;
 pub mod version;
 

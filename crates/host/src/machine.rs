@@ -98,70 +98,23 @@ pub fn render(
         .ok_or_else(|| RenderError::UnknownNode(node.name.to_string(), cluster.name.to_string()))?;
     let macs = node_macs(cluster.name.as_str(), index)?;
     let name = node.name.as_str();
-    let pki_err = |source| RenderError::Pki {
-        node: name.to_string(),
-        source,
-    };
     // The node API: this node's name and cluster address only, never a
     // loopback name every node would share.
     let api = secrets
         .os_ca
         .issue_node_api(name, node.address)
-        .map_err(pki_err)?;
-    // etcd: machined reaches its own etcd on 127.0.0.1 (see ironclad_node::etcd).
-    let etcd_dns = [name, "localhost"];
-    let etcd_ips = [node.address, Ipv4Addr::LOCALHOST];
+        .map_err(pki_error(name))?;
     let (etcd_pki, etcd) = match node.role {
         Role::Worker => (None, None),
         Role::ControlPlane => {
-            let ca = &secrets.etcd_ca;
-            let server = ca
-                .issue_server(name, &etcd_dns, &etcd_ips, true)
-                .map_err(pki_err)?;
-            let peer = ca
-                .issue_server(name, &etcd_dns, &etcd_ips, true)
-                .map_err(pki_err)?;
-            let client = ca
-                .issue_client(&format!("machined-{name}"), None)
-                .map_err(pki_err)?;
-            let bootstrap = cluster
-                .control_planes()
-                .next()
-                .map_or(&node.name, |n| &n.name);
-            (
-                Some(EtcdPki {
-                    ca: ca.cert_pem().to_string(),
-                    server_cert: server.cert_pem,
-                    server_key: server.key_pem,
-                    peer_cert: peer.cert_pem,
-                    peer_key: peer.key_pem,
-                    client_cert: client.cert_pem,
-                    client_key: client.key_pem,
-                }),
-                Some(EtcdSettings {
-                    member_name: node.name.clone(),
-                    bootstrap_node: bootstrap.clone(),
-                }),
-            )
+            let (pki, settings) = control_plane_etcd(cluster, node, secrets)?;
+            (Some(pki), Some(settings))
         }
     };
     Ok(MachineConfig {
         api_version: ironclad_contract::API_VERSION.to_string(),
         kind: KIND.to_string(),
-        cluster: ClusterInfo {
-            name: cluster.name.clone(),
-            cidr: cluster.network.cidr,
-            egress: cluster.network.egress,
-            members: cluster
-                .nodes
-                .iter()
-                .map(|n| Member {
-                    name: n.name.clone(),
-                    role: n.role,
-                    address: n.address,
-                })
-                .collect(),
-        },
+        cluster: cluster_info(cluster),
         node: NodeInfo {
             name: node.name.clone(),
             role: node.role,
@@ -182,6 +135,74 @@ pub fn render(
         sysctls: BTreeMap::new(),
         etcd,
     })
+}
+
+/// A PKI failure while rendering the node called `node`.
+fn pki_error(node: &str) -> impl Fn(PkiError) -> RenderError + '_ {
+    move |source| RenderError::Pki {
+        node: node.to_string(),
+        source,
+    }
+}
+
+/// A control plane's etcd certificates (server, peer, client; etcd CA) and
+/// settings (its member name, the node that bootstraps the cluster: the
+/// first control plane).
+fn control_plane_etcd(
+    cluster: &Cluster,
+    node: &Node,
+    secrets: &Secrets,
+) -> Result<(EtcdPki, EtcdSettings), RenderError> {
+    let name = node.name.as_str();
+    // machined reaches its own etcd on 127.0.0.1 (see ironclad_node::etcd).
+    let etcd_dns = [name, "localhost"];
+    let etcd_ips = [node.address, Ipv4Addr::LOCALHOST];
+    let ca = &secrets.etcd_ca;
+    let server = ca
+        .issue_server(name, &etcd_dns, &etcd_ips, true)
+        .map_err(pki_error(name))?;
+    let peer = ca
+        .issue_server(name, &etcd_dns, &etcd_ips, true)
+        .map_err(pki_error(name))?;
+    let client = ca
+        .issue_client(&format!("machined-{name}"), None)
+        .map_err(pki_error(name))?;
+    let bootstrap = cluster
+        .control_planes()
+        .next()
+        .map_or(&node.name, |n| &n.name);
+    let pki = EtcdPki {
+        ca: ca.cert_pem().to_string(),
+        server_cert: server.cert_pem,
+        server_key: server.key_pem,
+        peer_cert: peer.cert_pem,
+        peer_key: peer.key_pem,
+        client_cert: client.cert_pem,
+        client_key: client.key_pem,
+    };
+    let settings = EtcdSettings {
+        member_name: node.name.clone(),
+        bootstrap_node: bootstrap.clone(),
+    };
+    Ok((pki, settings))
+}
+
+/// The cluster as every node's config shows it: name, network, members.
+fn cluster_info(cluster: &Cluster) -> ClusterInfo {
+    ClusterInfo {
+        name: cluster.name.clone(),
+        cidr: cluster.network.cidr,
+        egress: cluster.network.egress,
+        members: cluster
+            .nodes
+            .iter()
+            .map(|n| Member {
+                name: n.name.clone(),
+                role: n.role,
+                address: n.address,
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 
 use super::*;
 use crate::pki::{ClientRole, Secrets, issue_client_cert};
+use futures::StreamExt;
 use ironclad_contract::tls::server_config as server_tls_config;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NODE: &str = "dev-cp-1";

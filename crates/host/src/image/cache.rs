@@ -312,24 +312,7 @@ mod tests {
         let key = image_key(b"r", b"m");
         let img = image_dir(dir.path(), &key);
         std::fs::create_dir_all(&img).unwrap();
-        let manifest = Manifest {
-            api_version: crate::API_VERSION.to_string(),
-            kind: super::super::manifest::MANIFEST_KIND.to_string(),
-            key: key.clone(),
-            recipe: super::super::manifest::RecipeInfo {
-                name: "t".into(),
-                sha256: "0".into(),
-                suite: "trixie".into(),
-            },
-            machined_sha256: "0".into(),
-            kernel_version: "6.12".into(),
-            source_date_epoch: 0,
-            packages: Default::default(),
-            binaries: vec![],
-            modules: Default::default(),
-            sysctls: Default::default(),
-            parts: Default::default(),
-        };
+        let manifest = super::super::testing::manifest(&key, Default::default());
         std::fs::write(
             img.join("manifest.json"),
             serde_json::to_vec(&manifest).unwrap(),
@@ -409,33 +392,12 @@ mod tests {
     }
 
     fn image_with_parts(dir: &Path) -> Manifest {
-        let mut parts = std::collections::BTreeMap::new();
-        for (i, p) in PARTS.iter().enumerate() {
-            let data = vec![i as u8; 4096 + i];
-            std::fs::write(dir.join(p), &data).unwrap();
-            parts.insert(
-                p.to_string(),
-                super::super::manifest::hash_file(&dir.join(p)).unwrap(),
-            );
-        }
-        Manifest {
-            api_version: crate::API_VERSION.to_string(),
-            kind: super::super::manifest::MANIFEST_KIND.to_string(),
-            key: "k".into(),
-            recipe: super::super::manifest::RecipeInfo {
-                name: "t".into(),
-                sha256: "0".into(),
-                suite: "trixie".into(),
-            },
-            machined_sha256: "0".into(),
-            kernel_version: "6.12".into(),
-            source_date_epoch: 0,
-            packages: Default::default(),
-            binaries: vec![],
-            modules: Default::default(),
-            sysctls: Default::default(),
-            parts,
-        }
+        let parts = PARTS
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (*p, vec![i as u8; 4096 + i]));
+        let parts = super::super::testing::write_parts(dir, parts).unwrap();
+        super::super::testing::manifest("k", parts)
     }
 
     #[test]

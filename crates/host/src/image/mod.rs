@@ -13,7 +13,7 @@
 //! images), [`cache`] (keys, directories, verification of a hit), [`manifest`]
 //! (the manifest document), [`trust`] (who may own and write recipe files and
 //! the cache), [`hostcheck`] (mmdebstrap's mode: root, or rootless through user
-//! namespaces).
+//! namespaces); `testing` (fixtures, only for tests).
 
 pub mod build;
 pub mod cache;
@@ -26,6 +26,8 @@ pub mod oci;
 pub mod prune;
 pub mod recipe;
 pub mod squashfs;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod trust;
 
 pub use build::{

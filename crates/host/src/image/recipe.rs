@@ -170,6 +170,17 @@ pub struct LoadedRecipe {
     pub origin: RecipeOrigin,
 }
 
+/// The variants mmdebstrap knows.
+const MMDEBSTRAP_VARIANTS: &[&str] = &[
+    "essential",
+    "apt",
+    "required",
+    "minbase",
+    "buildd",
+    "important",
+    "standard",
+];
+
 fn is_debian_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
@@ -211,74 +222,77 @@ impl Recipe {
         Ok(recipe)
     }
 
+    /// The first rule the recipe breaks, as [`RecipeError::Invalid`]; the
+    /// header first, then the contents of the root, then the kernel's.
     fn validate(&self, origin: &str) -> Result<(), RecipeError> {
-        let bad = |message: String| RecipeError::Invalid {
-            origin: origin.to_string(),
-            message,
-        };
+        self.check_header()
+            .and_then(|()| self.check_root())
+            .and_then(|()| self.check_kernel())
+            .map_err(|message| RecipeError::Invalid {
+                origin: origin.to_string(),
+                message,
+            })
+    }
+
+    /// apiVersion, kind, name, suite and mmdebstrap variant.
+    fn check_header(&self) -> Result<(), String> {
         if self.api_version != crate::API_VERSION {
-            return Err(bad(format!(
+            return Err(format!(
                 "apiVersion is {:?}, expected {:?}",
                 self.api_version,
                 crate::API_VERSION
-            )));
+            ));
         }
         if self.kind != RECIPE_KIND {
-            return Err(bad(format!(
-                "kind is {:?}, expected {RECIPE_KIND:?}",
-                self.kind
-            )));
+            return Err(format!("kind is {:?}, expected {RECIPE_KIND:?}", self.kind));
         }
         if !is_debian_name(&self.name) {
-            return Err(bad(format!(
+            return Err(format!(
                 "name {:?} must be lowercase letters, digits, '.', '-', '+'",
                 self.name
-            )));
+            ));
         }
         if !is_debian_name(&self.suite) {
-            return Err(bad(format!(
-                "suite {:?} is not a Debian suite name",
-                self.suite
-            )));
+            return Err(format!("suite {:?} is not a Debian suite name", self.suite));
         }
-        if ![
-            "essential",
-            "apt",
-            "required",
-            "minbase",
-            "buildd",
-            "important",
-            "standard",
-        ]
-        .contains(&self.variant.as_str())
-        {
-            return Err(bad(format!(
+        if !MMDEBSTRAP_VARIANTS.contains(&self.variant.as_str()) {
+            return Err(format!(
                 "variant {:?} is not an mmdebstrap variant",
                 self.variant
-            )));
+            ));
         }
+        Ok(())
+    }
+
+    /// Packages, binaries and links.
+    fn check_root(&self) -> Result<(), String> {
         if self.packages.is_empty() {
-            return Err(bad("packages must not be empty".to_string()));
+            return Err("packages must not be empty".to_string());
         }
         if let Some(p) = self.packages.iter().find(|p| !is_debian_name(p)) {
-            return Err(bad(format!("package {p:?} is not a Debian package name")));
+            return Err(format!("package {p:?} is not a Debian package name"));
         }
         if self.binaries.is_empty() {
-            return Err(bad("binaries must not be empty".to_string()));
+            return Err("binaries must not be empty".to_string());
         }
         if let Some(b) = self.binaries.iter().find(|b| !is_tree_path(b)) {
-            return Err(bad(format!(
+            return Err(format!(
                 "binary {b:?} must be an absolute path without '.', '..' or '//'"
-            )));
+            ));
         }
         for (path, target) in &self.links {
             if !is_tree_path(path) {
-                return Err(bad(format!("link {path:?} must be an absolute path")));
+                return Err(format!("link {path:?} must be an absolute path"));
             }
             if target.is_empty() || target.contains('\0') {
-                return Err(bad(format!("link {path:?} has an empty target")));
+                return Err(format!("link {path:?} has an empty target"));
             }
         }
+        Ok(())
+    }
+
+    /// Module names, sysctls, and a kernel among the packages.
+    fn check_kernel(&self) -> Result<(), String> {
         let all_modules = self
             .modules
             .initramfs
@@ -287,21 +301,19 @@ impl Recipe {
             .chain(&self.modules.root);
         for m in all_modules {
             if !is_module_name(m) {
-                return Err(bad(format!("module {m:?} is not a kernel module name")));
+                return Err(format!("module {m:?} is not a kernel module name"));
             }
         }
         for (k, v) in &self.sysctls {
             if !is_sysctl_key(k) {
-                return Err(bad(format!("sysctl key {k:?} is not of the form a.b.c")));
+                return Err(format!("sysctl key {k:?} is not of the form a.b.c"));
             }
             if v.is_empty() || v.contains('\n') {
-                return Err(bad(format!("sysctl {k} has an empty or multi-line value")));
+                return Err(format!("sysctl {k} has an empty or multi-line value"));
             }
         }
         if !self.packages.iter().any(|p| p.starts_with("linux-image")) {
-            return Err(bad(
-                "packages must include a kernel (linux-image-*)".to_string()
-            ));
+            return Err("packages must include a kernel (linux-image-*)".to_string());
         }
         Ok(())
     }

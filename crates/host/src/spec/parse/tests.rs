@@ -2,7 +2,7 @@
 //! its line and column, and no panic on arbitrary input.
 
 use super::*;
-use crate::spec::NameError;
+use crate::spec::{ByteSize, MIN_NODE_MEMORY, NameError, Role};
 use proptest::prelude::*;
 
 const HEAD: &str = "apiVersion: ironclad.dev/v1alpha1\nkind: Cluster\n";
