@@ -186,3 +186,90 @@ fn size_of(dir: &Path) -> u64 {
         .map(|m| m.len())
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::testing;
+
+    /// A complete cached image under `root` with key `c` repeated.
+    fn image(root: &Path, c: char) -> String {
+        let key: String = std::iter::repeat_n(c, 64).collect();
+        let dir = cache::image_dir(root, &key);
+        std::fs::create_dir_all(&dir).unwrap();
+        let parts = cache::PARTS.iter().map(|p| (*p, vec![c as u8; 1024]));
+        let parts = testing::write_parts(&dir, parts).unwrap();
+        let m = testing::manifest(&key, parts);
+        std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+        key
+    }
+
+    /// Cluster `dev` under `state`, booting from image `key`.
+    fn cluster_on(state: &Path, key: &str) {
+        let name: ClusterName = "dev".parse().unwrap();
+        let paths = ClusterPaths::new(state, &name);
+        paths.claim(&name).unwrap();
+        let mut st = crate::cluster::state::tests::sample();
+        st.image.key = key.to_string();
+        st.save(&paths.cluster_json()).unwrap();
+    }
+
+    #[test]
+    fn images_in_use_stay_the_rest_go() {
+        let cache_root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            image(cache_root.path(), 'a'),
+            image(cache_root.path(), 'b'),
+            image(cache_root.path(), 'c'),
+        );
+        cluster_on(state.path(), &a);
+        let users = users(state.path()).unwrap();
+        assert_eq!(users.keys().collect::<Vec<_>>(), [&a]);
+
+        match remove(cache_root.path(), "aaaa", &users) {
+            Err(e @ PruneError::InUse { .. }) => {
+                assert!(e.is_bad_input());
+                assert!(e.to_string().contains("dev"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            remove(cache_root.path(), "ffff", &users),
+            Err(PruneError::NotFound(_))
+        ));
+        let gone = remove(cache_root.path(), "bbbb", &users).unwrap();
+        assert_eq!(
+            (gone.key.as_str(), gone.bytes > 3 * 1024),
+            (b.as_str(), true)
+        );
+        assert!(!cache::image_dir(cache_root.path(), &b).exists());
+
+        let would = prune(cache_root.path(), &users, true).unwrap();
+        assert_eq!(would.iter().map(|r| &r.key).collect::<Vec<_>>(), [&c]);
+        assert!(cache::image_dir(cache_root.path(), &c).exists(), "dry run");
+        prune(cache_root.path(), &users, false).unwrap();
+        let left: Vec<String> = cache::list(cache_root.path())
+            .unwrap()
+            .into_iter()
+            .map(|(_, m)| m.key)
+            .collect();
+        assert_eq!(left, [a]);
+    }
+
+    #[test]
+    fn base_trees_go_with_their_logs_only() {
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().join("base");
+        std::fs::create_dir_all(&base).unwrap();
+        for f in ["k.tar", "k.log", "notes.txt"] {
+            std::fs::write(base.join(f), b"x").unwrap();
+        }
+        let would = prune_bases(root.path(), true).unwrap();
+        assert_eq!(would.len(), 2);
+        assert!(base.join("k.tar").exists());
+        prune_bases(root.path(), false).unwrap();
+        assert!(!base.join("k.tar").exists() && !base.join("k.log").exists());
+        assert!(base.join("notes.txt").exists());
+    }
+}
