@@ -183,6 +183,14 @@ fn destroy_removes_only_a_cluster_directory() {
     let empty = w.top.join("empty-state");
     let out = ironclad(&empty, &["destroy", "ghost"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Unnamed, with no cluster at all: the same note.
+    let out = ironclad(&empty, &["destroy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing to destroy"),
+        "{}",
+        text(&out)
+    );
 
     // The real cluster goes, and only it.
     let real = w.state.join("clusters/real");

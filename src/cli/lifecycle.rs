@@ -396,6 +396,15 @@ fn on_nodes<T>(
 pub fn destroy(g: &Global, a: DestroyArgs) -> CliResult {
     let t = std::time::Instant::now();
     let root = g.state_root()?;
+    // Nothing to destroy is not an error, named or not: teardown steps can
+    // run twice.
+    if a.name.is_none() && crate::cluster::paths::list_clusters(&root).is_ok_and(|c| c.is_empty()) {
+        eprintln!(
+            "note: {}; nothing to destroy",
+            super::select::no_clusters(&root)
+        );
+        return Ok(());
+    }
     let name = super::select::cluster(&root, a.name)?;
     match lifecycle::destroy(&root, &name).map_err(failure)? {
         Destroyed::Removed(_) => println!(
