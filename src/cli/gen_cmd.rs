@@ -17,11 +17,9 @@ pub enum GenCommand {
     ClientCert(ClientCertArgs),
 }
 
+/// The directory a `gen` command writes into.
 #[derive(Debug, clap::Args)]
-pub struct ConfigArgs {
-    /// The cluster file. Without it, the built-in default cluster (1 control plane, 1 worker).
-    #[arg(short = 'f', long = "file")]
-    file: Option<PathBuf>,
+pub struct DirArg {
     /// The directory to write into (created if needed).
     #[arg(
         short = 'd',
@@ -33,6 +31,15 @@ pub struct ConfigArgs {
     /// The old spelling of `--dir`: refused with a hint.
     #[arg(long = "out", hide = true, value_name = "DIR")]
     old_out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// The cluster file. Without it, the built-in default cluster (1 control plane, 1 worker).
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    dir: DirArg,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t, value_parser = output_of_gen)]
     output: Output,
@@ -46,17 +53,8 @@ pub struct ClientCertArgs {
     /// The secrets directory of the cluster (DIR/secrets of `gen config`).
     #[arg(long)]
     secrets: PathBuf,
-    /// Where to write `<name>.crt` and `<name>.key` (created if needed).
-    #[arg(
-        short = 'd',
-        long = "dir",
-        value_name = "DIR",
-        required_unless_present = "old_out"
-    )]
-    dir: Option<PathBuf>,
-    /// The old spelling of `--dir`: refused with a hint.
-    #[arg(long = "out", hide = true, value_name = "DIR")]
-    old_out: Option<PathBuf>,
+    #[command(flatten)]
+    dir: DirArg,
     /// The certificate's common name (also the file names); defaults to the role.
     #[arg(long)]
     name: Option<String>,
@@ -140,7 +138,7 @@ fn json_failure(e: serde_json::Error) -> Failure {
 }
 
 fn config(args: ConfigArgs) -> CliResult {
-    let out = target_dir(args.dir, args.old_out)?;
+    let out = target_dir(args.dir.dir, args.dir.old_out)?;
     let cluster = match &args.file {
         Some(file) => crate::spec::parse_cluster_file(file).map_err(Failure::bad_input)?,
         None => crate::spec::default_cluster(),
@@ -209,7 +207,7 @@ struct ClientCertReport {
 }
 
 fn client_cert(args: ClientCertArgs) -> CliResult {
-    let out = target_dir(args.dir.clone(), args.old_out.clone())?;
+    let out = target_dir(args.dir.dir.clone(), args.dir.old_out.clone())?;
     let role: ClientRole = args
         .role
         .parse()

@@ -369,7 +369,8 @@ fn node_args(
     Ok(args)
 }
 
-const NODE_WANTS: [Want; 4] = [
+/// What a node boot waits for (its tests use the same list).
+pub(crate) const NODE_WANTS: [Want; 4] = [
     Want::new("stage1", Matcher::Phase("stage1")),
     Want::new("ready", Matcher::Phase("ready")),
     Want::new("containerd", Matcher::Phase("containerd answering")),

@@ -350,15 +350,7 @@ pub fn sleep_unless_interrupted(d: Duration) {
 mod tests {
     use super::*;
 
-    const NODE_WANTS: [Want; 4] = [
-        Want::new("stage1", Matcher::Phase("stage1")),
-        Want::new("ready", Matcher::Phase("ready")),
-        Want::new("containerd", Matcher::Phase("containerd answering")),
-        Want::new(
-            "settled",
-            Matcher::Any(&["machined: images imported", "machined: image import failed"]),
-        ),
-    ];
+    use crate::boot::NODE_WANTS;
 
     #[test]
     fn wants_match_their_lines_only() {
