@@ -85,15 +85,9 @@ impl Guard {
     #[track_caller]
     pub fn wait_exit(&mut self, deadline: Instant, context: impl Fn() -> String) -> ExitStatus {
         loop {
-            if let Some(st) = self.exited() {
+            if let Some(st) = self.exited_by(deadline, &context) {
                 return st;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit in time:\n{}",
-                self.what,
-                context()
-            );
             std::thread::sleep(wait::POLL);
         }
     }
@@ -106,17 +100,29 @@ impl Guard {
         context: impl Fn() -> String,
     ) -> ExitStatus {
         loop {
-            if let Some(st) = self.exited() {
+            if let Some(st) = self.exited_by(deadline, &context) {
                 return st;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit in time:\n{}",
-                self.what,
-                context()
-            );
             tokio::time::sleep(wait::POLL).await;
         }
+    }
+
+    /// One poll of a wait for the exit: the status, `None` while there is
+    /// time left, a test failure with `context()` after `deadline`.
+    #[track_caller]
+    fn exited_by(
+        &mut self,
+        deadline: Instant,
+        context: &impl Fn() -> String,
+    ) -> Option<ExitStatus> {
+        let st = self.exited();
+        assert!(
+            st.is_some() || Instant::now() < deadline,
+            "{} did not exit in time:\n{}",
+            self.what,
+            context()
+        );
+        st
     }
 
     /// Sends `signal` to the child.
