@@ -3,6 +3,7 @@
 //! last two generated from the clap definitions so they never drift from
 //! the real flags.
 
+use super::out::{out, outln};
 use super::{CliResult, Exit, Failure, Output};
 use clap::CommandFactory;
 use ironclad_host::version::VersionReport;
@@ -38,9 +39,9 @@ pub fn version(a: VersionArgs) -> CliResult {
         Output::Json => {
             let text = serde_json::to_string_pretty(&r)
                 .map_err(|e| Failure::msg(Exit::Failed, format!("cannot render JSON: {e}")))?;
-            println!("{text}");
+            outln!("{text}");
         }
-        Output::Text => print!("{}", version_text(&r)),
+        Output::Text => out!("{}", version_text(&r)),
     }
     Ok(())
 }
@@ -91,18 +92,10 @@ pub fn completion(a: CompletionArgs) -> CliResult {
 }
 
 /// Writes `bytes` to stdout; a reader that went away (`| head`) is not an
-/// error.
+/// error (see [`super::out`]).
 fn to_stdout(bytes: &[u8]) -> CliResult {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Failure::msg(
-            Exit::Failed,
-            format!("writing to stdout: {e}"),
-        )),
-    }
+    super::out::bytes(bytes);
+    Ok(())
 }
 
 pub fn man(a: ManArgs) -> CliResult {

@@ -1,12 +1,17 @@
 //! `ironclad etcd members|put|get`: the cluster's etcd through a control
-//! plane's node API (for people, tests and debugging). Without `--node`, the
-//! first control plane whose API and etcd answer is used.
+//! plane's node API (for people, tests and debugging), with the cluster's
+//! `client.yaml` or `--client-config FILE` (see [`super::select`]). Without
+//! `--node`, the control planes are asked in the order of the client config
+//! (the cluster file's) until one whose API and etcd answer; the one that
+//! did is said on stderr.
 
-use super::node_cmd::{Selected, client_failure, json, select_cluster};
+use super::node_cmd::{client_failure, json};
+use super::out::{out, outln};
+use super::select::{ClientArgs, Selected};
 use super::{CliResult, Exit, Failure, Global, Output};
 use crate::api::{ErrorCode, EtcdMembers};
 use crate::client::{ClientError, NodeClient};
-use crate::spec::Role;
+use crate::spec::{ClusterName, NodeName, Role};
 use std::future::Future;
 
 #[derive(Debug, clap::Subcommand)]
@@ -22,10 +27,10 @@ pub enum EtcdCommand {
 /// Which cluster, and optionally which control plane.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Via {
-    /// The cluster [default: the only cluster under the state dir].
-    #[arg(long, value_name = "NAME", value_parser = super::cluster_name_arg, env = super::select::CLUSTER_ENV)]
-    cluster: Option<crate::spec::ClusterName>,
-    /// The control plane to ask [default: the first one that answers].
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The control plane to ask [default: the first one, in the cluster
+    /// file's order, that answers].
     #[arg(long, value_name = "NODE", value_parser = super::node_name_arg)]
     node: Option<crate::spec::NodeName>,
 }
@@ -45,6 +50,9 @@ pub struct PutArgs {
     value: String,
     #[command(flatten)]
     via: Via,
+    /// Output format (`json`: which cluster and node wrote which key).
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,17 +85,28 @@ fn try_next(e: &ClientError) -> bool {
 }
 
 /// Runs `call` on `--node`, or on each control plane in turn until one
-/// answers (the first error that is not "unavailable" is final).
-async fn on_control_plane<T, F, Fut>(g: &Global, via: &Via, call: F) -> Result<T, Failure>
+/// answers (the first error that is not "unavailable" is final). Returns the
+/// cluster's name, the node that answered and what it said.
+async fn on_control_plane<T, F, Fut>(
+    g: &Global,
+    via: &Via,
+    call: F,
+) -> Result<(ClusterName, NodeName, T), Failure>
 where
     F: Fn(NodeClient) -> Fut,
     Fut: Future<Output = Result<T, ClientError>>,
 {
-    let sel: Selected = select_cluster(g, via.cluster.as_ref())?;
+    let sel: Selected = super::select::client_config(
+        g,
+        via.client.cluster.as_ref(),
+        via.client.client_config.as_deref(),
+        "--cluster",
+    )?;
     if let Some(node) = &via.node {
-        return call(sel.client(node)?).await.map_err(client_failure);
+        let v = call(sel.client(node)?).await.map_err(client_failure)?;
+        return Ok((sel.name, node.clone(), v));
     }
-    let cps: Vec<crate::spec::NodeName> = sel
+    let cps: Vec<NodeName> = sel
         .config
         .nodes
         .iter()
@@ -105,8 +124,16 @@ where
             }
         };
         match call(client).await {
-            Ok(v) => return Ok(v),
-            Err(e) if try_next(&e) => last = Some(format!("{name}: {e}")),
+            Ok(v) => {
+                super::progress::line(&format!(
+                    "etcd: through {name} (the first control plane that answered)"
+                ));
+                return Ok((sel.name, name.clone(), v));
+            }
+            Err(e) if try_next(&e) => {
+                super::progress::line(&format!("etcd: {name} did not answer: {e}"));
+                last = Some(format!("{name}: {e}"));
+            }
             Err(e) => return Err(client_failure(e)),
         }
     }
@@ -146,10 +173,10 @@ pub fn members_table(m: &EtcdMembers) -> String {
 }
 
 async fn members(g: &Global, a: MembersArgs) -> CliResult {
-    let m = on_control_plane(g, &a.via, |c| async move { c.etcd_members().await }).await?;
+    let (_, _, m) = on_control_plane(g, &a.via, |c| async move { c.etcd_members().await }).await?;
     match a.output {
-        Output::Json => println!("{}", json(&m)?),
-        Output::Text => print!("{}", members_table(&m)),
+        Output::Json => outln!("{}", json(&m)?),
+        Output::Text => out!("{}", members_table(&m)),
     }
     Ok(())
 }
@@ -159,12 +186,34 @@ async fn put(g: &Global, a: PutArgs) -> CliResult {
         return Err(Failure::msg(Exit::BadInput, "the key is empty"));
     }
     let (k, v) = (a.key.clone(), a.value.clone());
-    on_control_plane(g, &a.via, |c| {
+    let (cluster, node, _) = on_control_plane(g, &a.via, |c| {
         let (k, v) = (k.clone(), v.clone());
         async move { c.etcd_put(&k, &v).await }
     })
     .await?;
+    if a.output == Output::Json {
+        outln!(
+            "{}",
+            json(&PutDone {
+                cluster,
+                node,
+                key: a.key,
+                result: "written",
+            })?
+        );
+    }
     Ok(())
+}
+
+/// What `etcd put -o json` prints (the value is not repeated).
+#[derive(Debug, serde::Serialize)]
+pub struct PutDone {
+    pub cluster: ClusterName,
+    /// The control plane whose etcd took the write.
+    pub node: NodeName,
+    pub key: String,
+    /// `written`: etcd acknowledged the put.
+    pub result: &'static str,
 }
 
 async fn get(g: &Global, a: GetArgs) -> CliResult {
@@ -172,15 +221,15 @@ async fn get(g: &Global, a: GetArgs) -> CliResult {
         return Err(Failure::msg(Exit::BadInput, "the key is empty"));
     }
     let k = a.key.clone();
-    let kv = on_control_plane(g, &a.via, |c| {
+    let (_, _, kv) = on_control_plane(g, &a.via, |c| {
         let k = k.clone();
         async move { c.etcd_get(&k).await }
     })
     .await?;
     match a.output {
-        Output::Json => println!("{}", json(&kv)?),
+        Output::Json => outln!("{}", json(&kv)?),
         Output::Text => match &kv.value {
-            Some(v) => println!("{v}"),
+            Some(v) => outln!("{v}"),
             None => {
                 return Err(Failure::msg(Exit::Failed, format!("no key {:?}", a.key)));
             }

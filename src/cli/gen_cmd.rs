@@ -2,6 +2,7 @@
 //! and client config, or mint a further API client certificate. The work is in
 //! [`crate::configdir`] and [`crate::pki`]; this file parses flags and prints.
 
+use super::out::outln;
 use super::{CliResult, Exit, Failure, Output};
 use crate::configdir::{self, ConfigDirError};
 use crate::pki::{self, CaKind, ClientRole, PkiError};
@@ -145,7 +146,7 @@ fn config(args: ConfigArgs) -> CliResult {
     };
     let report = configdir::generate(&cluster, &out).map_err(dir_failure)?;
     match args.output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&report).map_err(json_failure)?
         ),
@@ -156,22 +157,22 @@ fn config(args: ConfigArgs) -> CliResult {
                 .map_or("the built-in default".to_string(), |f| {
                     f.display().to_string()
                 });
-            println!(
+            outln!(
                 "cluster {:?} (from {source}) -> {}",
                 report.cluster,
                 report.dir.display()
             );
-            println!(
+            outln!(
                 "secrets: {} created, {} kept in {}",
                 report.secrets.created.len(),
                 report.secrets.kept.len(),
                 report.dir.join(configdir::SECRETS_DIR).display()
             );
             for p in &report.secrets.created {
-                println!("  created {}", p.display());
+                outln!("  created {}", p.display());
             }
             for n in &report.nodes {
-                println!(
+                outln!(
                     "node {:<20} {:<13} {:<15} {}",
                     n.name,
                     n.role.as_str(),
@@ -179,14 +180,14 @@ fn config(args: ConfigArgs) -> CliResult {
                     n.config.display()
                 );
             }
-            println!(
+            outln!(
                 "admin client certificate: {} ({})",
                 report.admin_cert.display(),
                 if report.admin_kept { "kept" } else { "issued" }
             );
-            println!("client config: {}", report.client_config.display());
+            outln!("client config: {}", report.client_config.display());
             for p in &report.stale_nodes {
-                println!(
+                outln!(
                     "note: {} belongs to no node of this cluster any more (left in place)",
                     p.display()
                 );
@@ -254,7 +255,7 @@ fn client_cert(args: ClientCertArgs) -> CliResult {
     let issued = pki::issue_client_cert(&ca, role, &cn).map_err(pki_failure)?;
     let (cert, key) = pki::write_client_cert(&out, &cn, &issued).map_err(pki_failure)?;
     match args.output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&ClientCertReport {
                 role,
@@ -266,13 +267,13 @@ fn client_cert(args: ClientCertArgs) -> CliResult {
             .map_err(json_failure)?
         ),
         Output::Text => {
-            println!(
+            outln!(
                 "client certificate for {cn:?} with role {} ({})",
                 role,
                 role.organization()
             );
-            println!("  certificate: {}", cert.display());
-            println!("  key:         {}", key.display());
+            outln!("  certificate: {}", cert.display());
+            outln!("  key:         {}", key.display());
         }
     }
     Ok(())

@@ -5,6 +5,7 @@
 //! of a recipe file (any value with a `/` or ending in `.yaml`/`.yml`, e.g.
 //! `./my.yaml`); nothing is looked up in the current directory by name.
 
+use super::out::outln;
 use super::{CliResult, Exit, Failure, Global, Output};
 use crate::image::{self, BuildOptions, ErrorClass, ImageError, RecipeRef, cache, prune};
 use std::path::PathBuf;
@@ -144,8 +145,8 @@ fn rm(g: &Global, a: RmArgs) -> CliResult {
     let (root, users) = cache_and_users(g)?;
     let removed = prune::remove(&root, &a.key, &users).map_err(prune_failure)?;
     match a.output {
-        Output::Json => println!("{}", json(&removed)?),
-        Output::Text => println!(
+        Output::Json => outln!("{}", json(&removed)?),
+        Output::Text => outln!(
             "removed image {} ({:.1} MiB)",
             removed.key,
             mib(removed.bytes)
@@ -162,7 +163,7 @@ fn prune_cmd(g: &Global, a: PruneArgs) -> CliResult {
     }
     let kept: Vec<&String> = users.keys().collect();
     match a.output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             json(&serde_json::json!({
                 "dryRun": a.dry_run,
@@ -174,10 +175,10 @@ fn prune_cmd(g: &Global, a: PruneArgs) -> CliResult {
         Output::Text => {
             let verb = if a.dry_run { "would remove" } else { "removed" };
             for r in &removed {
-                println!("{verb} {} ({:.1} MiB)", r.key, mib(r.bytes));
+                outln!("{verb} {} ({:.1} MiB)", r.key, mib(r.bytes));
             }
             let total: u64 = removed.iter().map(|r| r.bytes).sum();
-            println!(
+            outln!(
                 "{verb} {} entries, {:.1} MiB; kept {} image(s) that clusters under the state dir boot from",
                 removed.len(),
                 mib(total),
@@ -212,20 +213,21 @@ fn build(a: BuildArgs) -> CliResult {
     }
     .map_err(failure)?;
     match a.output {
-        Output::Json => println!("{}", json(&built)?),
+        Output::Json => outln!("{}", json(&built)?),
         Output::Text => {
-            println!(
+            outln!(
                 "image {} ({})",
                 built.key,
                 if built.cache_hit { "cached" } else { "built" }
             );
-            println!("  recipe     {}", built.recipe);
-            println!("  dir        {}", built.dir.display());
-            println!("  kernel     {}", built.manifest.kernel_version);
+            outln!("  recipe     {}", built.recipe);
+            outln!("  dir        {}", built.dir.display());
+            outln!("  kernel     {}", built.manifest.kernel_version);
             for (name, part) in &built.manifest.parts {
-                println!(
+                outln!(
                     "  {name:<16} {:>10} bytes  sha256:{}",
-                    part.size, part.sha256
+                    part.size,
+                    part.sha256
                 );
             }
         }
@@ -240,15 +242,15 @@ fn list(a: ListArgs) -> CliResult {
     match a.output {
         Output::Json => {
             let v: Vec<&image::Manifest> = images.iter().map(|(_, m)| m).collect();
-            println!("{}", json(&v)?);
+            outln!("{}", json(&v)?);
         }
         Output::Text => {
             if images.is_empty() {
-                println!("no images in {}", root.join("images").display());
+                outln!("no images in {}", root.join("images").display());
             }
             for (dir, m) in &images {
                 let size: u64 = m.parts.values().map(|p| p.size).sum();
-                println!(
+                outln!(
                     "{}  {:<10} {:<24} {:>6.1} MiB  {}",
                     &m.key[..12],
                     m.recipe.name,
@@ -266,7 +268,7 @@ fn inspect(a: InspectArgs) -> CliResult {
     let root = cache::cache_root().map_err(|e| failure(e.into()))?;
     cache::check_root(&root).map_err(|e| failure(e.into()))?;
     if let Some((_, m)) = cache::find(&root, &a.image).map_err(|e| failure(e.into()))? {
-        println!("{}", json(&m)?);
+        outln!("{}", json(&m)?);
         return Ok(());
     }
     let opts = BuildOptions {
@@ -277,7 +279,7 @@ fn inspect(a: InspectArgs) -> CliResult {
     super::progress::line(&format!("image: recipe {}", inputs.recipe.origin));
     match cache::read_cached(&cache::image_dir(&root, &inputs.key)) {
         Some(m) => {
-            println!("{}", json(&m)?);
+            outln!("{}", json(&m)?);
             Ok(())
         }
         None => Err(Failure::msg(

@@ -1,6 +1,7 @@
 //! `ironclad create|list|status|stop|start|destroy|console` and the hidden
 //! `__supervise`. Parses flags, calls [`crate::cluster::lifecycle`], prints.
 
+use super::out::outln;
 use super::{CliResult, Exit, Failure, Global, Output, cluster_name_arg, node_name_arg};
 use crate::cluster::lifecycle::{
     self, ClusterStatus, Destroyed, LifecycleError, Progress, UpReport,
@@ -64,6 +65,9 @@ pub struct StopArgs {
     /// Seconds the guests get to power off before QEMU is told to quit.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// Output format (`json`: the cluster, the nodes and what became of them).
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,6 +92,9 @@ pub struct DestroyArgs {
     /// is a note and exit 0.
     #[arg(value_name = "NAME", value_parser = cluster_name_arg, env = super::select::CLUSTER_ENV)]
     name: Option<ClusterName>,
+    /// Output format (`json`: the cluster and whether it was removed).
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -156,18 +163,18 @@ fn json(v: &impl serde::Serialize) -> Result<String, Failure> {
 
 fn print_up(what: &str, r: &UpReport, output: Output) -> CliResult {
     match output {
-        Output::Json => println!("{}", json(r)?),
+        Output::Json => outln!("{}", json(r)?),
         Output::Text => {
-            println!(
+            outln!(
                 "cluster {} {what} in {:.1} s ({}): {} nodes ready",
                 r.cluster,
                 r.seconds,
                 r.accel,
                 r.nodes.len()
             );
-            println!("  state    {}", r.dir.display());
-            println!("  client   {}", r.dir.join("client.yaml").display());
-            println!("  status   ironclad status {}", r.cluster);
+            outln!("  state    {}", r.dir.display());
+            outln!("  client   {}", r.dir.join("client.yaml").display());
+            outln!("  status   ironclad status {}", r.cluster);
         }
     }
     Ok(())
@@ -264,10 +271,10 @@ pub fn list(g: &Global, a: ListArgs) -> CliResult {
     let root = g.state_root()?;
     let all = lifecycle::list(&root).map_err(failure)?;
     match a.output {
-        Output::Json => println!("{}", json(&all)?),
+        Output::Json => outln!("{}", json(&all)?),
         Output::Text => {
             if all.is_empty() {
-                println!("{}", super::select::no_clusters(&root));
+                outln!("{}", super::select::no_clusters(&root));
             }
             for c in &all {
                 let ready = c.nodes.iter().filter(|n| n.state == "ready").count();
@@ -276,7 +283,7 @@ pub fn list(g: &Global, a: ListArgs) -> CliResult {
                 } else {
                     "stopped"
                 };
-                println!(
+                outln!(
                     "{:<20} {:<8} {}/{} nodes ready",
                     c.name,
                     running,
@@ -293,15 +300,15 @@ fn print_status(c: &ClusterStatus) {
     let sup = c
         .supervisor
         .map_or("not running".to_string(), |p| format!("pid {p}"));
-    println!(
+    outln!(
         "cluster {} (supervisor {sup}{})",
         c.name,
         c.accel.map(|a| format!(", {a}")).unwrap_or_default()
     );
     if let Some(p) = &c.problem {
-        println!("  {p}");
+        outln!("  {p}");
     }
-    println!(
+    outln!(
         "{}",
         status_row([
             &"NODE", &"ROLE", &"STATE", &"PID", &"ADDRESS", &"API", &"UPTIME"
@@ -314,7 +321,7 @@ fn print_status(c: &ClusterStatus) {
             .uptime_seconds
             .map(|s| format!("{s}s"))
             .unwrap_or_else(|| "-".into());
-        println!(
+        outln!(
             "{}",
             status_row([
                 &n.name,
@@ -341,19 +348,53 @@ pub fn status(g: &Global, a: StatusArgs) -> CliResult {
     let name = super::select::cluster(&root, a.name)?;
     let st = lifecycle::status(&root, &name).map_err(failure)?;
     match a.output {
-        Output::Json => println!("{}", json(&st)?),
+        Output::Json => outln!("{}", json(&st)?),
         Output::Text => print_status(&st),
     }
     Ok(())
 }
 
+/// What `stop -o json` prints.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StopDone {
+    pub cluster: ClusterName,
+    /// The nodes asked to stop: `--node`, or every node of the cluster.
+    pub nodes: Vec<NodeName>,
+    /// `stopped`, or `not-running` when there was nothing to stop.
+    pub result: &'static str,
+    /// Disks and state are always kept (`destroy` removes them).
+    pub state_kept: bool,
+}
+
 pub fn stop(g: &Global, a: StopArgs) -> CliResult {
     let root = g.state_root()?;
     let name = super::select::cluster(&root, a.name)?;
+    // Before the stop: which nodes there are and whether anything runs.
+    let before = lifecycle::status(&root, &name).map_err(failure)?;
     on_nodes(&root, &name, a.node.as_ref(), a.timeout, lifecycle::stop)?;
-    match a.node {
-        Some(n) => println!("node {n} of cluster {name} stopped"),
-        None => println!("cluster {name} stopped (state kept)"),
+    match a.output {
+        Output::Json => {
+            let nodes = match &a.node {
+                Some(n) => vec![n.clone()],
+                None => before.nodes.iter().map(|n| n.name.clone()).collect(),
+            };
+            let done = StopDone {
+                cluster: name,
+                nodes,
+                result: if before.supervisor.is_some() {
+                    "stopped"
+                } else {
+                    "not-running"
+                },
+                state_kept: true,
+            };
+            outln!("{}", json(&done)?);
+        }
+        Output::Text => match a.node {
+            Some(n) => outln!("node {n} of cluster {name} stopped"),
+            None => outln!("cluster {name} stopped (state kept)"),
+        },
     }
     Ok(())
 }
@@ -403,19 +444,63 @@ pub fn destroy(g: &Global, a: DestroyArgs) -> CliResult {
             "note: {}; nothing to destroy",
             super::select::no_clusters(&root)
         );
-        return Ok(());
+        return print_destroyed(a.output, None, None, 0.0);
     }
     let name = super::select::cluster(&root, a.name)?;
-    match lifecycle::destroy(&root, &name).map_err(failure)? {
-        Destroyed::Removed(_) => println!(
-            "cluster {name} destroyed in {:.1} s",
-            t.elapsed().as_secs_f64()
-        ),
-        Destroyed::Absent => eprintln!(
-            "note: no cluster named {:?} under {}; nothing to destroy",
-            name.as_str(),
-            root.display()
-        ),
+    let removed = match lifecycle::destroy(&root, &name).map_err(failure)? {
+        Destroyed::Removed(dir) => Some(dir),
+        Destroyed::Absent => {
+            eprintln!(
+                "note: no cluster named {:?} under {}; nothing to destroy",
+                name.as_str(),
+                root.display()
+            );
+            None
+        }
+    };
+    print_destroyed(a.output, Some(name), removed, t.elapsed().as_secs_f64())
+}
+
+/// What `destroy -o json` prints.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DestroyDone {
+    /// The cluster (none when there was no cluster at all and none was named).
+    pub cluster: Option<ClusterName>,
+    /// `destroyed`, or `absent` when there was nothing to destroy.
+    pub result: &'static str,
+    /// The state dir that was removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    pub seconds: f64,
+}
+
+fn print_destroyed(
+    output: Output,
+    cluster: Option<ClusterName>,
+    removed: Option<PathBuf>,
+    seconds: f64,
+) -> CliResult {
+    match output {
+        Output::Json => {
+            let done = DestroyDone {
+                cluster,
+                result: if removed.is_some() {
+                    "destroyed"
+                } else {
+                    "absent"
+                },
+                dir: removed,
+                seconds,
+            };
+            outln!("{}", json(&done)?);
+        }
+        // The absent cases were said on stderr.
+        Output::Text => {
+            if let (Some(name), Some(_)) = (cluster, removed) {
+                outln!("cluster {name} destroyed in {seconds:.1} s");
+            }
+        }
     }
     Ok(())
 }

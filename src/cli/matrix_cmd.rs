@@ -2,7 +2,15 @@
 //! [--destructive] [--list]`: runs the conformance and breakout matrix on a
 //! running cluster and prints a table (or JSON); `--junit` also writes JUnit
 //! XML. Exit status 1 when a check failed. The work is in [`crate::matrix`].
+//!
+//! `--client-config FILE` (or `IRONCLAD_CLIENT_CONFIG`) runs it on the
+//! cluster a client config describes, without the state root (see
+//! [`super::select`]); every node in it needs an endpoint. The report names
+//! the cluster file when a `cluster.yaml` lies beside the client config (as
+//! in a cluster's state dir), and says on stderr that it names none
+//! otherwise.
 
+use super::out::out;
 use super::{CliResult, Exit, Failure, Global, Output};
 use crate::matrix::{self, CATALOG, render};
 use crate::spec::ClusterName;
@@ -13,6 +21,11 @@ pub struct Args {
     /// The cluster [default: the only cluster in the state dir].
     #[arg(value_name = "NAME", value_parser = super::cluster_name_arg, env = super::select::CLUSTER_ENV)]
     pub name: Option<ClusterName>,
+    /// Run on the cluster of this client config (e.g. `DIR/client.yaml` of
+    /// `ironclad gen config --dir DIR`, with the nodes' endpoints) instead of
+    /// a cluster under the state dir. Not together with NAME.
+    #[arg(long, value_name = "FILE", env = super::select::CLIENT_CONFIG_ENV, value_hint = clap::ValueHint::FilePath)]
+    pub client_config: Option<PathBuf>,
     /// Run only these checks (repeatable; e.g. --check RT-01 --check BRK-04).
     #[arg(long = "check", value_name = "ID")]
     pub checks: Vec<String>,
@@ -63,24 +76,90 @@ fn cluster_name(root: &Path, name: Option<ClusterName>) -> Result<ClusterName, F
 
 pub fn run(args: Args, global: &Global) -> CliResult {
     if args.list {
-        print!("{}", list());
+        out!("{}", list());
         return Ok(());
     }
     // Bad check ids are bad input, before anything is contacted.
     matrix::select(&args.checks, args.destructive).map_err(|e| Failure::msg(Exit::BadInput, e))?;
-    let root = global.state_root()?;
-    let name = cluster_name(&root, args.name.clone())?;
+    let source = source(&args, global)?;
     let report = super::block_on(async {
-        let ctx = matrix::run::load(&root, &name)?;
+        let ctx = match &source {
+            Source::State { root, name } => matrix::run::load(root, name)?,
+            Source::File { client_yaml } => {
+                matrix::run::load_client(client_yaml, &beside(client_yaml))?
+            }
+        };
         matrix::run::run(&ctx, &args.checks, args.destructive, &say).await
     })?;
+    let given_file = matches!(source, Source::File { .. });
     let report = report.map_err(|e| match e {
         matrix::run::MatrixError::Select(_) | matrix::run::MatrixError::NoCluster { .. } => {
             Failure::msg(Exit::BadInput, e)
         }
+        // The file was checked above; its certificate and key were not.
+        matrix::run::MatrixError::Client(
+            crate::client::ClientError::Read { .. } | crate::client::ClientError::Setup(_),
+        ) if given_file => Failure::msg(Exit::BadInput, e),
         other => Failure::msg(Exit::Failed, other),
     })?;
     print_report(&report, args.output, args.junit.as_deref())
+}
+
+/// Where the matrix finds its cluster.
+enum Source {
+    /// Cluster `name` under the state root.
+    State { root: PathBuf, name: ClusterName },
+    /// A client config given on the command line (checked: readable, valid,
+    /// every node with an endpoint).
+    File { client_yaml: PathBuf },
+}
+
+/// The cluster file beside a client config (a cluster's state dir has both).
+fn beside(client_yaml: &Path) -> PathBuf {
+    client_yaml.with_file_name("cluster.yaml")
+}
+
+/// The cluster to run on: `--client-config` (refused with NAME), or NAME, or
+/// the only cluster under the state root.
+fn source(args: &Args, global: &Global) -> Result<Source, Failure> {
+    let Some(file) = &args.client_config else {
+        let root = global.state_root()?;
+        let name = cluster_name(&root, args.name.clone())?;
+        return Ok(Source::State { root, name });
+    };
+    let sel = super::select::client_config(global, args.name.as_ref(), Some(file), "NAME")?;
+    let missing: Vec<&str> = sel
+        .config
+        .nodes
+        .iter()
+        .filter(|n| n.endpoint.is_none())
+        .map(|n| n.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Failure::msg(
+            Exit::BadInput,
+            format!(
+                "the matrix runs on every node, and {} gives no endpoint for {}: add each node's API address (`endpoint: 127.0.0.1:PORT`)",
+                file.display(),
+                missing.join(", ")
+            ),
+        ));
+    }
+    if sel.config.nodes.is_empty() {
+        return Err(Failure::msg(
+            Exit::BadInput,
+            format!("{} lists no nodes to run the matrix on", file.display()),
+        ));
+    }
+    if !beside(file).is_file() {
+        say(&format!(
+            "no cluster.yaml beside {}: the report names no cluster file",
+            file.display()
+        ));
+    }
+    Ok(Source::File {
+        client_yaml: sel.client_yaml,
+    })
 }
 
 /// Progress on stderr (stdout carries the report).
@@ -92,8 +171,8 @@ fn say(line: &str) {
 /// `ironclad create --matrix` calls this with the report of its run.
 pub fn print_report(report: &matrix::Report, output: Output, junit: Option<&Path>) -> CliResult {
     match output {
-        Output::Text => print!("{}", render::table(report)),
-        Output::Json => print!("{}", render::json(report)),
+        Output::Text => out!("{}", render::table(report)),
+        Output::Json => out!("{}", render::json(report)),
     }
     if let Some(path) = junit {
         crate::fsutil::write_public(path, render::junit(report).as_bytes())

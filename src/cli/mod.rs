@@ -1,7 +1,9 @@
 //! The `ironclad` command line: argument parsing (clap) and printing. Each
 //! subcommand lives in its own file and calls library code; nothing here does
 //! real work. Errors become miette diagnostics with a fixed exit code per kind
-//! (see [`Exit`]).
+//! (see [`Exit`]). Results go to stdout through [`out`] only (a closed
+//! stdout must not panic), progress and diagnostics to stderr.
+#![deny(clippy::print_stdout)]
 
 mod about;
 mod etcd_cmd;
@@ -10,6 +12,7 @@ mod image;
 mod lifecycle;
 pub mod matrix_cmd;
 mod node_cmd;
+mod out;
 mod progress;
 mod select;
 mod validate;

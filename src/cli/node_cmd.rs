@@ -1,16 +1,17 @@
-//! `ironclad node services|logs|dmesg|reboot|shutdown --node NODE`: one node's
-//! API from the command line, through [`crate::client::NodeClient`] and the
-//! cluster's `client.yaml`. Also holds the cluster and node selection shared
-//! with `ironclad etcd` ([`Target`]).
+//! `ironclad node services|logs|dmesg|reboot|shutdown [--node NODE]`: one
+//! node's API from the command line, through [`crate::client::NodeClient`]
+//! and a `client.yaml` (the cluster's, or `--client-config FILE`). Which
+//! cluster and node: [`super::select`]; `--node` may be left out when the
+//! cluster has one node. Also holds the API-failure mapping shared with
+//! `ironclad etcd` ([`client_failure`]).
 
+use super::out::outln;
+use super::select::{ClientArgs, Selected};
 use super::{CliResult, Exit, Failure, Global, Output};
 use crate::api::{ErrorCode, LogLine, LogLines};
 use crate::client::{ClientError, NodeClient};
-use crate::clientconfig::ClientConfig;
-use crate::cluster::paths::Found;
 use crate::spec::{ClusterName, NodeName};
 use futures::StreamExt;
-use std::path::PathBuf;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum NodeCommand {
@@ -29,12 +30,24 @@ pub enum NodeCommand {
 /// Which cluster and node a command talks to.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
-    /// The cluster [default: the only cluster under the state dir].
-    #[arg(long, value_name = "NAME", value_parser = super::cluster_name_arg, env = super::select::CLUSTER_ENV)]
-    pub cluster: Option<ClusterName>,
-    /// The node.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The node [default: the cluster's only node; a cluster of several
+    /// needs it].
     #[arg(long, value_name = "NODE", value_parser = super::node_name_arg)]
-    pub node: NodeName,
+    pub node: Option<NodeName>,
+}
+
+impl Target {
+    /// The selected cluster (see [`super::select::client_config`]).
+    pub fn select(&self, g: &Global) -> Result<Selected, Failure> {
+        super::select::client_config(
+            g,
+            self.client.cluster.as_ref(),
+            self.client.client_config.as_deref(),
+            "--cluster",
+        )
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,76 +92,9 @@ pub struct DmesgArgs {
 pub struct PowerArgs {
     #[command(flatten)]
     target: Target,
-}
-
-/// The selected cluster: its name, `client.yaml` path and loaded config.
-pub(super) struct Selected {
-    pub name: ClusterName,
-    pub client_yaml: PathBuf,
-    pub config: ClientConfig,
-}
-
-impl Selected {
-    /// A client for `node`; unknown nodes are bad input.
-    pub fn client(&self, node: &str) -> Result<NodeClient, Failure> {
-        if self.config.node(node).is_none() {
-            let names: Vec<&str> = self.config.nodes.iter().map(|n| n.name.as_str()).collect();
-            return Err(Failure::msg(
-                Exit::BadInput,
-                format!(
-                    "cluster {:?} has no node {node:?} (nodes: {})",
-                    self.name,
-                    names.join(", ")
-                ),
-            ));
-        }
-        NodeClient::from_client_config(&self.client_yaml, node).map_err(client_failure)
-    }
-}
-
-/// The cluster named by `--cluster`, or the only one under the state root.
-pub(super) fn select_cluster(
-    g: &Global,
-    cluster: Option<&ClusterName>,
-) -> Result<Selected, Failure> {
-    let root = g.state_root()?;
-    let name = super::select::cluster(&root, cluster.cloned())?;
-    let found = crate::cluster::paths::find(&root, &name).map_err(|e| {
-        Failure::msg(
-            Exit::Failed,
-            format!(
-                "cannot look for cluster {name:?} in {}: {e}",
-                root.display()
-            ),
-        )
-    })?;
-    let paths = match found {
-        Found::Cluster(paths) => paths,
-        Found::Absent => {
-            return Err(Failure::msg(
-                Exit::BadInput,
-                format!("no cluster named {name:?} under {}", root.display()),
-            ));
-        }
-        Found::Foreign { path, why } => {
-            return Err(Failure::msg(
-                Exit::BadInput,
-                Found::foreign_message(&path, &why),
-            ));
-        }
-    };
-    let client_yaml = paths.client_yaml();
-    let config = ClientConfig::load(&client_yaml).map_err(|e| {
-        Failure::msg(
-            Exit::Failed,
-            format!("cluster {name:?} has no usable client config: {e}"),
-        )
-    })?;
-    Ok(Selected {
-        name,
-        client_yaml,
-        config,
-    })
+    /// Output format (`json`: what was asked of which node).
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Output,
 }
 
 /// Exit status and message for a failed API call: a refusal of the input
@@ -181,25 +127,28 @@ pub fn run(g: &Global, cmd: NodeCommand) -> CliResult {
 }
 
 fn client_for(g: &Global, t: &Target) -> Result<NodeClient, Failure> {
-    select_cluster(g, t.cluster.as_ref())?.client(&t.node)
+    let sel = t.select(g)?;
+    sel.client(&sel.node(t.node.as_ref())?)
 }
 
 async fn services(g: &Global, a: ServicesArgs) -> CliResult {
     let client = client_for(g, &a.target)?;
     let list = client.services().await.map_err(client_failure)?;
     match a.output {
-        Output::Json => println!("{}", json(&list)?),
+        Output::Json => outln!("{}", json(&list)?),
         Output::Text => {
-            println!(
+            outln!(
                 "{:<16} {:<10} {:>8}  LAST ERROR",
-                "SERVICE", "STATE", "RESTARTS"
+                "SERVICE",
+                "STATE",
+                "RESTARTS"
             );
             for s in &list.services {
                 let state = serde_json::to_value(s.state)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "{:<16} {:<10} {:>8}  {}",
                     s.name,
                     state,
@@ -217,9 +166,9 @@ fn print_line(l: &LogLine, output: Output) -> CliResult {
         Output::Json => {
             let s =
                 serde_json::to_string(l).map_err(|e| Failure::failed(miette::miette!("{e}")))?;
-            println!("{s}");
+            outln!("{s}");
         }
-        Output::Text => println!("{}", l.line),
+        Output::Text => outln!("{}", l.line),
     }
     Ok(())
 }
@@ -268,20 +217,45 @@ async fn dmesg(g: &Global, a: DmesgArgs) -> CliResult {
     let client = client_for(g, &a.target)?;
     let lines = client.dmesg(a.tail).await.map_err(client_failure)?;
     match a.output {
-        Output::Json => println!("{}", json(&lines)?),
+        Output::Json => outln!("{}", json(&lines)?),
         Output::Text => print_lines(&lines, Output::Text)?,
     }
     Ok(())
 }
 
+/// What `node reboot|shutdown -o json` prints.
+#[derive(Debug, serde::Serialize)]
+pub struct PowerDone {
+    pub cluster: ClusterName,
+    pub node: NodeName,
+    /// `reboot` or `shutdown`.
+    pub action: &'static str,
+    /// `requested`: the node accepted; it powers off or reboots right after.
+    pub result: &'static str,
+}
+
 async fn power(g: &Global, a: PowerArgs, reboot: bool) -> CliResult {
-    let client = client_for(g, &a.target)?;
-    if reboot {
+    let sel = a.target.select(g)?;
+    let node = sel.node(a.target.node.as_ref())?;
+    let client = sel.client(&node)?;
+    let action = if reboot {
         client.reboot().await.map_err(client_failure)?;
-        eprintln!("{}: reboot requested", a.target.node);
+        "reboot"
     } else {
         client.shutdown().await.map_err(client_failure)?;
-        eprintln!("{}: shutdown requested", a.target.node);
+        "shutdown"
+    };
+    match a.output {
+        Output::Json => outln!(
+            "{}",
+            json(&PowerDone {
+                cluster: sel.name,
+                node,
+                action,
+                result: "requested",
+            })?
+        ),
+        Output::Text => eprintln!("{node}: {action} requested"),
     }
     Ok(())
 }

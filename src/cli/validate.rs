@@ -8,6 +8,7 @@
 //! and count the rest; a file over [`crate::spec::MAX_CLUSTER_FILE_BYTES`]
 //! is refused unread.
 
+use super::out::outln;
 use super::{CliResult, Failure, Output};
 use crate::spec::SpecError;
 use std::path::PathBuf;
@@ -27,20 +28,20 @@ pub fn run(args: Args) -> CliResult {
         Ok(cluster) => cluster,
         Err(err) => {
             if args.output == Output::Json {
-                println!("{}", problems_json(&args.file.display().to_string(), &err));
+                outln!("{}", problems_json(&args.file.display().to_string(), &err));
             }
             return Err(Failure::bad_input(err));
         }
     };
     match args.output {
-        Output::Text => println!(
+        Output::Text => outln!(
             "{}: valid cluster {:?} ({} control planes, {} workers)",
             args.file.display(),
             cluster.name.as_str(),
             cluster.control_planes().count(),
             cluster.workers().count()
         ),
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&cluster)
                 .map_err(|e| Failure::failed(miette::miette!("{e}")))?

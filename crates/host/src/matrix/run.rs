@@ -86,10 +86,17 @@ pub fn load(root: &Path, name: &crate::spec::ClusterName) -> Result<HostContext,
             root: root.to_path_buf(),
         });
     }
-    let cfg = crate::clientconfig::ClientConfig::load(&client_yaml)?;
+    load_client(&client_yaml, &paths.cluster_yaml())
+}
+
+/// Loads a cluster from any client config (`ironclad matrix --client-config
+/// FILE`): its nodes, endpoints and admin certificate; `cluster_file` is
+/// named in the report when it can be read. Every node needs an endpoint.
+pub fn load_client(client_yaml: &Path, cluster_file: &Path) -> Result<HostContext, MatrixError> {
+    let cfg = crate::clientconfig::ClientConfig::load(client_yaml)?;
     let mut targets = Vec::new();
     for n in &cfg.nodes {
-        let client = NodeClient::from_client_config(&client_yaml, &n.name)?;
+        let client = NodeClient::from_client_config(client_yaml, &n.name)?;
         let endpoint = n.endpoint.ok_or_else(|| {
             ClientError::Setup(format!("node {} has no API endpoint yet", n.name))
         })?;
@@ -104,7 +111,7 @@ pub fn load(root: &Path, name: &crate::spec::ClusterName) -> Result<HostContext,
         cluster: cfg.cluster.to_string(),
         os_ca_pem: cfg.os_ca.clone(),
         targets,
-        cluster_file: file_ref(&paths.cluster_yaml()),
+        cluster_file: file_ref(cluster_file),
     })
 }
 

@@ -1,0 +1,181 @@
+//! What the lifecycle commands print, end to end with the real binary and a
+//! state root holding a stopped cluster (no VM): `stop` and `destroy` with
+//! `-o json`, and every printing command writing into a pipe whose reader is
+//! already gone (`ironclad list | head -0`), which must end quietly, never
+//! with a panic.
+
+use ironclad_host::cluster::paths::ClusterPaths;
+use ironclad_host::cluster::state::{ClusterState, ImageFiles, NodeRecord, NodeState};
+use ironclad_host::qemu::Accel;
+use ironclad_host::spec::{ClusterName, Role};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// Cluster `name` with nodes `nodes`, created and stopped: a claimed state
+/// dir and its `cluster.json`.
+fn stopped_cluster(root: &Path, name: &str, nodes: &[&str]) -> ClusterPaths {
+    let cluster: ClusterName = name.parse().unwrap();
+    let paths = ClusterPaths::new(root, &cluster);
+    paths.claim(&cluster).unwrap();
+    let nodes = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| NodeRecord {
+            name: n.parse().unwrap(),
+            role: if i == 0 {
+                Role::ControlPlane
+            } else {
+                Role::Worker
+            },
+            address: format!("10.5.0.{}", i + 2).parse().unwrap(),
+            cluster_mac: format!("02:00:00:00:00:0{i}"),
+            user_mac: format!("06:00:00:00:00:0{i}"),
+            api_port: 50001 + i as u16,
+            cpus: 1,
+            memory_mib: 1024,
+            disk_bytes: 1 << 30,
+            state: NodeState::Stopped,
+            pid: None,
+            started_at_ms: None,
+            last_exit: None,
+        })
+        .collect();
+    ClusterState {
+        api_version: ironclad_contract::API_VERSION.into(),
+        kind: ironclad_host::cluster::state::KIND.into(),
+        name: cluster,
+        created_at_ms: 1,
+        accel: Accel::Tcg,
+        cidr: "10.5.0.0/24".parse().unwrap(),
+        egress: false,
+        image: ImageFiles {
+            key: "abc".into(),
+            kernel: "/nonexistent/vmlinuz".into(),
+            initrd: "/nonexistent/initramfs".into(),
+            rootfs: "/nonexistent/rootfs.squashfs".into(),
+        },
+        nodes,
+    }
+    .save(&paths.cluster_json())
+    .unwrap();
+    paths
+}
+
+fn ironclad(root: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ironclad"));
+    c.arg("--state-dir")
+        .arg(root)
+        .env_remove("IRONCLAD_STATE_DIR")
+        .env_remove("IRONCLAD_CLUSTER")
+        .env_remove("IRONCLAD_CLIENT_CONFIG");
+    c
+}
+
+fn run(root: &Path, args: &[&str]) -> Output {
+    ironclad(root).args(args).output().unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {out:?}"))
+}
+
+#[test]
+fn stop_and_destroy_say_what_they_did_in_json() {
+    let root = tempfile::tempdir().unwrap();
+    let paths = stopped_cluster(root.path(), "dev", &["dev-cp-1", "dev-worker-1"]);
+
+    let done = json(&run(root.path(), &["stop", "dev", "-o", "json"]));
+    assert_eq!(
+        done,
+        serde_json::json!({
+            "cluster": "dev",
+            "nodes": ["dev-cp-1", "dev-worker-1"],
+            "result": "not-running",
+            "stateKept": true,
+        })
+    );
+    let done = json(&run(
+        root.path(),
+        &["stop", "--node", "dev-worker-1", "-o", "json"],
+    ));
+    assert_eq!(done["nodes"], serde_json::json!(["dev-worker-1"]));
+    // Text stays as it was.
+    let out = run(root.path(), &["stop", "dev"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "cluster dev stopped (state kept)\n"
+    );
+
+    let done = json(&run(root.path(), &["destroy", "dev", "-o", "json"]));
+    assert_eq!(done["cluster"], "dev", "{done}");
+    assert_eq!(done["result"], "destroyed", "{done}");
+    assert_eq!(
+        done["dir"].as_str(),
+        Some(paths.dir().to_str().unwrap()),
+        "{done}"
+    );
+    assert!(done["seconds"].is_number(), "{done}");
+    assert!(!paths.dir().exists());
+
+    // Twice: nothing to destroy is not an error, and says so.
+    let done = json(&run(root.path(), &["destroy", "dev", "-o", "json"]));
+    assert_eq!(
+        done,
+        serde_json::json!({"cluster": "dev", "result": "absent", "seconds": done["seconds"]})
+    );
+    let done = json(&run(root.path(), &["destroy", "-o", "json"]));
+    assert_eq!(done["cluster"], serde_json::Value::Null, "{done}");
+    assert_eq!(done["result"], "absent", "{done}");
+}
+
+/// Runs `args` with stdout a pipe whose reading end is closed before the
+/// command starts, so its first write fails with EPIPE.
+fn into_closed_pipe(root: &Path, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    ironclad(root)
+        .args(args)
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let root = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    stopped_cluster(root.path(), "dev", &["dev-cp-1"]);
+    let cases: &[(&Path, &[&str])] = &[
+        (empty.path(), &["list"]),
+        (root.path(), &["list"]),
+        (root.path(), &["list", "-o", "json"]),
+        (root.path(), &["status", "-o", "json"]),
+        (root.path(), &["status"]),
+        (root.path(), &["stop", "-o", "json"]),
+        (root.path(), &["matrix", "--list"]),
+        (root.path(), &["version", "-o", "json"]),
+        (root.path(), &["completion", "bash"]),
+    ];
+    for (state, args) in cases {
+        let out = into_closed_pipe(state, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+    // The same write into a full device is an error, said, not a panic.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = ironclad(root.path())
+        .args(["list"])
+        .stdout(Stdio::from(full))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write to stdout"), "{stderr}");
+}
