@@ -133,7 +133,13 @@ fn stop_and_destroy_say_what_they_did_in_json() {
 /// Runs `args` with stdout a pipe whose reading end is closed before the
 /// command starts, so its first write fails with EPIPE.
 fn into_closed_pipe(root: &Path, args: &[&str]) -> Output {
-    let (reader, writer) = std::io::pipe().unwrap();
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) fills the two descriptors of a fresh array.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just made by pipe2 and are owned here only.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     drop(reader);
     ironclad(root)
         .args(args)

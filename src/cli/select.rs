@@ -99,6 +99,10 @@ pub struct Selected {
 
 /// Where a value came from, for messages: the environment variable when it
 /// holds this very value, else the flag.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the command line's edge: only to word a message, the value itself came through clap"
+)]
 fn origin(flag: &str, env: &str, value: &str) -> String {
     match std::env::var_os(env) {
         Some(v) if v == std::ffi::OsStr::new(value) => format!("{env}={value}"),
@@ -305,5 +309,75 @@ mod tests {
         let text = format!("{:?}", cluster(dir.path(), None).unwrap_err().report);
         assert!(text.contains("(dev, x): name one"), "{text}");
         assert!(text.contains(CLUSTER_ENV), "{text}");
+    }
+
+    fn selected(nodes: &[&str]) -> Selected {
+        Selected {
+            name: "dev".parse().unwrap(),
+            client_yaml: "/x/client.yaml".into(),
+            config: ClientConfig {
+                api_version: ironclad_contract::API_VERSION.into(),
+                kind: crate::clientconfig::KIND.into(),
+                cluster: "dev".parse().unwrap(),
+                os_ca: String::new(),
+                cert: "admin.crt".into(),
+                key: "admin.key".into(),
+                nodes: nodes
+                    .iter()
+                    .map(|n| crate::clientconfig::ClientNode {
+                        name: n.parse().unwrap(),
+                        role: crate::spec::Role::ControlPlane,
+                        address: std::net::Ipv4Addr::new(10, 5, 0, 2),
+                        endpoint: None,
+                    })
+                    .collect(),
+            },
+            given_file: true,
+        }
+    }
+
+    #[test]
+    fn the_node_is_given_or_the_only_one() {
+        let one = selected(&["dev-cp-1"]);
+        assert_eq!(one.node(None).unwrap(), "dev-cp-1");
+        let given: NodeName = "other".parse().unwrap();
+        assert_eq!(one.node(Some(&given)).unwrap(), "other");
+        let two = selected(&["dev-cp-1", "dev-cp-2"]);
+        let e = two.node(None).unwrap_err();
+        assert_eq!(e.exit, Exit::BadInput);
+        let text = format!("{:?}", e.report);
+        assert!(
+            text.contains("(dev-cp-1, dev-cp-2): name one with --node"),
+            "{text}"
+        );
+        let none = selected(&[]);
+        assert!(
+            format!("{:?}", none.node(None).unwrap_err().report)
+                .contains("has no nodes in /x/client.yaml")
+        );
+        // A node the file gives no endpoint: bad input that says what to add.
+        let e = one.client("dev-cp-1").unwrap_err();
+        assert_eq!(e.exit, Exit::BadInput);
+        assert!(format!("{:?}", e.report).contains("has no endpoint in /x/client.yaml"));
+    }
+
+    #[test]
+    fn a_client_config_and_a_cluster_name_are_refused_together() {
+        let g = Global { state_dir: None };
+        let name: ClusterName = "dev".parse().unwrap();
+        let e = client_config(
+            &g,
+            Some(&name),
+            Some(Path::new("/x/client.yaml")),
+            "--cluster",
+        )
+        .unwrap_err();
+        assert_eq!(e.exit, Exit::BadInput);
+        let text = format!("{:?}", e.report);
+        assert!(text.contains("--client-config /x/client.yaml"), "{text}");
+        assert!(
+            text.contains("--cluster dev") || text.contains("IRONCLAD_CLUSTER=dev"),
+            "{text}"
+        );
     }
 }
