@@ -319,6 +319,13 @@ async fn bad_client_configs_are_bad_input() {
         "{r:?}"
     );
 
+    // An empty variable is not "none": it is refused, with the way out.
+    let r = g
+        .run(&["node", "services"], &[("IRONCLAD_CLIENT_CONFIG", "")])
+        .await;
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("it is empty"), "{r:?}");
+
     // Missing, a directory, not YAML, another kind, unknown fields.
     let bad = g.dir.path().join("bad.yaml");
     let missing = g.dir.path().join("missing.yaml");

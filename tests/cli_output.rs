@@ -153,7 +153,11 @@ fn into_closed_pipe(root: &Path, args: &[&str]) -> Output {
 fn a_closed_stdout_ends_quietly() {
     let root = tempfile::tempdir().unwrap();
     let empty = tempfile::tempdir().unwrap();
-    stopped_cluster(root.path(), "dev", &["dev-cp-1"]);
+    let paths = stopped_cluster(root.path(), "dev", &["dev-cp-1"]);
+    // A serial log longer than a pipe's buffer, for `console`.
+    let log = paths.serial_log(&"dev-cp-1".parse().unwrap());
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    std::fs::write(&log, "machined: booting\n".repeat(10_000)).unwrap();
     let cases: &[(&Path, &[&str])] = &[
         (empty.path(), &["list"]),
         (root.path(), &["list"]),
@@ -164,6 +168,7 @@ fn a_closed_stdout_ends_quietly() {
         (root.path(), &["matrix", "--list"]),
         (root.path(), &["version", "-o", "json"]),
         (root.path(), &["completion", "bash"]),
+        (root.path(), &["console", "dev-cp-1", "--no-follow"]),
     ];
     for (state, args) in cases {
         let out = into_closed_pipe(state, args);

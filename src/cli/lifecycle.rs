@@ -509,7 +509,11 @@ pub fn console(g: &Global, a: ConsoleArgs) -> CliResult {
     let root = g.state_root()?;
     let paths = lifecycle::find_node(&root, &a.node, a.cluster.as_ref()).map_err(failure)?;
     let mut out = std::io::stdout().lock();
-    lifecycle::console(&paths, &a.node, !a.no_follow, &mut out).map_err(failure)
+    match lifecycle::console(&paths, &a.node, !a.no_follow, &mut out) {
+        // A reader that went away (`| head`) ends it quietly, as in `super::out`.
+        Err(LifecycleError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(failure),
+    }
 }
 
 pub fn supervise(a: SuperviseArgs) -> CliResult {

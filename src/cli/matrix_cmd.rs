@@ -24,7 +24,7 @@ pub struct Args {
     /// Run on the cluster of this client config (e.g. `DIR/client.yaml` of
     /// `ironclad gen config --dir DIR`, with the nodes' endpoints) instead of
     /// a cluster under the state dir. Not together with NAME.
-    #[arg(long, value_name = "FILE", env = super::select::CLIENT_CONFIG_ENV, value_hint = clap::ValueHint::FilePath)]
+    #[arg(long, value_name = "FILE", env = super::select::CLIENT_CONFIG_ENV, value_parser = super::select::client_config_arg, value_hint = clap::ValueHint::FilePath)]
     pub client_config: Option<PathBuf>,
     /// Run only these checks (repeatable; e.g. --check RT-01 --check BRK-04).
     #[arg(long = "check", value_name = "ID")]

@@ -83,8 +83,19 @@ pub struct ClientArgs {
     /// Use this client config (e.g. `DIR/client.yaml` of `ironclad gen
     /// config --dir DIR`) instead of a cluster's under the state dir; nodes
     /// are reached at the endpoints it lists. Not together with --cluster.
-    #[arg(long, value_name = "FILE", env = CLIENT_CONFIG_ENV, value_hint = clap::ValueHint::FilePath)]
+    #[arg(long, value_name = "FILE", env = CLIENT_CONFIG_ENV, value_parser = client_config_arg, value_hint = clap::ValueHint::FilePath)]
     pub client_config: Option<PathBuf>,
+}
+
+/// clap's parser for `--client-config` (and its variable): an empty value is
+/// refused with a hint, since an exported empty variable looks like none.
+pub fn client_config_arg(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err(format!(
+            "it is empty (an empty {CLIENT_CONFIG_ENV} counts too: unset it)"
+        ));
+    }
+    Ok(PathBuf::from(s))
 }
 
 /// The selected cluster: its name, `client.yaml` path and loaded config.
