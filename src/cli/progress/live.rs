@@ -5,7 +5,10 @@
 //! step and every other line (notes, warnings, `tracing` events) are printed
 //! above the view and stay. When the view ends, ready or not, its lines stay
 //! printed in their last state; the cursor is never hidden, so a process
-//! ended by a signal leaves the terminal as it was.
+//! ended by a signal leaves the terminal as it was. After Ctrl-C (caught by
+//! `create` and `start`, [`ironclad_host::interrupt`]) nothing is redrawn:
+//! the terminal has echoed `^C` below the view, so a redraw in place would
+//! land one line off; the last frame stays and the cursor goes to a new line.
 //!
 //! Also the image build's view (`ironclad image build` on a terminal): its
 //! steps as lines, and a spinner below them carrying mmdebstrap's heartbeat.
@@ -17,7 +20,8 @@
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use ironclad_host::cluster::lifecycle::{self, Event, NodeStep, Stage};
 use std::fmt::Write as _;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// How often the spinners and times are redrawn.
@@ -181,11 +185,17 @@ impl Table {
     }
 }
 
+/// The table and the drawn node lines, in its order.
+type Shared = Arc<Mutex<(Table, Vec<ProgressBar>)>>;
+
 /// The drawn view of `create` and `start`.
 pub struct Live {
     multi: MultiProgress,
     stage_bar: ProgressBar,
-    state: Mutex<(Table, Vec<ProgressBar>)>,
+    state: Shared,
+    /// Ends the ticker.
+    stop: Arc<AtomicBool>,
+    ticker: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Live {
@@ -197,12 +207,22 @@ impl Live {
     fn on(target: ProgressDrawTarget) -> Live {
         let multi = MultiProgress::with_draw_target(target);
         let stage_bar = multi.add(ProgressBar::new_spinner().with_style(stage_running()));
-        stage_bar.enable_steady_tick(TICK);
         *lock(&ACTIVE) = Some(multi.clone());
+        let state: Shared = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = std::thread::Builder::new()
+            .name("progress-ticker".into())
+            .spawn({
+                let (stage_bar, state, stop) = (stage_bar.clone(), state.clone(), stop.clone());
+                move || tick(&stage_bar, &state, &stop)
+            })
+            .ok();
         Live {
             multi,
             stage_bar,
-            state: Mutex::new((Table::default(), Vec::new())),
+            state,
+            stop,
+            ticker,
         }
     }
 
@@ -218,13 +238,11 @@ impl Live {
             let bar = self
                 .multi
                 .add(ProgressBar::new_spinner().with_style(node_running()));
-            bar.enable_steady_tick(TICK);
             bars.push(bar);
         }
         for (row, bar) in table.nodes.iter().zip(bars.iter()) {
             bar.set_prefix(format!("{:<width$}", row.name));
             if row.ready.is_some() && !bar.is_finished() {
-                bar.disable_steady_tick();
                 bar.set_style(node_settled());
             }
             bar.set_message(row.message());
@@ -272,10 +290,37 @@ impl Drop for Live {
     /// Ready or not (an error, Ctrl-C), the lines stay as they were last
     /// drawn, and stderr is plain again for what follows.
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+        let interrupted = ironclad_host::interrupt::requested();
+        if interrupted {
+            self.multi.set_draw_target(ProgressDrawTarget::hidden());
+        }
         let guard = lock(&self.state);
         let failed = guard.0.stage != Some(Stage::Ready);
         self.settle(&guard.1, if failed { stage_failed() } else { stage_done() });
         *lock(&ACTIVE) = None;
+        if interrupted {
+            eprintln!();
+        }
+    }
+}
+
+/// Redraws the running lines every [`TICK`] (spinners, times) until `stop`,
+/// or until Ctrl-C: then it draws nothing more (see the module doc).
+fn tick(stage_bar: &ProgressBar, state: &Shared, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(TICK);
+        if ironclad_host::interrupt::requested() {
+            return;
+        }
+        let guard = lock(state);
+        for bar in guard.1.iter().filter(|b| !b.is_finished()) {
+            bar.tick();
+        }
+        stage_bar.tick();
     }
 }
 

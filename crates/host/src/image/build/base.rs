@@ -145,13 +145,15 @@ fn tail_of(path: &Path, n: u64) -> Vec<u8> {
 }
 
 /// The last line of `log` with something printable in it, as it would show
-/// on a terminal (after its last carriage return), control characters
-/// dropped, cut to [`HEARTBEAT_LINE_CHARS`].
+/// on a terminal (after its last carriage return), escape sequences and
+/// other control characters dropped, cut to [`HEARTBEAT_LINE_CHARS`].
 fn last_line(log: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(log);
     text.split('\n').rev().find_map(|line| {
-        let shown = line.rsplit('\r').find(|seg| !seg.trim().is_empty())?;
-        let clean: String = shown.chars().filter(|c| !c.is_control()).collect();
+        let clean = line
+            .rsplit('\r')
+            .map(printable)
+            .find(|seg| !seg.trim().is_empty())?;
         let clean = clean.trim();
         if clean.is_empty() {
             return None;
@@ -161,6 +163,28 @@ fn last_line(log: &[u8]) -> Option<String> {
             None => clean.to_string(),
         })
     })
+}
+
+/// `s` without ANSI escape sequences (`ESC [ ... final`, `ESC x`) and other
+/// control characters.
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.next() == Some('[') {
+                // Parameters and intermediates up to the final byte.
+                for c in chars.by_ref() {
+                    if ('\x40'..='\x7e').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else if !c.is_control() {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn wanted_from_base(rel: &Path) -> bool {
@@ -228,10 +252,7 @@ mod tests {
         // bytes and other control characters are dropped.
         let log = b"I: a\nProgress: 10%\rProgress: 55%\r\n\x1b[0m\n";
         assert_eq!(last_line(log).unwrap(), "Progress: 55%");
-        assert_eq!(
-            last_line(b"I: \x1b[1mbold\x1b[0m").unwrap(),
-            "I: [1mbold[0m"
-        );
+        assert_eq!(last_line(b"I: \x1b[1mbold\x1b[0m").unwrap(), "I: bold");
         assert_eq!(last_line(b""), None);
         assert_eq!(last_line(b"\n \r\n\t\n"), None);
         // Long lines are cut on a character boundary.
