@@ -320,7 +320,9 @@ fn tick(stage_bar: &ProgressBar, state: &Shared, stop: &AtomicBool) {
         for bar in guard.1.iter().filter(|b| !b.is_finished()) {
             bar.tick();
         }
-        stage_bar.tick();
+        if !stage_bar.is_finished() {
+            stage_bar.tick();
+        }
     }
 }
 
