@@ -196,7 +196,9 @@ fn build(a: BuildArgs) -> CliResult {
         refresh_base: a.refresh_base,
     };
     let recipe = RecipeRef::parse(&a.recipe);
-    let built = match image::ensure_built(&recipe, &opts, &super::progress::Lines) {
+    // Each build gets its own view, gone before anything else is printed.
+    let build = || image::ensure_built(&recipe, &opts, super::progress::image_progress().as_ref());
+    let built = match build() {
         // `image build` is the command the error of a damaged entry points
         // to: it drops the entry and builds it again.
         Err(ImageError::Damaged { dir, damage, .. }) => {
@@ -207,7 +209,7 @@ fn build(a: BuildArgs) -> CliResult {
             std::fs::remove_dir_all(&dir).map_err(|e| {
                 Failure::failed(miette::miette!("cannot remove {}: {e}", dir.display()))
             })?;
-            image::ensure_built(&recipe, &opts, &super::progress::Lines)
+            build()
         }
         other => other,
     }

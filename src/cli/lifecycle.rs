@@ -202,7 +202,9 @@ pub fn create(g: &Global, a: CreateArgs) -> CliResult {
     // in their own session and would not see a terminal's Ctrl-C).
     let catch = ironclad_host::interrupt::catch()
         .map_err(|e| Failure::msg(Exit::Failed, format!("cannot catch Ctrl-C: {e}")))?;
-    let created = lifecycle::create(&opts, &super::progress::Lines);
+    // The view (on a terminal) ends with this statement: before anything
+    // below prints.
+    let created = lifecycle::create(&opts, super::progress::lifecycle_progress().as_ref());
     drop(catch);
     let report = match created {
         Ok(r) => r,
@@ -402,7 +404,28 @@ pub fn stop(g: &Global, a: StopArgs) -> CliResult {
 pub fn start(g: &Global, a: StartArgs) -> CliResult {
     let root = g.state_root()?;
     let name = super::select::cluster(&root, a.name)?;
-    let r = on_nodes(&root, &name, a.node.as_ref(), a.timeout, lifecycle::start)?;
+    // Ctrl-C and SIGTERM end the wait (its loops notice them), so that the
+    // progress view is left drawn and the terminal sane; what was started
+    // keeps running, as it did when the signal ended the process.
+    let catch = ironclad_host::interrupt::catch()
+        .map_err(|e| Failure::msg(Exit::Failed, format!("cannot catch Ctrl-C: {e}")))?;
+    let started = lifecycle::start(
+        &root,
+        &name,
+        a.node.as_ref(),
+        Duration::from_secs(a.timeout),
+        super::progress::lifecycle_progress().as_ref(),
+    );
+    drop(catch);
+    let r = started.map_err(|e| match e {
+        LifecycleError::Interrupted => Failure::msg(
+            Exit::Interrupted,
+            format!(
+                "interrupted: what start started keeps running; `ironclad stop {name}` stops it"
+            ),
+        ),
+        e => failure(e),
+    })?;
     print_up("started", &r, a.output)
 }
 

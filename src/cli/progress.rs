@@ -4,6 +4,13 @@
 //! is read afterwards); `-q` silences them. Diagnostics (`-v`, `-vv`,
 //! `RUST_LOG`) go through `tracing`, the events of the libraries underneath
 //! (reqwest, rustls, hyper, tonic, qapi) included.
+//!
+//! On a terminal (and without `-q` or `-v`, and unless `TERM=dumb`),
+//! `create`, `start` and `image build` draw a live view instead ([`live`]):
+//! what [`lifecycle_progress`] and [`image_progress`] hand out. Anywhere else
+//! they print exactly the plain lines ([`Lines`]).
+
+mod live;
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -13,6 +20,8 @@ use std::time::Instant;
 static QUIET: AtomicBool = AtomicBool::new(false);
 static START: OnceLock<Instant> = OnceLock::new();
 static TERMINAL: OnceLock<bool> = OnceLock::new();
+/// Whether progress may be drawn as a live view (set by [`init`]).
+static LIVE: AtomicBool = AtomicBool::new(false);
 
 /// How much the user asked to hear (`-v`, `-q`; global flags).
 #[derive(Debug, Clone, clap::Args)]
@@ -44,22 +53,71 @@ impl Verbosity {
 pub fn init(v: &Verbosity) {
     QUIET.store(v.quiet, Ordering::Relaxed);
     START.get_or_init(Instant::now);
+    LIVE.store(
+        !v.quiet && v.verbose == 0 && std::io::stderr().is_terminal() && !dumb_terminal(),
+        Ordering::Relaxed,
+    );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(v.filter()));
     // Fails only when a subscriber is already set (then that one is kept).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| AboveTheView)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
-/// One progress line, unless `-q`.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the terminal's kind, read at the command line's edge"
+)]
+fn dumb_terminal() -> bool {
+    std::env::var_os("TERM").is_some_and(|t| t == "dumb")
+}
+
+/// stderr for `tracing`: each event is written in one piece, above the live
+/// view when one is drawn.
+struct AboveTheView;
+
+impl std::io::Write for AboveTheView {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        live::above(|| std::io::stderr().write(buf))
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        live::above(|| std::io::stderr().write_all(buf))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// One progress line, unless `-q` (above the live view when one is drawn).
 pub fn line(message: &str) {
     if QUIET.load(Ordering::Relaxed) {
         return;
     }
-    eprintln!("{}", stamped(message));
+    live::above(|| eprintln!("{}", stamped(message)));
+}
+
+/// Where `create` and `start` report: the live view on a terminal, else
+/// plain lines. The view takes stderr until the value is dropped, and its
+/// lines stay printed then.
+pub fn lifecycle_progress() -> Box<dyn ironclad_host::cluster::lifecycle::Progress> {
+    if LIVE.load(Ordering::Relaxed) {
+        Box::new(live::Live::stderr())
+    } else {
+        Box::new(Lines)
+    }
+}
+
+/// Where `image build` reports: its steps as lines, on a terminal with a
+/// spinner below them carrying the step running and its heartbeat.
+pub fn image_progress() -> Box<dyn ironclad_host::image::Progress> {
+    if LIVE.load(Ordering::Relaxed) {
+        Box::new(live::ImageLive::stderr())
+    } else {
+        Box::new(Lines)
+    }
 }
 
 fn stamped(message: &str) -> String {

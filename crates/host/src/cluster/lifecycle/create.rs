@@ -67,7 +67,8 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
         progress.line(&why);
     }
 
-    progress.line(&format!("image {}: building or reusing", cluster.image));
+    let building = format!("image {}: building or reusing", cluster.image);
+    progress.event(&Event::Stage(Stage::Image, Some(&building)));
     let image = crate::image::ensure_built(
         &crate::image::RecipeRef::parse(&cluster.image),
         &crate::image::BuildOptions {
@@ -77,11 +78,11 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
         },
         &ImageProgress(progress),
     )?;
-    progress.line(&format!(
+    progress.event(&Event::Step(&format!(
         "image {} ({})",
         &image.key[..image.key.len().min(12)],
         if image.cache_hit { "cached" } else { "built" }
-    ));
+    )));
 
     if crate::interrupt::requested() {
         return Err(LifecycleError::Interrupted);
@@ -126,7 +127,7 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
 pub(super) struct ImageProgress<'a>(&'a dyn Progress);
 impl crate::image::Progress for ImageProgress<'_> {
     fn phase(&self, message: &str) {
-        self.0.line(&format!("image: {message}"));
+        self.0.event(&Event::Step(&format!("image: {message}")));
     }
 }
 
@@ -148,7 +149,10 @@ pub(super) fn prepare_dir(
         )
     });
     crate::fsutil::write_secret(&paths.cluster_yaml(), source.as_bytes())?;
-    progress.line("secrets and machine configs");
+    progress.event(&Event::Stage(
+        Stage::Secrets,
+        Some("secrets and machine configs"),
+    ));
     crate::configdir::generate(cluster, paths.dir())?;
     for d in [paths.disks_dir(), paths.logs_dir(), paths.run_dir()] {
         crate::fsutil::create_private_dir(&d)?;
@@ -179,7 +183,10 @@ pub(super) fn prepare_dir(
             last_exit: None,
         });
     }
-    progress.line(&format!("{} state disks (qcow2)", nodes.len()));
+    progress.event(&Event::Step(&format!(
+        "{} state disks (qcow2)",
+        nodes.len()
+    )));
     let state = ClusterState {
         api_version: crate::API_VERSION.to_string(),
         kind: crate::cluster::state::KIND.to_string(),

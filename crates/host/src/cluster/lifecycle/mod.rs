@@ -161,11 +161,6 @@ fn names(nodes: &[NodeName]) -> String {
 
 type Result<T, E = LifecycleError> = std::result::Result<T, E>;
 
-/// Where progress lines go (the CLI prints them to stderr).
-pub trait Progress {
-    fn line(&self, message: &str);
-}
-
 /// Host tools the lifecycle runs itself (the engine names its own), with
 /// their Debian packages.
 const TOOLS: &[(&str, &str)] = &[("qemu-img", "qemu-utils")];
@@ -192,6 +187,7 @@ pub fn check_host_tools(engine: &dyn Engine) -> Result<()> {
 mod create;
 mod disks;
 mod ops;
+mod progress;
 mod query;
 mod readiness;
 #[cfg(test)]
@@ -200,6 +196,7 @@ mod tests;
 pub use create::*;
 pub use disks::*;
 pub use ops::*;
+pub use progress::{Event, NodeStep, Progress, Stage};
 pub use query::*;
 pub use readiness::*;
 

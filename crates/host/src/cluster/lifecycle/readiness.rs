@@ -71,6 +71,7 @@ pub(super) fn up(
     timeout: Duration,
     progress: &dyn Progress,
 ) -> Result<UpReport> {
+    progress.event(&Event::Stage(Stage::Supervisor, None));
     engine.launch(paths, progress)?;
     let names: Vec<NodeName> = state
         .nodes
@@ -78,9 +79,10 @@ pub(super) fn up(
         .filter(|n| only.is_none_or(|o| *o == n.name))
         .map(|n| n.name.clone())
         .collect();
+    progress.event(&Event::Stage(Stage::Boot, None));
     for n in &names {
         engine.start_node(paths, n)?;
-        progress.line(&format!("{n}: booting"));
+        progress.event(&Event::Node(n.as_str(), NodeStep::Booting));
     }
     // etcd bootstrap and join start at once, in parallel with the readiness
     // wait: they only need the node APIs, which answer before `ready`. A
@@ -96,8 +98,10 @@ pub(super) fn up(
         progress,
     )?;
     if let Some(c) = converging {
+        progress.event(&Event::Stage(Stage::Etcd, None));
         finish_converge(c, progress)?;
     }
+    progress.event(&Event::Stage(Stage::Ready, None));
     Ok(UpReport {
         cluster: state.name.clone(),
         dir: paths.dir().to_path_buf(),
@@ -109,20 +113,20 @@ pub(super) fn up(
 
 /// The cluster-level setup through the node APIs, running on its own thread:
 /// etcd bootstrap on the first control plane and the join (learner, promote)
-/// of the others ([`crate::cluster::etcd::converge`]). Progress lines arrive on the
-/// channel.
+/// of the others ([`crate::cluster::etcd::converge`]). Its steps (node, step)
+/// arrive on the channel.
 pub struct Converging {
-    lines: std::sync::mpsc::Receiver<String>,
+    steps: std::sync::mpsc::Receiver<(String, String)>,
     task: std::thread::JoinHandle<std::result::Result<usize, String>>,
 }
 
 /// Starts [`Converging`] for the cluster at `paths`.
 pub fn start_converge(paths: &ClusterPaths) -> Converging {
     let client_yaml = paths.client_yaml();
-    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let (tx, steps) = std::sync::mpsc::channel::<(String, String)>();
     let task = std::thread::spawn(move || {
         let mut report = |node: &str, step: &crate::cluster::etcd::Step| {
-            let _ = tx.send(format!("{node}: {step}"));
+            let _ = tx.send((node.to_string(), step.to_string()));
         };
         crate::cluster::etcd::converge_blocking(
             &client_yaml,
@@ -132,7 +136,7 @@ pub fn start_converge(paths: &ClusterPaths) -> Converging {
         .map(|m| m.members.len())
         .map_err(|e| e.to_string())
     });
-    Converging { lines, task }
+    Converging { steps, task }
 }
 
 /// Prints the progress of `c` and waits for its end.
@@ -141,15 +145,17 @@ pub fn finish_converge(c: Converging, progress: &dyn Progress) -> Result<()> {
         if crate::interrupt::requested() {
             return Err(LifecycleError::Interrupted);
         }
-        match c.lines.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => progress.line(&line),
+        match c.steps.recv_timeout(Duration::from_millis(200)) {
+            Ok((node, step)) => progress.event(&Event::Node(&node, NodeStep::Etcd(&step))),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     match c.task.join() {
         Ok(Ok(members)) => {
-            progress.line(&format!("etcd: {members} voting members, healthy"));
+            progress.event(&Event::Step(&format!(
+                "etcd: {members} voting members, healthy"
+            )));
             Ok(())
         }
         Ok(Err(e)) => Err(LifecycleError::Etcd(e)),
@@ -205,12 +211,15 @@ pub fn wait_ready(
             if let Some(p) = last_phase(&engine.console_log(paths, name))
                 && phases.get(name) != Some(&p)
             {
-                progress.line(&format!("{name}: {p}"));
+                progress.event(&Event::Node(name.as_str(), NodeStep::Phase(&p)));
                 phases.insert(name.clone(), p);
             }
             if conditions.iter().all(|c| c.met(engine, paths, node)) {
                 let secs = t0.elapsed().as_secs_f64();
-                progress.line(&format!("{name}: ready after {secs:.1} s"));
+                progress.event(&Event::Node(
+                    name.as_str(),
+                    NodeStep::Ready { seconds: secs },
+                ));
                 ready.push((name.clone(), secs));
             }
         }

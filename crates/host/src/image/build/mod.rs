@@ -48,8 +48,18 @@ use std::time::Instant;
 
 /// Where the build reports what it is doing.
 pub trait Progress {
+    /// A step began or ended (`mmdebstrap ...`, `squashfs: 31 MiB (4.2s)`).
     fn phase(&self, message: &str);
+    /// A long step is still running (`mmdebstrap ... (40 s) <its last log
+    /// line>`, every [`HEARTBEAT`]); by default printed like a phase. A live
+    /// view may show it in place instead.
+    fn heartbeat(&self, message: &str) {
+        self.phase(message);
+    }
 }
+
+/// How often a long build step (mmdebstrap) reports that it still runs.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Progress lines on stderr, `image: ...`.
 #[derive(Debug, Clone, Copy, Default)]
