@@ -12,6 +12,7 @@ pub mod matrix_cmd;
 mod node_cmd;
 mod progress;
 mod select;
+pub mod support_cmd;
 mod validate;
 
 use crate::spec::{ClusterName, NAME_RULE, NameError, NodeName};
@@ -165,6 +166,8 @@ enum Command {
     Supervise(lifecycle::SuperviseArgs),
     /// Run the conformance and breakout matrix on a running cluster.
     Matrix(matrix_cmd::Args),
+    /// Write a bug-report bundle of a cluster (logs, state, versions; no secrets).
+    Support(support_cmd::Args),
     /// What a bug report needs: versions, commit, machined and its image key,
     /// QEMU, the accelerator `auto` picks here and why, the host.
     Version(about::VersionArgs),
@@ -223,6 +226,7 @@ pub fn main() -> ExitCode {
         Command::Destroy(a) => lifecycle::destroy(&global, a),
         Command::Console(a) => lifecycle::console(&global, a),
         Command::Supervise(a) => lifecycle::supervise(a),
+        Command::Support(a) => support_cmd::run(&global, a),
         Command::Version(a) => about::version(a),
         Command::Completion(a) => about::completion(a),
         Command::Man(a) => about::man(a),
