@@ -28,6 +28,8 @@ pub struct Args {
     /// List the checks and exit.
     #[arg(long)]
     pub list: bool,
+    #[command(flatten)]
+    pub support: super::support_cmd::OnFailure,
 }
 
 fn list() -> String {
@@ -78,9 +80,36 @@ pub fn run(args: Args, global: &Global) -> CliResult {
         matrix::run::MatrixError::Select(_) | matrix::run::MatrixError::NoCluster { .. } => {
             Failure::msg(Exit::BadInput, e)
         }
-        other => Failure::msg(Exit::Failed, other),
+        other => args
+            .support
+            .attach(&root, &name, Failure::msg(Exit::Failed, other)),
     })?;
+    keep_report(&root, &name, &report);
     print_report(&report, args.output, args.junit.as_deref())
+        .map_err(|f| args.support.attach(&root, &name, f))
+}
+
+/// Keeps the report in the cluster's directory, where `ironclad support`
+/// finds it; failing to is only said.
+fn keep_report(root: &Path, name: &ClusterName, report: &matrix::Report) {
+    let paths = crate::cluster::paths::ClusterPaths::new(root, name);
+    let json = paths.matrix_report_json();
+    let kept = json
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| crate::fsutil::write_public(&json, render::json(report).as_bytes()))
+        .and_then(|()| {
+            crate::fsutil::write_public(
+                &paths.matrix_report_junit(),
+                render::junit(report).as_bytes(),
+            )
+        });
+    if let Err(e) = kept {
+        say(&format!(
+            "cannot keep the report in {}: {e}",
+            json.display()
+        ));
+    }
 }
 
 /// Progress on stderr (stdout carries the report).
@@ -122,6 +151,7 @@ pub fn run_after_create(
         matrix::run::run(&ctx, &[], false, &say).await
     })?
     .map_err(|e| Failure::msg(Exit::Failed, e))?;
+    keep_report(root, name, &report);
     print_report(&report, output, junit)
 }
 

@@ -63,7 +63,7 @@ pub fn run(g: &Global, a: Args) -> CliResult {
     match a.output {
         Output::Json => println!("{}", super::node_cmd::json(&written)?),
         Output::Text => {
-            for m in &written.missing {
+            for m in written.missing {
                 println!("  not collected: {}: {}", m.what, m.why);
             }
             println!(
@@ -109,7 +109,7 @@ pub fn write(
         node_timeout,
     };
     let say = |s: &str| super::progress::line(&format!("support: {s}"));
-    let bundle = super::block_on(support::collect(&req, &say))?.map_err(failure)?;
+    let bundle = support::collect(&req, &say).map_err(failure)?;
     let bytes = support::write_tar_gz(&bundle, name, file).map_err(failure)?;
     Ok(Summary {
         bytes,
@@ -117,6 +117,67 @@ pub fn write(
         missing: bundle.missing,
         redacted: bundle.redacted.iter().map(|r| r.count).sum(),
     })
+}
+
+/// The environment variable CI services set; when it is set, a failing
+/// `create` or `matrix` writes a bundle without being asked.
+pub const CI_ENV: &str = "CI";
+
+/// `--support-on-failure FILE` of `create` and `matrix`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OnFailure {
+    /// When the command fails, write a support bundle to FILE before it
+    /// exits [default when the CI environment variable is set:
+    /// support-<name>-<UTC time>.tar.gz in the working directory].
+    #[arg(long, value_name = "FILE")]
+    pub support_on_failure: Option<PathBuf>,
+}
+
+impl OnFailure {
+    /// Where to write the bundle when the command fails, if anywhere.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "CI services announce themselves only through this variable, and a flag cannot be added to every CI job"
+    )]
+    fn file(&self, name: &ClusterName) -> Option<PathBuf> {
+        self.support_on_failure.clone().or_else(|| {
+            std::env::var_os(CI_ENV)
+                .is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+                .then(|| {
+                    PathBuf::from(support::default_file_name(
+                        name,
+                        time::OffsetDateTime::now_utc(),
+                    ))
+                })
+        })
+    }
+
+    /// `failure` of a command on cluster `name`, with a note saying how to
+    /// make a bundle, or where it was written (when asked for, or on CI).
+    pub fn attach(&self, root: &Path, name: &ClusterName, mut failure: Failure) -> Failure {
+        let is_cluster = matches!(
+            crate::cluster::paths::find(root, name),
+            Ok(crate::cluster::paths::Found::Cluster(_))
+        );
+        if !is_cluster || failure.exit == Exit::BadInput || failure.exit == Exit::Interrupted {
+            return failure;
+        }
+        let note = match self.file(name) {
+            None => format!(
+                "To report this: `ironclad support {name}` writes a bundle of the cluster's logs and state (no secrets) to attach."
+            ),
+            Some(file) => match write(root, name, &file, Duration::from_secs(5)) {
+                Ok(s) => format!(
+                    "Support bundle: {} ({}); attach it to a bug report.",
+                    file.display(),
+                    human_bytes(s.bytes)
+                ),
+                Err(e) => format!("No support bundle: {:?}", e.report),
+            },
+        };
+        failure.note = Some(note);
+        failure
+    }
 }
 
 fn failure(e: SupportError) -> Failure {

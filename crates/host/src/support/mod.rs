@@ -209,11 +209,9 @@ pub struct Request<'a> {
 }
 
 /// Collects the bundle of cluster `req.name`; `say` gets one progress line
-/// per step and per node.
-pub async fn collect(
-    req: &Request<'_>,
-    say: &(dyn Fn(&str) + Sync),
-) -> Result<Bundle, SupportError> {
+/// per step and per node. Blocks: the nodes are asked on the process's one
+/// runtime ([`crate::runtime`]), so this must not be called from a task of it.
+pub fn collect(req: &Request<'_>, say: &(dyn Fn(&str) + Sync)) -> Result<Bundle, SupportError> {
     let paths = match crate::cluster::paths::find(req.root, req.name) {
         Ok(Found::Cluster(p)) => p,
         Ok(Found::Absent) => {
@@ -243,7 +241,18 @@ pub async fn collect(
     host_side(&mut b, &paths, req);
     let state = ClusterState::load(&paths.cluster_json()).ok();
     match &state {
-        Some(state) => nodes::collect(&mut b, &paths, state, req.node_timeout, say).await,
+        Some(state) => {
+            let asked = crate::runtime::block_on(nodes::collect(
+                &mut b,
+                &paths,
+                state,
+                req.node_timeout,
+                say,
+            ));
+            if let Err(e) = asked {
+                b.miss("nodes/", format!("cannot start the async runtime: {e}"));
+            }
+        }
         None => b.miss(
             "nodes/",
             "the cluster's state (cluster.json) cannot be read",
@@ -367,24 +376,16 @@ fn recipe_bytes(info: &crate::image::manifest::RecipeInfo) -> Result<Vec<u8>, St
 
 /// The last matrix report the `matrix` command kept, when there is one.
 fn matrix_report(b: &mut Bundle, paths: &ClusterPaths) {
-    let dir = paths.dir().join("matrix");
-    let mut any = false;
-    for (name, file) in [
-        ("matrix/last.json", "last.json"),
-        ("matrix/last.xml", "last.xml"),
-    ] {
-        let p = dir.join(file);
-        if p.is_file() {
-            any = true;
-            b.add_file(name, &p);
-        }
-    }
-    if !any {
+    let json = paths.matrix_report_json();
+    if !json.is_file() {
         b.miss(
             "matrix/",
             "no matrix report (the matrix has not run on this cluster)",
         );
+        return;
     }
+    b.add_file("matrix/last.json", &json);
+    b.add_file("matrix/last.xml", &paths.matrix_report_junit());
 }
 
 /// The last `limit` bytes of the file at `path`, with a first line saying

@@ -49,8 +49,8 @@ fn read_bundle(file: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-#[tokio::test]
-async fn a_stopped_clusters_bundle_has_its_files_and_no_secret() {
+#[test]
+fn a_stopped_clusters_bundle_has_its_files_and_no_secret() {
     let root = tempfile::tempdir().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let cluster = parse_cluster_file(&repo.join("clusters/dev.yaml")).unwrap();
@@ -83,9 +83,7 @@ async fn a_stopped_clusters_bundle_has_its_files_and_no_secret() {
         node_timeout: Duration::from_secs(1),
     };
     let said = std::sync::Mutex::new(Vec::new());
-    let b = collect(&req, &|s: &str| said.lock().unwrap().push(s.to_string()))
-        .await
-        .unwrap();
+    let b = collect(&req, &|s: &str| said.lock().unwrap().push(s.to_string())).unwrap();
     assert!(!said.lock().unwrap().is_empty());
     let file = root.path().join("bundle.tar.gz");
     write_tar_gz(&b, &name, &file).unwrap();
@@ -135,8 +133,8 @@ async fn a_stopped_clusters_bundle_has_its_files_and_no_secret() {
     assert!(String::from_utf8_lossy(log).starts_with("started\n[REDACTED]"));
 }
 
-#[tokio::test]
-async fn no_cluster_is_an_error_naming_it() {
+#[test]
+fn no_cluster_is_an_error_naming_it() {
     let root = tempfile::tempdir().unwrap();
     let name: ClusterName = "nope".parse().unwrap();
     let req = Request {
@@ -145,6 +143,6 @@ async fn no_cluster_is_an_error_naming_it() {
         version: serde_json::Value::Null,
         node_timeout: Duration::from_secs(1),
     };
-    let e = collect(&req, &|_| {}).await.err().unwrap();
+    let e = collect(&req, &|_| {}).err().unwrap();
     assert!(matches!(e, SupportError::NoCluster { .. }), "{e}");
 }
