@@ -16,6 +16,7 @@ use std::process::{Command, Output};
 
 fn ironclad(state: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ironclad"))
+        .env_remove("CI")
         .arg("--state-dir")
         .arg(state)
         .args(args)

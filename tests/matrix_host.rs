@@ -212,6 +212,7 @@ fn cli_runs_the_matrix_from_the_state_dir() {
     cfg.save(&dir.join("client.yaml")).unwrap();
     let junit = state.path().join("matrix.xml");
     let out = Command::new(bin)
+        .env_remove("CI")
         .args([
             "matrix", "--check", "CONF-01", "--check", "API-04", "--check", "RT-02", "--output",
             "json", "--junit",
@@ -240,6 +241,7 @@ fn cli_runs_the_matrix_from_the_state_dir() {
 
     // Bad input: exit 2 with the reason, before anything is contacted.
     let out = Command::new(bin)
+        .env_remove("CI")
         .args(["matrix", "mx", "--check", "NOPE-9"])
         .arg("--state-dir")
         .arg(state.path())
@@ -248,6 +250,7 @@ fn cli_runs_the_matrix_from_the_state_dir() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NOPE-9"));
     let out = Command::new(bin)
+        .env_remove("CI")
         .args(["matrix", "nope"])
         .arg("--state-dir")
         .arg(state.path())
@@ -255,6 +258,7 @@ fn cli_runs_the_matrix_from_the_state_dir() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = Command::new(bin)
+        .env_remove("CI")
         .args(["matrix", "--list"])
         .output()
         .unwrap();
@@ -272,6 +276,7 @@ fn cli_runs_the_matrix_from_the_state_dir() {
     );
     down.save(&dir.join("client.yaml")).unwrap();
     let out = Command::new(bin)
+        .env_remove("CI")
         .args(["matrix", "--check", "CONF-01"])
         .arg("--state-dir")
         .arg(state.path())

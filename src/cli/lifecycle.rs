@@ -17,7 +17,7 @@ pub struct CreateArgs {
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
     /// Accelerator: auto picks KVM when a standard guest kernel can run on it, else TCG.
-    #[arg(short = 'o', long, value_enum, default_value_t)]
+    #[arg(long, value_enum, default_value_t)]
     accel: AccelChoice,
     /// Seconds to wait for every node to be ready.
     #[arg(long, default_value_t = 300)]
@@ -37,6 +37,8 @@ pub struct CreateArgs {
     /// whatever of it runs, instead of stopping and removing it.
     #[arg(long)]
     keep_on_interrupt: bool,
+    #[command(flatten)]
+    support: super::support_cmd::OnFailure,
 }
 
 #[derive(Debug, clap::Args)]
@@ -211,7 +213,7 @@ pub fn create(g: &Global, a: CreateArgs) -> CliResult {
         Err(e) if ironclad_host::interrupt::requested() => {
             return Err(interrupted(&opts.root, e, a.keep_on_interrupt));
         }
-        Err(e) => return Err(failure(e)),
+        Err(e) => return Err(a.support.attach(&opts.root, &cluster.name, failure(e))),
     };
     if !(a.matrix && a.output == Output::Json) {
         print_up("created", &report, a.output)?;
@@ -228,7 +230,8 @@ pub fn create(g: &Global, a: CreateArgs) -> CliResult {
             &report.cluster,
             a.output,
             a.junit.as_deref(),
-        )?;
+        )
+        .map_err(|f| a.support.attach(&opts.root, &report.cluster, f))?;
     }
     Ok(())
 }

@@ -41,6 +41,8 @@ pub struct Args {
     /// List the checks and exit.
     #[arg(long)]
     pub list: bool,
+    #[command(flatten)]
+    pub support: super::support_cmd::OnFailure,
 }
 
 fn list() -> String {
@@ -100,9 +102,35 @@ pub fn run(args: Args, global: &Global) -> CliResult {
         matrix::run::MatrixError::Client(
             crate::client::ClientError::Read { .. } | crate::client::ClientError::Setup(_),
         ) if given_file => Failure::msg(Exit::BadInput, e),
-        other => Failure::msg(Exit::Failed, other),
+        other => source.attach(&args, Failure::msg(Exit::Failed, other)),
     })?;
-    print_report(&report, args.output, args.junit.as_deref())
+    if let Source::State { root, name } = &source {
+        keep_report(root, name, &report);
+    }
+    print_report(&report, args.output, args.junit.as_deref()).map_err(|f| source.attach(&args, f))
+}
+
+/// Keeps the report in the cluster's directory, where `ironclad support`
+/// finds it; failing to is only said.
+fn keep_report(root: &Path, name: &ClusterName, report: &matrix::Report) {
+    let paths = crate::cluster::paths::ClusterPaths::new(root, name);
+    let json = paths.matrix_report_json();
+    let kept = json
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| crate::fsutil::write_public(&json, render::json(report).as_bytes()))
+        .and_then(|()| {
+            crate::fsutil::write_public(
+                &paths.matrix_report_junit(),
+                render::junit(report).as_bytes(),
+            )
+        });
+    if let Err(e) = kept {
+        say(&format!(
+            "cannot keep the report in {}: {e}",
+            json.display()
+        ));
+    }
 }
 
 /// Where the matrix finds its cluster.
@@ -112,6 +140,18 @@ enum Source {
     /// A client config given on the command line (checked: readable, valid,
     /// every node with an endpoint).
     File { client_yaml: PathBuf },
+}
+
+impl Source {
+    /// A failure of the matrix on this cluster, with how to make a support
+    /// bundle (or the bundle written: `--support-on-failure`, `CI`). A
+    /// cluster known only by its client config has no state to bundle.
+    fn attach(&self, args: &Args, f: Failure) -> Failure {
+        match self {
+            Source::State { root, name } => args.support.attach(root, name, f),
+            Source::File { .. } => f,
+        }
+    }
 }
 
 /// The cluster file beside a client config (a cluster's state dir has both).
@@ -201,6 +241,7 @@ pub fn run_after_create(
         matrix::run::run(&ctx, &[], false, &say).await
     })?
     .map_err(|e| Failure::msg(Exit::Failed, e))?;
+    keep_report(root, name, &report);
     print_report(&report, output, junit)
 }
 

@@ -44,8 +44,11 @@ impl Harness {
 
     /// Runs `ironclad ARGS` with this harness's state root and the shared cache.
     pub fn run(&self, args: &[&str]) -> Output {
+        // Without `CI`: a failing command would write a support bundle into
+        // the working directory (the serial logs are kept by `Drop`).
         let out = Command::new(env!("CARGO_BIN_EXE_ironclad"))
             .args(args)
+            .env_remove("CI")
             .env("IRONCLAD_STATE_DIR", self.root())
             .env("IRONCLAD_CACHE_DIR", image_cache())
             .output()

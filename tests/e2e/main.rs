@@ -13,6 +13,7 @@ mod harness;
 mod interrupt;
 mod matrix;
 mod serial_log;
+mod support;
 
 use harness::Harness;
 use std::time::{Duration, Instant};
@@ -86,6 +87,9 @@ fn dev_cluster_lifecycle() {
         let ep = n.endpoint.expect("endpoint recorded");
         assert!(ep.ip().is_loopback());
     }
+
+    // A support bundle of the running cluster.
+    support::bundle_of_running_dev_cluster(&h);
 
     // The console shows the boot.
     let console = h.ok(&["console", "dev-cp-1", "--no-follow"]);

@@ -30,6 +30,7 @@ pub mod qemu;
 pub mod runtime;
 mod serde_text;
 pub mod spec;
+pub mod support;
 pub mod version;
 
 pub use ironclad_contract as contract;

@@ -22,6 +22,7 @@
 //! run/                    unix sockets: QMP per node, the switch ports and control,
 //!                         the supervisor's control socket (supervisor.sock)
 //! supervisor.pid          the detached supervisor's pid
+//! matrix/last.json .xml   the last matrix report (JSON, JUnit), for support bundles
 //! ```
 //!
 //! Which directories are clusters ([`find`], [`list_clusters`]): a real
@@ -148,6 +149,14 @@ impl ClusterPaths {
     /// A node's QEMU stderr (start-up errors, warnings).
     pub fn qemu_log(&self, node: &NodeName) -> PathBuf {
         self.dir.join("logs").join(format!("{node}.qemu.log"))
+    }
+    /// The last matrix report, as JSON (kept for support bundles).
+    pub fn matrix_report_json(&self) -> PathBuf {
+        self.dir.join("matrix").join("last.json")
+    }
+    /// The last matrix report, as JUnit XML.
+    pub fn matrix_report_junit(&self) -> PathBuf {
+        self.dir.join("matrix").join("last.xml")
     }
     /// The supervisor's control socket.
     pub fn supervisor_socket(&self) -> PathBuf {
