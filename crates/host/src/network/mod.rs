@@ -38,6 +38,8 @@ pub mod frame;
 mod mac;
 mod switch;
 
-pub use control::{ControlClient, ControlClientError, ErrorCode, Request, Response, Status};
+pub use control::{
+    ControlClient, ControlClientError, ErrorCode, NodeFaults, Request, Response, Status,
+};
 pub use mac::{MacAddr, MacError};
 pub use switch::{Switch, SwitchConfig, SwitchError, control_socket, port_socket};

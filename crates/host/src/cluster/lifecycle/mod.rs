@@ -12,7 +12,7 @@
 //! By concern: `create` (the state dir, configs), `disks` (overlays and
 //! formatted state disks), `readiness` (conditions, the wait, converge,
 //! booting with `up`), `ops` (start, stop, destroy), `query` (status, list,
-//! console); this module holds the errors and the helpers they share.
+//! console), `net` (network faults through the engine); this module holds the errors and the helpers they share.
 //!
 //! Where the nodes run is not this module's business: every public operation
 //! picks the cluster's engine once ([`crate::cluster::engine::selected`]) and
@@ -191,6 +191,7 @@ pub fn check_host_tools(engine: &dyn Engine) -> Result<()> {
 
 mod create;
 mod disks;
+mod net;
 mod ops;
 mod query;
 mod readiness;
@@ -199,6 +200,7 @@ mod tests;
 
 pub use create::*;
 pub use disks::*;
+pub use net::*;
 pub use ops::*;
 pub use query::*;
 pub use readiness::*;
