@@ -169,10 +169,11 @@ impl std::fmt::Display for NodeFaults {
         if self.delay_ms > 0 {
             parts.push(format!("delay {} ms", self.delay_ms));
         }
+        // `pad`, so that a width given by the caller (a table column) holds.
         if parts.is_empty() {
-            f.write_str("-")
+            f.pad("-")
         } else {
-            f.write_str(&parts.join(", "))
+            f.pad(&parts.join(", "))
         }
     }
 }
@@ -318,6 +319,10 @@ mod tests {
         let none = Faults::default().of_node("a");
         assert!(!none.any());
         assert_eq!(none.to_string(), "-");
+        assert_eq!(
+            format!("[{a:<36}]"),
+            "[partitioned, loss 10%, delay 50 ms  ]"
+        );
         assert_eq!(
             serde_json::to_string(&a).unwrap(),
             r#"{"partitioned":true,"lossPercent":10,"delayMs":50}"#

@@ -78,9 +78,10 @@ impl NetAction {
 /// status (`cli::net_cmd`).
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    /// The cluster is missing or unreadable (see [`super::LifecycleError`]).
+    /// The cluster is missing or unreadable (see [`super::LifecycleError`];
+    /// boxed: it is large and this is the rare path).
     #[error(transparent)]
-    Lifecycle(#[from] super::LifecycleError),
+    Lifecycle(Box<super::LifecycleError>),
     #[error(
         "cluster {cluster} is not running, so its network has no faults to set or show (a stopped cluster starts healed); start it with `ironclad start {cluster}`"
     )]
@@ -96,6 +97,12 @@ pub enum NetError {
     Refused { code: ErrorCode, message: String },
     #[error("the cluster switch answered {0}, not what was asked for")]
     Unexpected(String),
+}
+
+impl From<super::LifecycleError> for NetError {
+    fn from(e: super::LifecycleError) -> Self {
+        NetError::Lifecycle(Box::new(e))
+    }
 }
 
 fn code_name(code: ErrorCode) -> String {
