@@ -313,10 +313,13 @@ fn print_status(c: &ClusterStatus) {
     if let Some(p) = &c.problem {
         outln!("  {p}");
     }
+    if let Some(p) = &c.network_problem {
+        outln!("  network faults unknown: {p}");
+    }
     outln!(
         "{}",
         status_row([
-            &"NODE", &"ROLE", &"STATE", &"PID", &"ADDRESS", &"API", &"UPTIME"
+            &"NODE", &"ROLE", &"STATE", &"PID", &"ADDRESS", &"API", &"UPTIME", &"NETWORK"
         ])
     );
     for n in &c.nodes {
@@ -336,6 +339,9 @@ fn print_status(c: &ClusterStatus) {
                 &address,
                 &n.endpoint,
                 &uptime,
+                // The faults `ironclad net` set, "-" for none or when the
+                // cluster does not run.
+                &n.network.map_or("-".to_string(), |f| f.to_string()),
             ])
         );
     }
@@ -343,9 +349,11 @@ fn print_status(c: &ClusterStatus) {
 
 /// One line of `status`'s node table; the header is one too, so the column
 /// widths are written once.
-fn status_row(cells: [&dyn std::fmt::Display; 7]) -> String {
-    let [name, role, state, pid, address, api, uptime] = cells;
-    format!("  {name:<18} {role:<13} {state:<8} {pid:<8} {address:<12} {api:<16} {uptime:>8}")
+fn status_row(cells: [&dyn std::fmt::Display; 8]) -> String {
+    let [name, role, state, pid, address, api, uptime, network] = cells;
+    format!(
+        "  {name:<18} {role:<13} {state:<8} {pid:<8} {address:<12} {api:<16} {uptime:>8}  {network}"
+    )
 }
 
 pub fn status(g: &Global, a: StatusArgs) -> CliResult {

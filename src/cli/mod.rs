@@ -11,6 +11,7 @@ mod gen_cmd;
 mod image;
 mod lifecycle;
 pub mod matrix_cmd;
+mod net_cmd;
 mod node_cmd;
 mod out;
 mod progress;
@@ -153,6 +154,9 @@ enum Command {
     /// The cluster's etcd: members, put, get.
     #[command(subcommand)]
     Etcd(etcd_cmd::EtcdCommand),
+    /// Network faults on a running cluster: partition, loss, delay, heal, status.
+    #[command(subcommand)]
+    Net(net_cmd::NetCommand),
     /// Create a cluster: image, secrets, disks, supervisor, boot all nodes, wait until ready.
     Create(lifecycle::CreateArgs),
     /// List the clusters.
@@ -225,6 +229,7 @@ pub fn main() -> ExitCode {
         Command::Image(cmd) => image::run(&global, cmd),
         Command::Node(cmd) => node_cmd::run(&global, cmd),
         Command::Etcd(cmd) => etcd_cmd::run(&global, cmd),
+        Command::Net(cmd) => net_cmd::run(&global, cmd),
         Command::Create(a) => lifecycle::create(&global, a),
         Command::List(a) => lifecycle::list(&global, a),
         Command::Status(a) => lifecycle::status(&global, a),

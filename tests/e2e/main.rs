@@ -12,6 +12,7 @@ mod etcd;
 mod harness;
 mod interrupt;
 mod matrix;
+mod net;
 mod serial_log;
 mod support;
 

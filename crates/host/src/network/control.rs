@@ -134,6 +134,66 @@ pub struct Faults {
     pub delay_ms_by_node: BTreeMap<String, u64>,
 }
 
+/// The faults in force on one node's frames: what the switch applies to a
+/// frame to or from it when the other end has no larger fault of its own (a
+/// frame between two nodes gets the larger share and the longer delay of the
+/// two, and is dropped when either is partitioned).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeFaults {
+    /// Cut off from every other port.
+    pub partitioned: bool,
+    /// Share of its frames dropped (0 = none).
+    pub loss_percent: u8,
+    /// Delay of its frames, in ms (0 = none).
+    pub delay_ms: u64,
+}
+
+impl NodeFaults {
+    /// Whether any fault is in force.
+    pub fn any(&self) -> bool {
+        *self != NodeFaults::default()
+    }
+}
+
+/// `partitioned`, `loss 30%`, `delay 200 ms`, joined by `, `; `-` for none.
+impl std::fmt::Display for NodeFaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if self.partitioned {
+            parts.push("partitioned".to_string());
+        }
+        if self.loss_percent > 0 {
+            parts.push(format!("loss {}%", self.loss_percent));
+        }
+        if self.delay_ms > 0 {
+            parts.push(format!("delay {} ms", self.delay_ms));
+        }
+        // `pad`, so that a width given by the caller (a table column) holds.
+        if parts.is_empty() {
+            f.pad("-")
+        } else {
+            f.pad(&parts.join(", "))
+        }
+    }
+}
+
+impl Faults {
+    /// The faults in force on `node`'s frames: its own, combined with those
+    /// set for every port by the larger value (as the switch decides).
+    pub fn of_node(&self, node: &str) -> NodeFaults {
+        NodeFaults {
+            partitioned: self.partitioned.iter().any(|n| n == node),
+            loss_percent: self
+                .drop_percent
+                .max(self.drop_percent_by_node.get(node).copied().unwrap_or(0)),
+            delay_ms: self
+                .delay_ms
+                .max(self.delay_ms_by_node.get(node).copied().unwrap_or(0)),
+        }
+    }
+}
+
 /// The switch's state as reported by `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -157,6 +217,8 @@ pub enum ControlClientError {
     Io(#[from] std::io::Error),
     #[error("the switch closed the control connection")]
     Closed,
+    #[error("the switch did not answer within {} s", .0.as_secs())]
+    Timeout(std::time::Duration),
     #[error("the switch sent a response this client does not understand: {0}")]
     BadResponse(String),
 }
@@ -232,6 +294,39 @@ mod tests {
         assert!(serde_json::from_str::<Request>(r#"{"op":"status","x":1}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"drop","percent":300}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"explode"}"#).is_err());
+    }
+
+    #[test]
+    fn node_faults_combine_own_and_every_port() {
+        let f = Faults {
+            partitioned: vec!["a".into()],
+            drop_percent: 10,
+            drop_percent_by_node: [("b".to_string(), 30)].into(),
+            delay_ms: 50,
+            delay_ms_by_node: [("a".to_string(), 20)].into(),
+        };
+        let a = f.of_node("a");
+        assert_eq!(
+            a,
+            NodeFaults {
+                partitioned: true,
+                loss_percent: 10,
+                delay_ms: 50
+            }
+        );
+        assert_eq!(a.to_string(), "partitioned, loss 10%, delay 50 ms");
+        assert_eq!(f.of_node("b").loss_percent, 30);
+        let none = Faults::default().of_node("a");
+        assert!(!none.any());
+        assert_eq!(none.to_string(), "-");
+        assert_eq!(
+            format!("[{a:<36}]"),
+            "[partitioned, loss 10%, delay 50 ms  ]"
+        );
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"{"partitioned":true,"lossPercent":10,"delayMs":50}"#
+        );
     }
 
     #[test]

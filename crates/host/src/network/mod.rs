@@ -7,6 +7,8 @@
 //! that reconnect when a node restarts), and the control protocol on
 //! `<dir>/switch-ctl.sock` ([`control`]: partition, heal, drop, delay, status).
 //! Drops are decided by a seeded RNG so a bug report can replay them.
+//! People set faults with `ironclad net` (docs/networking.md), which reaches
+//! the control socket through the engine seam (`cluster::engine::Engine::fault`).
 //!
 //! Does not own: addresses (static, from the cluster CIDR, set by machined),
 //! the QEMU side of the link (see `qemu::cmdline`), or the process the switch
@@ -38,6 +40,8 @@ pub mod frame;
 mod mac;
 mod switch;
 
-pub use control::{ControlClient, ControlClientError, ErrorCode, Request, Response, Status};
+pub use control::{
+    ControlClient, ControlClientError, ErrorCode, NodeFaults, Request, Response, Status,
+};
 pub use mac::{MacAddr, MacError};
 pub use switch::{Switch, SwitchConfig, SwitchError, control_socket, port_socket};

@@ -19,6 +19,10 @@ pub struct QemuEngine;
 /// The host tools it runs.
 const TOOLS: &[(&str, &str)] = &[(supervisor::QEMU, "qemu-system-x86")];
 
+/// How long a fault request may take: the switch answers at once, so only a
+/// stuck supervisor runs into it.
+const FAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One request to the supervisor, waiting up to `timeout` for its answer.
 fn call(paths: &ClusterPaths, req: &Request, timeout: Duration) -> Result<()> {
     Ok(crate::runtime::block_on(control::call(
@@ -168,10 +172,16 @@ impl Engine for QemuEngine {
         paths: &ClusterPaths,
         request: &crate::network::Request,
     ) -> Result<crate::network::Response> {
+        use crate::network::ControlClientError;
         let path = paths.switch_control();
-        Ok(crate::runtime::block_on(async {
+        let asked = async {
             let mut ctl = crate::network::ControlClient::connect(&path).await?;
             ctl.request(request).await
+        };
+        Ok(crate::runtime::block_on(async {
+            tokio::time::timeout(FAULT_TIMEOUT, asked)
+                .await
+                .unwrap_or(Err(ControlClientError::Timeout(FAULT_TIMEOUT)))
         })??)
     }
 }

@@ -12,7 +12,7 @@
 //! By concern: `create` (the state dir, configs), `disks` (overlays and
 //! formatted state disks), `readiness` (conditions, the wait, converge,
 //! booting with `up`), `ops` (start, stop, destroy), `query` (status, list,
-//! console); this module holds the errors and the helpers they share.
+//! console), `net` (network faults through the engine); this module holds the errors and the helpers they share.
 //!
 //! Where the nodes run is not this module's business: every public operation
 //! picks the cluster's engine once ([`crate::cluster::engine::selected`]) and
@@ -186,6 +186,7 @@ pub fn check_host_tools(engine: &dyn Engine) -> Result<()> {
 
 mod create;
 mod disks;
+mod net;
 mod ops;
 mod progress;
 mod query;
@@ -195,6 +196,7 @@ mod tests;
 
 pub use create::*;
 pub use disks::*;
+pub use net::*;
 pub use ops::*;
 pub use progress::{Event, NodeStep, Progress, Stage};
 pub use query::*;

@@ -23,6 +23,10 @@ pub struct NodeStatus {
     pub uptime_seconds: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<String>,
+    /// The network faults in force on its frames (`ironclad net`), while
+    /// the cluster runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NodeFaults>,
 }
 
 /// A cluster in `status` and `list`.
@@ -40,6 +44,9 @@ pub struct ClusterStatus {
     /// Why the state could not be read (a half-created cluster).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Why the network's faults could not be read from a running cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_problem: Option<String>,
 }
 
 /// The state shown for a node: the supervisor's record, refined by the serial
@@ -71,10 +78,16 @@ pub fn status(root: &Path, name: &ClusterName) -> Result<ClusterStatus> {
                 problem: Some(format!(
                     "{e} (half-created? `ironclad destroy {name}` removes it)"
                 )),
+                network_problem: None,
             });
         }
     };
     let now = now_ms();
+    let (faults, network_problem) = match supervisor.map(|_| faults_in_force(engine, &paths)) {
+        Some(Ok(f)) => (Some(f), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+        None => (None, None),
+    };
     let nodes = state
         .nodes
         .iter()
@@ -101,6 +114,9 @@ pub fn status(root: &Path, name: &ClusterName) -> Result<ClusterStatus> {
                     None
                 },
                 last_exit: n.last_exit.clone(),
+                network: faults
+                    .as_ref()
+                    .and_then(|f| f.get(n.name.as_str()).copied()),
             }
         })
         .collect();
@@ -111,6 +127,7 @@ pub fn status(root: &Path, name: &ClusterName) -> Result<ClusterStatus> {
         accel: Some(state.accel),
         nodes,
         problem: None,
+        network_problem,
     })
 }
 
