@@ -1,10 +1,12 @@
 //! `ironclad matrix [NAME] [--check ID...] [--output json] [--junit FILE]
-//! [--destructive] [--list]`: runs the conformance and breakout matrix on a
-//! running cluster and prints a table (or JSON); `--junit` also writes JUnit
-//! XML. Exit status 1 when a check failed. The work is in [`crate::matrix`].
+//! [--destructive|--no-destructive] [--list]`: runs the conformance and
+//! breakout matrix on a running cluster and prints a table (or JSON);
+//! `--junit` also writes JUnit XML. Exit status 1 when a check failed. Which
+//! checks run: the flags, else the cluster file's `spec.matrix`
+//! ([`crate::matrix::settings`]). The work is in [`crate::matrix`].
 
 use super::{CliResult, Exit, Failure, Global, Output};
-use crate::matrix::{self, CATALOG, render};
+use crate::matrix::{self, CATALOG, render, settings};
 use crate::spec::ClusterName;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +16,8 @@ pub struct Args {
     #[arg(value_name = "NAME", value_parser = super::cluster_name_arg, env = super::select::CLUSTER_ENV)]
     pub name: Option<ClusterName>,
     /// Run only these checks (repeatable; e.g. --check RT-01 --check BRK-04).
+    /// Overrides the cluster file's `spec.matrix.checks`, which is used
+    /// otherwise.
     #[arg(long = "check", value_name = "ID")]
     pub checks: Vec<String>,
     /// How to print the report.
@@ -22,9 +26,15 @@ pub struct Args {
     /// Also write the report as JUnit XML to FILE.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Add the destructive checks (sysrq power-off, fork bomb): throw-away clusters only.
-    #[arg(long)]
+    /// Allow the destructive checks (sysrq power-off, fork bomb), and run
+    /// them when every check runs: throw-away clusters only. Overrides the
+    /// cluster file's `spec.matrix.destructive`, which is used otherwise.
+    #[arg(long, overrides_with = "no_destructive")]
     pub destructive: bool,
+    /// No destructive checks, whatever the cluster file's
+    /// `spec.matrix.destructive` says.
+    #[arg(long, overrides_with = "destructive")]
+    pub no_destructive: bool,
     /// List the checks and exit.
     #[arg(long)]
     pub list: bool,
@@ -66,19 +76,33 @@ pub fn run(args: Args, global: &Global) -> CliResult {
         print!("{}", list());
         return Ok(());
     }
-    // Bad check ids are bad input, before anything is contacted.
-    matrix::select(&args.checks, args.destructive).map_err(|e| Failure::msg(Exit::BadInput, e))?;
     let root = global.state_root()?;
     let name = cluster_name(&root, args.name.clone())?;
+    let destructive = match (args.destructive, args.no_destructive) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    let file = match settings::stored(&root, &name) {
+        Ok(f) => f,
+        // The file's settings do not matter when the flags decide both.
+        Err(_) if !args.checks.is_empty() && destructive.is_some() => Default::default(),
+        Err(e) => return Err(Failure::bad_input(*e)),
+    };
+    let choice = settings::resolve(&file, &args.checks, destructive);
+    // Bad check ids are bad input, before anything is contacted.
+    matrix::select(&choice.checks, choice.destructive)
+        .map_err(|e| Failure::msg(Exit::BadInput, e))?;
+    say(&choice.describe());
     let report = super::block_on(async {
         let ctx = matrix::run::load(&root, &name)?;
-        matrix::run::run(&ctx, &args.checks, args.destructive, &say).await
+        matrix::run::run(&ctx, &choice.checks, choice.destructive, &say).await
     })?;
     let report = report.map_err(|e| match e {
         matrix::run::MatrixError::Select(_) | matrix::run::MatrixError::NoCluster { .. } => {
-            Failure::msg(Exit::BadInput, e)
+            Failure::bad_input(e)
         }
-        other => Failure::msg(Exit::Failed, other),
+        other => Failure::failed(other),
     })?;
     print_report(&report, args.output, args.junit.as_deref())
 }
@@ -109,19 +133,23 @@ pub fn print_report(report: &matrix::Report, output: Output, junit: Option<&Path
     Ok(())
 }
 
-/// For `ironclad create --matrix`: the whole non-destructive matrix on the
-/// cluster that was just created, printed as a table.
+/// For `ironclad create --matrix`: the checks the cluster file's
+/// `spec.matrix` names (every non-destructive one by default) on the cluster
+/// that was just created.
 pub fn run_after_create(
     root: &Path,
     name: &ClusterName,
+    file: &crate::spec::MatrixSettings,
     output: Output,
     junit: Option<&Path>,
 ) -> CliResult {
+    let choice = settings::resolve(file, &[], None);
+    say(&choice.describe());
     let report = super::block_on(async {
         let ctx = matrix::run::load(root, name)?;
-        matrix::run::run(&ctx, &[], false, &say).await
+        matrix::run::run(&ctx, &choice.checks, choice.destructive, &say).await
     })?
-    .map_err(|e| Failure::msg(Exit::Failed, e))?;
+    .map_err(Failure::failed)?;
     print_report(&report, output, junit)
 }
 
