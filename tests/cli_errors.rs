@@ -25,9 +25,14 @@ fn assert_diagnostic(out: &Output, exit: i32, code: &str, help: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(exit), "{stderr}");
     assert!(stderr.contains(code), "expected {code} in\n{stderr}");
-    let help_at = stderr.find("help: ").unwrap_or_else(|| panic!("no help in\n{stderr}"));
+    let help_at = stderr
+        .find("help: ")
+        .unwrap_or_else(|| panic!("no help in\n{stderr}"));
     // miette wraps long help lines: compare without the line breaks.
-    let help_text: String = stderr[help_at..].split_whitespace().collect::<Vec<_>>().join(" ");
+    let help_text: String = stderr[help_at..]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     assert!(help_text.contains(help), "expected {help:?} in\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
@@ -66,7 +71,12 @@ fn lifecycle_failures_name_their_code_and_what_to_do() {
     );
 
     let out = ironclad(state.path(), &["console", "ghost", "--cluster", "taken"]);
-    assert_diagnostic(&out, 2, "ironclad::lifecycle::no_such_node", "lists its nodes");
+    assert_diagnostic(
+        &out,
+        2,
+        "ironclad::lifecycle::no_such_node",
+        "lists its nodes",
+    );
 }
 
 /// A state dir for cluster `api` whose client.yaml trusts `client_pki`'s CA

@@ -135,9 +135,7 @@ fn the_cluster_files_destructive_is_overridden_by_the_flags() {
 
 #[test]
 fn a_kept_cluster_file_that_no_longer_validates_is_bad_input() {
-    let f = fixture(&format!(
-        "{HEAD}spec:\n  matrix: {{checks: [NOPE-1]}}\n"
-    ));
+    let f = fixture(&format!("{HEAD}spec:\n  matrix: {{checks: [NOPE-1]}}\n"));
     let out = matrix(f.state.path(), &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -183,7 +183,11 @@ fn yaml_1_1_booleans_get_the_yaml_1_2_hint() {
         ("y", "true"),
         ("n", "false"),
     ] {
-        std::fs::write(&path, format!("{HEAD}spec:\n  runtimes: {{crun: {word}}}\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("{HEAD}spec:\n  runtimes: {{crun: {word}}}\n"),
+        )
+        .unwrap();
         let out = validate(&path, &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{word}: {stderr}");
@@ -192,9 +196,16 @@ fn yaml_1_1_booleans_get_the_yaml_1_2_hint() {
         assert!(!stderr.contains("without quotes"), "{word}: {stderr}");
     }
     for quoted in ["\"true\"", "'false'"] {
-        std::fs::write(&path, format!("{HEAD}spec:\n  runtimes: {{crun: {quoted}}}\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("{HEAD}spec:\n  runtimes: {{crun: {quoted}}}\n"),
+        )
+        .unwrap();
         let stderr = String::from_utf8_lossy(&validate(&path, &[]).stderr).into_owned();
-        assert!(stderr.contains("write the value without quotes"), "{stderr}");
+        assert!(
+            stderr.contains("write the value without quotes"),
+            "{stderr}"
+        );
     }
     // The YAML 1.2 spellings are booleans.
     for b in ["true", "True", "FALSE"] {

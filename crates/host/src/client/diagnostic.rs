@@ -61,7 +61,9 @@ const NOT_RUNNING: &str = "is the cluster running? `ironclad status` shows its n
 impl miette::Diagnostic for ClientError {
     fn code<'a>(&'a self) -> Option<Box<dyn Display + 'a>> {
         let code = match self {
-            ClientError::Api(e) => return Some(Box::new(format!("ironclad::api::{}", e.code.as_str()))),
+            ClientError::Api(e) => {
+                return Some(Box::new(format!("ironclad::api::{}", e.code.as_str())));
+            }
             ClientError::Connect { source, .. } => match ConnectFailure::of(source) {
                 ConnectFailure::Refused => "ironclad::api::connection_refused",
                 ConnectFailure::Tls => "ironclad::api::tls",
@@ -70,7 +72,9 @@ impl miette::Diagnostic for ClientError {
             },
             ClientError::Transport { .. } => "ironclad::api::transport",
             ClientError::WrongNode { .. } => "ironclad::api::wrong_node",
-            ClientError::TooLarge { .. } | ClientError::Protocol { .. } => "ironclad::api::protocol",
+            ClientError::TooLarge { .. } | ClientError::Protocol { .. } => {
+                "ironclad::api::protocol"
+            }
             ClientError::Setup(_) | ClientError::Read { .. } | ClientError::Config(_) => {
                 "ironclad::client::config"
             }
@@ -112,8 +116,16 @@ mod tests {
 
     #[test]
     fn api_refusals_carry_the_wire_code() {
-        let e = ClientError::Api(crate::api::ApiError::new(ErrorCode::Forbidden, "readers read"));
-        assert_eq!(e.code().unwrap().to_string(), "ironclad::api::forbidden");
+        let e = ClientError::Api(crate::api::ApiError::new(
+            ErrorCode::Forbidden,
+            "readers read",
+        ));
+        // `ClientError::code` (inherent) is the wire code; the diagnostic's
+        // is named with the trait.
+        assert_eq!(
+            Diagnostic::code(&e).unwrap().to_string(),
+            "ironclad::api::forbidden"
+        );
         assert!(e.help().unwrap().to_string().contains("--role admin"));
     }
 
@@ -125,6 +137,8 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
+        // reqwest is built without a default TLS provider here.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let err = reqwest::Client::new()
             .get(format!("http://127.0.0.1:{port}/"))
             .send()
@@ -136,7 +150,7 @@ mod tests {
             source: err,
         };
         assert_eq!(
-            e.code().unwrap().to_string(),
+            Diagnostic::code(&e).unwrap().to_string(),
             "ironclad::api::connection_refused"
         );
         assert!(e.help().unwrap().to_string().contains("ironclad start"));

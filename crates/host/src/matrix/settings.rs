@@ -116,7 +116,10 @@ mod tests {
         // `[all]` is every check: the empty list of `select`.
         let c = resolve(&MatrixSettings::default(), &[], None);
         assert!(c.checks.is_empty() && !c.destructive);
-        assert_eq!(c.describe(), "every check (from the cluster file's spec.matrix)");
+        assert_eq!(
+            c.describe(),
+            "every check (from the cluster file's spec.matrix)"
+        );
         let c = resolve(&file(&["all"], true), &[], None);
         assert!(c.checks.is_empty() && c.destructive);
     }
@@ -143,7 +146,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let name: ClusterName = "mx".parse().unwrap();
         // No copy: the defaults.
-        assert_eq!(stored(dir.path(), &name).unwrap(), MatrixSettings::default());
+        assert_eq!(
+            stored(dir.path(), &name).unwrap(),
+            MatrixSettings::default()
+        );
         let paths = ClusterPaths::new(dir.path(), &name);
         paths.claim(&name).unwrap();
         std::fs::write(

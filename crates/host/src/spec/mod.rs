@@ -13,8 +13,8 @@ mod raw;
 mod types;
 
 pub use parse::{
-    TypeHint, FirstUse, MAX_CLUSTER_FILE_BYTES, MAX_REPORTED_PROBLEMS, Problem, ProblemKind, SpecError,
-    SyntaxError, default_cluster, parse_cluster, parse_cluster_file,
+    FirstUse, MAX_CLUSTER_FILE_BYTES, MAX_REPORTED_PROBLEMS, Problem, ProblemKind, SpecError,
+    SyntaxError, TypeHint, default_cluster, parse_cluster, parse_cluster_file,
 };
 pub use types::{
     ByteSize, ClusterName, DEFAULT_CLUSTER_NAME, MAX_QUOTED_CHARS, NAME_RULE, NameError, NodeName,

@@ -6,9 +6,9 @@
 use super::KIND;
 use super::draft::{Draft, GroupDraft, NodeDraft};
 use super::reader::{Checker, Fields};
+use crate::spec::did_you_mean::suggest;
 use crate::spec::error::ProblemKind;
 use crate::spec::raw::{Node as YNode, Pos, Value};
-use crate::spec::did_you_mean::suggest;
 use crate::spec::{
     ALL_CHECKS, ClusterName, MAX_NODES_PER_GROUP, MatrixSettings, Network, Role, Runtimes, clip,
 };

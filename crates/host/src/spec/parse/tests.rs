@@ -85,13 +85,19 @@ fn kubernetes_is_refused_until_the_image_has_it() {
     assert_eq!((line, col), (5, 14));
     let help = kind.help().unwrap();
     assert!(help.contains("no Kubernetes binaries"), "{help}");
-    let c = parse_cluster(&format!("{HEAD}spec:\n  kubernetes: {{enabled: false}}\n"), "t").unwrap();
+    let c = parse_cluster(
+        &format!("{HEAD}spec:\n  kubernetes: {{enabled: false}}\n"),
+        "t",
+    )
+    .unwrap();
     assert!(!c.kubernetes.enabled);
 }
 
 #[test]
 fn matrix_checks_are_catalog_ids() {
-    let (kind, line, col) = one(&format!("{HEAD}spec:\n  matrix:\n    checks: [RT-01, rt-2]\n"));
+    let (kind, line, col) = one(&format!(
+        "{HEAD}spec:\n  matrix:\n    checks: [RT-01, rt-2]\n"
+    ));
     assert_eq!(
         kind,
         ProblemKind::UnknownCheck {
@@ -102,14 +108,21 @@ fn matrix_checks_are_catalog_ids() {
     assert_eq!((line, col), (5, 21));
     // A destructive check needs `destructive: true`, wherever that is written.
     let (kind, ..) = one(&format!("{HEAD}spec:\n  matrix: {{checks: [BRK-04-O]}}\n"));
-    assert_eq!(kind, ProblemKind::DestructiveCheck { id: "BRK-04-O".into() });
+    assert_eq!(
+        kind,
+        ProblemKind::DestructiveCheck {
+            id: "BRK-04-O".into()
+        }
+    );
     let c = parse_cluster(
         &format!("{HEAD}spec:\n  matrix: {{checks: [BRK-04-O], destructive: true}}\n"),
         "t",
     )
     .unwrap();
     assert_eq!(c.matrix.checks, ["BRK-04-O"]);
-    let (kind, ..) = one(&format!("{HEAD}spec:\n  matrix: {{checks: [all, RT-01]}}\n"));
+    let (kind, ..) = one(&format!(
+        "{HEAD}spec:\n  matrix: {{checks: [all, RT-01]}}\n"
+    ));
     assert_eq!(kind, ProblemKind::AllWithOthers);
     let c = parse_cluster(&format!("{HEAD}spec:\n  matrix: {{checks: [all]}}\n"), "t").unwrap();
     assert_eq!(c.matrix.ids(), None);
