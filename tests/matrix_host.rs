@@ -186,7 +186,12 @@ fn cli_runs_the_matrix_from_the_state_dir() {
     let admin = pki.client_cert(Role::Admin, "admin");
     std::fs::write(dir.join("admin.crt"), &admin.cert_pem).unwrap();
     std::fs::write(dir.join("admin.key"), &admin.key_pem).unwrap();
-    std::fs::write(dir.join("cluster.yaml"), "name: mx\n").unwrap();
+    // The kept cluster file: `matrix` reads its spec.matrix (all checks).
+    std::fs::write(
+        dir.join("cluster.yaml"),
+        "apiVersion: ironclad.dev/v1alpha1\nkind: Cluster\nmetadata: {name: mx}\n",
+    )
+    .unwrap();
     let cfg = ClientConfig {
         api_version: ironclad_contract::API_VERSION.into(),
         kind: KIND.into(),

@@ -142,7 +142,76 @@ fn bad_files() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "2:7",
             "unsupported kind",
         ),
+        (
+            "kubernetes.yaml",
+            format!("{HEAD}spec:\n  kubernetes:\n    enabled: true\n"),
+            "5:14",
+            "the node image has no Kubernetes binaries",
+        ),
+        (
+            "yes.yaml",
+            format!("{HEAD}spec:\n  network:\n    egress: yes\n"),
+            "5:13",
+            "YAML 1.2 reads `yes` as a string, not a boolean: write `true` (or `false`)",
+        ),
+        (
+            "check.yaml",
+            format!("{HEAD}spec:\n  matrix:\n    checks: [CONF-01, BRK-99]\n"),
+            "5:23",
+            "unknown matrix check \"BRK-99\"",
+        ),
+        (
+            "destructive.yaml",
+            format!("{HEAD}spec:\n  matrix:\n    checks: [RT-06]\n"),
+            "5:14",
+            "add `destructive: true`",
+        ),
     ]
+}
+
+/// Each YAML 1.1 boolean word is refused with the YAML 1.2 reason and the
+/// boolean to write instead; a quoted boolean is told to drop its quotes.
+#[test]
+fn yaml_1_1_booleans_get_the_yaml_1_2_hint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("b.yaml");
+    for (word, means) in [
+        ("yes", "true"),
+        ("No", "false"),
+        ("ON", "true"),
+        ("off", "false"),
+        ("y", "true"),
+        ("n", "false"),
+    ] {
+        std::fs::write(
+            &path,
+            format!("{HEAD}spec:\n  runtimes: {{crun: {word}}}\n"),
+        )
+        .unwrap();
+        let out = validate(&path, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{word}: {stderr}");
+        let hint = format!("YAML 1.2 reads `{word}` as a string, not a boolean: write `{means}`");
+        assert!(stderr.contains(&hint), "{word}: {stderr}");
+        assert!(!stderr.contains("without quotes"), "{word}: {stderr}");
+    }
+    for quoted in ["\"true\"", "'false'"] {
+        std::fs::write(
+            &path,
+            format!("{HEAD}spec:\n  runtimes: {{crun: {quoted}}}\n"),
+        )
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&validate(&path, &[]).stderr).into_owned();
+        assert!(
+            stderr.contains("write the value without quotes"),
+            "{stderr}"
+        );
+    }
+    // The YAML 1.2 spellings are booleans.
+    for b in ["true", "True", "FALSE"] {
+        std::fs::write(&path, format!("{HEAD}spec:\n  runtimes: {{crun: {b}}}\n")).unwrap();
+        assert!(validate(&path, &[]).status.success(), "{b}");
+    }
 }
 
 #[test]

@@ -85,7 +85,7 @@ pub struct InspectArgs {
 }
 
 fn failure(e: ImageError) -> Failure {
-    Failure::new(exit_of(&e), miette::miette!("{e}"))
+    Failure::new(exit_of(&e), e)
 }
 
 /// The exit status of an image failure (by [`ImageError::class`]).

@@ -17,6 +17,7 @@ pub struct CreateArgs {
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
     /// Accelerator: auto picks KVM when a standard guest kernel can run on it, else TCG.
+    /// (No short flag: `-o` is `--output`, as in every other command.)
     #[arg(long, value_enum, default_value_t)]
     accel: AccelChoice,
     /// Seconds to wait for every node to be ready.
@@ -26,8 +27,10 @@ pub struct CreateArgs {
     /// holds the matrix report only.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
-    /// Run the conformance and breakout matrix once the cluster is up; the
-    /// exit status is then the matrix's (1 when a check fails).
+    /// Run the conformance and breakout matrix once the cluster is up: the
+    /// checks of the cluster file's `spec.matrix` (default: every
+    /// non-destructive check). The exit status is then the matrix's (1 when a
+    /// check fails).
     #[arg(long)]
     matrix: bool,
     /// With `--matrix`: also write the report as JUnit XML to FILE.
@@ -119,8 +122,10 @@ pub struct SuperviseArgs {
     dir: PathBuf,
 }
 
+/// The failure as a diagnostic: its code and help line come with it
+/// (`impl Diagnostic for LifecycleError`).
 fn failure(e: LifecycleError) -> Failure {
-    Failure::new(exit_of(&e), miette::miette!("{e}"))
+    Failure::new(exit_of(&e), e)
 }
 
 /// The exit status of each lifecycle failure: every variant named, so a new
@@ -128,7 +133,9 @@ fn failure(e: LifecycleError) -> Failure {
 pub fn exit_of(e: &LifecycleError) -> Exit {
     use LifecycleError as E;
     match e {
-        E::BadInput(_) => Exit::BadInput,
+        E::BadInput(_) | E::NotFound { .. } | E::AlreadyExists { .. } | E::NoSuchNode { .. } => {
+            Exit::BadInput
+        }
         E::MissingTools { .. } => Exit::MissingDependency,
         E::Image(i) => super::image::exit_of(i),
         E::HalfMade { .. }
@@ -228,6 +235,7 @@ pub fn create(g: &Global, a: CreateArgs) -> CliResult {
         super::matrix_cmd::run_after_create(
             &opts.root,
             &report.cluster,
+            &cluster.matrix,
             a.output,
             a.junit.as_deref(),
         )

@@ -1,18 +1,20 @@
 //! `ironclad matrix [NAME] [--check ID...] [--output json] [--junit FILE]
-//! [--destructive] [--list]`: runs the conformance and breakout matrix on a
-//! running cluster and prints a table (or JSON); `--junit` also writes JUnit
-//! XML. Exit status 1 when a check failed. The work is in [`crate::matrix`].
+//! [--destructive|--no-destructive] [--list]`: runs the conformance and
+//! breakout matrix on a running cluster and prints a table (or JSON);
+//! `--junit` also writes JUnit XML. Exit status 1 when a check failed. Which
+//! checks run: the flags, else the cluster file's `spec.matrix`
+//! ([`crate::matrix::settings`]). The work is in [`crate::matrix`].
 //!
 //! `--client-config FILE` (or `IRONCLAD_CLIENT_CONFIG`) runs it on the
 //! cluster a client config describes, without the state root (see
 //! [`super::select`]); every node in it needs an endpoint. The report names
 //! the cluster file when a `cluster.yaml` lies beside the client config (as
 //! in a cluster's state dir), and says on stderr that it names none
-//! otherwise.
+//! otherwise; that file's `spec.matrix` is then the one honoured.
 
 use super::out::out;
 use super::{CliResult, Exit, Failure, Global, Output};
-use crate::matrix::{self, CATALOG, render};
+use crate::matrix::{self, CATALOG, render, settings};
 use crate::spec::ClusterName;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +29,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE", env = super::select::CLIENT_CONFIG_ENV, value_parser = super::select::client_config_arg, value_hint = clap::ValueHint::FilePath)]
     pub client_config: Option<PathBuf>,
     /// Run only these checks (repeatable; e.g. --check RT-01 --check BRK-04).
+    /// Overrides the cluster file's `spec.matrix.checks`, which is used
+    /// otherwise.
     #[arg(long = "check", value_name = "ID")]
     pub checks: Vec<String>,
     /// How to print the report.
@@ -35,9 +39,15 @@ pub struct Args {
     /// Also write the report as JUnit XML to FILE.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Add the destructive checks (sysrq power-off, fork bomb): throw-away clusters only.
-    #[arg(long)]
+    /// Allow the destructive checks (sysrq power-off, fork bomb), and run
+    /// them when every check runs: throw-away clusters only. Overrides the
+    /// cluster file's `spec.matrix.destructive`, which is used otherwise.
+    #[arg(long, overrides_with = "no_destructive")]
     pub destructive: bool,
+    /// No destructive checks, whatever the cluster file's
+    /// `spec.matrix.destructive` says.
+    #[arg(long, overrides_with = "destructive")]
+    pub no_destructive: bool,
     /// List the checks and exit.
     #[arg(long)]
     pub list: bool,
@@ -81,9 +91,27 @@ pub fn run(args: Args, global: &Global) -> CliResult {
         out!("{}", list());
         return Ok(());
     }
-    // Bad check ids are bad input, before anything is contacted.
-    matrix::select(&args.checks, args.destructive).map_err(|e| Failure::msg(Exit::BadInput, e))?;
     let source = source(&args, global)?;
+    let destructive = match (args.destructive, args.no_destructive) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    let kept = match &source {
+        Source::State { root, name } => settings::stored(root, name),
+        Source::File { client_yaml } => settings::stored_at(&beside(client_yaml)),
+    };
+    let file = match kept {
+        Ok(f) => f,
+        // The file's settings do not matter when the flags decide both.
+        Err(_) if !args.checks.is_empty() && destructive.is_some() => Default::default(),
+        Err(e) => return Err(Failure::bad_input(*e)),
+    };
+    let choice = settings::resolve(&file, &args.checks, destructive);
+    // Bad check ids are bad input, before anything is contacted.
+    matrix::select(&choice.checks, choice.destructive)
+        .map_err(|e| Failure::msg(Exit::BadInput, e))?;
+    say(&choice.describe());
     let report = super::block_on(async {
         let ctx = match &source {
             Source::State { root, name } => matrix::run::load(root, name)?,
@@ -91,18 +119,18 @@ pub fn run(args: Args, global: &Global) -> CliResult {
                 matrix::run::load_client(client_yaml, &beside(client_yaml))?
             }
         };
-        matrix::run::run(&ctx, &args.checks, args.destructive, &say).await
+        matrix::run::run(&ctx, &choice.checks, choice.destructive, &say).await
     })?;
     let given_file = matches!(source, Source::File { .. });
     let report = report.map_err(|e| match e {
         matrix::run::MatrixError::Select(_) | matrix::run::MatrixError::NoCluster { .. } => {
-            Failure::msg(Exit::BadInput, e)
+            Failure::bad_input(e)
         }
         // The file was checked above; its certificate and key were not.
         matrix::run::MatrixError::Client(
             crate::client::ClientError::Read { .. } | crate::client::ClientError::Setup(_),
         ) if given_file => Failure::msg(Exit::BadInput, e),
-        other => source.attach(&args, Failure::msg(Exit::Failed, other)),
+        other => source.attach(&args, Failure::failed(other)),
     })?;
     if let Source::State { root, name } = &source {
         keep_report(root, name, &report);
@@ -228,19 +256,23 @@ pub fn print_report(report: &matrix::Report, output: Output, junit: Option<&Path
     Ok(())
 }
 
-/// For `ironclad create --matrix`: the whole non-destructive matrix on the
-/// cluster that was just created, printed as a table.
+/// For `ironclad create --matrix`: the checks the cluster file's
+/// `spec.matrix` names (every non-destructive one by default) on the cluster
+/// that was just created.
 pub fn run_after_create(
     root: &Path,
     name: &ClusterName,
+    file: &crate::spec::MatrixSettings,
     output: Output,
     junit: Option<&Path>,
 ) -> CliResult {
+    let choice = settings::resolve(file, &[], None);
+    say(&choice.describe());
     let report = super::block_on(async {
         let ctx = matrix::run::load(root, name)?;
-        matrix::run::run(&ctx, &[], false, &say).await
+        matrix::run::run(&ctx, &choice.checks, choice.destructive, &say).await
     })?
-    .map_err(|e| Failure::msg(Exit::Failed, e))?;
+    .map_err(Failure::failed)?;
     keep_report(root, name, &report);
     print_report(&report, output, junit)
 }

@@ -107,7 +107,8 @@ pub(super) fn client_failure(e: ClientError) -> Failure {
             _ => Exit::Failed,
         },
     };
-    Failure::msg(exit, e)
+    // The diagnostic keeps its code and help line (`ironclad::api::*`).
+    Failure::new(exit, e)
 }
 
 pub(super) fn json(v: &impl serde::Serialize) -> Result<String, Failure> {

@@ -21,14 +21,17 @@
 //!
 //! Submodules by concern: `tls` (the rustls config, [`NodeVerifier`], and
 //! finding a refused name in a failed connection), `transport` (sending a
-//! request, mapping failures to [`ClientError`], reading a bounded answer)
-//! and `calls` (one method per API endpoint).
+//! request, mapping failures to [`ClientError`], reading a bounded answer),
+//! `calls` (one method per API endpoint) and `diagnostic` (each failure's
+//! stable code and help line).
 
 mod calls;
+mod diagnostic;
 mod tls;
 mod transport;
 
 pub use calls::ServerDate;
+pub use diagnostic::ConnectFailure;
 pub use tls::{NodeVerifier, node_tls_config, wrong_name_in};
 
 use crate::api::{self, ApiError, ErrorCode};

@@ -147,7 +147,9 @@ fn plain_name(reported: &str) -> String {
 /// The first rustls error in `err`'s chain. An `io::Error`'s `source()` skips
 /// the error it wraps (and reqwest's connector nests one in another), so
 /// each is opened with `get_ref()` too.
-fn rustls_error_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+pub(crate) fn rustls_error_in<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
     if let Some(t) = err.downcast_ref::<rustls::Error>() {
         return Some(t);
     }

@@ -36,49 +36,85 @@ pub use build::{
 pub use manifest::Manifest;
 pub use recipe::{Recipe, RecipeError, RecipeOrigin, RecipeRef};
 
-/// Anything that stops an image build.
-#[derive(Debug, thiserror::Error)]
+/// Anything that stops an image build. Each variant is a diagnostic with a
+/// stable code (`ironclad::image::*`, `ironclad::host::*`) and, where the user
+/// can act, a help line (docs/troubleshooting.md lists them).
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum ImageError {
     #[error(transparent)]
+    #[diagnostic(
+        code(ironclad::image::recipe),
+        help("a recipe is a built-in name (`trixie`) or a path to a recipe file (`./my.yaml`)")
+    )]
     Recipe(#[from] recipe::RecipeError),
     #[error(transparent)]
+    #[diagnostic(code(ironclad::image::build_failed), help("{}", BUILD_HELP))]
     Closure(#[from] closure::ClosureError),
     #[error(transparent)]
+    #[diagnostic(code(ironclad::image::build_failed), help("{}", BUILD_HELP))]
     Modules(#[from] modules::ModulesError),
     #[error("initramfs: {0}")]
+    #[diagnostic(code(ironclad::image::build_failed), help("{}", BUILD_HELP))]
     Cpio(#[from] initramfs::CpioError),
     #[error(transparent)]
+    #[diagnostic(code(ironclad::image::build_failed), help("{}", BUILD_HELP))]
     Oci(#[from] oci::OciError),
     #[error(transparent)]
+    #[diagnostic(code(ironclad::image::build_failed), help("{}", BUILD_HELP))]
     Squashfs(#[from] squashfs::SquashfsError),
     #[error(transparent)]
+    #[diagnostic(code(ironclad::image::cache))]
     Cache(#[from] cache::CacheError),
     #[error("missing host tools: {}; install the Debian packages: apt-get install {}", tools.join(", "), packages.join(" "))]
+    #[diagnostic(
+        code(ironclad::host::missing_tools),
+        help("`ci/install-deps` installs every host package ironclad needs")
+    )]
     MissingTools {
         tools: Vec<String>,
         packages: Vec<String>,
     },
     /// An ordinary user whose host cannot run mmdebstrap rootless.
     #[error(transparent)]
+    #[diagnostic(
+        code(ironclad::image::rootless_unavailable),
+        help(
+            "the image is built in a user namespace (mmdebstrap --mode=unshare); the fixes above are explained in docs/troubleshooting.md, \"Rootless image builds\""
+        )
+    )]
     Rootless(#[from] hostcheck::RootlessError),
     #[error("machined binary not found (looked at {}); build it with `cargo build --release --bin machined` or pass --machined PATH / IRONCLAD_MACHINED", looked.join(", "))]
+    #[diagnostic(code(ironclad::image::machined_not_found))]
     MachinedNotFound { looked: Vec<String> },
     #[error("{tool} failed ({status}); last output:\n{log}")]
+    #[diagnostic(
+        code(ironclad::image::tool_failed),
+        help(
+            "the tool's last words are above; mmdebstrap needs the Debian mirror its defaults name (APT's proxy settings apply), and `ironclad image build --refresh-base` starts from a fresh base tree"
+        )
+    )]
     ToolFailed {
         tool: String,
         status: String,
         log: String,
     },
     #[error("{context}: {source}")]
+    #[diagnostic(code(ironclad::image::io))]
     Io {
         context: String,
         #[source]
         source: std::io::Error,
     },
     #[error("the Debian tree is not usable: {0}")]
+    #[diagnostic(code(ironclad::image::build_failed), help("{}", BUILD_HELP))]
     Tree(String),
     #[error("the image would contain a shell or package manager: {}", .0.join(", "))]
+    #[diagnostic(
+        code(ironclad::image::shell_in_image),
+        help("drop those files from the recipe's `keep` lists: the node image carries no shell")
+    )]
     ShellInImage(Vec<String>),
+    #[diagnostic(code(ironclad::image::damaged))]
     #[error(
         "the cached image {} is damaged: {damage}; run `ironclad image build {recipe}` to build it again (that replaces the damaged copy)",
         dir.display()
@@ -90,6 +126,9 @@ pub enum ImageError {
         recipe: String,
     },
 }
+
+/// The help line of a failed build step.
+const BUILD_HELP: &str = "`-v` shows each build step; `ironclad image build --refresh-base` builds from a fresh Debian base tree";
 
 impl ImageError {
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {

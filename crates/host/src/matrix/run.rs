@@ -46,6 +46,35 @@ pub enum MatrixError {
     Config(#[from] crate::clientconfig::ClientConfigError),
 }
 
+/// Written out rather than derived: a node's refusal keeps the client's own
+/// code and help (`ClientError` has an inherent `code()` that a derived
+/// `transparent` would call instead of the diagnostic's).
+impl miette::Diagnostic for MatrixError {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        let code = match self {
+            MatrixError::Client(e) => return miette::Diagnostic::code(e),
+            MatrixError::Select(_) => "ironclad::matrix::select",
+            MatrixError::NoCluster { .. } => "ironclad::lifecycle::not_found",
+            MatrixError::Config(_) => "ironclad::client::config",
+        };
+        Some(Box::new(code))
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        let help = match self {
+            MatrixError::Client(e) => return miette::Diagnostic::help(e),
+            MatrixError::Select(_) => "`ironclad matrix --list` lists the checks",
+            MatrixError::NoCluster { .. } => {
+                "`ironclad list` shows the clusters; `ironclad create -f FILE` makes one"
+            }
+            MatrixError::Config(_) => {
+                "the cluster's client.yaml is not usable; `ironclad gen config` writes it again"
+            }
+        };
+        Some(Box::new(help))
+    }
+}
+
 /// One node the host talks to.
 #[derive(Debug, Clone)]
 pub struct Target {

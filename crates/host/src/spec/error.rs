@@ -9,7 +9,7 @@
 //! [`MAX_REPORTED_PROBLEMS`] and the count of the rest.
 
 use super::parse::KIND;
-use super::raw::Pos;
+use super::raw::{Pos, Value};
 use super::{ByteSize, NameError, SizeError};
 use miette::{MietteError, MietteSpanContents, SourceCode, SourceSpan, SpanContents};
 
@@ -136,6 +136,8 @@ pub enum ProblemKind {
         field: String,
         expected: &'static str,
         found: &'static str,
+        /// What the value says, when that tells the fix apart (see [`TypeHint`]).
+        hint: TypeHint,
     },
     #[error("unsupported apiVersion {found:?}")]
     WrongApiVersion { found: String },
@@ -181,10 +183,69 @@ pub enum ProblemKind {
     Empty { field: String },
     #[error("no container runtime is enabled")]
     NoRuntime,
+    #[error("Kubernetes is not supported yet")]
+    KubernetesUnsupported,
+    #[error("unknown matrix check {id:?}")]
+    UnknownCheck {
+        id: String,
+        suggestion: Option<String>,
+    },
+    #[error("check {id} is destructive")]
+    DestructiveCheck { id: String },
+    #[error("`all` is listed with other checks")]
+    AllWithOthers,
     #[error("the file is empty")]
     EmptyDocument,
     #[error("the document must be a mapping, found {found}")]
     NotAMapping { found: &'static str },
+}
+
+/// What a value of the wrong type says about the fix.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TypeHint {
+    /// Nothing more than its type.
+    #[default]
+    None,
+    /// A quoted string that would be of the expected type without its quotes
+    /// (`cpus: "2"`, `egress: "true"`).
+    Quoted,
+    /// A YAML 1.1 boolean word (`yes`, `no`, `on`, `off`, `y`, `n`, in any
+    /// case) where a boolean belongs: YAML 1.2, which the parser follows,
+    /// reads it as a string. `means` is the boolean YAML 1.1 gave it.
+    Yaml11Boolean { word: String, means: bool },
+}
+
+impl TypeHint {
+    /// The hint for `value` found where `expected` belongs.
+    pub fn of(value: &Value, expected: &str) -> TypeHint {
+        let Value::Str(s) = value else {
+            return TypeHint::None;
+        };
+        let t = s.trim();
+        if expected == "true or false" {
+            // The parser's booleans (YAML 1.2 core schema): only these
+            // spellings are booleans when written plainly, so a string that
+            // holds one was quoted.
+            if matches!(t, "true" | "True" | "TRUE" | "false" | "False" | "FALSE") {
+                return TypeHint::Quoted;
+            }
+            let lower = t.to_ascii_lowercase();
+            let means = match lower.as_str() {
+                "yes" | "y" | "on" => Some(true),
+                "no" | "n" | "off" => Some(false),
+                _ => None,
+            };
+            if let Some(means) = means {
+                return TypeHint::Yaml11Boolean {
+                    word: super::clip(t),
+                    means,
+                };
+            }
+        } else if expected.contains("integer") && t.parse::<i128>().is_ok() {
+            return TypeHint::Quoted;
+        }
+        TypeHint::None
+    }
 }
 
 impl ProblemKind {
@@ -208,17 +269,17 @@ impl ProblemKind {
                 "kind" => format!("add `kind: {KIND}`"),
                 _ => return None,
             },
-            ProblemKind::WrongType {
-                expected, found, ..
-            } => {
-                if *found == "a string" && (expected.contains("integer") || *expected == "true or false") {
-                    "write the value without quotes".into()
-                } else if *expected == "true or false" {
-                    "write true or false (YAML 1.2: yes/no/on/off are strings)".into()
-                } else {
-                    format!("write {expected} here")
+            ProblemKind::WrongType { expected, hint, .. } => match hint {
+                TypeHint::Quoted => "write the value without quotes".into(),
+                TypeHint::Yaml11Boolean { word, means } => format!(
+                    "YAML 1.2 reads `{word}` as a string, not a boolean: write `{means}` (or `{}`)",
+                    !means
+                ),
+                TypeHint::None if *expected == "true or false" => {
+                    "write true or false, without quotes".into()
                 }
-            }
+                TypeHint::None => format!("write {expected} here"),
+            },
             ProblemKind::WrongApiVersion { .. } => {
                 format!("this version of ironclad reads `apiVersion: {}`", crate::API_VERSION)
             }
@@ -260,6 +321,17 @@ impl ProblemKind {
             ProblemKind::CpusOutOfRange { max, .. } => format!("use 1 to {max} cpus"),
             ProblemKind::Empty { .. } => "give a value or remove the field to use the default".into(),
             ProblemKind::NoRuntime => "enable at least one of runc, crun or gvisor".into(),
+            ProblemKind::KubernetesUnsupported => "the node image has no Kubernetes binaries (no kubelet, no kube-apiserver), so ironclad cannot run Kubernetes yet; remove `enabled: true` (or write `false`): the cluster still runs etcd and the container runtimes".into(),
+            ProblemKind::UnknownCheck { suggestion, .. } => match suggestion {
+                Some(s) => format!("did you mean `{s}`? (`ironclad matrix --list` lists the checks)"),
+                None => "`ironclad matrix --list` lists the checks; `all` runs every one".into(),
+            },
+            ProblemKind::DestructiveCheck { .. } => {
+                "destructive checks may crash or power off a node: add `destructive: true` to run it (throw-away clusters only), or drop it".into()
+            }
+            ProblemKind::AllWithOthers => {
+                "write `checks: [all]` alone, or list the ids without `all`".into()
+            }
             ProblemKind::EmptyDocument | ProblemKind::NotAMapping { .. } => format!(
                 "a cluster file starts with `apiVersion: {}` and `kind: {KIND}`",
                 crate::API_VERSION
@@ -292,6 +364,10 @@ impl ProblemKind {
             ProblemKind::CpusOutOfRange { .. } => "out of range",
             ProblemKind::Empty { .. } => "empty",
             ProblemKind::NoRuntime => "all runtimes disabled",
+            ProblemKind::KubernetesUnsupported => "not in the image",
+            ProblemKind::UnknownCheck { .. } => "not a check id",
+            ProblemKind::DestructiveCheck { .. } => "needs `destructive: true`",
+            ProblemKind::AllWithOthers => "`all` already names every check",
             ProblemKind::EmptyDocument => "nothing here",
             ProblemKind::NotAMapping { .. } => "not a mapping",
         }

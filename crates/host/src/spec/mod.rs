@@ -14,7 +14,7 @@ mod types;
 
 pub use parse::{
     FirstUse, MAX_CLUSTER_FILE_BYTES, MAX_REPORTED_PROBLEMS, Problem, ProblemKind, SpecError,
-    SyntaxError, default_cluster, parse_cluster, parse_cluster_file,
+    SyntaxError, TypeHint, default_cluster, parse_cluster, parse_cluster_file,
 };
 pub use types::{
     ByteSize, ClusterName, DEFAULT_CLUSTER_NAME, MAX_QUOTED_CHARS, NAME_RULE, NameError, NodeName,
@@ -126,24 +126,41 @@ impl Default for Runtimes {
     }
 }
 
-/// Kubernetes settings. Only honoured when the image carries the release binaries.
+/// Kubernetes settings. `enabled: true` is refused for now: the node image
+/// carries no Kubernetes binaries (see docs/cluster-file.md).
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Kubernetes {
     pub enabled: bool,
 }
 
-/// Which matrix checks `ironclad matrix` runs by default.
+/// The word that stands for every check in `spec.matrix.checks`.
+pub const ALL_CHECKS: &str = "all";
+
+/// Which matrix checks `ironclad matrix` and `ironclad create --matrix` run
+/// when the command line does not say (see `crate::matrix::settings`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MatrixSettings {
-    /// Check ids or `all`.
+    /// Check ids of the catalog, in its spelling (`RT-01`), or the one word
+    /// [`ALL_CHECKS`].
     pub checks: Vec<String>,
+    /// Whether the destructive checks are allowed (and, with `all`, run).
     pub destructive: bool,
+}
+
+impl MatrixSettings {
+    /// The ids the settings name, or `None` for every check.
+    pub fn ids(&self) -> Option<&[String]> {
+        match self.checks.as_slice() {
+            [one] if one == ALL_CHECKS => None,
+            ids => Some(ids),
+        }
+    }
 }
 
 impl Default for MatrixSettings {
     fn default() -> Self {
         MatrixSettings {
-            checks: vec!["all".to_string()],
+            checks: vec![ALL_CHECKS.to_string()],
             destructive: false,
         }
     }

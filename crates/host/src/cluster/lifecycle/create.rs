@@ -40,10 +40,10 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
     match crate::cluster::paths::find(&opts.root, name)? {
         Found::Absent => {}
         Found::Cluster(_) => {
-            return Err(LifecycleError::BadInput(format!(
-                "a cluster named {name:?} already exists (state in {}); destroy it first with `ironclad destroy {name}`",
-                paths.dir().display()
-            )));
+            return Err(LifecycleError::AlreadyExists {
+                name: name.clone(),
+                dir: paths.dir().to_path_buf(),
+            });
         }
         Found::Foreign { path, why } => {
             return Err(LifecycleError::BadInput(Found::foreign_message(
@@ -91,10 +91,10 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
     // The directory is made exclusively, its marker first: of two creates of
     // the same name, one gets AlreadyExists here.
     paths.claim(name).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => LifecycleError::BadInput(format!(
-            "a cluster named {name:?} already exists (state in {})",
-            paths.dir().display()
-        )),
+        std::io::ErrorKind::AlreadyExists => LifecycleError::AlreadyExists {
+            name: name.clone(),
+            dir: paths.dir().to_path_buf(),
+        },
         _ => LifecycleError::CreateDir {
             dir: paths.dir().to_path_buf(),
             source: e,

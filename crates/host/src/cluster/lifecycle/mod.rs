@@ -35,12 +35,27 @@ pub use ironclad_contract::console::PREFIX as PHASE_PREFIX;
 pub use ironclad_contract::console::READY_LINE;
 
 /// Lifecycle failures. The command line maps each variant to its exit status
-/// in one exhaustive match (`cli::lifecycle::exit_of`).
+/// in one exhaustive match (`cli::lifecycle::exit_of`); each has a stable
+/// diagnostic code and, where there is one, what to do (the
+/// [`miette::Diagnostic`] impl below; docs/troubleshooting.md lists them).
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
-    /// Bad input: names, flags, an existing cluster.
+    /// Bad input: flags, a place that is not a cluster's directory, a state
+    /// dir too deep for unix sockets.
     #[error("{0}")]
     BadInput(String),
+    /// No cluster of that name under the state root.
+    #[error("no cluster named {:?} under {}", name.as_str(), root.display())]
+    NotFound { name: ClusterName, root: PathBuf },
+    /// `create` of a name that is taken.
+    #[error("a cluster named {:?} already exists (state in {})", name.as_str(), dir.display())]
+    AlreadyExists { name: ClusterName, dir: PathBuf },
+    /// A node name that is not in the cluster (or in no cluster).
+    #[error("no node named {:?} in {}", node.as_str(), cluster.as_ref().map_or("any cluster".to_string(), |c| format!("cluster {c}")))]
+    NoSuchNode {
+        node: NodeName,
+        cluster: Option<ClusterName>,
+    },
     /// A host tool is missing.
     #[error("missing host tools: {}; install the Debian packages: apt-get install {}", tools.join(", "), packages.join(" "))]
     MissingTools {
@@ -151,6 +166,94 @@ pub enum LifecycleError {
     },
 }
 
+impl miette::Diagnostic for LifecycleError {
+    /// `ironclad::lifecycle::*` (the image's and the host's own for those
+    /// failures): every variant named, so a new one gets its code on purpose.
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        use LifecycleError as E;
+        let code = match self {
+            E::Image(e) => return e.code(),
+            E::HalfMade { error, .. } => return error.code(),
+            E::BadInput(_) => "ironclad::lifecycle::bad_input",
+            E::NotFound { .. } => "ironclad::lifecycle::not_found",
+            E::AlreadyExists { .. } => "ironclad::lifecycle::already_exists",
+            E::NoSuchNode { .. } => "ironclad::lifecycle::no_such_node",
+            E::MissingTools { .. } => "ironclad::host::missing_tools",
+            E::Io(_) | E::CreateDir { .. } | E::RemoveDir { .. } => "ironclad::lifecycle::io",
+            E::State(_) | E::NodeVanished(_) => "ironclad::lifecycle::state",
+            E::Ports(_) => "ironclad::lifecycle::ports",
+            E::Configs(_) | E::Render(_) | E::ClientConfig(_) => "ironclad::lifecycle::configs",
+            E::Spawn(_)
+            | E::Control(_)
+            | E::SupervisorExited { .. }
+            | E::SupervisorSilent { .. }
+            | E::SupervisorGone { .. }
+            | E::SupervisorStuck { .. } => "ironclad::lifecycle::supervisor",
+            E::Faults(_) => "ironclad::lifecycle::network",
+            E::ToolSpawn { .. } | E::ToolFailed { .. } => "ironclad::lifecycle::tool_failed",
+            E::Survivors { .. } => "ironclad::lifecycle::survivors",
+            E::NodeDown { .. } => "ironclad::lifecycle::node_down",
+            E::NotReady { .. } => "ironclad::lifecycle::not_ready",
+            E::Etcd(_) | E::EtcdPanicked => "ironclad::lifecycle::etcd",
+            E::Interrupted => "ironclad::interrupted",
+        };
+        Some(Box::new(code))
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        use LifecycleError as E;
+        let help: String = match self {
+            E::Image(e) => return e.help(),
+            E::HalfMade { error, .. } => return error.help(),
+            E::NotFound { .. } => "`ironclad list` shows the clusters under this state dir (--state-dir or IRONCLAD_STATE_DIR picks another); `ironclad create -f FILE` makes one".into(),
+            E::AlreadyExists { name, .. } => format!(
+                "remove it first with `ironclad destroy {name}`, or give the new cluster another `metadata.name`"
+            ),
+            E::NoSuchNode { cluster, .. } => match cluster {
+                Some(c) => format!("`ironclad status {c}` lists its nodes"),
+                None => "`ironclad status NAME` lists a cluster's nodes".into(),
+            },
+            E::MissingTools { .. } => {
+                "`ci/install-deps` installs every host package ironclad needs".into()
+            }
+            E::State(_) | E::NodeVanished(_) => "the cluster's cluster.json is not usable; `ironclad destroy NAME` removes the cluster (its disks too)".into(),
+            E::Spawn(_)
+            | E::Control(_)
+            | E::SupervisorExited { .. }
+            | E::SupervisorSilent { .. }
+            | E::SupervisorGone { .. }
+            | E::SupervisorStuck { .. } => "the supervisor's log is logs/supervisor.log in the cluster's state dir; `ironclad status` shows what still runs, `ironclad destroy NAME` ends it all".into(),
+            E::Survivors { pids, .. } => format!(
+                "end them by hand (kill -9 {}) and run the command again",
+                pids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+            ),
+            E::NodeDown { node, .. } => format!(
+                "the serial log and QEMU's words above say why; `ironclad console {node} --no-follow` prints the whole log"
+            ),
+            E::NotReady { waiting, .. } => format!(
+                "under TCG (no usable KVM) a node needs tens of seconds, more on a busy host: raise --timeout; `ironclad console {}` shows where it stopped",
+                waiting.first().map_or("NODE", |n| n.as_str())
+            ),
+            E::Etcd(_) | E::EtcdPanicked => {
+                "`ironclad node logs etcd --node NODE` shows etcd's own log".into()
+            }
+            E::BadInput(_)
+            | E::Io(_)
+            | E::CreateDir { .. }
+            | E::RemoveDir { .. }
+            | E::Ports(_)
+            | E::Configs(_)
+            | E::Render(_)
+            | E::ClientConfig(_)
+            | E::Faults(_)
+            | E::ToolSpawn { .. }
+            | E::ToolFailed { .. }
+            | E::Interrupted => return None,
+        };
+        Some(Box::new(help))
+    }
+}
+
 fn names(nodes: &[NodeName]) -> String {
     nodes
         .iter()
@@ -217,10 +320,10 @@ pub fn tail(path: &Path, n: usize) -> String {
 fn existing(root: &Path, name: &ClusterName) -> Result<ClusterPaths> {
     match crate::cluster::paths::find(root, name)? {
         Found::Cluster(paths) => Ok(paths),
-        Found::Absent => Err(LifecycleError::BadInput(format!(
-            "no cluster named {name:?} under {}",
-            root.display()
-        ))),
+        Found::Absent => Err(LifecycleError::NotFound {
+            name: name.clone(),
+            root: root.to_path_buf(),
+        }),
         Found::Foreign { path, why } => Err(LifecycleError::BadInput(Found::foreign_message(
             &path, &why,
         ))),

@@ -17,9 +17,10 @@ pub fn start(
     if let Some(n) = node
         && state.node(n).is_none()
     {
-        return Err(LifecycleError::BadInput(format!(
-            "cluster {name} has no node {n:?}"
-        )));
+        return Err(LifecycleError::NoSuchNode {
+            node: n.clone(),
+            cluster: Some(name.clone()),
+        });
     }
     let engine = engine::selected();
     check_host_tools(engine)?;
@@ -46,9 +47,10 @@ pub fn stop(
     match node {
         Some(n) => {
             if state.node(n).is_none() {
-                return Err(LifecycleError::BadInput(format!(
-                    "cluster {name} has no node {n:?}"
-                )));
+                return Err(LifecycleError::NoSuchNode {
+                    node: n.clone(),
+                    cluster: Some(name.clone()),
+                });
             }
             engine.stop_node(&paths, n, timeout)
         }

@@ -161,10 +161,10 @@ pub fn find_node(
             return Ok(paths);
         }
     }
-    Err(LifecycleError::BadInput(format!(
-        "no node named {node:?} in {}",
-        cluster.map_or("any cluster".to_string(), |c| format!("cluster {c}"))
-    )))
+    Err(LifecycleError::NoSuchNode {
+        node: node.clone(),
+        cluster: cluster.cloned(),
+    })
 }
 
 /// `ironclad console NODE`: writes the node's serial log to `out`; with

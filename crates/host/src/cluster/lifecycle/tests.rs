@@ -146,10 +146,15 @@ fn unknown_cluster_is_bad_input_and_nothing_to_destroy() {
         destroy(tmp.path(), &cluster("nope")).unwrap(),
         Destroyed::Absent
     );
-    assert!(matches!(
-        status(tmp.path(), &cluster("nope")),
-        Err(LifecycleError::BadInput(_))
-    ));
+    let e = status(tmp.path(), &cluster("nope")).unwrap_err();
+    assert!(matches!(e, LifecycleError::NotFound { .. }), "{e:?}");
+    // A diagnostic with a stable code and what to do.
+    use miette::Diagnostic;
+    assert_eq!(
+        e.code().unwrap().to_string(),
+        "ironclad::lifecycle::not_found"
+    );
+    assert!(e.help().unwrap().to_string().contains("ironclad list"));
     assert!(list(tmp.path()).unwrap().is_empty());
 }
 

@@ -35,7 +35,7 @@ use super::clip_to;
 use super::error::Excerpt;
 pub use super::error::{
     EXCERPT_LINE_BYTES, FirstUse, MAX_REPORTED_PROBLEMS, Problem, ProblemKind, SpecError,
-    SyntaxError,
+    SyntaxError, TypeHint,
 };
 use super::raw::{self, Pos};
 use assemble::assemble;

@@ -6,7 +6,7 @@
 
 use super::sections::belongs_under;
 use crate::spec::did_you_mean::suggest;
-use crate::spec::error::ProblemKind;
+use crate::spec::error::{ProblemKind, TypeHint};
 use crate::spec::raw::{Node as YNode, Pos, Value};
 use crate::spec::{ByteSize, MAX_NODE_CPUS, MIN_NODE_DISK, MIN_NODE_MEMORY, SizeError, clip};
 use std::collections::HashMap;
@@ -42,6 +42,7 @@ impl Checker {
                 field: field.to_string(),
                 expected,
                 found: node.value.describe(),
+                hint: TypeHint::of(&node.value, expected),
             },
             node.pos,
         );

@@ -6,10 +6,11 @@
 use super::KIND;
 use super::draft::{Draft, GroupDraft, NodeDraft};
 use super::reader::{Checker, Fields};
+use crate::spec::did_you_mean::suggest;
 use crate::spec::error::ProblemKind;
 use crate::spec::raw::{Node as YNode, Pos, Value};
 use crate::spec::{
-    ClusterName, MAX_NODES_PER_GROUP, MatrixSettings, Network, Role, Runtimes, clip,
+    ALL_CHECKS, ClusterName, MAX_NODES_PER_GROUP, MatrixSettings, Network, Role, Runtimes, clip,
 };
 use ipnet::Ipv4Net;
 
@@ -110,6 +111,12 @@ impl Checker {
         self.runtimes(spec, &mut draft.runtimes);
         if let Some(k) = self.section(spec, "kubernetes", "spec.kubernetes", KUBERNETES_KEYS) {
             if let Some(enabled) = self.boolean(&k, "enabled") {
+                // The image has no Kubernetes binaries: a cluster that asks
+                // for Kubernetes would silently come up without it.
+                if enabled {
+                    let pos = k.get("enabled").map(|n| n.pos).unwrap_or_default();
+                    self.report(ProblemKind::KubernetesUnsupported, pos);
+                }
                 draft.kubernetes.enabled = enabled;
             }
         }
@@ -191,15 +198,17 @@ impl Checker {
         let Some(m) = self.section(spec, "matrix", "spec.matrix", MATRIX_KEYS) else {
             return;
         };
-        if let Some(node) = m.get("checks") {
-            self.checks(node, matrix);
-        }
         if let Some(d) = self.boolean(&m, "destructive") {
             matrix.destructive = d;
         }
+        if let Some(node) = m.get("checks") {
+            self.checks(node, matrix);
+        }
     }
 
-    /// `spec.matrix.checks`: a non-empty list of check ids.
+    /// `spec.matrix.checks`: a non-empty list of check ids of the catalog
+    /// (any case; kept in the catalog's spelling), or `[all]`. A destructive
+    /// check needs `destructive: true` (read first).
     fn checks(&mut self, node: &YNode, matrix: &mut MatrixSettings) {
         let Value::Seq(items) = &node.value else {
             self.wrong_type("checks", "a list of check ids", node);
@@ -215,9 +224,36 @@ impl Checker {
             return;
         }
         let mut checks = Vec::new();
+        let mut all_at = None;
         for item in items {
             match &item.value {
-                Value::Str(s) if !s.trim().is_empty() => checks.push(s.trim().to_string()),
+                Value::Str(s) if s.trim() == ALL_CHECKS => all_at = Some(item.pos),
+                Value::Str(s) if !s.trim().is_empty() => {
+                    let id = s.trim();
+                    match crate::matrix::find(id) {
+                        Some(c) if c.destructive && !matrix.destructive => self.report(
+                            ProblemKind::DestructiveCheck {
+                                id: c.id.as_str().to_string(),
+                            },
+                            item.pos,
+                        ),
+                        Some(c) => checks.push(c.id.as_str().to_string()),
+                        None => {
+                            let known: Vec<&str> = crate::matrix::CATALOG
+                                .iter()
+                                .map(|c| c.id.as_str())
+                                .chain([ALL_CHECKS])
+                                .collect();
+                            self.report(
+                                ProblemKind::UnknownCheck {
+                                    id: clip(id),
+                                    suggestion: suggest(id, &known).map(str::to_string),
+                                },
+                                item.pos,
+                            )
+                        }
+                    }
+                }
                 Value::Str(_) => self.report(
                     ProblemKind::Empty {
                         field: "a check id".into(),
@@ -226,6 +262,13 @@ impl Checker {
                 ),
                 _ => self.wrong_type("a check id", "a string", item),
             }
+        }
+        if let Some(pos) = all_at {
+            if items.len() > 1 {
+                self.report(ProblemKind::AllWithOthers, pos);
+            }
+            matrix.checks = vec![ALL_CHECKS.to_string()];
+            return;
         }
         matrix.checks = checks;
     }

@@ -47,7 +47,7 @@ fn minimal_file_gives_the_default_cluster() {
 #[test]
 fn full_file_is_read() {
     let src = format!(
-        "{HEAD}metadata: {{name: lab}}\nspec:\n  image: ./my.yaml\n  network: {{cidr: 192.168.7.0/28, egress: true}}\n  controlPlanes: {{count: 3, cpus: 2, memory: 2GiB, disk: 8G}}\n  workers:\n    memory: 512MiB\n    nodes:\n      - {{name: big, memory: 4GiB, cpus: 4}}\n      - {{}}\n  runtimes: {{gvisor: false, userNamespaces: false}}\n  kubernetes: {{enabled: true}}\n  matrix: {{checks: [runc-escape, userns], destructive: true}}\n"
+        "{HEAD}metadata: {{name: lab}}\nspec:\n  image: ./my.yaml\n  network: {{cidr: 192.168.7.0/28, egress: true}}\n  controlPlanes: {{count: 3, cpus: 2, memory: 2GiB, disk: 8G}}\n  workers:\n    memory: 512MiB\n    nodes:\n      - {{name: big, memory: 4GiB, cpus: 4}}\n      - {{}}\n  runtimes: {{gvisor: false, userNamespaces: false}}\n  kubernetes: {{enabled: false}}\n  matrix: {{checks: [brk-01, RT-06, CONF-01], destructive: true}}\n"
     );
     let c = parse_cluster(&src, "t.yaml").unwrap();
     assert_eq!(c.name.as_str(), "lab");
@@ -72,8 +72,90 @@ fn full_file_is_read() {
     assert_eq!((w2.cpus, w2.memory), (1, ByteSize::mib(512)));
     assert_eq!(w2.address.to_string(), "192.168.7.6");
     assert!(!c.runtimes.gvisor && c.runtimes.runc && !c.runtimes.user_namespaces);
-    assert!(c.kubernetes.enabled && c.matrix.destructive);
-    assert_eq!(c.matrix.checks, ["runc-escape", "userns"]);
+    assert!(!c.kubernetes.enabled && c.matrix.destructive);
+    // Check ids in the catalog's spelling, in the file's order.
+    assert_eq!(c.matrix.checks, ["BRK-01", "RT-06", "CONF-01"]);
+    assert_eq!(c.matrix.ids().unwrap().len(), 3);
+}
+
+#[test]
+fn kubernetes_is_refused_until_the_image_has_it() {
+    let (kind, line, col) = one(&format!("{HEAD}spec:\n  kubernetes:\n    enabled: true\n"));
+    assert_eq!(kind, ProblemKind::KubernetesUnsupported);
+    assert_eq!((line, col), (5, 14));
+    let help = kind.help().unwrap();
+    assert!(help.contains("no Kubernetes binaries"), "{help}");
+    let c = parse_cluster(
+        &format!("{HEAD}spec:\n  kubernetes: {{enabled: false}}\n"),
+        "t",
+    )
+    .unwrap();
+    assert!(!c.kubernetes.enabled);
+}
+
+#[test]
+fn matrix_checks_are_catalog_ids() {
+    let (kind, line, col) = one(&format!(
+        "{HEAD}spec:\n  matrix:\n    checks: [RT-01, rt-2]\n"
+    ));
+    assert_eq!(
+        kind,
+        ProblemKind::UnknownCheck {
+            id: "rt-2".into(),
+            suggestion: Some("RT-02".into())
+        }
+    );
+    assert_eq!((line, col), (5, 21));
+    // A destructive check needs `destructive: true`, wherever that is written.
+    let (kind, ..) = one(&format!("{HEAD}spec:\n  matrix: {{checks: [BRK-04-O]}}\n"));
+    assert_eq!(
+        kind,
+        ProblemKind::DestructiveCheck {
+            id: "BRK-04-O".into()
+        }
+    );
+    let c = parse_cluster(
+        &format!("{HEAD}spec:\n  matrix: {{checks: [BRK-04-O], destructive: true}}\n"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.matrix.checks, ["BRK-04-O"]);
+    let (kind, ..) = one(&format!(
+        "{HEAD}spec:\n  matrix: {{checks: [all, RT-01]}}\n"
+    ));
+    assert_eq!(kind, ProblemKind::AllWithOthers);
+    let c = parse_cluster(&format!("{HEAD}spec:\n  matrix: {{checks: [all]}}\n"), "t").unwrap();
+    assert_eq!(c.matrix.ids(), None);
+}
+
+#[test]
+fn boolean_hints_follow_what_was_written() {
+    let hint = |v: &str| match one(&format!("{HEAD}spec:\n  network: {{egress: {v}}}\n")).0 {
+        ProblemKind::WrongType { hint, .. } => hint,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        hint("yes"),
+        TypeHint::Yaml11Boolean {
+            word: "yes".into(),
+            means: true
+        }
+    );
+    assert_eq!(
+        hint("Off"),
+        TypeHint::Yaml11Boolean {
+            word: "Off".into(),
+            means: false
+        }
+    );
+    assert_eq!(hint("\"false\""), TypeHint::Quoted);
+    assert_eq!(hint("maybe"), TypeHint::None);
+    assert_eq!(hint("1"), TypeHint::None);
+    let (kind, ..) = one(&format!("{HEAD}spec:\n  network: {{egress: n}}\n"));
+    assert_eq!(
+        kind.help().unwrap(),
+        "YAML 1.2 reads `n` as a string, not a boolean: write `false` (or `true`)"
+    );
 }
 
 #[test]
@@ -119,7 +201,8 @@ fn wrong_types_name_the_expected_type() {
         ProblemKind::WrongType {
             field: "cpus".into(),
             expected: "an integer",
-            found: "a string"
+            found: "a string",
+            hint: TypeHint::Quoted,
         }
     );
     let (kind, ..) = one(&format!("{HEAD}spec:\n  network: {{egress: yes}}\n"));
