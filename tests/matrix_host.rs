@@ -81,9 +81,9 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
     let lines = heard.lock().unwrap().clone();
     for node in ["mx-cp-1", "mx-w-1"] {
         assert!(
-            lines.iter().any(
-                |l| l.starts_with(&format!("{node}: 1 checks (0 passed, 0 failed, 0 exposed, 1 skipped)"))
-            ),
+            lines.iter().any(|l| l.starts_with(&format!(
+                "{node}: 1 checks (0 passed, 0 failed, 0 exposed, 1 skipped)"
+            ))),
             "{lines:?}"
         );
     }
