@@ -392,21 +392,24 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
     );
     // BRK-06: where the kernel has no module loading at all, even the
     // privileged pod is blocked and the check passes; otherwise priv gets
-    // through and, with no sandboxed variant here, it is an explicit skip.
+    // through: EXPOSED (never PASS), naming what would block it.
     let brk06 = report.results.iter().find(|r| r.id == "BRK-06").unwrap();
     if brk06.evidence[0].starts_with("priv: blocked") {
         assert_eq!(brk06.verdict, Verdict::Pass, "{brk06:?}");
     } else {
-        assert!(matches!(brk06.verdict, Verdict::Skip { .. }), "{brk06:?}");
+        assert!(
+            matches!(&brk06.verdict, Verdict::Exposed { mitigation, .. } if mitigation.contains("modules_disabled")),
+            "{brk06:?}"
+        );
     }
     // containerd 1.6 silently ignores the user namespace request: caught.
     if v.runtime_version.starts_with("1.6") {
         assert_eq!(verdict("RT-08"), Verdict::Fail);
     }
-    // A privileged pod opens core_pattern; neither userns nor gvisor runs
-    // here, so the check cannot pass: an explicit skip that says why.
+    // A privileged pod opens core_pattern: EXPOSED, never PASS; neither
+    // userns nor gvisor runs here, and the reason says so.
     assert!(
-        matches!(verdict("BRK-07"), Verdict::Skip { reason } if reason.contains("neither the userns nor the gvisor")),
+        matches!(verdict("BRK-07"), Verdict::Exposed { reason, .. } if reason.contains("neither the userns nor the gvisor")),
         "{:?}",
         verdict("BRK-07")
     );

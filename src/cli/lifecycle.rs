@@ -36,6 +36,10 @@ pub struct CreateArgs {
     /// With `--matrix`: also write the report as JUnit XML to FILE.
     #[arg(long, value_name = "FILE", requires = "matrix")]
     junit: Option<PathBuf>,
+    /// With `--matrix`: an EXPOSED check (an attack the node has no defence
+    /// against got through) fails the run too.
+    #[arg(long, requires = "matrix")]
+    strict: bool,
     /// On Ctrl-C (or SIGTERM) during create, keep the half-made cluster and
     /// whatever of it runs, instead of stopping and removing it.
     #[arg(long)]
@@ -238,6 +242,7 @@ pub fn create(g: &Global, a: CreateArgs) -> CliResult {
             &cluster.matrix,
             a.output,
             a.junit.as_deref(),
+            a.strict,
         )
         .map_err(|f| a.support.attach(&opts.root, &report.cluster, f))?;
     }

@@ -1,7 +1,8 @@
 //! `ironclad matrix [NAME] [--check ID...] [--output json] [--junit FILE]
 //! [--destructive|--no-destructive] [--list]`: runs the conformance and
 //! breakout matrix on a running cluster and prints a table (or JSON);
-//! `--junit` also writes JUnit XML. Exit status 1 when a check failed. Which
+//! `--junit` also writes JUnit XML. Exit status 1 when a check failed, or
+//! with `--strict` when one is EXPOSED. Which
 //! checks run: the flags, else the cluster file's `spec.matrix`
 //! ([`crate::matrix::settings`]). The work is in [`crate::matrix`].
 //!
@@ -48,6 +49,10 @@ pub struct Args {
     /// `spec.matrix.destructive` says.
     #[arg(long, overrides_with = "destructive")]
     pub no_destructive: bool,
+    /// Fail (exit 1) also when a check is EXPOSED: an attack got through
+    /// that the node has no defence against (a privileged container).
+    #[arg(long)]
+    pub strict: bool,
     /// List the checks and exit.
     #[arg(long)]
     pub list: bool,
@@ -135,7 +140,8 @@ pub fn run(args: Args, global: &Global) -> CliResult {
     if let Source::State { root, name } = &source {
         keep_report(root, name, &report);
     }
-    print_report(&report, args.output, args.junit.as_deref()).map_err(|f| source.attach(&args, f))
+    print_report(&report, args.output, args.junit.as_deref(), args.strict)
+        .map_err(|f| source.attach(&args, f))
 }
 
 /// Keeps the report in the cluster's directory, where `ironclad support`
@@ -235,25 +241,44 @@ fn say(line: &str) {
     super::progress::line(&format!("matrix: {line}"));
 }
 
-/// Prints (and writes JUnit for) a report; a failure when a check failed.
-/// `ironclad create --matrix` calls this with the report of its run.
-pub fn print_report(report: &matrix::Report, output: Output, junit: Option<&Path>) -> CliResult {
+/// Prints (and writes JUnit for) a report; a failure when a check failed
+/// (or, `strict`, is EXPOSED). `ironclad create --matrix` calls this with the
+/// report of its run.
+pub fn print_report(
+    report: &matrix::Report,
+    output: Output,
+    junit: Option<&Path>,
+    strict: bool,
+) -> CliResult {
     match output {
         Output::Text => out!("{}", render::table(report)),
         Output::Json => out!("{}", render::json(report)),
     }
     if let Some(path) = junit {
-        crate::fsutil::write_public(path, render::junit(report).as_bytes())
+        crate::fsutil::write_public(path, render::junit(report, strict).as_bytes())
             .map_err(|e| Failure::msg(Exit::Failed, format!("{}: {e}", path.display())))?;
     }
-    if matrix::exit_status(report) != 0 {
-        let (_, failed, _) = report.counts();
-        return Err(Failure::msg(
-            Exit::Failed,
-            format!("{failed} check(s) failed"),
-        ));
+    match run_failure(report, strict) {
+        Some(why) => Err(Failure::msg(Exit::Failed, why)),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Why the run fails (exit 1), if it does: a check FAILed, or (`strict`)
+/// one is EXPOSED.
+fn run_failure(report: &matrix::Report, strict: bool) -> Option<String> {
+    if matrix::exit_status(report, strict) == 0 {
+        return None;
+    }
+    let n = report.counts();
+    Some(if n.failed > 0 {
+        format!("{} check(s) failed", n.failed)
+    } else {
+        format!(
+            "{} check(s) exposed, and --strict makes that a failure",
+            n.exposed
+        )
+    })
 }
 
 /// For `ironclad create --matrix`: the checks the cluster file's
@@ -265,6 +290,7 @@ pub fn run_after_create(
     file: &crate::spec::MatrixSettings,
     output: Output,
     junit: Option<&Path>,
+    strict: bool,
 ) -> CliResult {
     let choice = settings::resolve(file, &[], None);
     say(&choice.describe());
@@ -274,7 +300,7 @@ pub fn run_after_create(
     })?
     .map_err(Failure::failed)?;
     keep_report(root, name, &report);
-    print_report(&report, output, junit)
+    print_report(&report, output, junit, strict)
 }
 
 #[cfg(test)]
@@ -286,6 +312,42 @@ mod tests {
         let l = list();
         assert!(l.contains("BRK-01"));
         assert!(l.contains("RT-06") && l.contains("(destructive)"));
+    }
+
+    #[test]
+    fn strict_fails_the_run_on_exposed_checks() {
+        use crate::matrix::{CheckResult, REPORT_API_VERSION, Report, Verdict};
+        let report = |v: Vec<Verdict>| Report {
+            api_version: REPORT_API_VERSION.into(),
+            cluster: "dev".into(),
+            cluster_file: None,
+            image_manifest_sha256: None,
+            destructive: false,
+            results: v
+                .into_iter()
+                .map(|v| CheckResult::new("BRK-04", "n", v, vec![]))
+                .collect(),
+            duration_ms: 0,
+        };
+        let exposed = report(vec![Verdict::Pass, Verdict::exposed("priv", "userns")]);
+        assert_eq!(run_failure(&exposed, false), None);
+        assert_eq!(
+            run_failure(&exposed, true).as_deref(),
+            Some("1 check(s) exposed, and --strict makes that a failure")
+        );
+        let failed = report(vec![Verdict::Fail, Verdict::exposed("priv", "userns")]);
+        assert_eq!(
+            run_failure(&failed, false).as_deref(),
+            Some("1 check(s) failed")
+        );
+        assert_eq!(
+            run_failure(&failed, true).as_deref(),
+            Some("1 check(s) failed")
+        );
+        // Through the printing path: the exit status (1) follows.
+        let err = print_report(&exposed, Output::Json, None, true).unwrap_err();
+        assert!(matches!(err.exit, Exit::Failed));
+        assert!(print_report(&exposed, Output::Json, None, false).is_ok());
     }
 
     #[test]

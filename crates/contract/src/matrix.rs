@@ -148,6 +148,11 @@ pub struct Check {
     pub runner: Runner,
     /// Only with `--destructive`.
     pub destructive: bool,
+    /// For an attack a plain privileged container gets through on a shared
+    /// kernel: what would block it. Such a check is EXPOSED (never PASS) when
+    /// the privileged variant got through and no variant the node can
+    /// protect did.
+    pub exposed_mitigation: Option<&'static str>,
 }
 
 const fn c(id: CheckId, title: &'static str, level: Level, runner: Runner) -> Check {
@@ -157,8 +162,37 @@ const fn c(id: CheckId, title: &'static str, level: Level, runner: Runner) -> Ch
         level,
         runner,
         destructive: false,
+        exposed_mitigation: None,
     }
 }
+
+/// An attack that a plain privileged container gets through: EXPOSED then,
+/// with `mitigation`.
+const fn attack(id: CheckId, title: &'static str, mitigation: &'static str) -> Check {
+    Check {
+        id,
+        title,
+        level: Level::Cri,
+        runner: Runner::Node,
+        destructive: false,
+        exposed_mitigation: Some(mitigation),
+    }
+}
+
+/// Refusing privileged pods is the first answer to every EXPOSED attack.
+macro_rules! sandbox_or_admission {
+    ($kernel:literal) => {
+        concat!(
+            "refuse privileged pods at admission (PodSecurity baseline), or run the workload user-namespaced or in gVisor (the userns and gvisor variants); ",
+            $kernel
+        )
+    };
+}
+
+/// What blocks BRK-04 and BRK-04-O for a privileged container.
+pub const SYSRQ_MITIGATION: &str = sandbox_or_admission!(
+    "no kernel switch stops a root writer of /proc/sysrq-trigger (kernel.sysrq gates the keyboard only)"
+);
 
 /// Every check, in report order.
 pub const CATALOG: &[Check] = &[
@@ -168,11 +202,12 @@ pub const CATALOG: &[Check] = &[
         Level::Cri,
         Runner::Node,
     ),
-    c(
+    attack(
         CheckId::Brk02,
         "privileged hostPID pod: nsenter into PID 1 with its own busybox shell",
-        Level::Cri,
-        Runner::Node,
+        sandbox_or_admission!(
+            "a privileged hostPID pod holds PID 1's namespaces, and no kernel switch takes them back"
+        ),
     ),
     c(
         CheckId::Brk03,
@@ -180,41 +215,45 @@ pub const CATALOG: &[Check] = &[
         Level::Cri,
         Runner::Node,
     ),
-    c(
+    attack(
         CheckId::Brk04,
         "write /proc/sysrq-trigger (probe: h)",
-        Level::Cri,
-        Runner::Node,
+        SYSRQ_MITIGATION,
     ),
-    c(
+    attack(
         CheckId::Brk05,
-        "open the node's disks read-write",
-        Level::Cri,
-        Runner::Node,
+        "open the node's disks and /dev/mem read-write",
+        sandbox_or_admission!(
+            "kernel: bdev_allow_write_mounted=0 (no writer of a mounted disk) and lockdown=integrity (no /dev/mem) on the command line"
+        ),
     ),
-    c(
+    attack(
         CheckId::Brk06,
         "load a kernel module",
-        Level::Cri,
-        Runner::Node,
+        sandbox_or_admission!(
+            "kernel: kernel.modules_disabled=1 once the node's modules are in (machined sets it), lockdown=integrity and module.sig_enforce=1"
+        ),
     ),
-    c(
+    attack(
         CheckId::Brk07,
         "write core_pattern / uevent_helper / modprobe",
-        Level::Cri,
-        Runner::Node,
+        sandbox_or_admission!(
+            "a privileged container mounts /proc/sys read-write, and only a kernel built with STATIC_USERMODEHELPER would take core_pattern and modprobe away"
+        ),
     ),
-    c(
+    attack(
         CheckId::Brk08,
         "cgroup v1 release_agent escape",
-        Level::Cri,
-        Runner::Node,
+        sandbox_or_admission!(
+            "kernel: cgroup_no_v1=all,named on the command line (no cgroup v1 hierarchy can be mounted)"
+        ),
     ),
-    c(
+    attack(
         CheckId::Brk09,
         "ptrace a host process / write /proc/<pid>/mem",
-        Level::Cri,
-        Runner::Node,
+        sandbox_or_admission!(
+            "kernel: kernel.yama.ptrace_scope=3 refuses every ptrace attach and /proc/<pid>/mem open (and with them debuggers and gVisor's ptrace platform)"
+        ),
     ),
     c(
         CheckId::Brk10,
@@ -252,6 +291,7 @@ pub const CATALOG: &[Check] = &[
         level: Level::Cri,
         runner: Runner::Node,
         destructive: true,
+        exposed_mitigation: Some(SYSRQ_MITIGATION),
     },
     Check {
         id: CheckId::Rt06,
@@ -259,10 +299,11 @@ pub const CATALOG: &[Check] = &[
         level: Level::Cri,
         runner: Runner::Node,
         destructive: true,
+        exposed_mitigation: None,
     },
     c(
         CheckId::Rt07,
-        "kernel hardening sysctls match the image's declared values",
+        "kernel hardening sysctls match the image's declared values; machined turned module loading off",
         Level::Cri,
         Runner::Node,
     ),
@@ -369,13 +410,33 @@ pub fn select(requested: &[String], destructive: bool) -> Result<Vec<&'static Ch
     Ok(CATALOG.iter().filter(|c| picked.contains(&c.id)).collect())
 }
 
-/// A check's outcome.
+/// A check's outcome. On the wire (reports, the node API) the variant is the
+/// `verdict` field, its data sits beside it:
+///
+/// | `verdict` | other fields | meaning |
+/// |---|---|---|
+/// | `"PASS"` | | the defence held |
+/// | `"FAIL"` | | a defence the node should provide did not hold |
+/// | `"EXPOSED"` | `reason`, `mitigation` | the attack got through where the node has no defence to offer |
+/// | `"SKIP"` | `reason` | not run |
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Verdict {
     Pass,
     Fail,
-    Skip { reason: String },
+    /// The attack succeeded and the node cannot refuse it (a privileged
+    /// container on a shared kernel): never a PASS, counted on its own, and a
+    /// failure of the run only under `--strict`.
+    Exposed {
+        /// What got through, and why the node cannot stop it.
+        reason: String,
+        /// What would block it (pod policy, user namespaces, gVisor, a kernel
+        /// defence).
+        mitigation: String,
+    },
+    Skip {
+        reason: String,
+    },
 }
 
 impl Verdict {
@@ -385,10 +446,18 @@ impl Verdict {
         }
     }
 
+    pub fn exposed(reason: impl Into<String>, mitigation: impl Into<String>) -> Self {
+        Verdict::Exposed {
+            reason: reason.into(),
+            mitigation: mitigation.into(),
+        }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             Verdict::Pass => "PASS",
             Verdict::Fail => "FAIL",
+            Verdict::Exposed { .. } => "EXPOSED",
             Verdict::Skip { .. } => "SKIP",
         }
     }
@@ -396,6 +465,25 @@ impl Verdict {
     pub fn pass_if(ok: bool) -> Self {
         if ok { Verdict::Pass } else { Verdict::Fail }
     }
+
+    /// Whether this verdict makes the run fail: FAIL always, EXPOSED under
+    /// `strict`.
+    pub fn fails_run(&self, strict: bool) -> bool {
+        match self {
+            Verdict::Fail => true,
+            Verdict::Exposed { .. } => strict,
+            Verdict::Pass | Verdict::Skip { .. } => false,
+        }
+    }
+}
+
+/// How many results of a report have each verdict.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub passed: usize,
+    pub failed: usize,
+    pub exposed: usize,
+    pub skipped: usize,
 }
 
 /// One check on one node (or on the cluster, `node` = `"cluster"`).
@@ -464,22 +552,23 @@ pub struct Report {
 pub const REPORT_API_VERSION: &str = "ironclad.dev/v1alpha1";
 
 impl Report {
-    /// Counts of PASS, FAIL, SKIP.
-    pub fn counts(&self) -> (usize, usize, usize) {
-        let mut n = (0, 0, 0);
+    /// How many results have each verdict.
+    pub fn counts(&self) -> Counts {
+        let mut n = Counts::default();
         for r in &self.results {
             match r.verdict {
-                Verdict::Pass => n.0 += 1,
-                Verdict::Fail => n.1 += 1,
-                Verdict::Skip { .. } => n.2 += 1,
+                Verdict::Pass => n.passed += 1,
+                Verdict::Fail => n.failed += 1,
+                Verdict::Exposed { .. } => n.exposed += 1,
+                Verdict::Skip { .. } => n.skipped += 1,
             }
         }
         n
     }
 
-    /// Whether any check failed (the exit status is non-zero iff so).
-    pub fn failed(&self) -> bool {
-        self.results.iter().any(|r| r.verdict == Verdict::Fail)
+    /// Whether the run failed: a check FAILed, or (`strict`) one is EXPOSED.
+    pub fn failed(&self, strict: bool) -> bool {
+        self.results.iter().any(|r| r.verdict.fails_run(strict))
     }
 
     pub fn duration(&self) -> Duration {
@@ -499,9 +588,10 @@ impl Report {
     }
 }
 
-/// The process exit status for a report: 0 iff no check failed.
-pub fn exit_status(report: &Report) -> u8 {
-    u8::from(report.failed())
+/// The process exit status for a report: 0 iff no check failed and, with
+/// `strict`, none is EXPOSED; else 1.
+pub fn exit_status(report: &Report, strict: bool) -> u8 {
+    u8::from(report.failed(strict))
 }
 
 #[cfg(test)]
@@ -521,6 +611,36 @@ mod tests {
             assert!(find(id).is_some(), "{id}");
         }
         assert!(find("rt-06").unwrap().destructive);
+    }
+
+    /// The attacks a plain privileged container gets through (MATRIX.md:
+    /// BRK-02, BRK-04..09 and the destructive BRK-04-O) name what blocks
+    /// them; no other check can be EXPOSED.
+    #[test]
+    fn exposable_checks_name_their_mitigation() {
+        let exposable: Vec<&str> = CATALOG
+            .iter()
+            .filter(|c| c.exposed_mitigation.is_some())
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(
+            exposable,
+            [
+                "BRK-02", "BRK-04", "BRK-05", "BRK-06", "BRK-07", "BRK-08", "BRK-09", "BRK-04-O"
+            ]
+        );
+        for c in CATALOG {
+            if let Some(m) = c.exposed_mitigation {
+                assert!(m.contains("admission") && m.contains("gVisor"), "{}", c.id);
+            }
+        }
+        assert!(
+            find("BRK-06")
+                .unwrap()
+                .exposed_mitigation
+                .unwrap()
+                .contains("modules_disabled")
+        );
     }
 
     #[test]
@@ -602,15 +722,73 @@ mod tests {
 
     #[test]
     fn exit_status_is_nonzero_iff_a_check_failed() {
-        assert_eq!(exit_status(&report(&[])), 0);
-        assert_eq!(
-            exit_status(&report(&[Verdict::Pass, Verdict::skip("x")])),
-            0
-        );
-        assert_eq!(exit_status(&report(&[Verdict::Pass, Verdict::Fail])), 1);
+        for strict in [false, true] {
+            assert_eq!(exit_status(&report(&[]), strict), 0);
+            assert_eq!(
+                exit_status(&report(&[Verdict::Pass, Verdict::skip("x")]), strict),
+                0
+            );
+            assert_eq!(
+                exit_status(&report(&[Verdict::Pass, Verdict::Fail]), strict),
+                1
+            );
+        }
         assert_eq!(
             report(&[Verdict::Pass, Verdict::Fail, Verdict::skip("y")]).counts(),
-            (1, 1, 1)
+            Counts {
+                passed: 1,
+                failed: 1,
+                exposed: 0,
+                skipped: 1
+            }
+        );
+    }
+
+    #[test]
+    fn exposed_is_counted_apart_and_fails_the_run_only_when_strict() {
+        let r = report(&[
+            Verdict::Pass,
+            Verdict::exposed("priv wrote /proc/sysrq-trigger", "userns"),
+            Verdict::skip("z"),
+        ]);
+        assert_eq!(
+            r.counts(),
+            Counts {
+                passed: 1,
+                failed: 0,
+                exposed: 1,
+                skipped: 1
+            }
+        );
+        assert_eq!(exit_status(&r, false), 0);
+        assert_eq!(exit_status(&r, true), 1);
+        assert!(!r.failed(false) && r.failed(true));
+        assert_eq!(Verdict::exposed("a", "b").label(), "EXPOSED", "never PASS");
+    }
+
+    /// The JSON a separate script reads: `verdict` is one of PASS, FAIL,
+    /// EXPOSED, SKIP; EXPOSED carries `reason` and `mitigation`.
+    #[test]
+    fn exposed_json_shape() {
+        let r = CheckResult::new(
+            "BRK-04",
+            "cp-1",
+            Verdict::exposed("priv: WROTE-SYSRQ", "user namespaces"),
+            vec!["priv: got through".into()],
+        );
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["verdict"], "EXPOSED");
+        assert_eq!(v["reason"], "priv: WROTE-SYSRQ");
+        assert_eq!(v["mitigation"], "user namespaces");
+        assert_eq!(v["evidence"][0], "priv: got through");
+        let back: CheckResult = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        // An EXPOSED without its mitigation is not a valid result.
+        assert!(
+            serde_json::from_str::<CheckResult>(
+                r#"{"id":"BRK-04","node":"n","verdict":"EXPOSED","reason":"x","evidence":[]}"#
+            )
+            .is_err()
         );
     }
 }

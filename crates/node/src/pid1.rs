@@ -208,7 +208,8 @@ fn spawn_apid(apid: Apid, controller: NodeController) {
 }
 
 /// Waits (off the runtime's workers) for the late modules (pods'
-/// networking), then applies their sysctls.
+/// networking), then applies their sysctls and turns module loading off
+/// ([`sysctl::AFTER_MODULES`]).
 fn finish_late_modules(
     late: Option<std::thread::JoinHandle<LoadReport>>,
     deferred: BTreeMap<String, String>,
@@ -226,6 +227,11 @@ fn finish_late_modules(
             }
         }
         for (k, e) in sysctl::apply(Path::new("/"), &deferred) {
+            console::say(&format!("machined: sysctl {k}: {e}"));
+        }
+        // Every module of the image is in: no more module loading until the
+        // next boot (the matrix's BRK-06 and RT-07).
+        for (k, e) in sysctl::lock_after_modules(Path::new("/")) {
             console::say(&format!("machined: sysctl {k}: {e}"));
         }
     })

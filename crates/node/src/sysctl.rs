@@ -1,6 +1,8 @@
 //! Kernel sysctls: merges the image's hardening set (`/usr/lib/ironclad/sysctl.json`,
 //! a flat JSON object of strings) with the machine config's `sysctls` (the config
-//! wins on a conflict) and writes each value under `<root>/proc/sys`.
+//! wins on a conflict) and writes each value under `<root>/proc/sys`; and the
+//! one-way switches machined throws itself once the node's own modules are
+//! loaded ([`AFTER_MODULES`]), which no config can override.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +54,25 @@ pub fn apply(root: &Path, set: &BTreeMap<String, String>) -> Vec<(String, String
     failed
 }
 
+/// Set by machined once every module of the image is loaded, whatever the
+/// image and the config say: `kernel.modules_disabled=1` refuses
+/// `init_module`/`finit_module` to everyone (a privileged container
+/// included) until the next boot, and cannot be turned back to 0. Nothing
+/// loads a module after that point: the image has no `modprobe` for the
+/// kernel's on-demand requests, and machined loads only its lists (initramfs,
+/// early, root/late), all finished by then. The matrix's RT-07 checks these
+/// values and BRK-06 shows the effect.
+pub const AFTER_MODULES: &[(&str, &str)] = &[("kernel.modules_disabled", "1")];
+
+/// Applies [`AFTER_MODULES`] under `root`; returns the ones that failed.
+pub fn lock_after_modules(root: &Path) -> Vec<(String, String)> {
+    let set: BTreeMap<String, String> = AFTER_MODULES
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    apply(root, &set)
+}
+
 /// Why a sysctl could not be read or applied.
 #[derive(Debug, thiserror::Error)]
 pub enum SysctlError {
@@ -81,6 +102,20 @@ mod tests {
         let rd = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
         assert_eq!(rd("proc/sys/kernel/kptr_restrict"), "2");
         assert_eq!(rd("proc/sys/net/ipv4/ip_forward"), "1");
+    }
+
+    #[test]
+    fn module_loading_is_locked_after_the_modules() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proc/sys/kernel")).unwrap();
+        assert!(lock_after_modules(dir.path()).is_empty());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("proc/sys/kernel/modules_disabled")).unwrap(),
+            "1"
+        );
+        // Without the directory (not a node): reported, not fatal.
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(lock_after_modules(empty.path()).len(), 1);
     }
 
     #[test]

@@ -199,9 +199,13 @@ mod tests {
 
     #[test]
     fn a_dropped_guard_kills_and_reaps_its_child() {
+        // A child that runs until killed and names a unique path on its
+        // command line (`sleep 300 PATH` exits at once: a path is no
+        // interval, and the test raced its exit).
         let dir = std::env::temp_dir().join(format!("testkit-guard-{}", std::process::id()));
-        let mut cmd = Command::new("sleep");
-        cmd.arg("300").arg(&dir);
+        std::fs::write(&dir, b"").unwrap();
+        let mut cmd = Command::new("tail");
+        cmd.arg("-f").arg(&dir);
         let guard = Guard::spawn(cmd, "coreutils");
         let pid = guard.pid();
         assert_eq!(processes_mentioning(&dir).len(), 1);
@@ -209,6 +213,7 @@ mod tests {
         // Reaped: the pid is gone, not a zombie.
         assert!(!Path::new(&format!("/proc/{pid}")).exists());
         assert!(processes_mentioning(&dir).is_empty());
+        std::fs::remove_file(&dir).unwrap();
     }
 
     #[test]

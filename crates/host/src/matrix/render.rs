@@ -1,13 +1,21 @@
 //! Renderers of a [`Report`]: a table for people, JSON (serde) and JUnit XML
 //! for CI (one testcase per check and node; failures and skips marked).
+//!
+//! EXPOSED (an attack got through where the node has no defence) is never
+//! rendered as a pass: in the table it has its own count and a line with the
+//! mitigation; in JUnit it is a `<skipped message="EXPOSED: ...">` test case
+//! (readers show it as not passed, and the run as green), or under `strict`
+//! a `<failure type="EXPOSED">` (the run red, as its exit status); the
+//! suite's `exposed` property counts them either way.
 
 use super::{CheckResult, Report, Verdict, find};
 use std::fmt::Write as _;
 
-/// The first line of a result's evidence (or the skip reason), shortened.
+/// The first line of a result's evidence (or the skip or exposure reason),
+/// shortened.
 fn one_line(r: &CheckResult) -> String {
     let s = match &r.verdict {
-        Verdict::Skip { reason } => reason.as_str(),
+        Verdict::Skip { reason } | Verdict::Exposed { reason, .. } => reason.as_str(),
         _ => r.evidence.first().map(String::as_str).unwrap_or(""),
     };
     let line = s.lines().next().unwrap_or("").trim();
@@ -56,19 +64,41 @@ pub fn table(report: &Report) -> String {
             r.verdict.label(),
             one_line(r)
         );
+        if let Verdict::Exposed { mitigation, .. } = &r.verdict {
+            let _ = writeln!(
+                s,
+                "{:idw$}  {:nw$}  {:7}  ↳ blocked by: {mitigation}",
+                "", "", ""
+            );
+        }
     }
-    let (p, f, k) = report.counts();
     let _ = writeln!(
         s,
-        "{p} passed, {f} failed, {k} skipped in {:.1}s",
+        "{} in {:.1}s",
+        summary(report),
         report.duration_ms as f64 / 1000.0
     );
     s
 }
 
-/// The report as pretty JSON.
+/// The counts in words: `3 passed, 1 failed, 6 exposed, 1 skipped`.
+pub fn summary(report: &Report) -> String {
+    let n = report.counts();
+    format!(
+        "{} passed, {} failed, {} exposed, {} skipped",
+        n.passed, n.failed, n.exposed, n.skipped
+    )
+}
+
+/// The report as pretty JSON, with a `summary` object beside the results:
+/// `{"passed", "failed", "exposed", "skipped"}` counts (derived; readers of
+/// the report as a [`Report`] ignore it). docs/matrix.md lists the fields.
 pub fn json(report: &Report) -> String {
-    let mut s = serde_json::to_string_pretty(report).unwrap_or_else(|_| "{}".into());
+    let mut v = serde_json::to_value(report).unwrap_or_default();
+    if let (Some(map), Ok(counts)) = (v.as_object_mut(), serde_json::to_value(report.counts())) {
+        map.insert("summary".into(), counts);
+    }
+    let mut s = serde_json::to_string_pretty(&v).unwrap_or_else(|_| "{}".into());
     s.push('\n');
     s
 }
@@ -93,8 +123,15 @@ pub fn xml_escape(s: &str) -> String {
 }
 
 /// The report as JUnit XML: one testsuite, one testcase per check and node.
-pub fn junit(report: &Report) -> String {
-    let (_, failures, skipped) = report.counts();
+/// An EXPOSED check is a skipped test case, or with `strict` a failed one
+/// (`type="EXPOSED"`); never a passed one.
+pub fn junit(report: &Report, strict: bool) -> String {
+    let n = report.counts();
+    let (failures, skipped) = if strict {
+        (n.failed + n.exposed, n.skipped)
+    } else {
+        (n.failed, n.skipped + n.exposed)
+    };
     let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         s,
@@ -109,7 +146,13 @@ pub fn junit(report: &Report) -> String {
         report.results.len(),
         report.duration_ms as f64 / 1000.0
     );
-    let mut props = Vec::new();
+    let mut props = vec![
+        ("passed", n.passed.to_string()),
+        ("failed", n.failed.to_string()),
+        ("exposed", n.exposed.to_string()),
+        ("skipped", n.skipped.to_string()),
+        ("strict", strict.to_string()),
+    ];
     if let Some(f) = &report.cluster_file {
         props.push(("cluster_file", f.path.clone()));
         props.push(("cluster_file_sha256", f.sha256.clone()));
@@ -117,7 +160,7 @@ pub fn junit(report: &Report) -> String {
     if let Some(h) = &report.image_manifest_sha256 {
         props.push(("image_manifest_sha256", h.clone()));
     }
-    if !props.is_empty() {
+    {
         s.push_str("    <properties>\n");
         for (k, v) in props {
             let _ = writeln!(
@@ -156,6 +199,20 @@ pub fn junit(report: &Report) -> String {
                     ">\n      <failure message=\"{}\" type=\"FAIL\">{evidence}</failure>\n    </testcase>",
                     xml_escape(&one_line(r))
                 );
+            }
+            Verdict::Exposed { reason, mitigation } => {
+                let message = xml_escape(&format!("EXPOSED: {reason}; blocked by: {mitigation}"));
+                if strict {
+                    let _ = writeln!(
+                        s,
+                        ">\n      <failure message=\"{message}\" type=\"EXPOSED\">{evidence}</failure>\n    </testcase>"
+                    );
+                } else {
+                    let _ = writeln!(
+                        s,
+                        ">\n      <skipped message=\"{message}\"/>\n      <system-out>{evidence}</system-out>\n    </testcase>"
+                    );
+                }
             }
             Verdict::Skip { reason } => {
                 let _ = writeln!(
@@ -203,6 +260,15 @@ mod tests {
                     "w-1",
                     Verdict::skip("runsc not <registered>"),
                     vec![],
+                ),
+                CheckResult::new(
+                    "BRK-04",
+                    "w-1",
+                    Verdict::exposed(
+                        "a privileged container got through (WROTE-SYSRQ)",
+                        "user namespaces <or> gVisor",
+                    ),
+                    vec!["priv: got through: WROTE-SYSRQ".into()],
                 ),
             ],
             duration_ms: 1234,
@@ -268,18 +334,64 @@ mod tests {
         Ok(())
     }
 
+    /// The testcase element of `id` in `xml`.
+    fn testcase<'a>(xml: &'a str, id: &str) -> &'a str {
+        let start = xml.find(&format!("name=\"{id} ")).unwrap();
+        let end = xml[start..]
+            .find("</testcase>")
+            .map_or(xml.len(), |e| start + e);
+        &xml[start..end]
+    }
+
     #[test]
     fn junit_is_well_formed_and_marks_failures_and_skips() {
-        let x = junit(&sample());
+        let x = junit(&sample(), false);
         well_formed(&x).unwrap();
-        assert_eq!(x.matches("<testcase ").count(), 3);
+        assert_eq!(x.matches("<testcase ").count(), 4);
         assert_eq!(x.matches("<failure ").count(), 1);
-        assert_eq!(x.matches("<skipped ").count(), 1);
-        assert!(x.contains("tests=\"3\" failures=\"1\" skipped=\"1\""));
+        // The EXPOSED check is skipped, not passed, and says why.
+        assert_eq!(x.matches("<skipped ").count(), 2);
+        assert!(x.contains("tests=\"4\" failures=\"1\" skipped=\"2\""));
+        let brk04 = testcase(&x, "BRK-04");
+        assert!(
+            brk04.contains("<skipped message=\"EXPOSED: a privileged container got through (WROTE-SYSRQ); blocked by: user namespaces &lt;or&gt; gVisor\"/>"),
+            "{brk04}"
+        );
+        assert!(x.contains("<property name=\"exposed\" value=\"1\"/>"));
         assert!(x.contains("runsc not &lt;registered&gt;"));
         assert!(x.contains("name=\"image_manifest_sha256\" value=\"cd\""));
         assert!(well_formed("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<a><b></a>").is_err());
         assert!(well_formed("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<a>&</a>").is_err());
+    }
+
+    #[test]
+    fn junit_strict_fails_exposed_checks() {
+        let x = junit(&sample(), true);
+        well_formed(&x).unwrap();
+        assert_eq!(x.matches("<failure ").count(), 2);
+        assert_eq!(x.matches("<skipped ").count(), 1);
+        assert!(x.contains("tests=\"4\" failures=\"2\" skipped=\"1\""));
+        let brk04 = testcase(&x, "BRK-04");
+        assert!(brk04.contains("type=\"EXPOSED\""), "{brk04}");
+        assert!(
+            brk04.contains("priv: got through: WROTE-SYSRQ</failure>"),
+            "{brk04}"
+        );
+        assert!(x.contains("<property name=\"strict\" value=\"true\"/>"));
+    }
+
+    /// A passed test case has no child but its output: what JUnit readers
+    /// count as passed.
+    #[test]
+    fn no_exposed_check_is_a_passed_test_case() {
+        for strict in [false, true] {
+            let x = junit(&sample(), strict);
+            let brk04 = testcase(&x, "BRK-04");
+            assert!(
+                brk04.contains("<skipped ") || brk04.contains("<failure "),
+                "{brk04}"
+            );
+        }
     }
 
     #[test]
@@ -288,10 +400,34 @@ mod tests {
         let t = table(&r);
         assert!(t.contains("BRK-01"));
         assert!(t.contains("FAIL"));
-        assert!(t.contains("1 passed, 1 failed, 1 skipped in 1.2s"));
+        assert!(
+            t.contains("1 passed, 1 failed, 1 exposed, 1 skipped in 1.2s"),
+            "{t}"
+        );
         assert!(t.contains("runsc not <registered>"));
-        let back: Report = serde_json::from_str(&json(&r)).unwrap();
+        let brk04 = t.lines().position(|l| l.starts_with("BRK-04")).unwrap();
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[brk04].contains("EXPOSED  a privileged container got through"),
+            "{t}"
+        );
+        assert!(
+            lines[brk04 + 1]
+                .trim_start()
+                .starts_with("↳ blocked by: user namespaces"),
+            "{t}"
+        );
+        let json_text = json(&r);
+        let back: Report = serde_json::from_str(&json_text).unwrap();
         assert_eq!(back, r);
+        let v: serde_json::Value = serde_json::from_str(&json_text).unwrap();
+        let brk04 = &v["results"][3];
+        assert_eq!(brk04["verdict"], "EXPOSED");
+        assert_eq!(brk04["mitigation"], "user namespaces <or> gVisor");
+        assert_eq!(
+            v["summary"],
+            serde_json::json!({"passed": 1, "failed": 1, "exposed": 1, "skipped": 1})
+        );
     }
 
     #[test]

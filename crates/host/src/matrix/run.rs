@@ -458,10 +458,11 @@ fn node_done(
             let count =
                 |v: fn(&Verdict) -> bool| rep.results.iter().filter(|r| v(&r.verdict)).count();
             format!(
-                "{node}: {} checks ({} passed, {} failed, {} skipped) in {:.1} s",
+                "{node}: {} checks ({} passed, {} failed, {} exposed, {} skipped) in {:.1} s",
                 rep.results.len(),
                 count(|v| matches!(v, Verdict::Pass)),
                 count(|v| matches!(v, Verdict::Fail)),
+                count(|v| matches!(v, Verdict::Exposed { .. })),
                 count(|v| matches!(v, Verdict::Skip { .. })),
                 elapsed.as_secs_f64()
             )
@@ -495,17 +496,35 @@ async fn node_fates(ctx: &HostContext, results: &mut [CheckResult]) {
             .iter_mut()
             .find(|r| r.id == CheckId::Brk04O.as_str() && r.node == node)
         {
-            r.evidence.push(match down {
-                Some(after) => format!(
-                    "host: the node API went down {:.0}s after the run: the privileged pod powered the node off (unprotectable at node level)",
-                    after.as_secs_f64()
-                ),
-                None => format!(
-                    "host: the node API still answers {}s after the run: the privileged sysrq o had no effect",
-                    POWER_OFF_WAIT.as_secs()
-                ),
-            });
+            node_fate(r, down);
         }
+    }
+}
+
+/// Records a node's fate in its BRK-04-O result. The node went down: the
+/// privileged pod's sysrq `o` got through, so the check is EXPOSED (unless
+/// a sandboxed variant already made it FAIL), never PASS.
+fn node_fate(r: &mut CheckResult, down: Option<Duration>) {
+    match down {
+        Some(after) => {
+            r.evidence.push(format!(
+                "host: the node API went down {:.0}s after the run: the privileged pod powered the node off (unprotectable at node level)",
+                after.as_secs_f64()
+            ));
+            if r.verdict != Verdict::Fail {
+                r.verdict = Verdict::exposed(
+                    format!(
+                        "a privileged container powered the node off with sysrq o (the API went down {:.0}s after the run); the node cannot refuse it on a shared kernel",
+                        after.as_secs_f64()
+                    ),
+                    super::SYSRQ_MITIGATION,
+                );
+            }
+        }
+        None => r.evidence.push(format!(
+            "host: the node API still answers {}s after the run: the privileged sysrq o had no effect",
+            POWER_OFF_WAIT.as_secs()
+        )),
     }
 }
 
@@ -604,6 +623,29 @@ mod tests {
         let mut broken = vec![result(Verdict::Pass)];
         net02_host_half(Err("no".into()), &mut broken);
         assert_eq!(broken[0].verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn a_node_powered_off_by_sysrq_is_exposed_not_passed() {
+        let result = |v| CheckResult::new(CheckId::Brk04O.as_str(), "n1", v, vec![]);
+        let mut down = result(Verdict::Pass);
+        node_fate(&mut down, Some(Duration::from_secs(4)));
+        match &down.verdict {
+            Verdict::Exposed { reason, mitigation } => {
+                assert!(reason.contains("sysrq o"), "{reason}");
+                assert_eq!(mitigation, super::super::SYSRQ_MITIGATION);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The sandboxed variants already failed: it stays FAIL.
+        let mut failed = result(Verdict::Fail);
+        node_fate(&mut failed, Some(Duration::from_secs(4)));
+        assert_eq!(failed.verdict, Verdict::Fail);
+        // The node still answers: the attack had no effect.
+        let mut held = result(Verdict::Pass);
+        node_fate(&mut held, None);
+        assert_eq!(held.verdict, Verdict::Pass);
+        assert!(held.evidence[0].contains("had no effect"));
     }
 
     #[test]

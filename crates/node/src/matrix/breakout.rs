@@ -1,15 +1,17 @@
 //! The breakout family (BRK-*): the attack table (which pod variants run
-//! each attack, and whether a plain privileged container is beyond the
-//! node's protection), each attack's probe script and classifier, the
-//! verdict over the variants ([`attack_verdict`]), and the destructive
-//! BRK-04-O (sysrq power-off).
+//! each attack; whether a plain privileged container is beyond the node's
+//! protection is the catalog's `exposed_mitigation`), each attack's probe
+//! script and classifier, the verdict over the variants ([`attack_verdict`]:
+//! FAIL when a variant the node protects got through, EXPOSED when only the
+//! plain privileged one did, never PASS when anything got through), and the
+//! destructive BRK-04-O (sysrq power-off).
 
 use super::batch::{Outputs, output, timed_out};
 use super::network::{CONNECTED, NODE_PORTS, connect_script, pod_icmp, tcp_outcomes};
 use super::pods::{Pods, exec_script, start_variant};
 use super::{Batches, Finding, NODE_MARKER, NodeEnv, summarize};
 use crate::cri::{Cri, ExecOutput, Variant};
-use ironclad_contract::matrix::{CheckId, Verdict};
+use ironclad_contract::matrix::{CheckId, Verdict, find};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -26,12 +28,18 @@ impl Outcome {
     }
 }
 
-/// One attack of the BRK family: which variants run it, the script, and
-/// whether a plain privileged container is beyond the node's protection.
+/// One attack of the BRK family: which variants run it.
 pub(super) struct Attack {
     pub(super) id: CheckId,
     pub(super) variants: &'static [Variant],
-    pub(super) priv_unprotectable: bool,
+}
+
+impl Attack {
+    /// What blocks it when a plain privileged container gets through (the
+    /// catalog's `exposed_mitigation`); `None`: the node must block even that.
+    pub(super) fn priv_mitigation(&self) -> Option<&'static str> {
+        find(self.id.as_str()).and_then(|c| c.exposed_mitigation)
+    }
 }
 
 pub(super) const SANDBOXED: &[Variant] = &[Variant::Userns, Variant::Gvisor];
@@ -46,17 +54,14 @@ pub(super) const ATTACKS: &[Attack] = &[
     Attack {
         id: CheckId::Brk01,
         variants: &[Variant::Priv],
-        priv_unprotectable: false,
     },
     Attack {
         id: CheckId::Brk02,
         variants: &[Variant::Priv, Variant::Userns, Variant::Gvisor],
-        priv_unprotectable: true,
     },
     Attack {
         id: CheckId::Brk03,
         variants: &[Variant::Priv],
-        priv_unprotectable: false,
     },
     Attack {
         id: CheckId::Brk04,
@@ -67,32 +72,26 @@ pub(super) const ATTACKS: &[Attack] = &[
             Variant::Gvisor,
             Variant::Restricted,
         ],
-        priv_unprotectable: true,
     },
     Attack {
         id: CheckId::Brk05,
         variants: ALL_BUT_RESTRICTED,
-        priv_unprotectable: true,
     },
     Attack {
         id: CheckId::Brk06,
         variants: ALL_BUT_RESTRICTED,
-        priv_unprotectable: true,
     },
     Attack {
         id: CheckId::Brk07,
         variants: ALL_BUT_RESTRICTED,
-        priv_unprotectable: true,
     },
     Attack {
         id: CheckId::Brk08,
         variants: ALL_BUT_RESTRICTED,
-        priv_unprotectable: true,
     },
     Attack {
         id: CheckId::Brk09,
         variants: ALL_BUT_RESTRICTED,
-        priv_unprotectable: true,
     },
     Attack {
         id: CheckId::Brk10,
@@ -102,7 +101,6 @@ pub(super) const ATTACKS: &[Attack] = &[
             Variant::Gvisor,
             Variant::Restricted,
         ],
-        priv_unprotectable: false,
     },
 ];
 
@@ -127,10 +125,10 @@ pub fn script(id: CheckId, host_network: bool) -> String {
         Brk02 => format!("busybox nsenter -t 1 -m -u -i -n -p -- /proc/$$/root/bin/busybox sh -c 'test -e {NODE_MARKER} && echo NODE-ROOT-SEEN; busybox id' 2>&1"),
         Brk03 => format!("test -e /proc/1/root{NODE_MARKER} && echo node-root-visible; (exec 3>>/proc/1/root/usr/lib/os-release) 2>&1 && echo OPENED-RW:/proc/1/root/usr/lib/os-release; busybox nsenter -t 1 -m -- /proc/$$/root/bin/busybox mount -o remount,rw / 2>&1 && echo REMOUNTED-RW; exit 0"),
         Brk04 => "test -e /proc/sysrq-trigger || { echo 'absent: /proc/sysrq-trigger'; exit 0; }; (echo h > /proc/sysrq-trigger) 2>&1 && echo WROTE-SYSRQ; exit 0".into(),
-        Brk05 => "for d in vda vdb; do if [ -e /dev/$d ]; then (exec 3<>/dev/$d) 2>&1 && echo OPENED-RW:/dev/$d; else echo absent:/dev/$d; fi; mm=$(busybox cat /sys/block/$d/dev 2>/dev/null) || continue; busybox mknod /tmp/m-$d b ${mm%%:*} ${mm##*:} 2>&1 && { (exec 3<>/tmp/m-$d) 2>&1 && echo OPENED-RW:mknod-$d; busybox rm -f /tmp/m-$d; }; done; exit 0".into(),
+        Brk05 => "for d in vda vdb; do if [ -e /dev/$d ]; then (exec 3<>/dev/$d) 2>&1 && echo OPENED-RW:/dev/$d; else echo absent:/dev/$d; fi; mm=$(busybox cat /sys/block/$d/dev 2>/dev/null) || continue; busybox mknod /tmp/m-$d b ${mm%%:*} ${mm##*:} 2>&1 && { (exec 3<>/tmp/m-$d) 2>&1 && echo OPENED-RW:mknod-$d; busybox rm -f /tmp/m-$d; }; done; if [ -e /dev/mem ]; then (exec 3<>/dev/mem) 2>&1 && echo OPENED-RW:/dev/mem; else echo absent:/dev/mem; fi; exit 0".into(),
         // A non-module file: EPERM without CAP_SYS_MODULE, ENOEXEC once the
         // kernel has accepted the call and parsed the file.
-        Brk06 => "busybox insmod /bin/busybox 2>&1; echo rc=$?; echo lockdown=$(busybox cat /sys/kernel/security/lockdown 2>/dev/null); echo sig_enforce=$(busybox cat /sys/module/module/parameters/sig_enforce 2>/dev/null)".into(),
+        Brk06 => "busybox insmod /bin/busybox 2>&1; echo rc=$?; echo lockdown=$(busybox cat /sys/kernel/security/lockdown 2>/dev/null); echo sig_enforce=$(busybox cat /sys/module/module/parameters/sig_enforce 2>/dev/null); echo modules_disabled=$(busybox cat /proc/sys/kernel/modules_disabled 2>/dev/null)".into(),
         Brk07 => "for f in /proc/sys/kernel/core_pattern /proc/sys/kernel/modprobe /sys/kernel/uevent_helper; do if [ -e $f ]; then (exec 3>>$f) 2>&1 && echo OPENED-RW:$f; else echo absent:$f; fi; done; exit 0".into(),
         Brk08 => "busybox mkdir -p /tmp/cg; if busybox mount -t cgroup -o none,name=ironclad cgroup /tmp/cg 2>&1; then echo mounted-cgroup-v1; if [ -e /tmp/cg/release_agent ]; then (exec 3>>/tmp/cg/release_agent) 2>&1 && echo OPENED-RW:release_agent; fi; busybox umount /tmp/cg; fi; exit 0".into(),
         // A host process is one whose cmdline names containerd (not a shim).
@@ -212,63 +210,79 @@ pub fn brk10_script(hosts: &[String], addresses: &[Ipv4Addr]) -> String {
 }
 
 /// The note for an attack a plain privileged container gets through.
-pub const UNPROTECTABLE: &str = "unprotectable at node level on a shared kernel: a privileged container holds every capability of the node's kernel; admission must refuse privileged pods. The verdict rests on the userns and gvisor variants";
+pub const UNPROTECTABLE: &str = "unprotectable at node level on a shared kernel: a privileged container holds every capability of the node's kernel";
 
 /// The verdict of an attack from its variants' outcomes (`Err`: the variant
-/// could not run, with why).
+/// could not run, with why). `priv_mitigation` is `Some` (what would block
+/// it) for an attack a plain privileged container gets through on a shared
+/// kernel.
+///
+/// FAIL when a variant the node protects got through; else EXPOSED when the
+/// plain privileged variant got through (with what it did, whether the
+/// sandboxed variants held, and the mitigation); else SKIP when no variant
+/// could run; else PASS. An attack that got through is never a PASS.
 pub fn attack_verdict(
-    priv_unprotectable: bool,
+    priv_mitigation: Option<&str>,
     outcomes: &[(Variant, Result<Outcome, String>)],
 ) -> (Verdict, Vec<String>) {
     let mut evidence = Vec::new();
     let mut considered_ran = 0;
     let mut escaped_any = false;
+    let mut priv_through = None;
     let mut not_run = Vec::new();
     for (v, o) in outcomes {
-        let counts = !(priv_unprotectable && *v == Variant::Priv);
+        let exposable = priv_mitigation.is_some() && *v == Variant::Priv;
         match o {
             // A blocked attack counts for every variant, priv included.
             Ok(Outcome::Blocked(d)) => {
                 evidence.push(format!("{v}: blocked: {d}"));
                 considered_ran += 1;
             }
+            Ok(Outcome::Escaped(d)) if exposable => {
+                evidence.push(format!("{v}: got through ({UNPROTECTABLE}): {d}"));
+                priv_through = Some(d.clone());
+            }
             Ok(Outcome::Escaped(d)) => {
-                if counts {
-                    evidence.push(format!("{v}: ESCAPED: {d}"));
-                    considered_ran += 1;
-                    escaped_any = true;
-                } else {
-                    evidence.push(format!("{v}: got through ({UNPROTECTABLE}): {d}"));
-                }
+                evidence.push(format!("{v}: ESCAPED: {d}"));
+                considered_ran += 1;
+                escaped_any = true;
             }
             Err(why) => {
                 evidence.push(format!("{v}: not run: {why}"));
-                if counts {
+                if !exposable {
                     not_run.push(format!("{v}: {why}"));
                 }
             }
         }
     }
-    let sandboxed_ran = outcomes
+    let sandboxed: Vec<String> = outcomes
         .iter()
-        .any(|(v, o)| SANDBOXED.contains(v) && o.is_ok());
-    let priv_got_through = outcomes
-        .iter()
-        .any(|(v, o)| *v == Variant::Priv && matches!(o, Ok(Outcome::Escaped(_))));
-    let verdict = if escaped_any {
-        Verdict::Fail
-    } else if priv_got_through && !sandboxed_ran {
-        Verdict::skip(format!(
-            "a plain privileged container cannot be stopped here on a shared kernel, and neither the userns nor the gvisor variant could run ({})",
-            not_run.join("; ")
-        ))
-    } else if considered_ran == 0 {
-        Verdict::skip(format!(
+        .filter(|(v, o)| SANDBOXED.contains(v) && o.is_ok())
+        .map(|(v, _)| v.to_string())
+        .collect();
+    let verdict = match (escaped_any, priv_through, priv_mitigation) {
+        (true, _, _) => Verdict::Fail,
+        (false, Some(d), Some(mitigation)) => {
+            let sandboxes = if sandboxed.is_empty() {
+                format!(
+                    "neither the userns nor the gvisor variant could run ({})",
+                    not_run.join("; ")
+                )
+            } else {
+                format!("blocked in {}", sandboxed.join(" and "))
+            };
+            Verdict::exposed(
+                format!(
+                    "a privileged container got through ({d}); the node cannot refuse it on a shared kernel; {sandboxes}"
+                ),
+                mitigation,
+            )
+        }
+        _ if considered_ran == 0 => Verdict::skip(format!(
             "no variant that the node can protect could run ({})",
             not_run.join("; ")
-        ))
-    } else {
-        Verdict::Pass
+        )),
+        _ => Verdict::Pass,
     };
     (verdict, evidence)
 }
@@ -303,7 +317,7 @@ pub(super) async fn sysrq_power_off(pods: &mut Pods<'_>) -> Finding {
             .map(|out| evaluate(CheckId::Brk04, &out));
         outcomes.push((v, o));
     }
-    let (verdict, mut ev) = attack_verdict(true, &outcomes);
+    let (verdict, mut ev) = attack_verdict(None, &outcomes);
     let env = pods.env.clone();
     let run_id = pods.run_id.clone();
     tokio::spawn(async move {
@@ -317,6 +331,8 @@ pub(super) async fn sysrq_power_off(pods: &mut Pods<'_>) -> Finding {
             let _ = cri.remove_sandbox(&pod.sandbox_id).await;
         }
     });
+    // The privileged variant's outcome is the node's fate, which only the
+    // host sees: it turns this PASS into EXPOSED when the node went down.
     ev.push(format!(
         "priv: scheduled `echo o > /proc/sysrq-trigger` from a privileged pod {}s after this answer ({UNPROTECTABLE}); the host watches the node's fate",
         POWER_OFF_DELAY.as_secs()
@@ -363,7 +379,7 @@ pub(super) fn check(id: CheckId, batches: &Batches, env: &NodeEnv) -> Finding {
         );
     };
     let (verdict, mut evidence) = attack_verdict(
-        attack.priv_unprotectable,
+        attack.priv_mitigation(),
         &outcomes(attack, &batches.outputs, true),
     );
     if id == CheckId::Brk10 && !env.host_network {

@@ -8,9 +8,10 @@
 //! is any leftover of an earlier run (sandboxes carry [`crate::cri::LABEL`]).
 //!
 //! Attacks that a plain privileged container cannot be stopped from on a
-//! shared kernel (BRK-02, BRK-04..09 for `priv`) are recorded as such in the
-//! evidence; their verdict rests on the `userns` and `gvisor` variants of the
-//! same attack failing. Probes are non-destructive: writability is tested by
+//! shared kernel (BRK-02, BRK-04..09 for `priv`; the catalog names what
+//! would block each) are EXPOSED when that variant gets through, never PASS:
+//! the `userns` and `gvisor` variants of the same attack getting through
+//! makes them FAIL. Probes are non-destructive: writability is tested by
 //! opening for append without writing, sysrq with `h` (help).
 //!
 //! Evaluation is pure ([`evaluate`], [`attack_verdict`], [`compare_sysctls`])

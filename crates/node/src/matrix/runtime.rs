@@ -176,7 +176,9 @@ pub fn sysctl_path(root: &Path, key: &str) -> Option<PathBuf> {
     Some(root.join("proc/sys").join(key.replace('.', "/")))
 }
 
-/// RT-07: the image's declared sysctls against the node's /proc/sys.
+/// RT-07: the image's declared sysctls, and the ones machined sets itself
+/// once the node's modules are in ([`crate::sysctl::AFTER_MODULES`]:
+/// `kernel.modules_disabled=1`), against the node's /proc/sys.
 pub(super) fn rt07(root: &Path) -> Finding {
     let path = root.join(SYSCTL_JSON.trim_start_matches('/'));
     let declared: BTreeMap<String, String> = match std::fs::read(&path)
@@ -186,10 +188,30 @@ pub(super) fn rt07(root: &Path) -> Finding {
         Ok(d) => d,
         Err(e) => return (Verdict::Fail, vec![format!("{}: {e}", path.display())]),
     };
-    compare_sysctls(&declared, |k| {
+    let read = |k: &str| {
         let p = sysctl_path(root, k).ok_or("bad key")?;
         std::fs::read_to_string(&p).map_err(|e| e.to_string())
-    })
+    };
+    let (verdict, mut ev) = compare_sysctls(&declared, read);
+    let mut locked = true;
+    for (k, want) in crate::sysctl::AFTER_MODULES {
+        match read(k) {
+            Ok(got) if got.trim() == *want => ev.push(format!("{k}={want} (set by machined)")),
+            Ok(got) => {
+                locked = false;
+                ev.push(format!(
+                    "{k}: machined sets {want}, node has {}",
+                    got.trim()
+                ));
+            }
+            Err(e) => {
+                locked = false;
+                ev.push(format!("{k}: machined sets {want}, cannot read: {e}"));
+            }
+        }
+    }
+    let verdict = if locked { verdict } else { Verdict::Fail };
+    (verdict, ev)
 }
 
 /// RT-10 from the sandboxed variants' outcomes of the attacks.

@@ -88,29 +88,40 @@ fn brk_probes_classify() {
     assert!(evaluate(CheckId::Rt01, &out(0, "", "")).escaped());
 }
 
+/// An attack that got through is never a PASS: the privileged variant of an
+/// attack the node cannot refuse makes it EXPOSED (with the mitigation),
+/// any other variant getting through makes it FAIL.
 #[test]
-fn unprotectable_priv_rests_on_sandboxed_variants() {
+fn got_through_is_exposed_or_failed_never_pass() {
     let esc = || Ok(Outcome::Escaped("WROTE-SYSRQ".into()));
     let blk = || Ok(Outcome::Blocked("EROFS".into()));
+    let m = Some("user namespaces");
     let (v, ev) = attack_verdict(
-        true,
+        m,
         &[
             (Variant::Priv, esc()),
             (Variant::Userns, blk()),
             (Variant::Gvisor, blk()),
         ],
     );
-    assert_eq!(v, Verdict::Pass);
-    assert!(ev[0].contains("unprotectable at node level"));
-    let (v, _) = attack_verdict(true, &[(Variant::Priv, esc()), (Variant::Userns, esc())]);
+    match &v {
+        Verdict::Exposed { reason, mitigation } => {
+            assert!(reason.contains("WROTE-SYSRQ"), "{reason}");
+            assert!(reason.contains("blocked in userns and gvisor"), "{reason}");
+            assert_eq!(mitigation, "user namespaces");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(ev[0].starts_with("priv: got through (unprotectable at node level"));
+    // A sandboxed variant getting through is the node's failure.
+    let (v, _) = attack_verdict(m, &[(Variant::Priv, esc()), (Variant::Userns, esc())]);
     assert_eq!(v, Verdict::Fail);
     // A protectable attack fails when priv gets through.
-    let (v, _) = attack_verdict(false, &[(Variant::Priv, esc())]);
+    let (v, _) = attack_verdict(None, &[(Variant::Priv, esc())]);
     assert_eq!(v, Verdict::Fail);
-    // Nothing protectable ran: an explicit skip with the reasons.
-    // priv blocked too (e.g. a kernel without modules): a pass.
+    // priv blocked too (e.g. a kernel refusing modules): a pass.
     let (v, _) = attack_verdict(
-        true,
+        m,
         &[
             (Variant::Priv, blk()),
             (Variant::Unpriv, blk()),
@@ -118,10 +129,10 @@ fn unprotectable_priv_rests_on_sandboxed_variants() {
         ],
     );
     assert_eq!(v, Verdict::Pass);
-    // unpriv blocked is not enough when priv got through: the sandboxed
-    // variants must have run.
+    // priv got through and no sandboxed variant ran: still EXPOSED (the
+    // attack ran and succeeded), saying why the sandboxes did not run.
     let (v, _) = attack_verdict(
-        true,
+        m,
         &[
             (Variant::Priv, esc()),
             (Variant::Unpriv, blk()),
@@ -129,8 +140,49 @@ fn unprotectable_priv_rests_on_sandboxed_variants() {
         ],
     );
     match v {
-        Verdict::Skip { reason } => assert!(reason.contains("runsc missing")),
+        Verdict::Exposed { reason, .. } => {
+            assert!(
+                reason.contains("neither the userns nor the gvisor"),
+                "{reason}"
+            );
+            assert!(reason.contains("runsc missing"), "{reason}");
+        }
         other => panic!("{other:?}"),
+    }
+    // Nothing ran at all: an explicit skip with the reasons.
+    let (v, _) = attack_verdict(m, &[(Variant::Userns, Err("no userns".into()))]);
+    assert!(matches!(v, Verdict::Skip { reason } if reason.contains("no userns")));
+    // Exhaustively over small outcome sets: whenever any variant's outcome
+    // is Escaped, the verdict is not PASS.
+    let choices = [esc(), blk(), Err("n/a".to_string())];
+    for p in &choices {
+        for u in &choices {
+            for n in &choices {
+                for mit in [m, None] {
+                    let o = [
+                        (Variant::Priv, p.clone()),
+                        (Variant::Userns, u.clone()),
+                        (Variant::Unpriv, n.clone()),
+                    ];
+                    let through = o.iter().any(|(_, x)| matches!(x, Ok(Outcome::Escaped(_))));
+                    let (v, ev) = attack_verdict(mit, &o);
+                    if through {
+                        assert_ne!(v, Verdict::Pass, "{o:?} {ev:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The attacks a plain privileged container gets through take their
+/// mitigation from the catalog; BRK-01, BRK-03 and BRK-10 have none (the
+/// node must block even a privileged container there).
+#[test]
+fn attack_table_takes_exposure_from_the_catalog() {
+    for a in ATTACKS {
+        let exposable = !matches!(a.id, CheckId::Brk01 | CheckId::Brk03 | CheckId::Brk10);
+        assert_eq!(a.priv_mitigation().is_some(), exposable, "{}", a.id);
     }
 }
 
@@ -261,7 +313,18 @@ fn rt07_reads_the_image_file_under_root() {
     )
     .unwrap();
     std::fs::write(root.join("proc/sys/kernel/yama/ptrace_scope"), "1\n").unwrap();
-    assert_eq!(rt07(root).0, Verdict::Pass);
+    // Module loading still on: machined's lock is missing.
+    std::fs::write(root.join("proc/sys/kernel/modules_disabled"), "0\n").unwrap();
+    let (v, ev) = rt07(root);
+    assert_eq!(v, Verdict::Fail, "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|e| e.contains("kernel.modules_disabled: machined sets 1, node has 0"))
+    );
+    std::fs::write(root.join("proc/sys/kernel/modules_disabled"), "1\n").unwrap();
+    let (v, ev) = rt07(root);
+    assert_eq!(v, Verdict::Pass, "{ev:?}");
+    assert!(ev.contains(&"kernel.modules_disabled=1 (set by machined)".to_string()));
     std::fs::write(root.join("proc/sys/kernel/yama/ptrace_scope"), "0\n").unwrap();
     assert_eq!(rt07(root).0, Verdict::Fail);
     std::fs::write(root.join("usr/lib/ironclad/sysctl.json"), "not json").unwrap();

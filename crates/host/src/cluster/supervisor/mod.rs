@@ -43,8 +43,21 @@ use crate::network::MacAddr;
 use crate::qemu::{ClusterNic, MachineType, UserNic, VmSpec};
 use std::path::Path;
 
-/// The kernel command line of every node (see docs/image-layout.md).
-pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
+/// The kernel command line of every node (see docs/image-layout.md), with
+/// the kernel defences Debian's stock kernel offers without a rebuild
+/// (docs/matrix.md, "Kernel defences", has what each blocks, measured):
+/// - `lockdown=integrity`: no /dev/mem, /dev/port, ioperm, MSR writes,
+///   unsigned kexec, hibernation, unsigned modules;
+/// - `module.sig_enforce=1`: only modules signed by Debian's key load (the
+///   image's modules are Debian's, decompressed with their signatures);
+/// - `bdev_allow_write_mounted=0`: nobody opens a mounted disk for writing
+///   (the root and state disks: BRK-05);
+/// - `cgroup_no_v1=all,named`: no cgroup v1 hierarchy can be mounted (the
+///   release_agent escape, BRK-08); containerd uses cgroup v2.
+///
+/// machined turns module loading off once the node's modules are in
+/// (`kernel.modules_disabled`).
+pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet lockdown=integrity module.sig_enforce=1 bdev_allow_write_mounted=0 cgroup_no_v1=all,named";
 
 /// The kernel command line for `accel`. Under TCG the guest CPU does not
 /// speculate (QEMU translates and runs instructions in order), so the
