@@ -138,7 +138,7 @@ pub fn run(args: Args, global: &Global) -> CliResult {
         other => source.attach(&args, Failure::failed(other)),
     })?;
     if let Source::State { root, name } = &source {
-        keep_report(root, name, &report);
+        keep_report(root, name, &report, args.strict);
     }
     print_report(&report, args.output, args.junit.as_deref(), args.strict)
         .map_err(|f| source.attach(&args, f))
@@ -146,7 +146,7 @@ pub fn run(args: Args, global: &Global) -> CliResult {
 
 /// Keeps the report in the cluster's directory, where `ironclad support`
 /// finds it; failing to is only said.
-fn keep_report(root: &Path, name: &ClusterName, report: &matrix::Report) {
+fn keep_report(root: &Path, name: &ClusterName, report: &matrix::Report, strict: bool) {
     let paths = crate::cluster::paths::ClusterPaths::new(root, name);
     let json = paths.matrix_report_json();
     let kept = json
@@ -156,7 +156,7 @@ fn keep_report(root: &Path, name: &ClusterName, report: &matrix::Report) {
         .and_then(|()| {
             crate::fsutil::write_public(
                 &paths.matrix_report_junit(),
-                render::junit(report).as_bytes(),
+                render::junit(report, strict).as_bytes(),
             )
         });
     if let Err(e) = kept {
@@ -299,7 +299,7 @@ pub fn run_after_create(
         matrix::run::run(&ctx, &choice.checks, choice.destructive, &say).await
     })?
     .map_err(Failure::failed)?;
-    keep_report(root, name, &report);
+    keep_report(root, name, &report, strict);
     print_report(&report, output, junit, strict)
 }
 
