@@ -220,7 +220,8 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
         name: node.name.clone(),
         kernel: image.vmlinuz.clone(),
         initrd: image.initramfs.clone(),
-        append: "console=ttyS0 panic=-1 quiet".into(),
+        // The kernel command line clusters boot with (defences included).
+        append: ironclad_host::cluster::supervisor::kernel_cmdline(Accel::Tcg),
         cpus: 2,
         memory_mib: 1024,
         machine: MachineType::Q35,

@@ -137,13 +137,19 @@ where
             Err(e) => return Err(client_failure(e)),
         }
     }
-    Err(Failure::msg(
-        Exit::Failed,
-        match last {
-            Some(l) => format!("no control plane of {:?} answered (last: {l})", sel.name),
-            None => format!("cluster {:?} has no control planes", sel.name),
-        },
-    ))
+    Err(Failure::failed(match last {
+        Some(l) => miette::miette!(
+            code = "ironclad::etcd::no_control_plane",
+            help = "`ironclad status` shows whether the control planes run; `ironclad start` boots them",
+            "no control plane of {:?} answered (last: {l})",
+            sel.name
+        ),
+        None => miette::miette!(
+            code = "ironclad::etcd::no_control_plane",
+            "cluster {:?} has no control planes",
+            sel.name
+        ),
+    }))
 }
 
 /// The members as a table.
@@ -231,7 +237,12 @@ async fn get(g: &Global, a: GetArgs) -> CliResult {
         Output::Text => match &kv.value {
             Some(v) => outln!("{v}"),
             None => {
-                return Err(Failure::msg(Exit::Failed, format!("no key {:?}", a.key)));
+                return Err(Failure::failed(miette::miette!(
+                    code = "ironclad::etcd::no_key",
+                    help = "`-o json` prints `\"value\": null` for a missing key and exits 0",
+                    "no key {:?}",
+                    a.key
+                )));
             }
         },
     }

@@ -54,21 +54,23 @@ pub fn cluster(root: &Path, given: Option<ClusterName>) -> Result<ClusterName, F
         )
     })?;
     match names.as_slice() {
-        [] => Err(Failure::msg(Exit::BadInput, no_clusters(root))),
+        [] => Err(Failure::bad_input(miette::miette!(
+            code = "ironclad::cluster::none",
+            "{}",
+            no_clusters(root)
+        ))),
         [one] => {
             super::progress::line(&format!("cluster {one} (the only one there is)"));
             Ok(one.clone())
         }
         many => {
             let many: Vec<&str> = many.iter().map(|n| n.as_str()).collect();
-            Err(Failure::msg(
-                Exit::BadInput,
-                format!(
-                    "several clusters under {} ({}): name one (NAME, --cluster or {CLUSTER_ENV})",
-                    root.display(),
-                    many.join(", ")
-                ),
-            ))
+            Err(Failure::bad_input(miette::miette!(
+                code = "ironclad::cluster::several",
+                "several clusters under {} ({}): name one (NAME, --cluster or {CLUSTER_ENV})",
+                root.display(),
+                many.join(", ")
+            )))
         }
     }
 }

@@ -70,6 +70,30 @@ impl Harness {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `ironclad create -f <repo file> --accel tcg --timeout <BOOT>`, then
+    /// `extra`; the caller judges the outcome.
+    pub fn create(&self, file: &str, extra: &[&str]) -> Output {
+        let file = crate::repo_file(file);
+        let timeout = crate::BOOT.as_secs().to_string();
+        let mut args = vec![
+            "create",
+            "-f",
+            &file,
+            "--accel",
+            "tcg",
+            "--timeout",
+            &timeout,
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// [`Harness::create`] that must succeed.
+    pub fn create_ok(&self, file: &str) {
+        let out = self.create(file, &[]);
+        assert!(out.status.success(), "ironclad create -f {file} failed");
+    }
+
     pub fn status(&self, name: &str) -> Value {
         let text = self.ok(&["status", name, "--output", "json"]);
         serde_json::from_str(&text).expect("status JSON")

@@ -49,15 +49,7 @@ fn solo_cluster(dir: &std::path::Path, name: &str) -> String {
 fn dev_cluster_lifecycle() {
     let h = Harness::new("dev_cluster_lifecycle");
     let timeout = BOOT.as_secs().to_string();
-    h.ok(&[
-        "create",
-        "-f",
-        &repo_file("clusters/dev.yaml"),
-        "--accel",
-        "tcg",
-        "--timeout",
-        &timeout,
-    ]);
+    h.create_ok("clusters/dev.yaml");
 
     // Status: every node ready with a pid, its address and a distinct API port.
     let st = h.status("dev");

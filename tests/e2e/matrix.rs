@@ -8,7 +8,6 @@
 //! junit.xml), pass or fail, for CI to publish.
 
 use crate::harness::Harness;
-use crate::{BOOT, repo_file};
 use serde_json::Value;
 
 /// Every non-destructive check the report must hold, per node or for the
@@ -27,23 +26,12 @@ const EXPOSED: &[&str] = &["BRK-04", "BRK-07", "BRK-09"];
 #[test]
 fn matrix_on_the_dev_cluster_passes() {
     let h = Harness::new("matrix_dev");
-    let timeout = BOOT.as_secs().to_string();
     let junit = h.root().join("matrix.xml");
     let junit_arg = junit.to_string_lossy().into_owned();
-    let out = h.run(&[
-        "create",
-        "-f",
-        &repo_file("clusters/dev.yaml"),
-        "--accel",
-        "tcg",
-        "--timeout",
-        &timeout,
-        "--matrix",
-        "--output",
-        "json",
-        "--junit",
-        &junit_arg,
-    ]);
+    let out = h.create(
+        "clusters/dev.yaml",
+        &["--matrix", "--output", "json", "--junit", &junit_arg],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let keep = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()

@@ -6,7 +6,6 @@
 //! harness destroys the cluster and kills its QEMUs however the test ends.
 
 use crate::harness::Harness;
-use crate::{BOOT, repo_file};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -49,16 +48,7 @@ fn worker_network(h: &Harness) -> Value {
 #[test]
 fn partition_cuts_the_worker_off_and_heal_restores_it() {
     let h = Harness::new("net_faults");
-    let timeout = BOOT.as_secs().to_string();
-    h.ok(&[
-        "create",
-        "-f",
-        &repo_file("clusters/dev.yaml"),
-        "--accel",
-        "tcg",
-        "--timeout",
-        &timeout,
-    ]);
+    h.create_ok("clusters/dev.yaml");
 
     // Healthy: the control plane reaches the worker's API on 10.5.0.3.
     let (verdict, evidence) = conf04_on_cp(&h);

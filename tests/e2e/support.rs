@@ -3,45 +3,19 @@
 //! logs and service logs are in the bundle, and no secret of the cluster is.
 
 use crate::harness::Harness;
-use std::path::Path;
-
-/// Every secret string of the state dir `dir`, found without ironclad's own
-/// scrubber: each body line of each PEM private key in any file, and the
-/// bootstrap token.
-fn secrets_of(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            let Ok(t) = e.file_type() else { continue };
-            if t.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let Ok(text) = std::fs::read_to_string(&p) else {
-                continue;
-            };
-            if p.ends_with("secrets/bootstrap-token") {
-                out.push(text.trim().to_string());
-            }
-            let text = text.replace("\\n", "\n");
-            let mut inside = false;
-            for l in text.lines().map(str::trim) {
-                if l.contains("BEGIN") && l.contains("PRIVATE KEY") {
-                    inside = true;
-                } else if l.contains("END") {
-                    inside = false;
-                } else if inside && l.len() >= 16 {
-                    out.push(l.trim_matches('"').to_string());
-                }
-            }
-        }
-    }
-    out
-}
 
 pub fn bundle_of_running_dev_cluster(h: &Harness) {
+    // `create` returns at ready; containerd may not have logged yet.
+    for node in ["dev-cp-1", "dev-worker-1"] {
+        h.wait_for(
+            &format!("containerd on {node} to log"),
+            std::time::Duration::from_secs(120),
+            || {
+                let out = h.run(&["node", "logs", "containerd", "--node", node, "--tail", "1"]);
+                out.status.success() && !out.stdout.is_empty()
+            },
+        );
+    }
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("bundle.tar.gz");
     let json = h.ok(&[
@@ -89,7 +63,7 @@ pub fn bundle_of_running_dev_cluster(h: &Harness) {
     assert!(read("network.json").contains("dev-worker-1"));
     assert!(read("image/manifest.json").contains("\"parts\""));
 
-    let secrets = secrets_of(&h.cluster_dir("dev"));
+    let secrets = ironclad_testkit::secrets::strings_in(&h.cluster_dir("dev"));
     assert!(
         secrets.len() > 20,
         "the state dir holds keys: {}",

@@ -12,4 +12,5 @@
 
 pub mod apid;
 pub mod process;
+pub mod secrets;
 pub mod wait;

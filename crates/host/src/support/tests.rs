@@ -5,37 +5,6 @@
 use super::*;
 use crate::spec::parse_cluster_file;
 
-/// Every body line of every private key under `dir`, found independently of
-/// [`scrub::Needles`] (walks the whole state dir).
-fn key_lines(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let Ok(text) = std::fs::read_to_string(&p) else {
-                continue;
-            };
-            let text = text.replace("\\n", "\n");
-            let mut inside = false;
-            for l in text.lines().map(str::trim) {
-                if l.contains("BEGIN") && l.contains("PRIVATE KEY") {
-                    inside = true;
-                } else if l.contains("END") {
-                    inside = false;
-                } else if inside && l.len() >= 16 {
-                    out.push(l.to_string());
-                }
-            }
-        }
-    }
-    out
-}
-
 fn read_bundle(file: &Path) -> Vec<(String, Vec<u8>)> {
     let gz = flate2::read::GzDecoder::new(std::fs::File::open(file).unwrap());
     let mut ar = tar::Archive::new(gz);
@@ -70,7 +39,7 @@ fn a_stopped_clusters_bundle_has_its_files_and_no_secret() {
     )
     .unwrap();
 
-    let lines = key_lines(paths.dir());
+    let lines = ironclad_testkit::secrets::strings_in(paths.dir());
     assert!(
         lines.len() > 20,
         "the state dir holds keys: {}",
