@@ -45,6 +45,30 @@ fn example_clusters_are_valid() {
     }
 }
 
+/// The file may also be given without `-f` (as a new user types it); both
+/// at once, or neither, is bad input.
+#[test]
+fn the_file_may_be_positional() {
+    let file = &clusters()[0];
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_ironclad"))
+            .arg("validate")
+            .args(args)
+            .output()
+            .expect("run ironclad")
+    };
+    let out = run(&[file.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid cluster"));
+    assert_eq!(run(&[]).status.code(), Some(2));
+    let both = run(&[file.as_os_str(), "-f".as_ref(), file.as_os_str()]);
+    assert_eq!(both.status.code(), Some(2));
+}
+
 #[test]
 fn json_output_is_the_resolved_cluster() {
     let ha = Path::new(env!("CARGO_MANIFEST_DIR")).join("clusters/ha.yaml");

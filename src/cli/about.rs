@@ -37,9 +37,7 @@ pub fn version(a: VersionArgs) -> CliResult {
     let r = VersionReport::collect(COMMIT);
     match a.output {
         Output::Json => {
-            let text = serde_json::to_string_pretty(&r)
-                .map_err(|e| Failure::msg(Exit::Failed, format!("cannot render JSON: {e}")))?;
-            outln!("{text}");
+            outln!("{}", super::out::json(&r)?);
         }
         Output::Text => out!("{}", version_text(&r)),
     }

@@ -5,8 +5,8 @@
 //! (the cluster file's) until one whose API and etcd answer; the one that
 //! did is said on stderr.
 
-use super::node_cmd::{client_failure, json};
-use super::out::{out, outln};
+use super::node_cmd::client_failure;
+use super::out::{json, out, outln};
 use super::select::{ClientArgs, Selected};
 use super::{CliResult, Exit, Failure, Global, Output};
 use crate::api::{ErrorCode, EtcdMembers};

@@ -134,10 +134,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-fn json_failure(e: serde_json::Error) -> Failure {
-    Failure::failed(miette::miette!("cannot render JSON: {e}"))
-}
-
 fn config(args: ConfigArgs) -> CliResult {
     let out = target_dir(args.dir.dir, args.dir.old_out)?;
     let cluster = match &args.file {
@@ -146,10 +142,7 @@ fn config(args: ConfigArgs) -> CliResult {
     };
     let report = configdir::generate(&cluster, &out).map_err(dir_failure)?;
     match args.output {
-        Output::Json => outln!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(json_failure)?
-        ),
+        Output::Json => outln!("{}", super::out::json(&report)?),
         Output::Text => {
             let source = args
                 .file
@@ -257,14 +250,13 @@ fn client_cert(args: ClientCertArgs) -> CliResult {
     match args.output {
         Output::Json => outln!(
             "{}",
-            serde_json::to_string_pretty(&ClientCertReport {
+            super::out::json(&ClientCertReport {
                 role,
                 organization: role.organization(),
                 common_name: cn,
                 cert,
                 key,
-            })
-            .map_err(json_failure)?
+            })?
         ),
         Output::Text => {
             outln!(

@@ -5,7 +5,7 @@
 //! of a recipe file (any value with a `/` or ending in `.yaml`/`.yml`, e.g.
 //! `./my.yaml`); nothing is looked up in the current directory by name.
 
-use super::out::outln;
+use super::out::{json, outln};
 use super::{CliResult, Exit, Failure, Global, Output};
 use crate::image::{self, BuildOptions, ErrorClass, ImageError, RecipeRef, cache, prune};
 use std::path::PathBuf;
@@ -95,10 +95,6 @@ pub fn exit_of(e: &ImageError) -> Exit {
         ErrorClass::MissingDependency => Exit::MissingDependency,
         ErrorClass::Failed => Exit::Failed,
     }
-}
-
-fn json(v: &impl serde::Serialize) -> Result<String, Failure> {
-    serde_json::to_string_pretty(v).map_err(|e| Failure::failed(miette::miette!("{e}")))
 }
 
 pub fn run(g: &Global, cmd: ImageCommand) -> CliResult {

@@ -1,7 +1,7 @@
 //! `ironclad create|list|status|stop|start|destroy|console` and the hidden
 //! `__supervise`. Parses flags, calls [`crate::cluster::lifecycle`], prints.
 
-use super::out::outln;
+use super::out::{json, outln};
 use super::{CliResult, Exit, Failure, Global, Output, cluster_name_arg, node_name_arg};
 use crate::cluster::lifecycle::{
     self, ClusterStatus, Destroyed, LifecycleError, Progress, UpReport,
@@ -168,10 +168,6 @@ pub fn exit_of(e: &LifecycleError) -> Exit {
         | E::EtcdPanicked => Exit::Failed,
         E::Interrupted => Exit::Interrupted,
     }
-}
-
-fn json(v: &impl serde::Serialize) -> Result<String, Failure> {
-    serde_json::to_string_pretty(v).map_err(|e| Failure::failed(miette::miette!("{e}")))
 }
 
 fn print_up(what: &str, r: &UpReport, output: Output) -> CliResult {

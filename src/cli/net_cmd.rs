@@ -149,11 +149,7 @@ fn done(action: &NetAction) -> String {
 
 fn print(st: &NetStatus, action: Option<&NetAction>, output: Output) -> CliResult {
     match output {
-        Output::Json => outln!(
-            "{}",
-            serde_json::to_string_pretty(st)
-                .map_err(|e| Failure::failed(miette::miette!("{e}")))?
-        ),
+        Output::Json => outln!("{}", super::out::json(st)?),
         Output::Text => {
             if let Some(a) = action {
                 outln!("{}", done(a));

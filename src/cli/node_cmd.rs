@@ -5,7 +5,7 @@
 //! cluster has one node. Also holds the API-failure mapping shared with
 //! `ironclad etcd` ([`client_failure`]).
 
-use super::out::outln;
+use super::out::{json, outln};
 use super::select::{ClientArgs, Selected};
 use super::{CliResult, Exit, Failure, Global, Output};
 use crate::api::{ErrorCode, LogLine, LogLines};
@@ -109,10 +109,6 @@ pub(super) fn client_failure(e: ClientError) -> Failure {
     };
     // The diagnostic keeps its code and help line (`ironclad::api::*`).
     Failure::new(exit, e)
-}
-
-pub(super) fn json(v: &impl serde::Serialize) -> Result<String, Failure> {
-    serde_json::to_string_pretty(v).map_err(|e| Failure::failed(miette::miette!("{e}")))
 }
 
 pub fn run(g: &Global, cmd: NodeCommand) -> CliResult {

@@ -21,6 +21,13 @@
 
 use std::io::Write;
 
+/// `v` as pretty JSON, the one rendering of every `--output json` document
+/// (a value that cannot be rendered is a failure, exit 1).
+pub fn json(v: &impl serde::Serialize) -> Result<String, super::Failure> {
+    serde_json::to_string_pretty(v)
+        .map_err(|e| super::Failure::failed(miette::miette!("cannot render JSON: {e}")))
+}
+
 /// Writes `args` to stdout (see the module docs for a closed stdout).
 pub fn fmt(args: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();

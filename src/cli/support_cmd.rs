@@ -62,7 +62,7 @@ pub fn run(g: &Global, a: Args) -> CliResult {
         redacted: s.redacted,
     };
     match a.output {
-        Output::Json => outln!("{}", super::node_cmd::json(&written)?),
+        Output::Json => outln!("{}", super::out::json(&written)?),
         Output::Text => {
             for m in written.missing {
                 outln!("  not collected: {}: {}", m.what, m.why);
@@ -99,6 +99,10 @@ pub fn write(
     file: &Path,
     node_timeout: Duration,
 ) -> Result<Summary, Failure> {
+    // Said before anything is collected (written without replacing anyway).
+    if file.symlink_metadata().is_ok() {
+        return Err(failure(SupportError::Exists(file.to_path_buf())));
+    }
     let version = serde_json::to_value(ironclad_host::version::VersionReport::collect(
         super::about::COMMIT,
     ))
@@ -143,7 +147,10 @@ impl OnFailure {
     fn file(&self, name: &ClusterName) -> Option<PathBuf> {
         self.support_on_failure.clone().or_else(|| {
             std::env::var_os(CI_ENV)
-                .is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+                .is_some_and(|v| {
+                    let v = v.to_string_lossy().to_ascii_lowercase();
+                    !matches!(v.trim(), "" | "false" | "0" | "no" | "off")
+                })
                 .then(|| {
                     PathBuf::from(support::default_file_name(
                         name,

@@ -1,4 +1,4 @@
-//! `ironclad validate -f FILE [--output json]`: parses and checks a cluster
+//! `ironclad validate [-f] FILE [--output json]`: parses and checks a cluster
 //! file. Valid: a one-line summary (or the resolved cluster as JSON), exit 0.
 //! Invalid or unreadable: each problem as a diagnostic on stderr with
 //! `FILE:LINE:COL`, exit 2; with `--output json` the problems are also printed
@@ -15,20 +15,29 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The cluster file (or `-f FILE`, as `create` takes it).
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "file_flag",
+        conflicts_with = "file_flag"
+    )]
+    path: Option<PathBuf>,
     /// The cluster file.
-    #[arg(short = 'f', long = "file")]
-    file: PathBuf,
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file_flag: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }
 
 pub fn run(args: Args) -> CliResult {
-    let cluster = match crate::spec::parse_cluster_file(&args.file) {
+    // clap makes sure exactly one of the two is given.
+    let file = args.path.or(args.file_flag).unwrap_or_default();
+    let cluster = match crate::spec::parse_cluster_file(&file) {
         Ok(cluster) => cluster,
         Err(err) => {
             if args.output == Output::Json {
-                outln!("{}", problems_json(&args.file.display().to_string(), &err));
+                outln!("{}", problems_json(&file.display().to_string(), &err));
             }
             return Err(Failure::bad_input(err));
         }
@@ -36,16 +45,12 @@ pub fn run(args: Args) -> CliResult {
     match args.output {
         Output::Text => outln!(
             "{}: valid cluster {:?} ({} control planes, {} workers)",
-            args.file.display(),
+            file.display(),
             cluster.name.as_str(),
             cluster.control_planes().count(),
             cluster.workers().count()
         ),
-        Output::Json => outln!(
-            "{}",
-            serde_json::to_string_pretty(&cluster)
-                .map_err(|e| Failure::failed(miette::miette!("{e}")))?
-        ),
+        Output::Json => outln!("{}", super::out::json(&cluster)?),
     }
     Ok(())
 }

@@ -20,6 +20,17 @@ use std::path::Path;
 /// is synced so the rename survives a crash. A temporary file is removed when
 /// anything fails.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_whole(path, data, mode, true)
+}
+
+/// As [`write_atomic`], but never replaces a file: when `path` exists (also
+/// one that appeared while the data was written), the error is
+/// [`io::ErrorKind::AlreadyExists`] and nothing is left behind.
+pub fn write_new(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_whole(path, data, mode, false)
+}
+
+fn write_whole(path: &Path, data: &[u8], mode: u32, replace: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -42,7 +53,11 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     tmp.write_all(data)?;
     tmp.as_file().sync_all()?;
     // On an error the temporary file is dropped, which removes it.
-    tmp.persist(path).map_err(|e| e.error)?;
+    if replace {
+        tmp.persist(path).map_err(|e| e.error)?;
+    } else {
+        tmp.persist_noclobber(path).map_err(|e| e.error)?;
+    }
     File::open(dir)?.sync_all()
 }
 

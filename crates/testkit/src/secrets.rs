@@ -38,9 +38,9 @@ fn strings_of_file(p: &Path) -> Vec<String> {
     let text = text.replace("\\n", "\n");
     let mut inside = false;
     for l in text.lines().map(|l| l.trim().trim_matches('"')) {
-        if l.contains("BEGIN") && l.contains("PRIVATE KEY") {
+        if l.starts_with("-----BEGIN") && l.contains("PRIVATE KEY") {
             inside = true;
-        } else if l.contains("END") {
+        } else if l.starts_with("-----END") {
             inside = false;
         } else if inside && l.len() >= 16 {
             out.push(l.to_string());

@@ -27,7 +27,12 @@ pub fn write_tar_gz(bundle: &Bundle, name: &ClusterName, file: &Path) -> Result<
         move |source| SupportError::Io { what, source }
     };
     let bytes = encode(bundle, name).map_err(io("cannot make the archive"))?;
-    crate::fsutil::write_atomic(file, &bytes, 0o600).map_err(io("cannot write"))?;
+    match crate::fsutil::write_new(file, &bytes, 0o600) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(SupportError::Exists(file.to_path_buf()));
+        }
+        other => other.map_err(io("cannot write"))?,
+    }
     Ok(bytes.len() as u64)
 }
 

@@ -50,6 +50,9 @@ use std::time::Duration;
 /// that ran for days must not make the bundle unsendable.
 pub const LOG_LIMIT: u64 = 8 << 20;
 
+/// The longest reason kept for something missing.
+pub const MAX_REASON: usize = 4096;
+
 /// Why no bundle could be made at all.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum SupportError {
@@ -137,10 +140,22 @@ impl Bundle {
     }
 
     /// Records that `what` could not be collected, and why.
+    /// The reason is scrubbed too (a node's error may quote anything) and
+    /// cut to [`MAX_REASON`] bytes.
     pub fn miss(&mut self, what: impl Into<String>, why: impl std::fmt::Display) {
+        let (why, _) = self.needles.scrub(why.to_string().as_bytes());
+        let mut why = String::from_utf8_lossy(&why).into_owned();
+        if why.len() > MAX_REASON {
+            let cut = (0..=MAX_REASON)
+                .rev()
+                .find(|&i| why.is_char_boundary(i))
+                .unwrap_or(0);
+            why.truncate(cut);
+            why.push_str(" [...]");
+        }
         self.missing.push(Missing {
             what: what.into(),
-            why: why.to_string(),
+            why,
         });
     }
 
@@ -394,18 +409,25 @@ fn read_tail(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path)?;
     let len = f.metadata()?.len();
-    let mut out = Vec::new();
-    if len > limit {
-        out.extend_from_slice(
-            format!(
-                "[ironclad support: the first {} bytes were cut]\n",
-                len - limit
-            )
-            .as_bytes(),
-        );
-        f.seek(SeekFrom::Start(len - limit))?;
+    let mut kept = Vec::new();
+    if len <= limit {
+        f.take(limit).read_to_end(&mut kept)?;
+        return Ok(kept);
     }
-    f.take(limit).read_to_end(&mut out)?;
+    f.seek(SeekFrom::Start(len - limit))?;
+    f.take(limit).read_to_end(&mut kept)?;
+    // From the first whole line on: half a line could be half a secret the
+    // scrubber no longer recognises.
+    let from = kept
+        .iter()
+        .position(|&c| c == b'\n')
+        .map_or(kept.len(), |i| i + 1);
+    let mut out = format!(
+        "[ironclad support: the first {} bytes were cut]\n",
+        len - limit + from as u64
+    )
+    .into_bytes();
+    out.extend_from_slice(&kept[from..]);
     Ok(out)
 }
 
@@ -420,10 +442,14 @@ mod unit {
     fn a_long_log_keeps_its_end_and_says_so() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.log");
-        std::fs::write(&p, b"0123456789").unwrap();
-        assert_eq!(read_tail(&p, 100).unwrap(), b"0123456789");
-        let cut = String::from_utf8(read_tail(&p, 4).unwrap()).unwrap();
-        assert_eq!(cut, "[ironclad support: the first 6 bytes were cut]\n6789");
+        std::fs::write(&p, b"0123\n56789\n").unwrap();
+        assert_eq!(read_tail(&p, 100).unwrap(), b"0123\n56789\n");
+        // Cut inside the first line: the rest of it goes too.
+        let cut = String::from_utf8(read_tail(&p, 8).unwrap()).unwrap();
+        assert_eq!(
+            cut,
+            "[ironclad support: the first 5 bytes were cut]\n56789\n"
+        );
     }
 
     #[test]

@@ -116,8 +116,8 @@ async fn ask(client: &NodeClient, n: &NodeRecord, timeout: Duration) -> Gathered
             Vec::new()
         }
     };
-    for s in &services {
-        let path = format!("{dir}/logs/{}.log", s.name);
+    for s in services.iter().take(MAX_SERVICES) {
+        let path = format!("{dir}/logs/{}.log", file_name(&s.name));
         match within(timeout, client.logs(&s.name, None)).await {
             Ok(lines) => g.files.push((path, text(&lines))),
             Err(e) => g.missing.push((path, e)),
@@ -138,7 +138,31 @@ async fn ask(client: &NodeClient, n: &NodeRecord, timeout: Duration) -> Gathered
     g
 }
 
-/// Log lines as text: an RFC 3339 time, a space, the line.
+/// The most services whose logs are asked for (a node has a handful).
+const MAX_SERVICES: usize = 32;
+
+/// A service name as a file name: what a node says is not trusted to be a
+/// plain name (a `/` or `..` would leave the node's directory in the archive).
+fn file_name(service: &str) -> String {
+    let clean: String = service
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    match clean.trim_start_matches('.') {
+        "" => "_".to_string(),
+        c => c.to_string(),
+    }
+}
+
+/// Log lines as text: an RFC 3339 time, a space, the line; at most the last
+/// [`super::LOG_LIMIT`] bytes.
 fn text(lines: &LogLines) -> Vec<u8> {
     let mut out = String::new();
     for l in &lines.lines {
@@ -154,5 +178,25 @@ fn text(lines: &LogLines) -> Vec<u8> {
         out.push_str(&l.line);
         out.push('\n');
     }
+    let limit = super::LOG_LIMIT as usize;
+    if out.len() > limit {
+        let cut = out.len() - limit;
+        let from = out[cut..].find('\n').map_or(out.len(), |i| cut + i + 1);
+        out = format!(
+            "[ironclad support: the first {from} bytes were cut]\n{}",
+            &out[from..]
+        );
+    }
     out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn service_names_stay_inside_the_nodes_directory() {
+        assert_eq!(super::file_name("etcd"), "etcd");
+        assert_eq!(super::file_name("../../x"), "_.._x");
+        assert_eq!(super::file_name(".."), "_");
+        assert_eq!(super::file_name("a/b"), "a_b");
+    }
 }

@@ -51,7 +51,7 @@ impl Needles {
                 n.add_token(text.trim());
             }
             n.add_pem_keys(&text);
-            // A machine config carries the token too.
+            // A token in any other file (none holds one today).
             for line in text.lines() {
                 if let Some(t) = token_in(line) {
                     n.add_token(t);
@@ -156,36 +156,55 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 const BEGIN: &[u8] = b"-----BEGIN ";
 const END: &[u8] = b"-----END ";
-const KEY_TAIL: &[u8] = b"PRIVATE KEY-----";
+const DASHES: &[u8] = b"-----";
+const KEY_LABEL: &[u8] = b"PRIVATE KEY";
+/// The longest label between `-----BEGIN ` and `-----` taken for a header
+/// (`ENCRYPTED PRIVATE KEY` is 21 bytes).
+const MAX_LABEL: usize = 40;
 
-/// Cuts every `-----BEGIN ... PRIVATE KEY-----` ... `-----END ... PRIVATE
-/// KEY-----` block (an unterminated one to the end of the data).
+/// The first private-key marker `<prefix>... PRIVATE KEY-----` in `hay`:
+/// its start and end. A `-----BEGIN ` that opens anything else (a
+/// certificate, a line cut short) is passed over by its own length only, so
+/// a key header right after it is still found.
+fn key_marker(hay: &[u8], prefix: &[u8]) -> Option<(usize, usize)> {
+    let mut from = 0;
+    while let Some(i) = find(&hay[from..], prefix) {
+        let start = from + i;
+        let label_at = start + prefix.len();
+        let window = &hay[label_at..hay.len().min(label_at + MAX_LABEL + DASHES.len())];
+        if let Some(j) = find(window, DASHES) {
+            let label = &window[..j];
+            if label.ends_with(KEY_LABEL) && !label.iter().any(|&c| c == b'\n' || c == b'\\') {
+                return Some((start, label_at + j + DASHES.len()));
+            }
+        }
+        from = label_at;
+    }
+    None
+}
+
+/// Cuts every private-key block, `-----BEGIN ... PRIVATE KEY-----` to its
+/// `-----END ... PRIVATE KEY-----` (an unterminated one to the end of the
+/// data), and a key's tail whose header is not in the data (a log's kept
+/// end, a rotation) from the start of the data to its END marker.
 fn cut_pem_blocks(data: &[u8]) -> (Vec<u8>, usize) {
     let mut out = Vec::with_capacity(data.len());
     let mut count = 0;
     let mut rest = data;
-    while let Some(start) = find(rest, BEGIN) {
-        let Some(i) = find(&rest[start + BEGIN.len()..], b"-----") else {
-            break;
-        };
-        let header_end = start + BEGIN.len() + i + 5;
-        if !rest[start..header_end].ends_with(KEY_TAIL) {
-            out.extend_from_slice(&rest[..header_end]);
-            rest = &rest[header_end..];
-            continue;
-        }
+    if let Some((end_start, end_end)) = key_marker(rest, END)
+        && key_marker(rest, BEGIN).is_none_or(|(b, _)| b > end_start)
+    {
+        out.extend_from_slice(REDACTED);
+        count += 1;
+        rest = &rest[end_end..];
+    }
+    while let Some((start, header_end)) = key_marker(rest, BEGIN) {
         out.extend_from_slice(&rest[..start]);
         out.extend_from_slice(REDACTED);
         count += 1;
         let after = &rest[header_end..];
-        rest = match find(after, END) {
-            Some(e) => {
-                let tail = &after[e + END.len()..];
-                match find(tail, b"-----") {
-                    Some(t) => &tail[t + 5..],
-                    None => &[],
-                }
-            }
+        rest = match key_marker(after, END) {
+            Some((_, e)) => &after[e..],
             None => &[],
         };
     }
@@ -236,6 +255,29 @@ mod tests {
         // Unterminated: cut to the end.
         let (out, n) = Needles::default().scrub(b"x -----BEGIN EC PRIVATE KEY-----\nabc");
         assert_eq!((out.as_slice(), n), (b"x [REDACTED]".as_slice(), 1));
+    }
+
+    #[test]
+    fn a_key_after_a_stray_header_and_a_key_tail_are_cut() {
+        let n = Needles::default();
+        for before in ["no \"-----BEGIN \" line\n", "-----BEGIN CERTIFICATE\n"] {
+            let text = format!("{before}{KEY}after\n");
+            let (out, count) = n.scrub(text.as_bytes());
+            let out = String::from_utf8(out).unwrap();
+            assert_eq!(count, 1, "{out}");
+            assert!(
+                !out.contains("PRIVATE KEY") && !out.contains("MIGHAgEA"),
+                "{out}"
+            );
+            assert!(out.starts_with(before) && out.ends_with("after\n"), "{out}");
+        }
+        // The end of a key whose header is not in the data.
+        let tail = &KEY[KEY.find("qrst").unwrap()..];
+        let (out, count) = n.scrub(format!("{tail}next line\n").as_bytes());
+        assert_eq!(
+            (String::from_utf8(out).unwrap().as_str(), count),
+            ("[REDACTED]\nnext line\n", 1)
+        );
     }
 
     #[test]

@@ -33,9 +33,18 @@ fn a_stopped_clusters_bundle_has_its_files_and_no_secret() {
     let ca_key = std::fs::read_to_string(secrets.join("os-ca.key")).unwrap();
     let token = std::fs::read_to_string(secrets.join(crate::pki::TOKEN_FILE)).unwrap();
     std::fs::create_dir_all(paths.logs_dir()).unwrap();
+    // And the admin key's body without its markers (only the needles can
+    // find that).
+    let admin = std::fs::read_to_string(paths.dir().join("admin.key")).unwrap();
+    let admin_body: String = admin
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(admin_body.len() > 100);
     std::fs::write(
         paths.supervisor_log(),
-        format!("started\n{ca_key}token={}\n", token.trim()),
+        format!("started\n{ca_key}token={}\n{admin_body}", token.trim()),
     )
     .unwrap();
 

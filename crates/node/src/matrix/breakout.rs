@@ -219,8 +219,10 @@ pub const UNPROTECTABLE: &str = "unprotectable at node level on a shared kernel:
 ///
 /// FAIL when a variant the node protects got through; else EXPOSED when the
 /// plain privileged variant got through (with what it did, whether the
-/// sandboxed variants held, and the mitigation); else SKIP when no variant
-/// could run; else PASS. An attack that got through is never a PASS.
+/// sandboxed variants held, and the mitigation); else SKIP when the
+/// privileged variant of an exposable attack could not run, or no variant
+/// could; else PASS. An attack that got through is never a PASS, and one
+/// whose privileged variant never ran is not either.
 pub fn attack_verdict(
     priv_mitigation: Option<&str>,
     outcomes: &[(Variant, Result<Outcome, String>)],
@@ -230,6 +232,7 @@ pub fn attack_verdict(
     let mut escaped_any = false;
     let mut priv_through = None;
     let mut not_run = Vec::new();
+    let mut priv_not_run = None;
     for (v, o) in outcomes {
         let exposable = priv_mitigation.is_some() && *v == Variant::Priv;
         match o {
@@ -249,7 +252,9 @@ pub fn attack_verdict(
             }
             Err(why) => {
                 evidence.push(format!("{v}: not run: {why}"));
-                if !exposable {
+                if exposable {
+                    priv_not_run = Some(why.clone());
+                } else {
                     not_run.push(format!("{v}: {why}"));
                 }
             }
@@ -278,6 +283,12 @@ pub fn attack_verdict(
                 mitigation,
             )
         }
+        // The privileged variant is the one the kernel defences answer for:
+        // when it did not run, whether they hold is untested.
+        (false, None, Some(_)) if priv_not_run.is_some() => Verdict::skip(format!(
+            "the privileged variant could not run ({}): whether the node refuses it is untested",
+            priv_not_run.unwrap_or_default()
+        )),
         _ if considered_ran == 0 => Verdict::skip(format!(
             "no variant that the node can protect could run ({})",
             not_run.join("; ")

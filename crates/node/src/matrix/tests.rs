@@ -149,6 +149,21 @@ fn got_through_is_exposed_or_failed_never_pass() {
         }
         other => panic!("{other:?}"),
     }
+    // The privileged variant of an exposable attack did not run while the
+    // others were blocked: the kernel's defences were not tried, so SKIP
+    // saying so, not PASS.
+    let (v, _) = attack_verdict(
+        m,
+        &[
+            (Variant::Priv, Err("pod did not start".into())),
+            (Variant::Unpriv, blk()),
+            (Variant::Userns, blk()),
+        ],
+    );
+    assert!(
+        matches!(&v, Verdict::Skip { reason } if reason.contains("privileged variant could not run") && reason.contains("pod did not start")),
+        "{v:?}"
+    );
     // Nothing ran at all: an explicit skip with the reasons.
     let (v, _) = attack_verdict(m, &[(Variant::Userns, Err("no userns".into()))]);
     assert!(matches!(v, Verdict::Skip { reason } if reason.contains("no userns")));

@@ -19,9 +19,11 @@ pub struct QemuEngine;
 /// The host tools it runs.
 const TOOLS: &[(&str, &str)] = &[(supervisor::QEMU, "qemu-system-x86")];
 
-/// How long a fault request may take: the switch answers at once, so only a
-/// stuck supervisor runs into it.
-const FAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a fault request may take: the switch answers at once (a host
+/// process, not a guest), so only a stuck supervisor runs into it. Short,
+/// because `status`, `list` and `stop` ask it too, and a stuck supervisor
+/// is exactly when `stop` must not hang.
+const FAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One request to the supervisor, waiting up to `timeout` for its answer.
 fn call(paths: &ClusterPaths, req: &Request, timeout: Duration) -> Result<()> {
