@@ -179,11 +179,12 @@ pub fn library_closure(
             };
             let mut hit = None;
             for cand in candidates {
-                if let Some(real) = resolve_in_tree(root, &cand)? {
-                    if real.is_file() && is_elf(&real) {
-                        hit = Some((cand, real));
-                        break;
-                    }
+                if let Some(real) = resolve_in_tree(root, &cand)?
+                    && real.is_file()
+                    && is_elf(&real)
+                {
+                    hit = Some((cand, real));
+                    break;
                 }
             }
             let (cand, real) = hit.ok_or_else(|| ClosureError::Missing {

@@ -81,7 +81,7 @@ impl fmt::Display for ByteSize {
         const UNITS: [(u64, &str); 4] = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
         for (shift, unit) in UNITS {
             let div = 1u64 << shift;
-            if self.0 >= div && self.0 % div == 0 {
+            if self.0 >= div && self.0.is_multiple_of(div) {
                 return write!(f, "{}{}", self.0 / div, unit);
             }
         }

@@ -371,10 +371,9 @@ fn recipe_bytes(info: &crate::image::manifest::RecipeInfo) -> Result<Vec<u8>, St
     if let Some((_, text)) = crate::image::recipe::BUILT_IN
         .iter()
         .find(|(n, _)| *n == info.name)
+        && matches(text.as_bytes())
     {
-        if matches(text.as_bytes()) {
-            return Ok(text.as_bytes().to_vec());
-        }
+        return Ok(text.as_bytes().to_vec());
     }
     match std::fs::read(&info.name) {
         Ok(bytes) if matches(&bytes) => Ok(bytes),

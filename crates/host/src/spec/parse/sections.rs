@@ -85,12 +85,12 @@ impl Checker {
             }
             None => {}
         }
-        if let Some(meta) = self.section(&top, "metadata", "metadata", METADATA_KEYS) {
-            if let Some((name, pos)) = self.string(&meta, "name") {
-                match name.parse::<ClusterName>() {
-                    Ok(n) => draft.name = (n, pos),
-                    Err(e) => self.report(ProblemKind::BadName(e), pos),
-                }
+        if let Some(meta) = self.section(&top, "metadata", "metadata", METADATA_KEYS)
+            && let Some((name, pos)) = self.string(&meta, "name")
+        {
+            match name.parse::<ClusterName>() {
+                Ok(n) => draft.name = (n, pos),
+                Err(e) => self.report(ProblemKind::BadName(e), pos),
             }
         }
         if let Some(spec) = self.section(&top, "spec", "spec", SPEC_KEYS) {
@@ -109,16 +109,16 @@ impl Checker {
             self.group_section(spec, group);
         }
         self.runtimes(spec, &mut draft.runtimes);
-        if let Some(k) = self.section(spec, "kubernetes", "spec.kubernetes", KUBERNETES_KEYS) {
-            if let Some(enabled) = self.boolean(&k, "enabled") {
-                // The image has no Kubernetes binaries: a cluster that asks
-                // for Kubernetes would silently come up without it.
-                if enabled {
-                    let pos = k.get("enabled").map(|n| n.pos).unwrap_or_default();
-                    self.report(ProblemKind::KubernetesUnsupported, pos);
-                }
-                draft.kubernetes.enabled = enabled;
+        if let Some(k) = self.section(spec, "kubernetes", "spec.kubernetes", KUBERNETES_KEYS)
+            && let Some(enabled) = self.boolean(&k, "enabled")
+        {
+            // The image has no Kubernetes binaries: a cluster that asks
+            // for Kubernetes would silently come up without it.
+            if enabled {
+                let pos = k.get("enabled").map(|n| n.pos).unwrap_or_default();
+                self.report(ProblemKind::KubernetesUnsupported, pos);
             }
+            draft.kubernetes.enabled = enabled;
         }
         self.matrix(spec, &mut draft.matrix);
     }
@@ -349,16 +349,16 @@ impl Checker {
                 disk: self.disk(&f),
             });
         }
-        if let Some((count, pos)) = group.count {
-            if count as usize != items.len() {
-                self.report(
-                    ProblemKind::CountMismatch {
-                        count,
-                        listed: items.len(),
-                    },
-                    pos,
-                );
-            }
+        if let Some((count, pos)) = group.count
+            && count as usize != items.len()
+        {
+            self.report(
+                ProblemKind::CountMismatch {
+                    count,
+                    listed: items.len(),
+                },
+                pos,
+            );
         }
         group.nodes = Some(nodes);
     }
