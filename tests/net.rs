@@ -265,15 +265,39 @@ fn faults_are_set_shown_and_healed() {
     let st = json(root, &["net", "status", "dev", "-o", "json"]);
     assert_eq!(net_node(&st, WORKER)["faults"]["partitioned"], false);
     assert_eq!(net_node(&st, CP)["faults"]["lossPercent"], 30);
-    // The worker gets frames again (the cut one never arrives: the first is
-    // the one sent after the heal). The control plane's own loss may eat a
-    // frame, so send until one arrives.
+    // Loss drops real frames: at 100% none of the control plane's frames
+    // reaches the worker, and the worker's port counts them as dropped.
+    ok(
+        root,
+        &["net", "loss", "dev", "--node", CP, "--percent", "100"],
+    );
+    for _ in 0..5 {
+        cp.send(1, b"lost");
+    }
+    wait::until_true("the lost frames counted", wait::deadline(WAIT), || {
+        let st = json(root, &["net", "status", "-o", "json"]);
+        net_node(&st, WORKER)["counters"]["dropped_fault"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 5
+    });
+    assert_eq!(worker.recv(Duration::from_millis(300)), None);
+
+    // Without the loss the worker gets frames again (neither the cut frame
+    // nor the lost ones ever arrive: the first is the one sent now), each
+    // held for the control plane's delay of 250 ms.
     ok(
         root,
         &["net", "loss", "dev", "--node", CP, "--percent", "0"],
     );
+    let sent = std::time::Instant::now();
     cp.send(1, b"after");
     assert!(worker.recv(WAIT).unwrap().starts_with(b"after"));
+    let held = sent.elapsed();
+    assert!(
+        held >= Duration::from_millis(240),
+        "a frame under a 250 ms delay arrived after {held:?}"
+    );
 
     // Heal everything.
     let out = ok(root, &["net", "heal"]);
