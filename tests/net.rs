@@ -231,7 +231,7 @@ fn faults_are_set_shown_and_healed() {
     cp.send(1, b"cut");
     wait::until_true("the frame counted as cut", wait::deadline(WAIT), || {
         let st = json(root, &["net", "status", "-o", "json"]);
-        net_node(&st, WORKER)["counters"]["dropped_partition"]
+        net_node(&st, WORKER)["counters"]["droppedPartition"]
             .as_u64()
             .unwrap_or(0)
             >= 1
@@ -276,7 +276,7 @@ fn faults_are_set_shown_and_healed() {
     }
     wait::until_true("the lost frames counted", wait::deadline(WAIT), || {
         let st = json(root, &["net", "status", "-o", "json"]);
-        net_node(&st, WORKER)["counters"]["dropped_fault"]
+        net_node(&st, WORKER)["counters"]["droppedFault"]
             .as_u64()
             .unwrap_or(0)
             >= 5

@@ -82,7 +82,7 @@ fn partition_cuts_the_worker_off_and_heal_restores_it() {
         .unwrap()
         .iter()
         .find(|n| n["name"] == WORKER)
-        .unwrap()["counters"]["dropped_partition"]
+        .unwrap()["counters"]["droppedPartition"]
         .as_u64()
         .unwrap();
     assert!(cut > 0, "no frame to the worker was cut: {net}");

@@ -83,20 +83,31 @@ pub enum ErrorCode {
     LineTooLong,
 }
 
-/// Per-port counters.
+/// Per-port counters. Their JSON is camelCase like everything else ironclad
+/// prints (`net status`, `status`, a bundle's `switch.json`); the snake_case
+/// aliases read what a switch of an earlier ironclad (still running after an
+/// upgrade) or an earlier bundle says.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Counters {
     /// Frames and bytes received from the VM.
+    #[serde(alias = "rx_frames")]
     pub rx_frames: u64,
+    #[serde(alias = "rx_bytes")]
     pub rx_bytes: u64,
     /// Frames and bytes written to the VM.
+    #[serde(alias = "tx_frames")]
     pub tx_frames: u64,
+    #[serde(alias = "tx_bytes")]
     pub tx_bytes: u64,
     /// Frames not delivered to this port because of a partition.
+    #[serde(alias = "dropped_partition")]
     pub dropped_partition: u64,
     /// Frames not delivered to this port by an injected drop.
+    #[serde(alias = "dropped_fault")]
     pub dropped_fault: u64,
     /// Frames not delivered because the port's queue was full.
+    #[serde(alias = "dropped_overflow")]
     pub dropped_overflow: u64,
     /// Frames received that were too short to be Ethernet.
     pub runts: u64,
@@ -119,18 +130,23 @@ pub struct MacEntry {
     pub node: String,
 }
 
-/// The faults in force.
+/// The faults in force (camelCase, snake_case read too: see [`Counters`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Faults {
     /// Nodes cut off.
     pub partitioned: Vec<String>,
     /// Drop percentage for every frame (0 = none).
+    #[serde(alias = "drop_percent")]
     pub drop_percent: u8,
     /// Drop percentages per node (frames to or from it).
+    #[serde(alias = "drop_percent_by_node")]
     pub drop_percent_by_node: BTreeMap<String, u8>,
     /// Delay for every frame, in ms.
+    #[serde(alias = "delay_ms")]
     pub delay_ms: u64,
     /// Delays per node (frames to or from it), in ms.
+    #[serde(alias = "delay_ms_by_node")]
     pub delay_ms_by_node: BTreeMap<String, u64>,
 }
 
@@ -327,6 +343,33 @@ mod tests {
             serde_json::to_string(&a).unwrap(),
             r#"{"partitioned":true,"lossPercent":10,"delayMs":50}"#
         );
+    }
+
+    #[test]
+    fn status_json_is_camel_case_and_reads_the_old_snake_case() {
+        let c = Counters {
+            dropped_fault: 3,
+            ..Counters::default()
+        };
+        let json = serde_json::to_value(c).unwrap();
+        assert_eq!(json["droppedFault"], 3);
+        assert!(json.get("dropped_fault").is_none(), "{json}");
+        let f: Faults = serde_json::from_str(
+            r#"{"partitioned":[],"drop_percent":5,"drop_percent_by_node":{"a":7},"delay_ms":9,"delay_ms_by_node":{}}"#,
+        )
+        .unwrap();
+        assert_eq!((f.drop_percent, f.delay_ms), (5, 9));
+        assert_eq!(f.drop_percent_by_node["a"], 7);
+        let old: Counters = serde_json::from_str(
+            r#"{"rx_frames":1,"rx_bytes":2,"tx_frames":3,"tx_bytes":4,"dropped_partition":5,"dropped_fault":6,"dropped_overflow":7,"runts":8,"connects":9}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (old.rx_frames, old.dropped_overflow, old.connects),
+            (1, 7, 9)
+        );
+        let back: Faults = serde_json::from_value(serde_json::to_value(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
     }
 
     #[test]
