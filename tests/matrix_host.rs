@@ -8,7 +8,6 @@ use ironclad_host::client::ClientError;
 use ironclad_host::matrix::run::{HostContext, Target, run};
 use ironclad_host::matrix::{Verdict, exit_status, render};
 use ironclad_testkit::apid::{MemoryNode, TestPki};
-use std::net::Ipv4Addr;
 
 #[tokio::test]
 async fn host_checks_and_node_calls_merge_into_one_report() {
@@ -163,7 +162,6 @@ async fn host_checks_and_node_calls_merge_into_one_report() {
 /// are loopback apids, JSON on stdout, JUnit to a file, exit statuses.
 #[test]
 fn cli_runs_the_matrix_from_the_state_dir() {
-    use ironclad_host::clientconfig::{ClientConfig, ClientNode, KIND};
     use std::process::Command;
     let bin = env!("CARGO_BIN_EXE_ironclad");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -183,38 +181,20 @@ fn cli_runs_the_matrix_from_the_state_dir() {
     let paths = ironclad_host::cluster::paths::ClusterPaths::new(state.path(), &mx);
     paths.claim(&mx).unwrap();
     let dir = paths.dir().to_path_buf();
-    let admin = pki.client_cert(Role::Admin, "admin");
-    std::fs::write(dir.join("admin.crt"), &admin.cert_pem).unwrap();
-    std::fs::write(dir.join("admin.key"), &admin.key_pem).unwrap();
     // The kept cluster file: `matrix` reads its spec.matrix (all checks).
     std::fs::write(
         dir.join("cluster.yaml"),
         "apiVersion: ironclad.dev/v1alpha1\nkind: Cluster\nmetadata: {name: mx}\n",
     )
     .unwrap();
-    let cfg = ClientConfig {
-        api_version: ironclad_contract::API_VERSION.into(),
-        kind: KIND.into(),
-        cluster: mx.clone(),
-        os_ca: pki.os_ca_pem().into(),
-        cert: "admin.crt".into(),
-        key: "admin.key".into(),
-        nodes: vec![
-            ClientNode {
-                name: "mx-cp-1".parse().unwrap(),
-                role: ironclad_host::spec::Role::ControlPlane,
-                address: Ipv4Addr::new(10, 5, 0, 2),
-                endpoint: Some(cp),
-            },
-            ClientNode {
-                name: "mx-w-1".parse().unwrap(),
-                role: ironclad_host::spec::Role::Worker,
-                address: Ipv4Addr::new(10, 5, 0, 3),
-                endpoint: Some(w),
-            },
+    pki.write_client_config(
+        &dir,
+        &mx,
+        &[
+            ("mx-cp-1", ironclad_host::spec::Role::ControlPlane, cp),
+            ("mx-w-1", ironclad_host::spec::Role::Worker, w),
         ],
-    };
-    cfg.save(&dir.join("client.yaml")).unwrap();
+    );
     let junit = state.path().join("matrix.xml");
     let out = Command::new(bin)
         .env_remove("CI")
@@ -272,14 +252,18 @@ fn cli_runs_the_matrix_from_the_state_dir() {
 
     // A node down: its checks FAIL and the exit status is 1.
     drop(n2);
-    let mut down = cfg.clone();
-    down.nodes[1].endpoint = Some(
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap(),
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    pki.write_client_config(
+        &dir,
+        &mx,
+        &[
+            ("mx-cp-1", ironclad_host::spec::Role::ControlPlane, cp),
+            ("mx-w-1", ironclad_host::spec::Role::Worker, gone),
+        ],
     );
-    down.save(&dir.join("client.yaml")).unwrap();
     let out = Command::new(bin)
         .env_remove("CI")
         .args(["matrix", "--check", "CONF-01"])

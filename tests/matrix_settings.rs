@@ -4,11 +4,9 @@
 //! controller behind them), the cluster file being the copy `create` keeps.
 
 use ironclad_contract::api::Role;
-use ironclad_host::clientconfig::{ClientConfig, ClientNode, KIND};
 use ironclad_host::matrix::Report;
 use ironclad_testkit::apid::{MemoryNode, TestPki};
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -36,26 +34,16 @@ fn fixture(cluster_file: &str) -> Fixture {
     let paths = ironclad_host::cluster::paths::ClusterPaths::new(state.path(), &mx);
     paths.claim(&mx).unwrap();
     let dir = paths.dir();
-    let admin = pki.client_cert(Role::Admin, "admin");
-    std::fs::write(dir.join("admin.crt"), &admin.cert_pem).unwrap();
-    std::fs::write(dir.join("admin.key"), &admin.key_pem).unwrap();
     std::fs::write(paths.cluster_yaml(), cluster_file).unwrap();
-    ClientConfig {
-        api_version: ironclad_contract::API_VERSION.into(),
-        kind: KIND.into(),
-        cluster: mx.clone(),
-        os_ca: pki.os_ca_pem().into(),
-        cert: "admin.crt".into(),
-        key: "admin.key".into(),
-        nodes: vec![ClientNode {
-            name: "mx-cp-1".parse().unwrap(),
-            role: ironclad_host::spec::Role::ControlPlane,
-            address: Ipv4Addr::new(10, 5, 0, 2),
-            endpoint: Some(node.addr),
-        }],
-    }
-    .save(&dir.join("client.yaml"))
-    .unwrap();
+    pki.write_client_config(
+        dir,
+        &mx,
+        &[(
+            "mx-cp-1",
+            ironclad_host::spec::Role::ControlPlane,
+            node.addr,
+        )],
+    );
     Fixture {
         state,
         _node: node,

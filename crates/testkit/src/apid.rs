@@ -64,6 +64,44 @@ impl TestPki {
             .expect("build a node client")
     }
 
+    /// Writes the client side of cluster `cluster` into its state dir `dir`
+    /// as `create` leaves it: an admin certificate and key (`admin.crt`,
+    /// `admin.key`) and `client.yaml` naming `nodes` (name, role, the
+    /// loopback address their apid answers on), with cluster addresses
+    /// 10.5.0.2, .3, ... in order.
+    pub fn write_client_config(
+        &self,
+        dir: &std::path::Path,
+        cluster: &ironclad_host::spec::ClusterName,
+        nodes: &[(&str, ironclad_host::spec::Role, SocketAddr)],
+    ) {
+        use ironclad_host::clientconfig::{ClientConfig, ClientNode, KIND};
+        let admin = self.client_cert(Role::Admin, "admin");
+        std::fs::write(dir.join("admin.crt"), &admin.cert_pem).expect("write admin.crt");
+        std::fs::write(dir.join("admin.key"), &admin.key_pem).expect("write admin.key");
+        let nodes = nodes
+            .iter()
+            .zip(2u8..)
+            .map(|(&(name, role, endpoint), host)| ClientNode {
+                name: name.parse().expect("a valid node name"),
+                role,
+                address: Ipv4Addr::new(10, 5, 0, host),
+                endpoint: Some(endpoint),
+            })
+            .collect();
+        ClientConfig {
+            api_version: ironclad_contract::API_VERSION.into(),
+            kind: KIND.into(),
+            cluster: cluster.clone(),
+            os_ca: self.os_ca_pem().into(),
+            cert: "admin.crt".into(),
+            key: "admin.key".into(),
+            nodes,
+        }
+        .save(&dir.join("client.yaml"))
+        .expect("write client.yaml");
+    }
+
     /// The TLS config of a client of `role` named `cn` that accepts only
     /// `node`'s certificate, for clients other than [`NodeClient`] (raw TLS,
     /// a plain HTTP client).
