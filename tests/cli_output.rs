@@ -4,62 +4,9 @@
 //! already gone (`ironclad list | head -0`), which must end quietly, never
 //! with a panic.
 
-use ironclad_host::cluster::paths::ClusterPaths;
-use ironclad_host::cluster::state::{ClusterState, ImageFiles, NodeRecord, NodeState};
-use ironclad_host::qemu::Accel;
-use ironclad_host::spec::{ClusterName, Role};
+use ironclad_testkit::state::stopped_cluster;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-/// Cluster `name` with nodes `nodes`, created and stopped: a claimed state
-/// dir and its `cluster.json`.
-fn stopped_cluster(root: &Path, name: &str, nodes: &[&str]) -> ClusterPaths {
-    let cluster: ClusterName = name.parse().unwrap();
-    let paths = ClusterPaths::new(root, &cluster);
-    paths.claim(&cluster).unwrap();
-    let nodes = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| NodeRecord {
-            name: n.parse().unwrap(),
-            role: if i == 0 {
-                Role::ControlPlane
-            } else {
-                Role::Worker
-            },
-            address: format!("10.5.0.{}", i + 2).parse().unwrap(),
-            cluster_mac: format!("02:00:00:00:00:0{i}"),
-            user_mac: format!("06:00:00:00:00:0{i}"),
-            api_port: 50001 + i as u16,
-            cpus: 1,
-            memory_mib: 1024,
-            disk_bytes: 1 << 30,
-            state: NodeState::Stopped,
-            pid: None,
-            started_at_ms: None,
-            last_exit: None,
-        })
-        .collect();
-    ClusterState {
-        api_version: ironclad_contract::API_VERSION.into(),
-        kind: ironclad_host::cluster::state::KIND.into(),
-        name: cluster,
-        created_at_ms: 1,
-        accel: Accel::Tcg,
-        cidr: "10.5.0.0/24".parse().unwrap(),
-        egress: false,
-        image: ImageFiles {
-            key: "abc".into(),
-            kernel: "/nonexistent/vmlinuz".into(),
-            initrd: "/nonexistent/initramfs".into(),
-            rootfs: "/nonexistent/rootfs.squashfs".into(),
-        },
-        nodes,
-    }
-    .save(&paths.cluster_json())
-    .unwrap();
-    paths
-}
 
 fn ironclad(root: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ironclad"));

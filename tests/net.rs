@@ -6,8 +6,8 @@
 //! a heal to let them through.
 
 use ironclad_host::cluster::paths::ClusterPaths;
-use ironclad_host::cluster::state::{ClusterState, ImageFiles, NodeRecord, NodeState};
 use ironclad_testkit::process::Guard;
+use ironclad_testkit::state::stopped_cluster;
 use ironclad_testkit::wait;
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -30,46 +30,7 @@ fn state_root() -> tempfile::TempDir {
 }
 
 fn write_cluster(root: &Path, name: &str) -> ClusterPaths {
-    let cluster: ironclad_host::spec::ClusterName = name.parse().unwrap();
-    let paths = ClusterPaths::new(root, &cluster);
-    paths.claim(&cluster).unwrap();
-    let node = |n: &str, i: u8, role| NodeRecord {
-        name: format!("{name}-{n}").parse().unwrap(),
-        role,
-        address: std::net::Ipv4Addr::new(10, 5, 0, 2 + i),
-        cluster_mac: format!("02:00:00:00:00:0{i}"),
-        user_mac: format!("06:00:00:00:00:0{i}"),
-        api_port: 50001 + u16::from(i),
-        cpus: 1,
-        memory_mib: 768,
-        disk_bytes: 1 << 30,
-        state: NodeState::Stopped,
-        pid: None,
-        started_at_ms: None,
-        last_exit: None,
-    };
-    ClusterState {
-        api_version: "ironclad.dev/v1alpha1".into(),
-        kind: ironclad_host::cluster::state::KIND.into(),
-        name: cluster,
-        created_at_ms: 1,
-        accel: ironclad_host::qemu::Accel::Tcg,
-        cidr: "10.5.0.0/24".parse().unwrap(),
-        egress: false,
-        image: ImageFiles {
-            key: "none".into(),
-            kernel: "/nonexistent/vmlinuz".into(),
-            initrd: "/nonexistent/initramfs".into(),
-            rootfs: "/nonexistent/rootfs.squashfs".into(),
-        },
-        nodes: vec![
-            node("cp-1", 0, ironclad_host::spec::Role::ControlPlane),
-            node("worker-1", 1, ironclad_host::spec::Role::Worker),
-        ],
-    }
-    .save(&paths.cluster_json())
-    .unwrap();
-    paths
+    stopped_cluster(root, name, &[CP, WORKER])
 }
 
 /// The cluster's supervisor, as `create`/`start` run it (no node started):

@@ -9,8 +9,10 @@
 //!   test never sleeps a fixed time.
 //! - [`apid`]: a real node API (mTLS on 127.0.0.1) over the in-memory
 //!   controller, with a freshly generated PKI and host clients of any role.
+//! - [`state`]: a stopped cluster's state dir, for commands that read it.
 
 pub mod apid;
 pub mod process;
 pub mod secrets;
+pub mod state;
 pub mod wait;
