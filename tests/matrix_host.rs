@@ -280,3 +280,176 @@ fn cli_runs_the_matrix_from_the_state_dir() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
     drop(n1);
 }
+
+/// A node that answers `POST /v1/matrix/run` with the results it is given
+/// (a node whose matrix is wrong, or lies), everything else as the
+/// in-memory controller does.
+struct ScriptedNode {
+    inner: ironclad_node::apid::memory::MemoryController,
+    results: Vec<ironclad_contract::matrix::CheckResult>,
+}
+
+impl ironclad_node::apid::Controller for ScriptedNode {
+    async fn execute(
+        &self,
+        action: ironclad_contract::api::Action,
+    ) -> Result<ironclad_contract::api::Reply, ironclad_contract::api::ApiError> {
+        use ironclad_contract::api::{Action, Reply};
+        match action {
+            Action::MatrixRun(_) => {
+                Ok(Reply::Matrix(ironclad_contract::matrix::NodeMatrixReport {
+                    node: "mx-cp-1".into(),
+                    runtime: "scripted".into(),
+                    image_manifest_sha256: None,
+                    results: self.results.clone(),
+                    duration_ms: 0,
+                }))
+            }
+            other => self.inner.execute(other).await,
+        }
+    }
+
+    async fn follow_logs(
+        &self,
+        service: String,
+        tail: Option<usize>,
+    ) -> Result<
+        futures::stream::BoxStream<'static, ironclad_contract::api::LogLine>,
+        ironclad_contract::api::ApiError,
+    > {
+        self.inner.follow_logs(service, tail).await
+    }
+}
+
+/// The host does not take a node's word for its verdicts: through the real
+/// report path (mTLS node API, `run`, the counts and the exit status), a
+/// node's EXPOSED for a check the catalog gives no mitigation is FAIL, a
+/// PASS whose evidence shows the privileged variant got through is EXPOSED
+/// (with the catalog's mitigation), one where a protected variant did is
+/// FAIL, and an honest EXPOSED stays.
+#[tokio::test]
+async fn the_host_corrects_a_nodes_verdicts() {
+    use ironclad_contract::matrix::{CheckResult, find};
+    let pki = TestPki::new("mx");
+    let node = "mx-cp-1";
+    let r = |id: &str, v: Verdict, ev: &[&str]| {
+        CheckResult::new(id, node, v, ev.iter().map(|s| s.to_string()).collect())
+    };
+    let honest = Verdict::exposed(
+        "a privileged container got through (OPENED-RW:/proc/sys/kernel/core_pattern)",
+        find("BRK-07").unwrap().exposed_mitigation.unwrap(),
+    );
+    let scripted = ScriptedNode {
+        inner: ironclad_node::apid::memory::MemoryController::new(node, &[]),
+        results: vec![
+            r(
+                "BRK-01",
+                Verdict::exposed("shell ran", "nothing"),
+                &["priv: got through: SHELL-RAN"],
+            ),
+            r(
+                "BRK-04",
+                Verdict::Pass,
+                &["priv: blocked: WROTE-SYSRQ", "userns: blocked: EROFS"],
+            ),
+            r(
+                "BRK-05",
+                Verdict::Pass,
+                &[
+                    "priv: blocked: EBUSY",
+                    "userns: blocked: OPENED-RW:/dev/vdb",
+                ],
+            ),
+            r(
+                "BRK-07",
+                honest.clone(),
+                &[
+                    "priv: got through (...): OPENED-RW:/proc/sys/kernel/core_pattern",
+                    "userns: blocked: EROFS",
+                ],
+            ),
+        ],
+    };
+    let apid = ironclad_node::apid::Apid::bind_with(
+        std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        pki.server_tls(node),
+    )
+    .await
+    .unwrap();
+    let addr = apid.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = apid.serve(std::sync::Arc::new(scripted)).await;
+    });
+    let ctx = HostContext {
+        cluster: "mx".into(),
+        os_ca_pem: pki.os_ca_pem().to_string(),
+        targets: vec![Target {
+            name: node.into(),
+            control_plane: true,
+            endpoint: addr,
+            client: pki.client(node, addr, Role::Admin),
+        }],
+        cluster_file: None,
+    };
+    let checks: Vec<String> = ["BRK-01", "BRK-04", "BRK-05", "BRK-07"]
+        .map(String::from)
+        .to_vec();
+    let heard = std::sync::Mutex::new(Vec::<String>::new());
+    let progress = |l: &str| heard.lock().unwrap().push(l.to_string());
+    let report = run(&ctx, &checks, false, &progress).await.unwrap();
+    server.abort();
+    let get = |id: &str| {
+        report
+            .results
+            .iter()
+            .find(|r| r.id == id)
+            .unwrap_or_else(|| panic!("no {id}: {report:?}"))
+            .clone()
+    };
+    let brk01 = get("BRK-01");
+    assert_eq!(brk01.verdict, Verdict::Fail, "{brk01:?}");
+    assert!(
+        brk01
+            .evidence
+            .last()
+            .unwrap()
+            .contains("names no mitigation")
+    );
+    match get("BRK-04").verdict {
+        Verdict::Exposed { reason, mitigation } => {
+            assert!(
+                reason.contains("WROTE-SYSRQ") && reason.contains("said PASS"),
+                "{reason}"
+            );
+            assert_eq!(mitigation, ironclad_contract::matrix::SYSRQ_MITIGATION);
+        }
+        other => panic!("BRK-04: {other:?}"),
+    }
+    let brk05 = get("BRK-05");
+    assert_eq!(brk05.verdict, Verdict::Fail, "{brk05:?}");
+    assert!(
+        brk05
+            .evidence
+            .last()
+            .unwrap()
+            .contains("userns: blocked: OPENED-RW")
+    );
+    assert_eq!(get("BRK-07").verdict, honest);
+    let n = report.counts();
+    assert_eq!(
+        (n.passed, n.failed, n.exposed, n.skipped),
+        (0, 2, 2, 0),
+        "{n:?}"
+    );
+    assert_eq!(exit_status(&report, false), 1);
+    // The node's progress line counts the corrected verdicts.
+    let lines = heard.lock().unwrap().clone();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("mx-cp-1: 4 checks (0 passed, 2 failed, 2 exposed, 0 skipped)")),
+        "{lines:?}"
+    );
+    let json = render::json(&report);
+    assert!(!json.contains("\"PASS\""), "{json}");
+}

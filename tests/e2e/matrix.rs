@@ -2,7 +2,8 @@
 //! `create --matrix` with JSON and JUnit output; no FAIL; every check PASS,
 //! EXPOSED (an attack a privileged container gets through: never PASS) or an
 //! explicit SKIP with its reason; the kernel defences hold (module loading
-//! off, BRK-05/06/08 blocked even for a privileged container); `--strict`
+//! off, BRK-06/08 and BRK-05's writes blocked even for a privileged
+//! container; BRK-02 and BRK-05's reads and second mount EXPOSED); `--strict`
 //! turns the EXPOSED checks into exit status 1. The JSON report and the
 //! JUnit file are kept in `target/e2e-logs/matrix/` (report.json,
 //! junit.xml), pass or fail, for CI to publish.
@@ -21,7 +22,11 @@ const CLUSTER_CHECKS: &[&str] = &["CONF-02", "CONF-05"];
 /// The attacks a privileged container still gets through on the dev
 /// cluster's nodes (no kernel switch of Debian's kernel blocks them:
 /// docs/matrix.md, "Kernel defences"): EXPOSED, with their mitigation.
-const EXPOSED: &[&str] = &["BRK-04", "BRK-07", "BRK-09"];
+/// BRK-02 (its own busybox in PID 1's namespaces sees the node's root) and
+/// BRK-05 (a raw read and a second mount of the state disk; its raw writes
+/// are refused) read PASS before their probes were fixed: BRK-02's never
+/// ran, BRK-05's tried writes only.
+const EXPOSED: &[&str] = &["BRK-02", "BRK-04", "BRK-05", "BRK-07", "BRK-09"];
 
 #[test]
 fn matrix_on_the_dev_cluster_passes() {
@@ -144,13 +149,29 @@ fn matrix_on_the_dev_cluster_passes() {
             "{node}: {brk06:?}"
         );
         // lockdown=integrity refuses /dev/mem, bdev_allow_write_mounted=0
-        // the mounted disks, even to a privileged container.
+        // writes to the mounted disks, even to a privileged container; it
+        // still reads them raw and mounts the state disk again (EXPOSED).
         let brk05 = evidence("BRK-05", node);
         assert!(
-            brk05.iter().any(|e| e.starts_with("priv: blocked")
+            brk05.iter().any(|e| e.starts_with("priv: got through")
+                && (e.contains("READ-RAW:") || e.contains("MOUNTED-AGAIN:"))
                 && e.contains("/dev/mem: Operation not permitted")
-                && e.contains("/dev/vdb: Device or resource busy")),
+                && e.contains("/dev/vdb': Device or resource busy")),
             "{node}: {brk05:?}"
+        );
+        // BRK-02's probe ran: the privileged pod's own busybox, in PID 1's
+        // namespaces, saw the node's root (its evidence once was nsenter's
+        // "can't execute", and the check read PASS).
+        let brk02 = evidence("BRK-02", node);
+        assert!(
+            brk02
+                .iter()
+                .any(|e| e.starts_with("priv: got through") && e.contains("NODE-ROOT-SEEN")),
+            "{node}: {brk02:?}"
+        );
+        assert!(
+            !brk02.iter().any(|e| e.contains("can't execute")),
+            "{node}: {brk02:?}"
         );
     }
     let manifest = report["image_manifest_sha256"].as_str().unwrap_or_default();

@@ -194,6 +194,28 @@ pub const SYSRQ_MITIGATION: &str = sandbox_or_admission!(
     "no kernel switch stops a root writer of /proc/sysrq-trigger (kernel.sysrq gates the keyboard only)"
 );
 
+/// What a node's attack probes print when the attack got through (the
+/// node's own success markers: a shell ran, the node's root was seen, a file
+/// opened for writing, a disk read or mounted, a connection opened), and
+/// the words its evidence uses for a variant that got through. A result
+/// whose evidence holds one of these is never a PASS: the host checks every
+/// node's verdicts against them (`ironclad_host::matrix::normalize`).
+pub const ESCAPE_MARKERS: &[&str] = &[
+    "SHELL-RAN",
+    "NODE-ROOT-SEEN",
+    "OPENED-RW",
+    "REMOUNTED-RW",
+    "WROTE-SYSRQ",
+    "READ-RAW",
+    "MOUNTED-AGAIN",
+    "SOCKET-VISIBLE",
+    "CONNECTED",
+];
+
+/// The words a node's evidence line uses for a variant whose attack got
+/// through (`priv: got through (...)`, `userns: ESCAPED: ...`).
+pub const GOT_THROUGH: &[&str] = &["got through", "ESCAPED"];
+
 /// Every check, in report order.
 pub const CATALOG: &[Check] = &[
     c(
@@ -222,9 +244,9 @@ pub const CATALOG: &[Check] = &[
     ),
     attack(
         CheckId::Brk05,
-        "open the node's disks and /dev/mem read-write",
+        "open the node's disks read-write, read them raw, mount the state disk a second time; open /dev/mem read-write",
         sandbox_or_admission!(
-            "kernel: bdev_allow_write_mounted=0 (no writer of a mounted disk) and lockdown=integrity (no /dev/mem) on the command line"
+            "the kernel's bdev_allow_write_mounted=0 (no writer of a mounted disk) and lockdown=integrity (no /dev/mem) on the command line block the writes, but no kernel switch stops a holder of CAP_SYS_ADMIN reading a disk raw or mounting the state disk again (it shares the mounted filesystem, read-write)"
         ),
     ),
     attack(

@@ -202,6 +202,11 @@ fn is_module_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// Sysctls machined sets itself, once the node's late modules are loaded
+/// (`ironclad_node::sysctl::AFTER_MODULES`): a recipe's sysctls are applied
+/// before those modules, so a recipe may not set them.
+const MACHINED_SYSCTLS: &[&str] = &["kernel.modules_disabled"];
+
 fn is_sysctl_key(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with('.')
@@ -310,6 +315,11 @@ impl Recipe {
             }
             if v.is_empty() || v.contains('\n') {
                 return Err(format!("sysctl {k} has an empty or multi-line value"));
+            }
+            if MACHINED_SYSCTLS.contains(&k.as_str()) {
+                return Err(format!(
+                    "sysctl {k} cannot be set by a recipe: machined applies the recipe's sysctls before the late modules load, and {k}=1 would refuse them; machined sets it itself once they are in"
+                ));
             }
         }
         if !self.packages.iter().any(|p| p.starts_with("linux-image")) {
@@ -465,6 +475,19 @@ mod tests {
                 .to_string()
                 .contains("sysctl")
         );
+        // machined turns module loading off itself, after the late modules:
+        // set with the recipe's sysctls it would refuse them.
+        for v in ["1", "0"] {
+            let src = format!(
+                "{}sysctls:\n  kernel.modules_disabled: \"{v}\"\n",
+                minimal()
+            );
+            let err = Recipe::parse(&src, "m").unwrap_err().to_string();
+            assert!(
+                err.contains("kernel.modules_disabled") && err.contains("late modules"),
+                "{err}"
+            );
+        }
         let src = format!("{}modules:\n  root: [\"ext4;rm\"]\n", minimal());
         assert!(
             Recipe::parse(&src, "m")

@@ -3,7 +3,8 @@
 //! (`POST /v1/matrix/run`, all nodes at once), runs the checks that belong to
 //! the host (CONF-01 version and role, CONF-02 etcd, CONF-05 clocks, API-04
 //! anonymous and foreign-CA TLS), and merges everything into one [`Report`]
-//! that names the cluster file and the image manifest it ran against.
+//! that names the cluster file and the image manifest it ran against. Every
+//! verdict a node sends is checked first ([`super::normalize`]).
 //!
 //! For NET-02 it listens on a free port of the host's 127.0.0.1 during the
 //! run ([`LoopbackListener`]), passes the port in the request, and fails the
@@ -251,6 +252,11 @@ async fn on_nodes(
             // RT-06's host half at once: with BRK-04-O in the run the
             // node powers itself off seconds after answering.
             if let Ok(rep) = &mut r {
+                // The node's verdicts, checked against the catalog and
+                // their evidence before anything counts them.
+                for res in &mut rep.results {
+                    super::normalize::normalize(res);
+                }
                 rt06_node_fate(&t.client, &mut rep.results).await;
             }
             if let Ok(mut p) = pending.lock() {

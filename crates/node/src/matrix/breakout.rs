@@ -121,11 +121,10 @@ pub fn script(id: CheckId, host_network: bool) -> String {
     match id {
         // The node has no shell: nsenter into PID 1's namespaces and exec one.
         Brk01 => "for s in /bin/bash /bin/sh; do busybox nsenter -t 1 -m -u -i -n -p -- $s -c 'echo SHELL-RAN; id' 2>&1 && exit 0; done; exit 1".into(),
-        // Bring your own shell: the pod's busybox through /proc/<self>/root.
-        Brk02 => format!("busybox nsenter -t 1 -m -u -i -n -p -- /proc/$$/root/bin/busybox sh -c 'test -e {NODE_MARKER} && echo NODE-ROOT-SEEN; busybox id' 2>&1"),
+        Brk02 => brk02_script("1"),
         Brk03 => format!("test -e /proc/1/root{NODE_MARKER} && echo node-root-visible; (exec 3>>/proc/1/root/usr/lib/os-release) 2>&1 && echo OPENED-RW:/proc/1/root/usr/lib/os-release; busybox nsenter -t 1 -m -- /proc/$$/root/bin/busybox mount -o remount,rw / 2>&1 && echo REMOUNTED-RW; exit 0"),
         Brk04 => "test -e /proc/sysrq-trigger || { echo 'absent: /proc/sysrq-trigger'; exit 0; }; (echo h > /proc/sysrq-trigger) 2>&1 && echo WROTE-SYSRQ; exit 0".into(),
-        Brk05 => "for d in vda vdb; do if [ -e /dev/$d ]; then (exec 3<>/dev/$d) 2>&1 && echo OPENED-RW:/dev/$d; else echo absent:/dev/$d; fi; mm=$(busybox cat /sys/block/$d/dev 2>/dev/null) || continue; busybox mknod /tmp/m-$d b ${mm%%:*} ${mm##*:} 2>&1 && { (exec 3<>/tmp/m-$d) 2>&1 && echo OPENED-RW:mknod-$d; busybox rm -f /tmp/m-$d; }; done; if [ -e /dev/mem ]; then (exec 3<>/dev/mem) 2>&1 && echo OPENED-RW:/dev/mem; else echo absent:/dev/mem; fi; exit 0".into(),
+        Brk05 => BRK05_SCRIPT.into(),
         // A non-module file: EPERM without CAP_SYS_MODULE, ENOEXEC once the
         // kernel has accepted the call and parsed the file.
         Brk06 => "busybox insmod /bin/busybox 2>&1; echo rc=$?; echo lockdown=$(busybox cat /sys/kernel/security/lockdown 2>/dev/null); echo sig_enforce=$(busybox cat /sys/module/module/parameters/sig_enforce 2>/dev/null); echo modules_disabled=$(busybox cat /proc/sys/kernel/modules_disabled 2>/dev/null)".into(),
@@ -140,20 +139,100 @@ pub fn script(id: CheckId, host_network: bool) -> String {
     }
 }
 
+/// BRK-02's probe against the namespaces of process `target` (`1` on a
+/// node; a test's stand-in elsewhere): bring your own shell, the pod's
+/// static busybox, through `/proc/$$/root` of the probe's shell, which stays
+/// in the pod's root. The nsenter must not be the script's last command:
+/// busybox sh would exec it in place of itself, `$$` would then be nsenter,
+/// whose root setns(2) moves to the node's, which has no `/bin/busybox`
+/// (`can't execute ...: No such file or directory`, the attack never ran:
+/// how BRK-02 read PASS before).
+pub fn brk02_script(target: &str) -> String {
+    format!(
+        "busybox nsenter -t {target} -m -u -i -n -p -- /proc/$$/root/bin/busybox sh -c 'test -e {NODE_MARKER} && echo NODE-ROOT-SEEN; busybox id' 2>&1; exit $?"
+    )
+}
+
+/// BRK-05's probe, on each of the node's disks (`vda`, `vdb`: the squashfs
+/// root and the ext4 state disk, in either order), through `/dev` or, where
+/// the pod has no node for it, a `mknod` copy from `/sys/block/*/dev`:
+/// open it read-write (`OPENED-RW`; refused for a mounted disk by
+/// `bdev_allow_write_mounted=0`), read its first 4 KiB raw (`READ-RAW`), and
+/// mount it a second time as ext4 (`MOUNTED-AGAIN`, with its top-level
+/// names; unmounted at once). The second mount is read-write because a
+/// read-only one of a disk mounted read-write is refused (EBUSY) whatever
+/// the caller's rights; it shares the mounted superblock and writes nothing.
+/// Then `/dev/mem` read-write (refused by `lockdown=integrity`).
+pub const BRK05_SCRIPT: &str = "for d in vda vdb; do p=/dev/$d; if [ ! -e $p ]; then echo absent:$p; p=; fi; if [ -n \"$p\" ]; then (exec 3<>$p) 2>&1 && echo OPENED-RW:$p; fi; mm=$(busybox cat /sys/block/$d/dev 2>/dev/null) && busybox mknod /tmp/m-$d b ${mm%%:*} ${mm##*:} 2>&1 && { (exec 3<>/tmp/m-$d) 2>&1 && echo OPENED-RW:mknod-$d; test -n \"$p\" || p=/tmp/m-$d; }; if [ -n \"$p\" ] && (exec 3<$p) 2>&1; then n=$(busybox dd if=$p bs=4096 count=1 2>/dev/null | busybox wc -c); test \"$n\" -gt 0 && echo READ-RAW:$p:${n}B; busybox mkdir -p /tmp/mnt-$d; if busybox mount -t ext4 $p /tmp/mnt-$d 2>&1; then echo MOUNTED-AGAIN:$p: $(busybox ls /tmp/mnt-$d); busybox umount /tmp/mnt-$d; fi; fi; busybox rm -f /tmp/m-$d; done; if [ -e /dev/mem ]; then (exec 3<>/dev/mem) 2>&1 && echo OPENED-RW:/dev/mem; else echo absent:/dev/mem; fi; exit 0";
+
+/// What a probe prints when its attack got through (the markers [`evaluate`]
+/// looks for; BRK-06 has none: its escape is an errno other than EPERM).
+/// The host's check of a node's verdicts reads the same list
+/// ([`ironclad_contract::matrix::ESCAPE_MARKERS`]).
+pub use ironclad_contract::matrix::ESCAPE_MARKERS;
+
+/// Why a probe that shows nothing getting through did not actually try:
+/// a binary it execs is missing or not executable (`can't execute`,
+/// `applet not found`, `Exec format error`, a shell's `not found`). `None`
+/// when it ran. BRK-01 expects `can't execute` for the node's own shells:
+/// the node having none is what blocks it.
+pub fn exec_failure(id: CheckId, text: &str) -> Option<String> {
+    text.lines().map(str::trim).find_map(|l| {
+        let failed = l.contains("can't execute")
+            || l.contains("applet not found")
+            || l.contains("Exec format error")
+            || l.contains("cannot execute")
+            || (l.starts_with("sh: ") && l.ends_with(": not found"));
+        let expected = id == CheckId::Brk01
+            && (l.contains("can't execute '/bin/bash'") || l.contains("can't execute '/bin/sh'"));
+        (failed && !expected && !(id == CheckId::Brk06 && l.starts_with("insmod:")))
+            .then(|| l.to_string())
+    })
+}
+
+/// A probe's output in one line (`a | b`) with the lines that show an
+/// escape first, so that the cap of `max` characters never cuts them off.
+fn escape_first(text: &str, max: usize) -> String {
+    let (first, rest): (Vec<&str>, Vec<&str>) = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .partition(|l| ESCAPE_MARKERS.iter().any(|m| l.contains(m)));
+    let s = [first, rest].concat().join(" | ");
+    if s.is_empty() {
+        "(no output)".into()
+    } else if s.chars().count() > max {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    } else {
+        s
+    }
+}
+
+/// How much of a probe's output its evidence keeps: BRK-05's says what
+/// happened to each of two disks four ways, and `/dev/mem`.
+const DETAIL_MAX: usize = 300;
+const BRK05_DETAIL_MAX: usize = 1200;
+
 /// Classifies an attack probe's output.
 pub fn evaluate(id: CheckId, out: &ExecOutput) -> Outcome {
     use ironclad_contract::matrix::CheckId::*;
     let text = out.combined();
     let detail = match id {
         Brk10 => brk10_detail(&text),
-        _ => summarize(&text),
+        Brk05 => escape_first(&text, BRK05_DETAIL_MAX),
+        _ => escape_first(&text, DETAIL_MAX),
     };
     let escaped = match id {
         Brk01 => text.contains("SHELL-RAN") || text.contains("uid="),
         Brk02 => text.contains("NODE-ROOT-SEEN"),
         Brk03 => text.contains("OPENED-RW") || text.contains("REMOUNTED-RW"),
         Brk04 => text.contains("WROTE-SYSRQ"),
-        Brk05 | Brk07 | Brk08 | Brk09 => text.contains("OPENED-RW"),
+        Brk05 => ["OPENED-RW", "READ-RAW", "MOUNTED-AGAIN"]
+            .iter()
+            .any(|m| text.contains(m)),
+        Brk07 | Brk08 | Brk09 => text.contains("OPENED-RW"),
         // Anything but "no permission" means init_module was reachable.
         Brk06 => {
             let first = text.lines().next().unwrap_or("");
@@ -370,9 +449,14 @@ fn outcomes(
         .map(|&v| {
             // A probe killed at its timeout did not show the attack blocked:
             // unless it got through first, that variant did not run.
+            // One that could not exec its tools did not try the attack.
             let o = output(outputs, v, attack.id.as_str()).and_then(|out| {
                 match evaluate(attack.id, &out) {
                     Outcome::Blocked(d) if timed_out(&out) => Err(format!("probe timed out: {d}")),
+                    Outcome::Blocked(d) => match exec_failure(attack.id, &out.combined()) {
+                        Some(why) => Err(format!("probe could not exec ({why}): {d}")),
+                        None => Ok(Outcome::Blocked(d)),
+                    },
                     o => Ok(o),
                 }
             });

@@ -719,3 +719,237 @@ fn every_node_check_has_a_runner_here() {
         }
     }
 }
+
+/// Batches whose `variant`s printed `text` for check `id`.
+fn batches_of(id: CheckId, outputs: &[(Variant, &str)]) -> Batches {
+    let mut all: Outputs = HashMap::new();
+    for (v, text) in outputs {
+        let mut map = HashMap::new();
+        map.insert(id.as_str().to_string(), out(0, text, ""));
+        all.insert(*v, Ok(map));
+    }
+    Batches {
+        outputs: all,
+        refusals: String::new(),
+        conf03: None,
+    }
+}
+
+/// The evidence BRK-02 had on the dev cluster before its fix: its nsenter
+/// could not exec the pod's busybox. The attack never ran: not a PASS (it
+/// read PASS), but a SKIP saying why.
+#[test]
+fn a_probe_that_could_not_exec_did_not_run() {
+    let enoent =
+        "nsenter: can't execute '/proc/1234/root/bin/busybox': No such file or directory\n";
+    let b = batches_of(
+        CheckId::Brk02,
+        &[
+            (Variant::Priv, enoent),
+            (Variant::Userns, "uid=0(root) gid=0(root)\n"),
+        ],
+    );
+    let (v, ev) = check(CheckId::Brk02, &b, &env());
+    match &v {
+        Verdict::Skip { reason } => {
+            assert!(
+                reason.contains("privileged variant could not run"),
+                "{reason}"
+            );
+            assert!(reason.contains("can't execute"), "{reason}");
+        }
+        other => panic!("{other:?} {ev:?}"),
+    }
+    assert!(
+        ev[0].starts_with("priv: not run: probe could not exec"),
+        "{ev:?}"
+    );
+    // Every way a binary fails to start; BRK-01's own shells excepted (the
+    // node having none is what blocks it).
+    for text in [
+        enoent,
+        "nsenter: can't execute '/x': Exec format error\n",
+        "busybox: applet not found\n",
+        "sh: busybox: not found\n",
+    ] {
+        assert!(exec_failure(CheckId::Brk03, text).is_some(), "{text}");
+    }
+    assert_eq!(
+        exec_failure(
+            CheckId::Brk01,
+            "nsenter: can't execute '/bin/bash': No such file or directory\nnsenter: can't execute '/bin/sh': No such file or directory\n"
+        ),
+        None
+    );
+    assert!(exec_failure(CheckId::Brk01, enoent).is_some());
+    // A genuine refusal with ENOENT (no cgroup v1 to mount) is a block.
+    assert_eq!(
+        exec_failure(
+            CheckId::Brk08,
+            "mount: mounting cgroup on /tmp/cg failed: No such file or directory\n"
+        ),
+        None
+    );
+    // The same check, the probe having run: the node's root seen by the
+    // privileged pod is EXPOSED, the userns pod's own root a block.
+    let b = batches_of(
+        CheckId::Brk02,
+        &[
+            (Variant::Priv, "NODE-ROOT-SEEN\nuid=0(root) gid=0(root)\n"),
+            (Variant::Userns, "uid=0(root) gid=0(root)\n"),
+        ],
+    );
+    let (v, ev) = check(CheckId::Brk02, &b, &env());
+    assert!(
+        matches!(&v, Verdict::Exposed { reason, .. } if reason.contains("NODE-ROOT-SEEN")),
+        "{v:?} {ev:?}"
+    );
+    assert!(
+        ev.iter().any(|e| e.starts_with("userns: blocked")),
+        "{ev:?}"
+    );
+}
+
+/// BRK-05 is EXPOSED when the privileged pod reads a disk raw or mounts
+/// the state disk again, even with every write refused; the escape leads
+/// its evidence, so the summary's cap never hides it.
+#[test]
+fn brk05_counts_raw_reads_and_second_mounts() {
+    let busy = "sh: can't open '/dev/vda': Device or resource busy\nsh: can't open '/tmp/m-vda': Device or resource busy\n".repeat(4);
+    for line in [
+        "READ-RAW:/dev/vdb:4096B",
+        "MOUNTED-AGAIN:/dev/vdb: etc lost+found var",
+    ] {
+        let o = evaluate(CheckId::Brk05, &out(0, &format!("{busy}{line}\n"), ""));
+        match o {
+            Outcome::Escaped(d) => assert!(d.starts_with(line), "{d}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let b = batches_of(
+        CheckId::Brk05,
+        &[
+            (Variant::Priv, &format!("{busy}READ-RAW:/dev/vdb:4096B\n")),
+            (
+                Variant::Unpriv,
+                "absent:/dev/vda\nmknod: /tmp/m-vda: Operation not permitted\n",
+            ),
+            (
+                Variant::Userns,
+                "absent:/dev/vda\nmknod: /tmp/m-vda: Operation not permitted\n",
+            ),
+        ],
+    );
+    let (v, _) = check(CheckId::Brk05, &b, &env());
+    assert!(matches!(v, Verdict::Exposed { .. }), "{v:?}");
+    assert!(!evaluate(CheckId::Brk05, &out(0, &busy, "")).escaped());
+    let s = script(CheckId::Brk05, false);
+    for part in [
+        "busybox dd if=$p",
+        "busybox mount -t ext4 $p",
+        "busybox umount",
+        "(exec 3<>$p)",
+        "/dev/mem",
+    ] {
+        assert!(s.contains(part), "{part}: {s}");
+    }
+    // Every marker the probes print is one the host reads.
+    for m in [
+        "READ-RAW",
+        "MOUNTED-AGAIN",
+        "NODE-ROOT-SEEN",
+        "OPENED-RW",
+        "WROTE-SYSRQ",
+    ] {
+        assert!(ESCAPE_MARKERS.contains(&m), "{m}");
+    }
+}
+
+/// BRK-02's probe for real, as root with the build host's busybox: a
+/// stand-in for the node (a process in its own mount namespace whose root
+/// has the node's manifest and no `/bin/busybox`, as a node's squashfs
+/// root) is entered with nsenter. The probe sees its root; the form it had
+/// before (nsenter as the script's last command, exec'ed in place of the
+/// shell, so that `$$` named nsenter and its moved root) could not exec.
+/// Skipped (with a note) where it cannot be set up: not root, no busybox
+/// or unshare.
+#[test]
+fn brk02_probe_reaches_a_foreign_root_for_real() {
+    use std::process::{Command, Stdio};
+    let have = |t: &str| {
+        Command::new(t)
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if !rustix::process::geteuid().is_root() || !have("busybox") || !have("unshare") {
+        eprintln!("skipped: needs root, busybox and unshare");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let marker = root.join(NODE_MARKER.trim_start_matches('/'));
+    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+    std::fs::write(&marker, "{}").unwrap();
+    for d in ["proc", "old", "tools"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let bb = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v busybox"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::copy(bb.trim(), root.join("tools/busybox")).unwrap();
+    let setup = format!(
+        "mount --bind {r} {r} && cd {r} && pivot_root . old && /tools/busybox mount -t proc proc /proc && /tools/busybox umount -l /old && echo READY && exec /tools/busybox sleep 120",
+        r = root.display()
+    );
+    let mut node = Command::new("unshare")
+        .args(["-m", "sh", "-c", &setup])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(node.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let node = Kill(node);
+    assert_eq!(line.trim(), "READY", "the stand-in node did not start");
+    let pid = node.0.id().to_string();
+    let probe = |script: &str| {
+        let o = Command::new("busybox")
+            .args(["sh", "-c", script])
+            .output()
+            .unwrap();
+        out(
+            o.status.code().unwrap_or(-1),
+            &String::from_utf8_lossy(&o.stdout),
+            &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let now = probe(&brk02_script(&pid));
+    assert!(evaluate(CheckId::Brk02, &now).escaped(), "{now:?}");
+    let before = brk02_script(&pid).replace("; exit $?", "");
+    let then = probe(&before);
+    assert!(!evaluate(CheckId::Brk02, &then).escaped(), "{then:?}");
+    assert!(
+        exec_failure(CheckId::Brk02, &then.combined()).is_some(),
+        "{then:?}"
+    );
+    drop(node);
+}
