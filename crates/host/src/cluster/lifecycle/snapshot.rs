@@ -108,7 +108,7 @@ impl SnapshotName {
 
 impl std::fmt::Display for SnapshotName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -159,12 +159,12 @@ pub enum SnapshotError {
         name: String,
         why: SnapshotNameError,
     },
-    #[error("cluster {cluster} already has a snapshot named {name:?} (`ironclad snapshot rm {cluster} {name}` removes it)")]
+    #[error("cluster {cluster} already has a snapshot named \"{name}\" (`ironclad snapshot rm {cluster} {name}` removes it)")]
     Exists {
         cluster: ClusterName,
         name: SnapshotName,
     },
-    #[error("cluster {cluster} has no snapshot named {name:?} (`ironclad snapshot list {cluster}` lists them)")]
+    #[error("cluster {cluster} has no snapshot named \"{name}\" (`ironclad snapshot list {cluster}` lists them)")]
     Unknown {
         cluster: ClusterName,
         name: SnapshotName,
@@ -175,24 +175,24 @@ pub enum SnapshotError {
         running: Vec<NodeName>,
         stopped: Vec<NodeName>,
     },
-    #[error("snapshot {name:?} was taken while cluster {cluster} ran: it restores into running nodes; `ironclad start {cluster}` first")]
+    #[error("snapshot \"{name}\" was taken while cluster {cluster} ran: it restores into running nodes; `ironclad start {cluster}` first")]
     NeedsRunning {
         cluster: ClusterName,
         name: SnapshotName,
     },
-    #[error("snapshot {name:?} was taken while cluster {cluster} was stopped: it holds disks only; `ironclad stop {cluster}` first, then restore, then `ironclad start {cluster}`")]
+    #[error("snapshot \"{name}\" was taken while cluster {cluster} was stopped: it holds disks only; `ironclad stop {cluster}` first, then restore, then `ironclad start {cluster}`")]
     NeedsStopped {
         cluster: ClusterName,
         name: SnapshotName,
     },
-    #[error("the nodes of cluster {cluster} changed since snapshot {name:?} (then: {}; now: {})", names(then), names(now))]
+    #[error("the nodes of cluster {cluster} changed since snapshot \"{name}\" (then: {}; now: {})", names(then), names(now))]
     NodesChanged {
         cluster: ClusterName,
         name: SnapshotName,
         then: Vec<NodeName>,
         now: Vec<NodeName>,
     },
-    #[error("node {node} does not hold snapshot {name:?}{}", if *disk_only { " with its memory (only its disk)" } else { "" })]
+    #[error("node {node} does not hold snapshot \"{name}\"{}", if *disk_only { " with its memory (only its disk)" } else { "" })]
     Missing {
         node: NodeName,
         name: SnapshotName,
@@ -246,7 +246,9 @@ fn record(paths: &ClusterPaths, name: &SnapshotName) -> PathBuf {
 }
 
 /// The exclusive lock of snapshot operations on one cluster, held until dropped.
-struct OpLock(#[allow(dead_code)] std::fs::File);
+struct OpLock {
+    _file: std::fs::File,
+}
 
 fn lock(paths: &ClusterPaths, cluster: &ClusterName) -> Result<OpLock> {
     let d = dir(paths);
@@ -261,7 +263,7 @@ fn lock(paths: &ClusterPaths, cluster: &ClusterName) -> Result<OpLock> {
         .open(d.join(".lock"))
         .map_err(LifecycleError::Io)?;
     match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(OpLock(file)),
+        Ok(()) => Ok(OpLock { _file: file }),
         Err(rustix::io::Errno::WOULDBLOCK) => Err(SnapshotError::Busy {
             cluster: cluster.clone(),
         }),
