@@ -48,8 +48,7 @@ pub struct ListArgs {
 
 /// A snapshot name from the command line (clap exits with status 2).
 fn snapshot_name_arg(s: &str) -> Result<SnapshotName, String> {
-    s.parse()
-        .map_err(|e| format!("{e}; {SNAPSHOT_NAME_RULE}"))
+    s.parse().map_err(|e| format!("{e}; {SNAPSHOT_NAME_RULE}"))
 }
 
 /// The exit status of each failure: every variant named.

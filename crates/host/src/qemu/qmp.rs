@@ -218,7 +218,12 @@ impl Qmp {
     }
 
     /// [`Self::run`] allowed `timeout` instead of the session's command timeout.
-    async fn run_for<C>(&self, name: &'static str, cmd: C, timeout: Duration) -> Result<C::Ok, QmpError>
+    async fn run_for<C>(
+        &self,
+        name: &'static str,
+        cmd: C,
+        timeout: Duration,
+    ) -> Result<C::Ok, QmpError>
     where
         C: qapi::Command,
         Writer: futures::Sink<qapi::Execute<C, u32>, Error = std::io::Error> + Unpin,

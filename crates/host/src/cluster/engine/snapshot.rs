@@ -136,8 +136,7 @@ fn parse_info(json: &[u8]) -> std::result::Result<Vec<NodeSnapshot>, serde_json:
 async fn sessions(paths: &ClusterPaths, nodes: &[NodeName]) -> Result<Vec<Qmp>> {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     let sockets: Vec<_> = nodes.iter().map(|n| paths.qmp_socket(n)).collect();
-    let opened =
-        futures::future::join_all(sockets.iter().map(|s| Qmp::connect(s, deadline))).await;
+    let opened = futures::future::join_all(sockets.iter().map(|s| Qmp::connect(s, deadline))).await;
     let mut out = Vec::new();
     for (node, q) in nodes.iter().zip(opened) {
         out.push(q.map_err(|e| qemu_failed(node, "QMP connect", e))?);

@@ -154,38 +154,57 @@ pub struct SnapshotMeta {
 pub enum SnapshotError {
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
-    #[error("bad snapshot name {:?}: {why}; {SNAPSHOT_NAME_RULE}", crate::spec::clip(name))]
+    #[error(
+        "bad snapshot name {:?}: {why}; {SNAPSHOT_NAME_RULE}",
+        crate::spec::clip(name)
+    )]
     BadName {
         name: String,
         why: SnapshotNameError,
     },
-    #[error("cluster {cluster} already has a snapshot named \"{name}\" (`ironclad snapshot rm {cluster} {name}` removes it)")]
+    #[error(
+        "cluster {cluster} already has a snapshot named \"{name}\" (`ironclad snapshot rm {cluster} {name}` removes it)"
+    )]
     Exists {
         cluster: ClusterName,
         name: SnapshotName,
     },
-    #[error("cluster {cluster} has no snapshot named \"{name}\" (`ironclad snapshot list {cluster}` lists them)")]
+    #[error(
+        "cluster {cluster} has no snapshot named \"{name}\" (`ironclad snapshot list {cluster}` lists them)"
+    )]
     Unknown {
         cluster: ClusterName,
         name: SnapshotName,
     },
-    #[error("cluster {cluster} is partly running (running: {}; not running: {}): snapshots are of the whole cluster, running or stopped; `ironclad start {cluster}` or `ironclad stop {cluster}` first", names(running), names(stopped))]
+    #[error(
+        "cluster {cluster} is partly running (running: {}; not running: {}): snapshots are of the whole cluster, running or stopped; `ironclad start {cluster}` or `ironclad stop {cluster}` first",
+        names(running),
+        names(stopped)
+    )]
     PartlyRunning {
         cluster: ClusterName,
         running: Vec<NodeName>,
         stopped: Vec<NodeName>,
     },
-    #[error("snapshot \"{name}\" was taken while cluster {cluster} ran: it restores into running nodes; `ironclad start {cluster}` first")]
+    #[error(
+        "snapshot \"{name}\" was taken while cluster {cluster} ran: it restores into running nodes; `ironclad start {cluster}` first"
+    )]
     NeedsRunning {
         cluster: ClusterName,
         name: SnapshotName,
     },
-    #[error("snapshot \"{name}\" was taken while cluster {cluster} was stopped: it holds disks only; `ironclad stop {cluster}` first, then restore, then `ironclad start {cluster}`")]
+    #[error(
+        "snapshot \"{name}\" was taken while cluster {cluster} was stopped: it holds disks only; `ironclad stop {cluster}` first, then restore, then `ironclad start {cluster}`"
+    )]
     NeedsStopped {
         cluster: ClusterName,
         name: SnapshotName,
     },
-    #[error("the nodes of cluster {cluster} changed since snapshot \"{name}\" (then: {}; now: {})", names(then), names(now))]
+    #[error(
+        "the nodes of cluster {cluster} changed since snapshot \"{name}\" (then: {}; now: {})",
+        names(then),
+        names(now)
+    )]
     NodesChanged {
         cluster: ClusterName,
         name: SnapshotName,
@@ -316,10 +335,8 @@ fn whole(
     if engine.running(paths).is_none() {
         return Ok(false);
     }
-    let (running, stopped): (Vec<_>, Vec<_>) = state
-        .nodes
-        .iter()
-        .partition(|n| n.state.has_process());
+    let (running, stopped): (Vec<_>, Vec<_>) =
+        state.nodes.iter().partition(|n| n.state.has_process());
     if stopped.is_empty() && running.iter().all(|n| n.state == NodeState::Running) {
         return Ok(true);
     }
@@ -373,7 +390,11 @@ pub fn snapshot_save(
     // written is dropped first (`qemu-img` would keep both).
     let mut stale = Vec::new();
     for n in &nodes {
-        if engine.snapshots_of(&paths, n)?.iter().any(|s| s.tag == name.as_str()) {
+        if engine
+            .snapshots_of(&paths, n)?
+            .iter()
+            .any(|s| s.tag == name.as_str())
+        {
             stale.push(n.clone());
         }
     }
@@ -383,7 +404,10 @@ pub fn snapshot_save(
         live,
     };
     if !stale.is_empty() {
-        progress.line(&format!("dropping a stale {name} left in {}", names(&stale)));
+        progress.line(&format!(
+            "dropping a stale {name} left in {}",
+            names(&stale)
+        ));
         engine.snapshot_delete(&paths, &target(&stale), progress)?;
     }
     let created_ms = now_ms();
@@ -649,7 +673,10 @@ mod tests {
         write_record(&paths, &meta).unwrap();
         let path = record(&paths, &meta.name);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains(r#""apiVersion": "ironclad.dev/v1alpha1""#), "{text}");
+        assert!(
+            text.contains(r#""apiVersion": "ironclad.dev/v1alpha1""#),
+            "{text}"
+        );
         assert!(text.contains(r#""state": "running""#), "{text}");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
