@@ -71,7 +71,7 @@ fn exit_of(e: &SnapshotError) -> Exit {
 fn failure(e: SnapshotError) -> Failure {
     match e {
         // Its own diagnostic (code, help) is kept.
-        SnapshotError::Lifecycle(l) => Failure::new(super::lifecycle::exit_of(&l), l),
+        SnapshotError::Lifecycle(l) => Failure::new(super::lifecycle::exit_of(&l), *l),
         e => Failure::msg(exit_of(&e), e),
     }
 }

@@ -153,7 +153,7 @@ pub struct SnapshotMeta {
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error(transparent)]
-    Lifecycle(#[from] LifecycleError),
+    Lifecycle(Box<LifecycleError>),
     #[error(
         "bad snapshot name {:?}: {why}; {SNAPSHOT_NAME_RULE}",
         crate::spec::clip(name)
@@ -226,6 +226,12 @@ pub enum SnapshotError {
         nodes: Vec<NodeName>,
         within: Duration,
     },
+}
+
+impl From<LifecycleError> for SnapshotError {
+    fn from(e: LifecycleError) -> Self {
+        SnapshotError::Lifecycle(Box::new(e))
+    }
 }
 
 fn names(nodes: &[NodeName]) -> String {
