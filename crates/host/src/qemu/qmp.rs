@@ -1,5 +1,6 @@
 //! A small QMP client over the `qapi` crate: connect, query the run state,
-//! pause and resume, human-monitor lines (snapshots), power down, quit, and a graceful shutdown with a deadline.
+//! pause and resume, human-monitor lines (snapshots), power down, quit, and a
+//! graceful shutdown with a deadline.
 //!
 //! `qapi` has two traps (see FINDINGS.md): its event stream must be polled all
 //! the time or `execute()` never completes, and an event its bundled schema does
