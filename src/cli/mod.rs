@@ -16,6 +16,7 @@ mod node_cmd;
 mod out;
 mod progress;
 mod select;
+mod snapshot_cmd;
 pub mod support_cmd;
 mod validate;
 
@@ -170,6 +171,9 @@ enum Command {
     /// Stop everything of a cluster and remove its state dir (a cluster that
     /// does not exist is not an error).
     Destroy(lifecycle::DestroyArgs),
+    /// Whole-cluster snapshots: save, list, restore, rm.
+    #[command(subcommand)]
+    Snapshot(snapshot_cmd::SnapshotCommand),
     /// Follow a node's serial console log.
     Console(lifecycle::ConsoleArgs),
     /// Run a cluster's supervisor (started by create/start; not for people).
@@ -236,6 +240,7 @@ pub fn main() -> ExitCode {
         Command::Stop(a) => lifecycle::stop(&global, a),
         Command::Start(a) => lifecycle::start(&global, a),
         Command::Destroy(a) => lifecycle::destroy(&global, a),
+        Command::Snapshot(cmd) => snapshot_cmd::run(&global, cmd),
         Command::Console(a) => lifecycle::console(&global, a),
         Command::Supervise(a) => lifecycle::supervise(a),
         Command::Support(a) => support_cmd::run(&global, a),

@@ -1,5 +1,6 @@
 //! A small QMP client over the `qapi` crate: connect, query the run state,
-//! power down, quit, and a graceful shutdown with a deadline.
+//! pause and resume, human-monitor lines (snapshots), power down, quit, and a
+//! graceful shutdown with a deadline.
 //!
 //! `qapi` has two traps (see FINDINGS.md): its event stream must be polled all
 //! the time or `execute()` never completes, and an event its bundled schema does
@@ -214,10 +215,23 @@ impl Qmp {
         C: qapi::Command,
         Writer: futures::Sink<qapi::Execute<C, u32>, Error = std::io::Error> + Unpin,
     {
+        self.run_for(name, cmd, self.command_timeout).await
+    }
+
+    /// [`Self::run`] allowed `timeout` instead of the session's command timeout.
+    async fn run_for<C>(
+        &self,
+        name: &'static str,
+        cmd: C,
+        timeout: Duration,
+    ) -> Result<C::Ok, QmpError>
+    where
+        C: qapi::Command,
+        Writer: futures::Sink<qapi::Execute<C, u32>, Error = std::io::Error> + Unpin,
+    {
         if self.is_closed() || self.poisoned.load(Ordering::Relaxed) {
             return Err(self.disconnected());
         }
-        let timeout = self.command_timeout;
         match tokio::time::timeout(timeout, self.service.execute(cmd)).await {
             Err(_) => {
                 self.poison();
@@ -278,6 +292,32 @@ impl Qmp {
     /// `cont`: starts the vCPUs of a VM started with `-S`.
     pub async fn cont(&self) -> Result<(), QmpError> {
         self.run("cont", qmp::cont {}).await.map(drop)
+    }
+
+    /// `stop`: pauses the vCPUs (the guest's clock stops with them).
+    pub async fn stop(&self) -> Result<(), QmpError> {
+        self.run("stop", qmp::stop {}).await.map(drop)
+    }
+
+    /// `human-monitor-command`: one line of the human monitor (for what QMP
+    /// of QEMU 7.2 has only as a job: `savevm`, `loadvm`, `delvm`), allowed
+    /// `timeout` (the command blocks QEMU's main loop until it is done). The
+    /// monitor reports a failure as text beginning with `Error:`, which is
+    /// returned as [`QmpError::Command`]; other text is returned as is.
+    pub async fn human(&self, command: &str, timeout: Duration) -> Result<String, QmpError> {
+        let cmd = qmp::human_monitor_command {
+            command_line: command.to_string(),
+            cpu_index: None,
+        };
+        let answer = self.run_for("human-monitor-command", cmd, timeout).await?;
+        let text = answer.trim().to_string();
+        if let Some(rest) = text.strip_prefix("Error:") {
+            return Err(QmpError::Command {
+                command: "human-monitor-command",
+                message: format!("{command}: {}", rest.trim()),
+            });
+        }
+        Ok(text)
     }
 
     /// `system_powerdown`: presses the ACPI power button.

@@ -18,6 +18,7 @@
 //! | [`Engine::kill`] | `shutdown` without grace, then SIGKILL to whatever of the cluster /proc still shows |
 //! | [`Engine::console_log`], [`Engine::vmm_log`], [`Engine::log`] | the capped logs under `logs/` |
 //! | [`Engine::fault`] | the switch's control socket (partition, drop, delay, heal, status) |
+//! | [`Engine::snapshot_save`], [`Engine::snapshot_restore`], [`Engine::snapshot_delete`], [`Engine::snapshots_of`] | internal qcow2 snapshots in each node's state disk: QMP (`stop`, `savevm`/`loadvm`/`delvm`, `cont`) on running nodes, `qemu-img snapshot` on stopped ones ([`snapshot`]) |
 //!
 //! What an engine is given: the state dir ([`ClusterPaths`]) with
 //! `cluster.json` (each node's CPUs, memory, MACs, host API port, the image's
@@ -41,8 +42,10 @@
 //! status chosen on purpose.
 
 mod qemu;
+pub mod snapshot;
 
 pub use qemu::QemuEngine;
+pub use snapshot::{NodeSnapshot, SnapshotTarget};
 
 use crate::cluster::lifecycle::{LifecycleError, Progress};
 use crate::cluster::paths::ClusterPaths;
@@ -96,6 +99,38 @@ pub trait Engine: Sync {
         paths: &ClusterPaths,
         request: &crate::network::Request,
     ) -> Result<crate::network::Response>;
+
+    /// Saves snapshot `target.tag` of `target.nodes`: running nodes (`live`)
+    /// are all paused at once, their memory and disks saved, then all
+    /// resumed; stopped nodes have their disks saved.
+    fn snapshot_save(
+        &self,
+        paths: &ClusterPaths,
+        target: &SnapshotTarget<'_>,
+        progress: &dyn Progress,
+    ) -> Result<()>;
+
+    /// Brings `target.nodes` back to snapshot `target.tag`: running nodes
+    /// are all paused, loaded and resumed (no reboot); stopped nodes get
+    /// their disks back.
+    fn snapshot_restore(
+        &self,
+        paths: &ClusterPaths,
+        target: &SnapshotTarget<'_>,
+        progress: &dyn Progress,
+    ) -> Result<()>;
+
+    /// Deletes snapshot `target.tag` from `target.nodes` (nothing to do on a
+    /// node without it).
+    fn snapshot_delete(
+        &self,
+        paths: &ClusterPaths,
+        target: &SnapshotTarget<'_>,
+        progress: &dyn Progress,
+    ) -> Result<()>;
+
+    /// The snapshots `node` holds, read without disturbing it (it may run).
+    fn snapshots_of(&self, paths: &ClusterPaths, node: &NodeName) -> Result<Vec<NodeSnapshot>>;
 }
 
 /// The engine the lifecycle runs clusters on: the one place where it is

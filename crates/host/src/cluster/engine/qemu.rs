@@ -169,6 +169,41 @@ impl Engine for QemuEngine {
         paths.qemu_log(node)
     }
 
+    fn snapshot_save(
+        &self,
+        paths: &ClusterPaths,
+        target: &super::SnapshotTarget<'_>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        super::snapshot::save(paths, target, progress)
+    }
+
+    fn snapshot_restore(
+        &self,
+        paths: &ClusterPaths,
+        target: &super::SnapshotTarget<'_>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        super::snapshot::restore(paths, target, progress)
+    }
+
+    fn snapshot_delete(
+        &self,
+        paths: &ClusterPaths,
+        target: &super::SnapshotTarget<'_>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        super::snapshot::delete(paths, target, progress)
+    }
+
+    fn snapshots_of(
+        &self,
+        paths: &ClusterPaths,
+        node: &NodeName,
+    ) -> Result<Vec<super::NodeSnapshot>> {
+        super::snapshot::list(&paths.disk(node))
+    }
+
     fn fault(
         &self,
         paths: &ClusterPaths,

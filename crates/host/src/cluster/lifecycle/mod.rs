@@ -294,6 +294,7 @@ mod ops;
 mod progress;
 mod query;
 mod readiness;
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -304,6 +305,10 @@ pub use ops::*;
 pub use progress::{Event, NodeStep, Progress, Stage};
 pub use query::*;
 pub use readiness::*;
+pub use snapshot::{
+    SnapshotError, SnapshotKind, SnapshotMeta, SnapshotName, SnapshotReport, snapshot_list,
+    snapshot_restore, snapshot_rm, snapshot_save,
+};
 
 /// The last `n` lines of a file (for error messages), with control
 /// characters made visible: serial logs hold what the guest wrote.
