@@ -371,7 +371,7 @@ async fn the_host_corrects_a_nodes_verdicts() {
         ],
     };
     let apid = ironclad_node::apid::Apid::bind_with(
-        std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
         pki.server_tls(node),
     )
     .await
