@@ -15,6 +15,8 @@
 //! | [`cluster`] | state dirs, the lifecycle, the supervisor, etcd converge |
 //! | [`client`] | the node API client (mTLS, the node's name verified) |
 //! | [`matrix`] | matrix orchestration over the node API and its reports |
+//! | [`support`] | support bundles: what a bug report needs about one cluster |
+//! | [`repro`] | a support bundle's cluster made again on this host |
 
 pub mod client;
 pub mod clientconfig;
@@ -30,6 +32,7 @@ pub mod qemu;
 pub mod runtime;
 mod serde_text;
 pub mod spec;
+pub mod repro;
 pub mod support;
 pub mod version;
 
