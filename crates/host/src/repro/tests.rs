@@ -101,8 +101,25 @@ fn refused(entries: &[(String, EntryType, Vec<u8>)], needle: &str) {
     assert!(err.contains(needle), "{needle:?} not in: {err}");
 }
 
-/// `good()` with `path`'s bytes replaced.
+/// `good()` with `path`'s bytes replaced, its size in `bundle.json` too.
 fn with(path: &str, data: Vec<u8>) -> Vec<(String, EntryType, Vec<u8>)> {
+    let n = data.len();
+    let mut e = with_lying(path, data);
+    let last = e.last_mut().unwrap();
+    let mut index: serde_json::Value = serde_json::from_slice(&last.2).unwrap();
+    if path != "bundle.json" {
+        for f in index["files"].as_array_mut().unwrap() {
+            if f[0] == path {
+                f[1] = n.into();
+            }
+        }
+        last.2 = serde_json::to_vec(&index).unwrap();
+    }
+    e
+}
+
+/// `good()` with `path`'s bytes replaced and `bundle.json` left as it was.
+fn with_lying(path: &str, data: Vec<u8>) -> Vec<(String, EntryType, Vec<u8>)> {
     let mut e = good();
     let p = format!("support-dev/{path}");
     e.iter_mut().find(|(q, _, _)| *q == p).unwrap().2 = data;
@@ -238,36 +255,18 @@ fn missing_and_malformed_parts_are_refused() {
     // The recipe must be the one the manifest names (by sha256).
     let mut other = crate::image::recipe::EMBEDDED_TRIXIE.as_bytes().to_vec();
     other.extend_from_slice(b"# changed\n");
-    let n = other.len();
-    let mut e = with("image/recipe.yaml", other);
-    // Keep the index's sizes right, so only the hash can tell.
-    let idx = e.iter().position(|(p, _, _)| p.ends_with("bundle.json")).unwrap();
-    let mut index: serde_json::Value = serde_json::from_slice(&e[idx].2).unwrap();
-    for f in index["files"].as_array_mut().unwrap() {
-        if f[0] == "image/recipe.yaml" {
-            f[1] = n.into();
-        }
-    }
-    e[idx].2 = serde_json::to_vec(&index).unwrap();
+    let e = with("image/recipe.yaml", other);
     refused(&e, "but the manifest's recipe has");
     // A manifest without one of the image's parts.
     let mut m: serde_json::Value =
         serde_json::from_slice(&manifest_json(crate::image::recipe::EMBEDDED_TRIXIE.as_bytes()))
             .unwrap();
     m["parts"].as_object_mut().unwrap().remove("initramfs");
-    let bytes = serde_json::to_vec_pretty(&m).unwrap();
-    let mut e = with("image/manifest.json", bytes.clone());
-    let mut index: serde_json::Value = serde_json::from_slice(&e[idx].2).unwrap();
-    for f in index["files"].as_array_mut().unwrap() {
-        if f[0] == "image/manifest.json" {
-            f[1] = bytes.len().into();
-        }
-    }
-    e[idx].2 = serde_json::to_vec(&index).unwrap();
+    let e = with("image/manifest.json", serde_json::to_vec_pretty(&m).unwrap());
     refused(&e, "does not list part initramfs");
     // The index's sizes must match the archive's.
     refused(
-        &with("cluster.yaml", format!("{DEV}# more\n").into_bytes()),
+        &with_lying("cluster.yaml", format!("{DEV}# more\n").into_bytes()),
         "bundle.json says cluster.yaml is",
     );
 }
@@ -356,15 +355,7 @@ fn the_plan_renames_maps_faults_and_validates_the_cluster_file() {
     // A cluster file that does not validate is refused as `create` would.
     let bad = DEV.replace("count: 1\n    cpus: 1\n    # Sizes", "count: 0\n    cpus: 1\n    # Sizes");
     assert_ne!(bad, DEV);
-    let e = with("cluster.yaml", bad.clone().into_bytes());
-    let mut e2 = e.clone();
-    let mut index: serde_json::Value = serde_json::from_slice(&e.last().unwrap().2).unwrap();
-    for f in index["files"].as_array_mut().unwrap() {
-        if f[0] == "cluster.yaml" {
-            f[1] = bad.len().into();
-        }
-    }
-    e2.last_mut().unwrap().2 = serde_json::to_vec(&index).unwrap();
+    let e2 = with("cluster.yaml", bad.into_bytes());
     std::fs::remove_file(&file).unwrap();
     std::fs::write(&file, pack(&e2)).unwrap();
     match plan(&request(&file, &root, None)) {
