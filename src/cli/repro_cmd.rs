@@ -55,11 +55,9 @@ struct Done<'a> {
 fn failure(e: ReproError) -> Failure {
     use ReproError as E;
     let exit = match &e {
-        E::BadBundle(_)
-        | E::Spec(_)
-        | E::Rename { .. }
-        | E::Exists { .. }
-        | E::Foreign(_) => Exit::BadInput,
+        E::BadBundle(_) | E::Spec(_) | E::Rename { .. } | E::Exists { .. } | E::Foreign(_) => {
+            Exit::BadInput
+        }
         E::Image(i) => super::image::exit_of(i),
         E::Lifecycle(l) => super::lifecycle::exit_of(l),
         E::Mismatch { .. } | E::Faults { .. } | E::Io { .. } => Exit::Failed,
@@ -85,7 +83,10 @@ pub fn run(g: &Global, a: Args) -> CliResult {
         here,
     };
     let say = |s: &str| super::progress::line(&format!("repro: {s}"));
-    say(&format!("bundle {}: reading and checking", a.bundle.display()));
+    say(&format!(
+        "bundle {}: reading and checking",
+        a.bundle.display()
+    ));
     let plan = repro::plan(&req).map_err(failure)?;
     let b = &plan.bundle;
     say(&format!(

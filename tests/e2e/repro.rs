@@ -27,10 +27,9 @@ fn untar(file: &Path, into: &Path) {
 
 /// The sha256 of the manifest of the image cluster `name` runs.
 fn running_manifest_sha256(h: &Harness, name: &str) -> String {
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(h.cluster_dir(name).join("cluster.json")).unwrap(),
-    )
-    .unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(h.cluster_dir(name).join("cluster.json")).unwrap())
+            .unwrap();
     let kernel = Path::new(state["image"]["kernel"].as_str().expect("image.kernel"));
     let manifest = std::fs::read(kernel.parent().unwrap().join("manifest.json")).unwrap();
     hex::encode(sha2::Sha256::digest(&manifest))
@@ -44,7 +43,13 @@ fn repro_of_a_bundle_gives_the_same_image_and_faults() {
     let timeout = crate::BOOT.as_secs().to_string();
     let t = Instant::now();
     h.ok(&[
-        "create", "-f", &file, "--accel", "tcg", "--timeout", &timeout,
+        "create",
+        "-f",
+        &file,
+        "--accel",
+        "tcg",
+        "--timeout",
+        &timeout,
     ]);
     let create_s = t.elapsed().as_secs_f64();
     h.ok(&["net", "delay", "rp", "--node", "rp-cp-1", "--ms", "150"]);
@@ -67,7 +72,14 @@ fn repro_of_a_bundle_gives_the_same_image_and_faults() {
 
     let t = Instant::now();
     let json = h.ok(&[
-        "repro", bundle_s, "--accel", "tcg", "--timeout", &timeout, "-o", "json",
+        "repro",
+        bundle_s,
+        "--accel",
+        "tcg",
+        "--timeout",
+        &timeout,
+        "-o",
+        "json",
     ]);
     let repro_s = t.elapsed().as_secs_f64();
     eprintln!("create {create_s:.1} s, repro {repro_s:.1} s (image cached for both)");
@@ -82,7 +94,14 @@ fn repro_of_a_bundle_gives_the_same_image_and_faults() {
     let st = h.status("rp");
     assert_eq!(st["nodes"][0]["state"], "ready", "{st}");
     assert_eq!(st["nodes"][0]["network"]["delayMs"], 150, "{st}");
-    assert!(v["hosts"].as_array().unwrap().iter().all(|r| r["same"] == true), "{v}");
+    assert!(
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["same"] == true),
+        "{v}"
+    );
 
     // A tampered manifest: refused, the part named, no cluster made.
     let text = String::from_utf8(manifest).unwrap();

@@ -29,10 +29,10 @@ pub mod matrix;
 pub mod network;
 pub mod pki;
 pub mod qemu;
+pub mod repro;
 pub mod runtime;
 mod serde_text;
 pub mod spec;
-pub mod repro;
 pub mod support;
 pub mod version;
 

@@ -243,8 +243,7 @@ fn raw_entries(r: impl Read, limits: &Limits) -> Result<Raw, String> {
         let read = if keep {
             (&mut entry).take(cap + 1).read_to_end(&mut data)
         } else {
-            std::io::copy(&mut (&mut entry).take(cap + 1), &mut std::io::sink())
-                .map(|n| n as usize)
+            std::io::copy(&mut (&mut entry).take(cap + 1), &mut std::io::sink()).map(|n| n as usize)
         }
         .map_err(|e| format!("entry {} cannot be read: {e}", shown(&path)))?;
         if read as u64 != size {
@@ -344,11 +343,7 @@ fn assemble(mut raw: Raw) -> Result<Bundle, String> {
         ));
     }
     // What the index lists must be what the archive holds.
-    let listed: BTreeMap<&str, u64> = index
-        .files
-        .iter()
-        .map(|(p, n)| (p.as_str(), *n))
-        .collect();
+    let listed: BTreeMap<&str, u64> = index.files.iter().map(|(p, n)| (p.as_str(), *n)).collect();
     let check_size = |path: &str, data: &[u8]| match listed.get(path) {
         Some(n) if *n != data.len() as u64 => Err(format!(
             "bundle.json says {path} is {n} bytes, the archive holds {}",

@@ -98,7 +98,10 @@ fn map_diff(
     b: &std::collections::BTreeMap<String, String>,
 ) -> (String, String) {
     let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    let differing: Vec<&String> = keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).collect();
+    let differing: Vec<&String> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .collect();
     let side = |m: &std::collections::BTreeMap<String, String>| {
         let mut s: Vec<String> = differing
             .iter()

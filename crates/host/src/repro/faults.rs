@@ -103,10 +103,7 @@ pub fn plan(json: &[u8], from: &Cluster, to: &Cluster) -> Result<FaultPlan, Stri
         let (n, ms) = (node(n)?, delay(*ms)?);
         if ms > 0 {
             mapped.delay_ms_by_node.insert(n.clone(), ms);
-            requests.push(Request::Delay {
-                ms,
-                node: Some(n),
-            });
+            requests.push(Request::Delay { ms, node: Some(n) });
         }
     }
     for n in &f.partitioned {
@@ -136,7 +133,11 @@ pub fn plan(json: &[u8], from: &Cluster, to: &Cluster) -> Result<FaultPlan, Stri
 
 /// Sends the plan's requests to the running cluster `name` and checks what
 /// its switch then says for every node.
-pub fn apply(plan: &FaultPlan, root: &Path, name: &ClusterName) -> Result<Vec<AppliedFault>, String> {
+pub fn apply(
+    plan: &FaultPlan,
+    root: &Path,
+    name: &ClusterName,
+) -> Result<Vec<AppliedFault>, String> {
     let paths = crate::cluster::paths::ClusterPaths::new(root, name);
     let engine = crate::cluster::engine::selected();
     for r in &plan.requests {
@@ -146,7 +147,8 @@ pub fn apply(plan: &FaultPlan, root: &Path, name: &ClusterName) -> Result<Vec<Ap
             Err(e) => return Err(format!("{r:?}: {e}")),
         }
     }
-    let now = crate::cluster::lifecycle::faults_in_force(engine, &paths).map_err(|e| e.to_string())?;
+    let now =
+        crate::cluster::lifecycle::faults_in_force(engine, &paths).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (node, want) in &plan.expected {
         let got = now.get(node).copied().unwrap_or_default();

@@ -57,7 +57,9 @@ pub enum ReproError {
     #[error("a cluster named {name} already exists ({dir})")]
     #[diagnostic(
         code(ironclad::repro::exists),
-        help("give the reproduction another name with --name NAME, or `ironclad destroy {name}` first")
+        help(
+            "give the reproduction another name with --name NAME, or `ironclad destroy {name}` first"
+        )
     )]
     Exists { name: ClusterName, dir: String },
     #[error("{0}")]
@@ -83,7 +85,9 @@ pub enum ReproError {
     #[error("cluster {name} is up, but its network faults could not be set: {why}")]
     #[diagnostic(
         code(ironclad::repro::faults),
-        help("the cluster is kept; `ironclad net status {name}` shows its network, `ironclad destroy {name}` removes it")
+        help(
+            "the cluster is kept; `ironclad net status {name}` shows its network, `ironclad destroy {name}` removes it"
+        )
     )]
     Faults { name: ClusterName, why: String },
     #[error("{what}: {source}")]
@@ -154,8 +158,10 @@ pub fn plan(req: &Request<'_>) -> Result<Plan, ReproError> {
     let (source, cluster) = if name == original.name {
         (b.cluster_yaml.clone(), original.clone())
     } else {
-        renamed(&b.cluster_yaml, &original, &name)
-            .map_err(|why| ReproError::Rename { name: name.clone(), why })?
+        renamed(&b.cluster_yaml, &original, &name).map_err(|why| ReproError::Rename {
+            name: name.clone(),
+            why,
+        })?
     };
     match crate::cluster::paths::find(req.root, &name) {
         Ok(Found::Absent) => {}
@@ -329,7 +335,8 @@ fn store_recipe(b: &Bundle, cache_dir: Option<&Path>) -> Result<PathBuf, ReproEr
     crate::image::cache::open_root(&root).map_err(ImageError::from)?;
     let dir = root.join("recipes");
     let io = |what: String| move |source| ReproError::Io { what, source };
-    crate::fsutil::create_private_dir(&dir).map_err(io(format!("cannot make {}", dir.display())))?;
+    crate::fsutil::create_private_dir(&dir)
+        .map_err(io(format!("cannot make {}", dir.display())))?;
     let sha = sha256_hex(&b.recipe_bytes);
     let path = dir.join(format!("{sha}.yaml"));
     match std::fs::read(&path) {

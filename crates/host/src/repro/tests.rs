@@ -58,7 +58,10 @@ fn good() -> Vec<(String, EntryType, Vec<u8>)> {
                    "drop_percent_by_node": {}, "delay_ms": 150, "delay_ms_by_node": {}}
     });
     let files: Vec<(&str, Vec<u8>)> = vec![
-        ("version.json", br#"{"ironclad": "0.0.1", "host": {"kernel": "6.1"}}"#.to_vec()),
+        (
+            "version.json",
+            br#"{"ironclad": "0.0.1", "host": {"kernel": "6.1"}}"#.to_vec(),
+        ),
         ("cluster.yaml", DEV.as_bytes().to_vec()),
         ("network.json", serde_json::to_vec(&network).unwrap()),
         ("image/key", format!("{}\n", "cd".repeat(32)).into_bytes()),
@@ -258,11 +261,15 @@ fn missing_and_malformed_parts_are_refused() {
     let e = with("image/recipe.yaml", other);
     refused(&e, "but the manifest's recipe has");
     // A manifest without one of the image's parts.
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&manifest_json(crate::image::recipe::EMBEDDED_TRIXIE.as_bytes()))
-            .unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&manifest_json(
+        crate::image::recipe::EMBEDDED_TRIXIE.as_bytes(),
+    ))
+    .unwrap();
     m["parts"].as_object_mut().unwrap().remove("initramfs");
-    let e = with("image/manifest.json", serde_json::to_vec_pretty(&m).unwrap());
+    let e = with(
+        "image/manifest.json",
+        serde_json::to_vec_pretty(&m).unwrap(),
+    );
     refused(&e, "does not list part initramfs");
     // The index's sizes must match the archive's.
     refused(
@@ -326,7 +333,10 @@ fn the_plan_renames_maps_faults_and_validates_the_cluster_file() {
     assert_eq!(p.source, DEV);
     assert_eq!(p.recipe, RecipeSource::BuiltIn("trixie".into()));
     let kernel = p.hosts.iter().find(|r| r.what == "kernel").unwrap();
-    assert_eq!((kernel.bundle.as_str(), kernel.here.as_str()), ("6.1", "6.12"));
+    assert_eq!(
+        (kernel.bundle.as_str(), kernel.here.as_str()),
+        ("6.1", "6.12")
+    );
     assert!(!kernel.same);
 
     let p = plan(&request(&file, &root, Some("rp2"))).unwrap();
@@ -341,7 +351,10 @@ fn the_plan_renames_maps_faults_and_validates_the_cluster_file() {
     assert_eq!(
         p.faults.requests,
         [
-            crate::network::Request::Delay { ms: 150, node: None },
+            crate::network::Request::Delay {
+                ms: 150,
+                node: None
+            },
             crate::network::Request::Partition {
                 node: "rp2-worker-1".into()
             }
@@ -353,7 +366,10 @@ fn the_plan_renames_maps_faults_and_validates_the_cluster_file() {
     assert!(!cp.partitioned && cp.delay_ms == 150);
 
     // A cluster file that does not validate is refused as `create` would.
-    let bad = DEV.replace("count: 1\n    cpus: 1\n    # Sizes", "count: 0\n    cpus: 1\n    # Sizes");
+    let bad = DEV.replace(
+        "count: 1\n    cpus: 1\n    # Sizes",
+        "count: 0\n    cpus: 1\n    # Sizes",
+    );
     assert_ne!(bad, DEV);
     let e2 = with("cluster.yaml", bad.into_bytes());
     std::fs::remove_file(&file).unwrap();
@@ -384,8 +400,10 @@ fn a_file_without_a_name_gets_one() {
 fn faults_on_unknown_nodes_or_out_of_range_are_refused() {
     let from = crate::spec::parse_cluster(DEV, "dev").unwrap();
     let net = |faults: serde_json::Value| {
-        serde_json::to_vec(&serde_json::json!({"ports": [], "macs": [], "seed": 1, "faults": faults}))
-            .unwrap()
+        serde_json::to_vec(
+            &serde_json::json!({"ports": [], "macs": [], "seed": 1, "faults": faults}),
+        )
+        .unwrap()
     };
     let base = serde_json::json!({"partitioned": [], "drop_percent": 0,
         "drop_percent_by_node": {}, "delay_ms": 0, "delay_ms_by_node": {}});
@@ -395,10 +413,18 @@ fn faults_on_unknown_nodes_or_out_of_range_are_refused() {
     assert!(err.contains("someone-else"), "{err}");
     let mut f = base.clone();
     f["drop_percent_by_node"] = serde_json::json!({"dev-cp-1": 200});
-    assert!(faults::plan(&net(f), &from, &from).unwrap_err().contains("200%"));
+    assert!(
+        faults::plan(&net(f), &from, &from)
+            .unwrap_err()
+            .contains("200%")
+    );
     let mut f = base.clone();
     f["delay_ms"] = 999_999.into();
-    assert!(faults::plan(&net(f), &from, &from).unwrap_err().contains("999999 ms"));
+    assert!(
+        faults::plan(&net(f), &from, &from)
+            .unwrap_err()
+            .contains("999999 ms")
+    );
     let p = faults::plan(&net(base), &from, &from).unwrap();
     assert!(p.requests.is_empty());
     assert!(faults::plan(b"[]", &from, &from).is_err());
