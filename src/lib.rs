@@ -11,5 +11,6 @@ pub mod cli;
 // line has always used.
 pub(crate) use ironclad_contract::{api, fsutil};
 pub(crate) use ironclad_host::{
-    client, clientconfig, cluster, configdir, image, matrix, network, pki, qemu, spec, support,
+    client, clientconfig, cluster, configdir, image, matrix, network, pki, qemu, repro, spec,
+    support,
 };

@@ -247,7 +247,7 @@ pub fn create(g: &Global, a: CreateArgs) -> CliResult {
 
 /// After Ctrl-C during `create`: the half-made cluster (only one this create
 /// claimed: `HalfMade` says so) is stopped and removed, or kept when asked.
-fn interrupted(root: &Path, e: LifecycleError, keep: bool) -> Failure {
+pub(super) fn interrupted(root: &Path, e: LifecycleError, keep: bool) -> Failure {
     let LifecycleError::HalfMade { dir, name, .. } = e else {
         return Failure::msg(
             Exit::Interrupted,

@@ -15,6 +15,7 @@ mod net_cmd;
 mod node_cmd;
 mod out;
 mod progress;
+mod repro_cmd;
 mod select;
 mod snapshot_cmd;
 pub mod support_cmd;
@@ -183,6 +184,9 @@ enum Command {
     Matrix(matrix_cmd::Args),
     /// Write a bug-report bundle of a cluster (logs, state, versions; no secrets).
     Support(support_cmd::Args),
+    /// Make the cluster of a support bundle again on this host: the same
+    /// cluster file, image (checked part by part) and network faults.
+    Repro(repro_cmd::Args),
     /// What a bug report needs: versions, commit, machined and its image key,
     /// QEMU, the accelerator `auto` picks here and why, the host.
     Version(about::VersionArgs),
@@ -244,6 +248,7 @@ pub fn main() -> ExitCode {
         Command::Console(a) => lifecycle::console(&global, a),
         Command::Supervise(a) => lifecycle::supervise(a),
         Command::Support(a) => support_cmd::run(&global, a),
+        Command::Repro(a) => repro_cmd::run(&global, a),
         Command::Version(a) => about::version(a),
         Command::Completion(a) => about::completion(a),
         Command::Man(a) => about::man(a),

@@ -13,6 +13,7 @@ mod harness;
 mod interrupt;
 mod matrix;
 mod net;
+mod repro;
 mod serial_log;
 mod snapshot;
 mod support;

@@ -15,6 +15,8 @@
 //! | [`cluster`] | state dirs, the lifecycle, the supervisor, etcd converge |
 //! | [`client`] | the node API client (mTLS, the node's name verified) |
 //! | [`matrix`] | matrix orchestration over the node API and its reports |
+//! | [`support`] | support bundles: what a bug report needs about one cluster |
+//! | [`repro`] | a support bundle's cluster made again on this host |
 
 pub mod client;
 pub mod clientconfig;
@@ -27,6 +29,7 @@ pub mod matrix;
 pub mod network;
 pub mod pki;
 pub mod qemu;
+pub mod repro;
 pub mod runtime;
 mod serde_text;
 pub mod spec;

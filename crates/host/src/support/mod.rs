@@ -4,7 +4,7 @@
 //! Inside the archive, under `support-<cluster>/`:
 //!
 //! ```text
-//! bundle.json                what was collected, what could not be and why, what was redacted
+//! bundle.json                its format, what was collected, what could not be and why, what was redacted
 //! version.json               ironclad, its commit, machined, QEMU, the accelerator and why, the host
 //! cluster.yaml               the cluster file the cluster was created from
 //! cluster.json               what runs: nodes, ports, pids (no secret in it)
@@ -180,6 +180,8 @@ impl Bundle {
         struct Index<'a> {
             api_version: &'a str,
             kind: &'a str,
+            /// Bumped when what `repro` reads changes.
+            format: u32,
             cluster: &'a ClusterName,
             created_at: String,
             files: Vec<(&'a str, usize)>,
@@ -193,6 +195,7 @@ impl Bundle {
         let index = Index {
             api_version: crate::API_VERSION,
             kind: "SupportBundle",
+            format: crate::repro::bundle::FORMAT,
             cluster,
             created_at,
             files: self
