@@ -13,6 +13,7 @@ mod harness;
 mod interrupt;
 mod matrix;
 mod net;
+mod resume;
 mod serial_log;
 mod support;
 
