@@ -48,7 +48,11 @@ pub(crate) fn start_create(
 }
 
 /// Reads lines until one contains `needle` (all lines read so far returned).
-pub(crate) fn until_line(rx: &mpsc::Receiver<String>, needle: &str, within: Duration) -> Vec<String> {
+pub(crate) fn until_line(
+    rx: &mpsc::Receiver<String>,
+    needle: &str,
+    within: Duration,
+) -> Vec<String> {
     let deadline = Instant::now() + within;
     let mut seen = Vec::new();
     loop {

@@ -19,7 +19,14 @@ spec:
 
 fn voting_members(h: &Harness) -> Vec<String> {
     let out = h.ok(&[
-        "etcd", "members", "--cluster", "rsm", "--node", "rsm-cp-3", "--output", "json",
+        "etcd",
+        "members",
+        "--cluster",
+        "rsm",
+        "--node",
+        "rsm-cp-3",
+        "--output",
+        "json",
     ]);
     let v: Value = serde_json::from_str(&out).expect("members JSON");
     let mut names: Vec<String> = v["members"]
@@ -64,11 +71,15 @@ fn create_interrupted_during_etcd_join_is_resumed_by_create() {
     unsafe {
         libc::kill(cp3, libc::SIGKILL);
     }
-    h.wait_for("rsm-cp-3 to show as crashed", Duration::from_secs(30), || {
-        h.node_states("rsm")
-            .iter()
-            .any(|(n, s)| n == "rsm-cp-3" && s == "crashed")
-    });
+    h.wait_for(
+        "rsm-cp-3 to show as crashed",
+        Duration::from_secs(30),
+        || {
+            h.node_states("rsm")
+                .iter()
+                .any(|(n, s)| n == "rsm-cp-3" && s == "crashed")
+        },
+    );
 
     // Another cluster file under the same name does not resume it.
     let other = h.root().join("other.yaml");
@@ -81,7 +92,15 @@ fn create_interrupted_during_etcd_join_is_resumed_by_create() {
     assert!(creating.exists());
 
     // The same file resumes it: every control plane a voting member.
-    let out = h.run(&["create", "-f", &file_arg, "--accel", "tcg", "--timeout", "900"]);
+    let out = h.run(&[
+        "create",
+        "-f",
+        &file_arg,
+        "--accel",
+        "tcg",
+        "--timeout",
+        "900",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "resume failed: {err}");
     assert!(err.contains("resuming it"), "{err}");

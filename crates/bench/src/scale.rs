@@ -230,10 +230,7 @@ mod tests {
         assert_eq!(t[0].1[1], (20.5, "apid t=9.1".to_string()));
         assert_eq!(t[1].1, vec![(1.3, "booting".to_string())]);
         let text = timeline_text("1+1", &t);
-        assert_eq!(
-            text[1],
-            "1+1 timeline n-worker-1: 1.3 booting".to_string()
-        );
+        assert_eq!(text[1], "1+1 timeline n-worker-1: 1.3 booting".to_string());
         assert!(text[0].ends_with("30.0 ready after 28.8 s"), "{}", text[0]);
     }
 }

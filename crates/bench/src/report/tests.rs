@@ -188,7 +188,9 @@ fn targets_say_when_a_figure_is_off() {
         "{text}"
     );
     assert!(
-        text.contains("create 3+7 / create 3+2 (wall; cost growth with cluster size): 1.88  target <= 2.5  OK"),
+        text.contains(
+            "create 3+7 / create 3+2 (wall; cost growth with cluster size): 1.88  target <= 2.5  OK"
+        ),
         "{text}"
     );
     let quick = Report::build(meta(), &[v("scale", "create_3_2_wall", 55.0)]).table();

@@ -225,32 +225,26 @@ fn resume(
             "its create failed before its state was complete ({e})"
         ))
     })?;
-    if let Some(gone) = [&state.image.kernel, &state.image.initrd, &state.image.rootfs]
-        .into_iter()
-        .find(|f| !f.exists())
+    if let Some(gone) = [
+        &state.image.kernel,
+        &state.image.initrd,
+        &state.image.rootfs,
+    ]
+    .into_iter()
+    .find(|f| !f.exists())
     {
-        return Err(cannot(format!(
-            "its image file {} is gone",
-            gone.display()
-        )));
+        return Err(cannot(format!("its image file {} is gone", gone.display())));
     }
     progress.line(&format!(
         "cluster {name} exists, made from this cluster file, and its create did not finish: resuming it (nodes that run are kept, the others booted; etcd goes on from its member list)"
     ));
-    let report = up(
-        engine,
-        paths,
-        &state,
-        None,
-        started,
-        opts.timeout,
-        progress,
-    )
-    .map_err(|e| LifecycleError::HalfMade {
-        error: Box::new(e),
-        dir: paths.dir().to_path_buf(),
-        name: name.clone(),
-        resumed: true,
+    let report = up(engine, paths, &state, None, started, opts.timeout, progress).map_err(|e| {
+        LifecycleError::HalfMade {
+            error: Box::new(e),
+            dir: paths.dir().to_path_buf(),
+            name: name.clone(),
+            resumed: true,
+        }
     })?;
     creating.finish()?;
     Ok(report)
