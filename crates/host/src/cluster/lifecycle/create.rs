@@ -136,7 +136,7 @@ pub(super) struct CreateLock {
 impl CreateLock {
     /// Made locked: written under a temporary name, locked, then renamed into
     /// place, so that no other create finds it unlocked.
-    fn make(paths: &ClusterPaths) -> std::io::Result<CreateLock> {
+    pub(super) fn make(paths: &ClusterPaths) -> std::io::Result<CreateLock> {
         let path = paths.creating();
         let tmp = paths.dir().join(".creating.tmp");
         let file = std::fs::OpenOptions::new()
@@ -151,7 +151,7 @@ impl CreateLock {
     /// The lock of an unfinished create: `Ok(None)` when the create finished
     /// (no `creating` file); [`LifecycleError::CannotResume`] when another
     /// create holds it.
-    fn take(paths: &ClusterPaths, name: &ClusterName) -> Result<Option<CreateLock>> {
+    pub(super) fn take(paths: &ClusterPaths, name: &ClusterName) -> Result<Option<CreateLock>> {
         let path = paths.creating();
         let file = match std::fs::OpenOptions::new().write(true).open(&path) {
             Ok(f) => f,
@@ -170,7 +170,7 @@ impl CreateLock {
     }
 
     /// The create is complete: the file goes (the lock with it).
-    fn finish(self) -> Result<()> {
+    pub(super) fn finish(self) -> Result<()> {
         std::fs::remove_file(&self.path)?;
         drop(self.file);
         Ok(())
