@@ -137,9 +137,11 @@ fn failure(e: LifecycleError) -> Failure {
 pub fn exit_of(e: &LifecycleError) -> Exit {
     use LifecycleError as E;
     match e {
-        E::BadInput(_) | E::NotFound { .. } | E::AlreadyExists { .. } | E::NoSuchNode { .. } => {
-            Exit::BadInput
-        }
+        E::BadInput(_)
+        | E::NotFound { .. }
+        | E::AlreadyExists { .. }
+        | E::CannotResume { .. }
+        | E::NoSuchNode { .. } => Exit::BadInput,
         E::MissingTools { .. } => Exit::MissingDependency,
         E::Image(i) => super::image::exit_of(i),
         E::HalfMade { .. }
@@ -248,12 +250,24 @@ pub fn create(g: &Global, a: CreateArgs) -> CliResult {
 /// After Ctrl-C during `create`: the half-made cluster (only one this create
 /// claimed: `HalfMade` says so) is stopped and removed, or kept when asked.
 pub(super) fn interrupted(root: &Path, e: LifecycleError, keep: bool) -> Failure {
-    let LifecycleError::HalfMade { dir, name, .. } = e else {
+    let LifecycleError::HalfMade {
+        dir, name, resumed, ..
+    } = e
+    else {
         return Failure::msg(
             Exit::Interrupted,
             "interrupted before the cluster's directory was made: nothing to undo",
         );
     };
+    if resumed {
+        return Failure::msg(
+            Exit::Interrupted,
+            format!(
+                "interrupted: the resumed cluster {name} existed before this create and is kept in {}, with whatever of it runs; `ironclad create` resumes it again, `ironclad destroy {name}` removes it",
+                dir.display()
+            ),
+        );
+    }
     if keep {
         return Failure::msg(
             Exit::Interrupted,

@@ -17,9 +17,9 @@ spec:
   workers: {count: 0}
 ";
 
-/// Starts `ironclad create` for the 1-node cluster; returns the child and its
+/// Starts `ironclad create -f FILE`; returns the child and its
 /// stderr lines as they come.
-fn start_create(
+pub(crate) fn start_create(
     h: &Harness,
     file: &std::path::Path,
     extra: &[&str],
@@ -48,7 +48,11 @@ fn start_create(
 }
 
 /// Reads lines until one contains `needle` (all lines read so far returned).
-fn until_line(rx: &mpsc::Receiver<String>, needle: &str, within: Duration) -> Vec<String> {
+pub(crate) fn until_line(
+    rx: &mpsc::Receiver<String>,
+    needle: &str,
+    within: Duration,
+) -> Vec<String> {
     let deadline = Instant::now() + within;
     let mut seen = Vec::new();
     loop {
@@ -68,7 +72,7 @@ fn until_line(rx: &mpsc::Receiver<String>, needle: &str, within: Duration) -> Ve
 
 /// The lines until stderr closes (the child has ended; nothing else holds
 /// the pipe: the supervisor logs to its own file).
-fn remaining(rx: &mpsc::Receiver<String>) -> Vec<String> {
+pub(crate) fn remaining(rx: &mpsc::Receiver<String>) -> Vec<String> {
     let mut lines = Vec::new();
     while let Ok(l) = rx.recv_timeout(Duration::from_secs(10)) {
         lines.push(l);
@@ -76,7 +80,7 @@ fn remaining(rx: &mpsc::Receiver<String>) -> Vec<String> {
     lines
 }
 
-fn interrupt_and_wait(child: &mut Guard, within: Duration) -> Option<i32> {
+pub(crate) fn interrupt_and_wait(child: &mut Guard, within: Duration) -> Option<i32> {
     // As a terminal's Ctrl-C.
     child.signal(libc::SIGINT);
     let status = child.wait_exit(wait::deadline(within), || {

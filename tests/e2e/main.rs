@@ -14,6 +14,7 @@ mod interrupt;
 mod matrix;
 mod net;
 mod repro;
+mod resume;
 mod serial_log;
 mod snapshot;
 mod support;

@@ -128,7 +128,7 @@ fn check_tools() -> Result<()> {
     }
 }
 
-fn loadavg1() -> f64 {
+pub fn loadavg1() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
@@ -438,6 +438,9 @@ fn groups(b: &mut Bench) -> Result<()> {
     }
     if b.opts.wants(Group::Ha) {
         crate::lifecycle::bench_ha(b)?;
+    }
+    if b.opts.wants(Group::Scale) {
+        crate::scale::bench_scale(b)?;
     }
     if b.opts.wants(Group::Image) {
         crate::image::bench_image(b)?;

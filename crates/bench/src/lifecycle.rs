@@ -87,7 +87,7 @@ async fn etcd_all_healthy(client_yaml: &Path, n: usize) -> bool {
 }
 
 /// `ironclad create -f file` until `n` etcd members are healthy: wall seconds.
-fn create_until_healthy(
+pub fn create_until_healthy(
     b: &mut Bench,
     file: &Path,
     name: &ClusterName,
@@ -146,7 +146,7 @@ fn create_until_healthy(
     Ok(Ok(round3(t0.elapsed().as_secs_f64())))
 }
 
-fn destroy(b: &mut Bench, name: &ClusterName) {
+pub fn destroy(b: &mut Bench, name: &ClusterName) {
     if let Err(e) = ironclad_host::cluster::lifecycle::destroy(b.state.path(), name) {
         log!("destroy {name} failed: {e}");
     }

@@ -15,6 +15,7 @@
 //! | [`boot`] | the `limit`, `node` and `baseline` boot groups |
 //! | [`baseline`] | building the cached Debian baseline VM |
 //! | [`lifecycle`] | `etcd` and `ha`: clusters created with the CLI |
+//! | [`scale`] | `scale`: create time, total RSS and timeline of 1+1, 3+2, 3+7 |
 //! | [`image`] | `image` (build times) and `sizes` |
 //! | [`report`] | statistics, ratios, the JSON report and the table |
 //!
@@ -28,6 +29,7 @@ mod image;
 mod lifecycle;
 mod options;
 mod report;
+mod scale;
 mod vm;
 
 use clap::Parser;

@@ -19,6 +19,9 @@ pub enum Group {
     Etcd,
     /// `ironclad create -f clusters/ha.yaml` to all etcd members healthy.
     Ha,
+    /// `ironclad create` of 1+1, 3+2 and 3+7 nodes: create time and total
+    /// RSS, and a per-node timeline of each first create.
+    Scale,
     /// `ironclad image build` cold, with the base tree cached, and warm.
     Image,
     /// The image's file sizes.

@@ -168,7 +168,53 @@ type RatioDef = (
     Option<Target>,
 );
 
-const RATIOS: [RatioDef; 7] = [
+/// Targets on a figure's median: (group, name, target).
+/// clusters/ha.yaml (3+2) to all members healthy in at most 60 s under TCG
+/// on 2 cores: the `ha` group's figure and the `scale` group's 3+2.
+const FIGURE_TARGETS: [(&str, &str, Target); 2] = [
+    (
+        "ironclad",
+        "ha_create_to_healthy_wall",
+        Target::AtMost(60.0),
+    ),
+    ("scale", "create_3_2_wall", Target::AtMost(60.0)),
+];
+
+/// A figure's median against its target.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TargetCheck {
+    /// `group/name`.
+    pub figure: String,
+    pub target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub median: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
+}
+
+impl Target {
+    fn text(self) -> String {
+        match self {
+            Target::AtMost(v) => format!("<= {v}"),
+            Target::AtLeast(v) => format!(">= {v}"),
+        }
+    }
+
+    fn met(self, v: f64) -> bool {
+        match self {
+            Target::AtMost(x) => v <= x,
+            Target::AtLeast(x) => v >= x,
+        }
+    }
+}
+
+const RATIOS: [RatioDef; 8] = [
+    (
+        "create 3+7 / create 3+2 (wall; cost growth with cluster size)",
+        ("scale", "create_3_7_wall"),
+        ("scale", "create_3_2_wall"),
+        Some(Target::AtMost(2.5)),
+    ),
     (
         "node ready / bare kernel limit (guest uptime)",
         ("ironclad", "node_ready_uptime"),
@@ -223,6 +269,9 @@ pub struct Report {
     pub meta: Meta,
     pub figures: Vec<Figure>,
     pub ratios: Vec<Ratio>,
+    /// Figures with a target on their median (figures not measured in this
+    /// invocation are left out).
+    pub targets: Vec<TargetCheck>,
     pub node_boot_timeline: Vec<(String, f64)>,
     pub notes: Vec<String>,
 }
@@ -332,12 +381,29 @@ impl Report {
             .iter()
             .map(|(name, num, den, target)| ratio(&figures, name, *num, *den, *target))
             .collect();
+        let targets = FIGURE_TARGETS
+            .iter()
+            .filter_map(|(g, n, t)| {
+                let f = figures.iter().find(|f| f.group == *g && f.name == *n)?;
+                let median = match &f.result {
+                    FigureResult::Measured(s) => Some(s.median),
+                    FigureResult::Skipped { .. } => None,
+                };
+                Some(TargetCheck {
+                    figure: format!("{g}/{n}"),
+                    target: t.text(),
+                    median,
+                    ok: median.map(|m| t.met(m)),
+                })
+            })
+            .collect();
         Report {
             api_version: ironclad_contract::API_VERSION,
             kind: "BenchReport",
             meta,
             figures,
             ratios,
+            targets,
             node_boot_timeline: timeline.unwrap_or_default(),
             notes,
         }
@@ -379,6 +445,26 @@ impl Report {
                     writeln!(out, "  {}: {v:.2}{tgt}{ok}", r.name)
                 }
             };
+        }
+        if !self.targets.is_empty() {
+            out.push_str("\ntargets (medians of this invocation):\n");
+            for t in &self.targets {
+                let _ = match (t.median, t.ok) {
+                    (Some(m), Some(true)) => {
+                        writeln!(out, "  {}: {m:.2}  target {}  OK", t.figure, t.target)
+                    }
+                    (Some(m), _) => writeln!(
+                        out,
+                        "  {}: {m:.2}  target {}  OFF TARGET",
+                        t.figure, t.target
+                    ),
+                    (None, _) => writeln!(
+                        out,
+                        "  {}: not measured  target {}  OFF TARGET",
+                        t.figure, t.target
+                    ),
+                };
+            }
         }
         if !self.node_boot_timeline.is_empty() {
             out.push_str(
@@ -477,10 +563,7 @@ fn ratio(
         name: name.into(),
         numerator: key(num),
         denominator: key(den),
-        target: target.map(|t| match t {
-            Target::AtMost(v) => format!("<= {v}"),
-            Target::AtLeast(v) => format!(">= {v}"),
-        }),
+        target: target.map(Target::text),
         value: None,
         ok: None,
         skipped: None,
@@ -490,10 +573,7 @@ fn ratio(
         (Some(a), Some(b)) => {
             let v = (a / b * 1e3).round() / 1e3;
             r.value = Some(v);
-            r.ok = target.map(|t| match t {
-                Target::AtMost(x) => v <= x,
-                Target::AtLeast(x) => v >= x,
-            });
+            r.ok = target.map(|t| t.met(v));
         }
         _ => {
             let missing: Vec<String> = [(num, a), (den, b)]

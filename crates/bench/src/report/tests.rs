@@ -88,6 +88,7 @@ fn json_shape() {
         "kernelVersion",
         "figures",
         "ratios",
+        "targets",
         "nodeBootTimeline",
         "notes",
     ] {
@@ -117,12 +118,12 @@ fn json_shape() {
         serde_json::json!([["stage1", 2.1], ["ready", 3.5]])
     );
     assert_eq!(j["notes"], serde_json::json!(["host busy"]));
-    let ratio = &j["ratios"][0];
+    let ratio = &j["ratios"][1];
     assert_eq!(ratio["numerator"], "ironclad/node_ready_uptime");
     assert_eq!(ratio["value"], 1.667);
     assert_eq!(ratio["target"], "<= 1.5");
     assert_eq!(ratio["ok"], false);
-    let etcd = &j["ratios"][3];
+    let etcd = &j["ratios"][4];
     assert_eq!(etcd["target"], ">= 4");
     assert_eq!(
         etcd["skipped"],
@@ -161,4 +162,37 @@ fn table() {
     );
     assert!(t.contains("node ready / bare kernel limit (guest uptime): skipped (missing ironclad/node_ready_uptime)  target <= 1.5"), "{t}");
     assert!(t.contains("     3.500    +1.400  ready"), "{t}");
+}
+
+#[test]
+fn targets_say_when_a_figure_is_off() {
+    let samples = vec![
+        v("scale", "create_3_2_wall", 80.0),
+        v("scale", "create_3_7_wall", 150.0),
+        v("scale", "create_1_1_wall", 40.0),
+    ];
+    let r = Report::build(meta(), &samples);
+    let j = serde_json::to_value(&r).unwrap();
+    let t = &j["targets"];
+    // Only the measured figures' targets.
+    assert_eq!(t.as_array().unwrap().len(), 1, "{t}");
+    assert_eq!(t[0]["figure"], "scale/create_3_2_wall");
+    assert_eq!(t[0]["target"], "<= 60");
+    assert_eq!(t[0]["median"], 80.0);
+    assert_eq!(t[0]["ok"], false);
+    assert_eq!(j["ratios"][0]["value"], 1.875);
+    assert_eq!(j["ratios"][0]["ok"], true);
+    let text = r.table();
+    assert!(
+        text.contains("scale/create_3_2_wall: 80.00  target <= 60  OFF TARGET"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "create 3+7 / create 3+2 (wall; cost growth with cluster size): 1.88  target <= 2.5  OK"
+        ),
+        "{text}"
+    );
+    let quick = Report::build(meta(), &[v("scale", "create_3_2_wall", 55.0)]).table();
+    assert!(quick.contains("target <= 60  OK"), "{quick}");
 }

@@ -118,6 +118,13 @@ impl ClusterPaths {
     pub fn marker(&self) -> PathBuf {
         self.dir.join(MARKER_FILE)
     }
+    /// There while the cluster's `create` has not finished (made right after
+    /// the directory, removed once every node is ready and etcd converged);
+    /// the running `create` holds an exclusive `flock` on it. Its presence
+    /// is what lets `create` resume the cluster.
+    pub fn creating(&self) -> PathBuf {
+        self.dir.join("creating")
+    }
     /// The description of what runs (see [`ClusterPaths`]).
     pub fn cluster_json(&self) -> PathBuf {
         self.dir.join("cluster.json")

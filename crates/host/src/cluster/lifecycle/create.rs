@@ -1,5 +1,6 @@
 //! `create`: the state dir, image, secrets and machine configs, ports, disks,
-//! then `up` on the selected engine.
+//! then `up` on the selected engine; and the resume of a create that did not
+//! finish ([`resume`]: `create` again with the same cluster file).
 
 use super::*;
 
@@ -39,12 +40,7 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
     let paths = ClusterPaths::new(&opts.root, name);
     match crate::cluster::paths::find(&opts.root, name)? {
         Found::Absent => {}
-        Found::Cluster(_) => {
-            return Err(LifecycleError::AlreadyExists {
-                name: name.clone(),
-                dir: paths.dir().to_path_buf(),
-            });
-        }
+        Found::Cluster(_) => return resume(engine, &paths, opts, started, progress),
         Found::Foreign { path, why } => {
             return Err(LifecycleError::BadInput(Found::foreign_message(
                 &path, &why,
@@ -105,14 +101,16 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
             error: Box::new(e),
             dir: paths.dir().to_path_buf(),
             name: name.clone(),
+            resumed: false,
         }
     };
+    let creating = CreateLock::make(&paths).map_err(|e| half_made(e.into()))?;
     if crate::interrupt::requested() {
         return Err(half_made(LifecycleError::Interrupted));
     }
     let state = prepare_dir(&paths, opts, accel, &image, &lock, progress).map_err(half_made)?;
     drop(lock);
-    up(
+    let report = up(
         engine,
         &paths,
         &state,
@@ -121,7 +119,146 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
         opts.timeout,
         progress,
     )
-    .map_err(half_made)
+    .map_err(half_made)?;
+    creating.finish()?;
+    Ok(report)
+}
+
+/// The `creating` file of a cluster whose create has not finished
+/// ([`ClusterPaths::creating`]), locked (`flock`, exclusive) by the create
+/// that runs: a second `create` of the same name cannot resume it meanwhile,
+/// and the lock goes with the process, however it ends.
+pub(super) struct CreateLock {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl CreateLock {
+    /// Made locked: written under a temporary name, locked, then renamed into
+    /// place, so that no other create finds it unlocked.
+    pub(super) fn make(paths: &ClusterPaths) -> std::io::Result<CreateLock> {
+        let path = paths.creating();
+        let tmp = paths.dir().join(".creating.tmp");
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&tmp)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(CreateLock { file, path })
+    }
+
+    /// The lock of an unfinished create: `Ok(None)` when the create finished
+    /// (no `creating` file); [`LifecycleError::CannotResume`] when another
+    /// create holds it.
+    pub(super) fn take(paths: &ClusterPaths, name: &ClusterName) -> Result<Option<CreateLock>> {
+        let path = paths.creating();
+        let file = match std::fs::OpenOptions::new().write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(CreateLock { file, path })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(LifecycleError::CannotResume {
+                name: name.clone(),
+                dir: paths.dir().to_path_buf(),
+                why: "another `ironclad create` of it is running".into(),
+            }),
+            Err(e) => Err(std::io::Error::from(e).into()),
+        }
+    }
+
+    /// The create is complete: the file goes (the lock with it).
+    pub(super) fn finish(self) -> Result<()> {
+        std::fs::remove_file(&self.path)?;
+        drop(self.file);
+        Ok(())
+    }
+}
+
+/// `create` of a cluster that exists: resumed when its create did not finish
+/// (its `creating` file is there and no other create holds it) and it was
+/// made from the same cluster file (the same text as its `cluster.yaml`);
+/// otherwise the refusal of a taken name ([`LifecycleError::AlreadyExists`]),
+/// or [`LifecycleError::CannotResume`] saying why not.
+///
+/// Resuming runs `up` on the cluster as `cluster.json` has it: the
+/// supervisor is launched unless it runs, every node that does not run is
+/// booted from its disk (one that runs is left alone), the readiness wait
+/// covers all, and etcd's converge resumes from the member list it finds
+/// (see [`crate::cluster::etcd::converge`]).
+fn resume(
+    engine: &dyn Engine,
+    paths: &ClusterPaths,
+    opts: &CreateOptions,
+    started: Instant,
+    progress: &dyn Progress,
+) -> Result<UpReport> {
+    let name = &opts.cluster.name;
+    let cannot = |why: String| LifecycleError::CannotResume {
+        name: name.clone(),
+        dir: paths.dir().to_path_buf(),
+        why,
+    };
+    let Some(creating) = CreateLock::take(paths, name)? else {
+        return Err(LifecycleError::AlreadyExists {
+            name: name.clone(),
+            dir: paths.dir().to_path_buf(),
+        });
+    };
+    match std::fs::read(paths.cluster_yaml()) {
+        Ok(kept) if kept == source_text(opts).as_bytes() => {}
+        Ok(_) => {
+            return Err(cannot(
+                "it was made from a different cluster file (its cluster.yaml differs)".into(),
+            ));
+        }
+        Err(e) => {
+            return Err(cannot(format!(
+                "its copy of the cluster file cannot be read ({e})"
+            )));
+        }
+    }
+    let state = ClusterState::load(&paths.cluster_json()).map_err(|e| {
+        cannot(format!(
+            "its create failed before its state was complete ({e})"
+        ))
+    })?;
+    if let Some(gone) = [
+        &state.image.kernel,
+        &state.image.initrd,
+        &state.image.rootfs,
+    ]
+    .into_iter()
+    .find(|f| !f.exists())
+    {
+        return Err(cannot(format!("its image file {} is gone", gone.display())));
+    }
+    progress.line(&format!(
+        "cluster {name} exists, made from this cluster file, and its create did not finish: resuming it (nodes that run are kept, the others booted; etcd goes on from its member list)"
+    ));
+    let report = up(engine, paths, &state, None, started, opts.timeout, progress).map_err(|e| {
+        LifecycleError::HalfMade {
+            error: Box::new(e),
+            dir: paths.dir().to_path_buf(),
+            name: name.clone(),
+            resumed: true,
+        }
+    })?;
+    creating.finish()?;
+    Ok(report)
+}
+
+/// The cluster file's text as `cluster.yaml` keeps it.
+fn source_text(opts: &CreateOptions) -> String {
+    opts.source.clone().unwrap_or_else(|| {
+        format!(
+            "# the built-in default cluster\napiVersion: {}\nkind: Cluster\nmetadata:\n  name: {}\n",
+            crate::API_VERSION,
+            opts.cluster.name
+        )
+    })
 }
 
 pub(super) struct ImageProgress<'a>(&'a dyn Progress);
@@ -142,12 +279,7 @@ pub(super) fn prepare_dir(
 ) -> Result<ClusterState> {
     let cluster = opts.cluster;
     let name = cluster.name.as_str();
-    let source = opts.source.clone().unwrap_or_else(|| {
-        format!(
-            "# the built-in default cluster\napiVersion: {}\nkind: Cluster\nmetadata:\n  name: {name}\n",
-            crate::API_VERSION
-        )
-    });
+    let source = source_text(opts);
     crate::fsutil::write_secret(&paths.cluster_yaml(), source.as_bytes())?;
     progress.event(&Event::Stage(
         Stage::Secrets,

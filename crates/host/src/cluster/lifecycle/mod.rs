@@ -8,6 +8,8 @@
 //! MACs fixed in `cluster.json`, the engine launched, all nodes booted in
 //! parallel, then [`wait_ready`] until every node meets every
 //! [`ReadyCondition`], while [`start_converge`] bootstraps and joins etcd.
+//! A create that did not finish (a `creating` file in its directory) is
+//! resumed by `create` with the same cluster file.
 //!
 //! By concern: `create` (the state dir, configs), `disks` (overlays and
 //! formatted state disks), `readiness` (conditions, the wait, converge,
@@ -156,13 +158,24 @@ pub enum LifecycleError {
     Interrupted,
     /// `create` failed after the cluster's directory was made.
     #[error(
-        "{error}\n(the half-made cluster is kept in {} for inspection; remove it with `ironclad destroy {name}`)",
+        "{error}\n(the half-made cluster is kept in {} for inspection; `ironclad create` with the same cluster file resumes it, `ironclad destroy {name}` removes it)",
         dir.display()
     )]
     HalfMade {
         error: Box<LifecycleError>,
         dir: PathBuf,
         name: ClusterName,
+        /// The create resumed a cluster that existed before it (so an
+        /// interrupt must not remove it).
+        resumed: bool,
+    },
+    /// `create` of a name that is taken by a cluster whose create did not
+    /// finish, but which cannot be resumed (`why`).
+    #[error("a cluster named {:?} exists (state in {}) and its create did not finish, but it cannot be resumed: {why}", name.as_str(), dir.display())]
+    CannotResume {
+        name: ClusterName,
+        dir: PathBuf,
+        why: String,
     },
 }
 
@@ -177,6 +190,7 @@ impl miette::Diagnostic for LifecycleError {
             E::BadInput(_) => "ironclad::lifecycle::bad_input",
             E::NotFound { .. } => "ironclad::lifecycle::not_found",
             E::AlreadyExists { .. } => "ironclad::lifecycle::already_exists",
+            E::CannotResume { .. } => "ironclad::lifecycle::cannot_resume",
             E::NoSuchNode { .. } => "ironclad::lifecycle::no_such_node",
             E::MissingTools { .. } => "ironclad::host::missing_tools",
             E::Io(_) | E::CreateDir { .. } | E::RemoveDir { .. } => "ironclad::lifecycle::io",
@@ -208,6 +222,9 @@ impl miette::Diagnostic for LifecycleError {
             E::NotFound { .. } => "`ironclad list` shows the clusters under this state dir (--state-dir or IRONCLAD_STATE_DIR picks another); `ironclad create -f FILE` makes one".into(),
             E::AlreadyExists { name, .. } => format!(
                 "remove it first with `ironclad destroy {name}`, or give the new cluster another `metadata.name`"
+            ),
+            E::CannotResume { name, .. } => format!(
+                "remove it with `ironclad destroy {name}` and create it again, or give the new cluster another `metadata.name`"
             ),
             E::NoSuchNode { cluster, .. } => match cluster {
                 Some(c) => format!("`ironclad status {c}` lists its nodes"),

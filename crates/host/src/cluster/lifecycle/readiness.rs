@@ -95,6 +95,7 @@ pub(super) fn up(
         &names,
         DEFAULT_READY,
         Instant::now() + timeout,
+        converging.as_ref(),
         progress,
     )?;
     if let Some(c) = converging {
@@ -139,6 +140,15 @@ pub fn start_converge(paths: &ClusterPaths) -> Converging {
     Converging { steps, task }
 }
 
+impl Converging {
+    /// Reports the steps done so far, without waiting.
+    pub fn report_steps(&self, progress: &dyn Progress) {
+        while let Ok((node, step)) = self.steps.try_recv() {
+            progress.event(&Event::Node(&node, NodeStep::Etcd(&step)));
+        }
+    }
+}
+
 /// Prints the progress of `c` and waits for its end.
 pub fn finish_converge(c: Converging, progress: &dyn Progress) -> Result<()> {
     loop {
@@ -164,14 +174,16 @@ pub fn finish_converge(c: Converging, progress: &dyn Progress) -> Result<()> {
 }
 
 /// Waits until every node of `names` meets every condition, printing each new
-/// boot phase. Fails early when a node's VM ends or the engine's process dies.
-/// Returns per node the seconds from the call to ready.
+/// boot phase, and the steps of `converging` as they are done (the etcd join
+/// runs beside the wait). Fails early when a node's VM ends or the engine's
+/// process dies. Returns per node the seconds from the call to ready.
 pub fn wait_ready(
     engine: &dyn Engine,
     paths: &ClusterPaths,
     names: &[NodeName],
     conditions: &[ReadyCondition],
     deadline: Instant,
+    converging: Option<&Converging>,
     progress: &dyn Progress,
 ) -> Result<Vec<(NodeName, f64)>> {
     let t0 = Instant::now();
@@ -222,6 +234,9 @@ pub fn wait_ready(
                 ));
                 ready.push((name.clone(), secs));
             }
+        }
+        if let Some(c) = converging {
+            c.report_steps(progress);
         }
         if ready.len() == names.len() {
             return Ok(ready);

@@ -199,3 +199,72 @@ fn destroy_leaves_what_is_not_a_cluster_alone() {
     assert!(outside.join("canary").exists());
     assert!(list(&root).unwrap().is_empty());
 }
+
+struct Silent;
+impl Progress for Silent {
+    fn event(&self, _: &Event) {}
+    fn line(&self, _: &str) {}
+}
+
+#[test]
+fn create_lock_is_held_by_one_create_and_goes_when_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = cluster("c");
+    let paths = ClusterPaths::new(tmp.path(), &name);
+    paths.claim(&name).unwrap();
+    assert!(create::CreateLock::take(&paths, &name).unwrap().is_none());
+    let held = create::CreateLock::make(&paths).unwrap();
+    assert!(paths.creating().exists());
+    // Another create (another open file description) cannot take it.
+    let busy = create::CreateLock::take(&paths, &name).err().unwrap();
+    assert!(
+        matches!(&busy, LifecycleError::CannotResume { why, .. } if why.contains("running")),
+        "{busy}"
+    );
+    drop(held);
+    let taken = create::CreateLock::take(&paths, &name).unwrap().unwrap();
+    taken.finish().unwrap();
+    assert!(!paths.creating().exists());
+    assert!(create::CreateLock::take(&paths, &name).unwrap().is_none());
+}
+
+#[test]
+fn create_of_an_existing_cluster_resumes_only_an_unfinished_one_of_the_same_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "apiVersion: ironclad.dev/v1alpha1\nkind: Cluster\nmetadata: {name: c}\n";
+    let spec = crate::spec::parse_cluster(text, "c.yaml").unwrap();
+    let name = spec.name.clone();
+    let paths = ClusterPaths::new(tmp.path(), &name);
+    paths.claim(&name).unwrap();
+    let opts = |source: &str| CreateOptions {
+        root: tmp.path().to_path_buf(),
+        cluster: &spec,
+        source: Some(source.to_string()),
+        accel: AccelChoice::Tcg,
+        timeout: Duration::from_secs(1),
+        cache_dir: Some(tmp.path().join("cache")),
+    };
+    let code = |e: &LifecycleError| {
+        miette::Diagnostic::code(e)
+            .map(|c| c.to_string())
+            .unwrap_or_default()
+    };
+    // Finished (no `creating`): the refusal of a taken name.
+    let e = create(&opts(text), &Silent).unwrap_err();
+    assert_eq!(code(&e), "ironclad::lifecycle::already_exists", "{e}");
+    // Unfinished, but made from another file.
+    create::CreateLock::make(&paths).unwrap();
+    std::fs::write(paths.cluster_yaml(), format!("{text}# other\n")).unwrap();
+    let e = create(&opts(text), &Silent).unwrap_err();
+    assert_eq!(code(&e), "ironclad::lifecycle::cannot_resume", "{e}");
+    assert!(e.to_string().contains("different cluster file"), "{e}");
+    // The same file, but it failed before cluster.json was written.
+    std::fs::write(paths.cluster_yaml(), text).unwrap();
+    let e = create(&opts(text), &Silent).unwrap_err();
+    assert_eq!(code(&e), "ironclad::lifecycle::cannot_resume", "{e}");
+    assert!(
+        e.to_string().contains("before its state was complete"),
+        "{e}"
+    );
+    assert!(paths.creating().exists(), "a refusal changes nothing");
+}

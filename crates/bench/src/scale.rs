@@ -1,0 +1,236 @@
+//! `scale`: how the cost of `ironclad create` grows with the cluster: 1+1,
+//! 3+2 (the shape of clusters/ha.yaml) and 3+7 (control planes + workers),
+//! each created with the CLI until every control plane is a healthy voting
+//! etcd member (as `ha`), then the total resident memory (VmRSS) of the
+//! cluster's QEMU processes. Each create's progress lines (the CLI stamps
+//! them with the seconds since it started) become a per-node timeline:
+//! QEMU started (`booting`), machined's boot phases as the host saw them,
+//! the etcd join steps, ready; printed as notes of the report.
+
+use crate::bench::{Bench, log};
+use crate::lifecycle::{create_until_healthy, destroy};
+use crate::{BenchError, Result};
+use ironclad_host::cluster::paths::ClusterPaths;
+use ironclad_host::cluster::state::ClusterState;
+use std::fmt::Write as _;
+
+/// One cluster shape.
+pub struct Shape {
+    pub control_planes: u32,
+    pub workers: u32,
+    /// The figure of its create time.
+    pub wall: &'static str,
+    pub wall_what: &'static str,
+    /// The figure of its total RSS.
+    pub rss: &'static str,
+    pub rss_what: &'static str,
+}
+
+pub const SHAPES: [Shape; 3] = [
+    Shape {
+        control_planes: 1,
+        workers: 1,
+        wall: "create_1_1_wall",
+        wall_what: "ironclad create of 1+1 nodes to etcd healthy (wall)",
+        rss: "rss_1_1",
+        rss_what: "total RSS of the 1+1 cluster's QEMU processes once created",
+    },
+    Shape {
+        control_planes: 3,
+        workers: 2,
+        wall: "create_3_2_wall",
+        wall_what: "ironclad create of 3+2 nodes (clusters/ha.yaml's shape) to all etcd members healthy (wall)",
+        rss: "rss_3_2",
+        rss_what: "total RSS of the 3+2 cluster's QEMU processes once created",
+    },
+    Shape {
+        control_planes: 3,
+        workers: 7,
+        wall: "create_3_7_wall",
+        wall_what: "ironclad create of 3+7 nodes to all etcd members healthy (wall)",
+        rss: "rss_3_7",
+        rss_what: "total RSS of the 3+7 cluster's QEMU processes once created",
+    },
+];
+
+impl Shape {
+    pub fn name(&self) -> String {
+        format!("scale-{}-{}", self.control_planes, self.workers)
+    }
+
+    /// The cluster file: the node sizes of clusters/ha.yaml.
+    pub fn file(&self) -> String {
+        format!(
+            "apiVersion: ironclad.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: {}
+spec:
+  image: trixie
+  network:
+    cidr: 10.9.0.0/24
+  controlPlanes:
+    count: {}
+    cpus: 1
+    memory: 1GiB
+    disk: 4GiB
+  workers:
+    count: {}
+    cpus: 1
+    memory: 768MiB
+    disk: 4GiB
+",
+            self.name(),
+            self.control_planes,
+            self.workers
+        )
+    }
+}
+
+/// VmRSS of `pid` in MiB.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The total RSS (MiB) of the QEMU processes `cluster.json` lists; `None`
+/// when a node has no running process.
+fn cluster_rss(paths: &ClusterPaths) -> Option<f64> {
+    let state = ClusterState::load(&paths.cluster_json()).ok()?;
+    state
+        .nodes
+        .iter()
+        .map(|n| n.pid.and_then(rss_mib))
+        .sum::<Option<f64>>()
+}
+
+/// One stamped progress line of `ironclad create` (not on a terminal:
+/// `HH:MM:SS.mmm [  12.3s] message`): the seconds and the message.
+fn stamped(line: &str) -> Option<(f64, &str)> {
+    let open = line.find('[')?;
+    let close = open + line[open..].find("s] ")?;
+    let secs = line[open + 1..close].trim().parse().ok()?;
+    Some((secs, &line[close + 3..]))
+}
+
+/// Per node (in `nodes` order) its events: seconds since create started and
+/// what happened, from the create's progress lines.
+pub fn timeline(log: &str, nodes: &[String]) -> Vec<(String, Vec<(f64, String)>)> {
+    let mut out: Vec<(String, Vec<(f64, String)>)> =
+        nodes.iter().map(|n| (n.clone(), Vec::new())).collect();
+    for (secs, msg) in log.lines().filter_map(stamped) {
+        let Some((node, what)) = msg.split_once(": ") else {
+            continue;
+        };
+        if let Some((_, events)) = out.iter_mut().find(|(n, _)| n == node) {
+            events.push((secs, what.to_string()));
+        }
+    }
+    out
+}
+
+/// The timeline as one line per node.
+pub fn timeline_text(shape: &str, t: &[(String, Vec<(f64, String)>)]) -> Vec<String> {
+    t.iter()
+        .map(|(node, events)| {
+            let mut line = format!("{shape} timeline {node}:");
+            for (secs, what) in events {
+                let _ = write!(line, " {secs:.1} {what};");
+            }
+            line.trim_end_matches(';').to_string()
+        })
+        .collect()
+}
+
+pub fn bench_scale(b: &mut Bench) -> Result<()> {
+    for shape in &SHAPES {
+        let file = b.scratch(&format!("{}.yaml", shape.name()));
+        std::fs::write(&file, shape.file())
+            .map_err(|e| BenchError::Failed(format!("{}: {e}", file.display())))?;
+        let cluster = ironclad_host::spec::parse_cluster(&shape.file(), "scale.yaml")
+            .map_err(|e| BenchError::Failed(format!("{}: {e}", shape.name())))?;
+        let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.name.to_string()).collect();
+        for i in 1..=b.opts.runs {
+            b.check_interrupt()?;
+            log!(
+                "scale {}+{} run {i}/{} (load {:.2})",
+                shape.control_planes,
+                shape.workers,
+                b.opts.runs,
+                crate::bench::loadavg1()
+            );
+            let r = create_until_healthy(b, &file, &cluster.name, shape.control_planes as usize);
+            let paths = ClusterPaths::new(b.state.path(), &cluster.name);
+            match r {
+                Ok(Ok(w)) => {
+                    b.sample("scale", shape.wall, "s", w, shape.wall_what);
+                    match cluster_rss(&paths) {
+                        Some(mib) => b.sample("scale", shape.rss, "MiB", mib, shape.rss_what),
+                        None => b.failed(
+                            "scale",
+                            shape.rss,
+                            "MiB",
+                            format!("run {i}: a node's QEMU is not running"),
+                        ),
+                    }
+                    if i == 1 {
+                        let log = b.scratch(&format!("create-{}.log", cluster.name));
+                        let text = std::fs::read_to_string(&log).unwrap_or_default();
+                        let shape_name = format!("{}+{}", shape.control_planes, shape.workers);
+                        for l in timeline_text(&shape_name, &timeline(&text, &nodes)) {
+                            b.note(l);
+                        }
+                    }
+                }
+                Ok(Err(e)) => b.failed("scale", shape.wall, "s", format!("run {i}: {e}")),
+                Err(e) => {
+                    destroy(b, &cluster.name);
+                    return Err(e);
+                }
+            }
+            destroy(b, &cluster.name);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_parse_with_their_node_counts() {
+        for s in &SHAPES {
+            let c = ironclad_host::spec::parse_cluster(&s.file(), "s.yaml").unwrap();
+            assert_eq!(c.nodes.len() as u32, s.control_planes + s.workers);
+            assert_eq!(c.name.as_str(), s.name());
+        }
+    }
+
+    #[test]
+    fn the_timeline_follows_each_node() {
+        let log = "03:00:00.000 [   0.1s] image abc (cached)\n\
+                   03:00:01.000 [   1.2s] n-cp-1: booting\n\
+                   03:00:01.100 [   1.3s] n-worker-1: booting\n\
+                   03:00:20.000 [  20.5s] n-cp-1: apid t=9.1\n\
+                   03:00:21.000 [  21.0s] n-cp-1: etcd bootstrapped\n\
+                   03:00:30.000 [  30.0s] n-cp-1: ready after 28.8 s\n\
+                   stray line: without a stamp\n";
+        let nodes = vec!["n-cp-1".to_string(), "n-worker-1".to_string()];
+        let t = timeline(log, &nodes);
+        assert_eq!(t[0].1.len(), 4);
+        assert_eq!(t[0].1[1], (20.5, "apid t=9.1".to_string()));
+        assert_eq!(t[1].1, vec![(1.3, "booting".to_string())]);
+        let text = timeline_text("1+1", &t);
+        assert_eq!(text[1], "1+1 timeline n-worker-1: 1.3 booting".to_string());
+        assert!(text[0].ends_with("30.0 ready after 28.8 s"), "{}", text[0]);
+    }
+}
