@@ -17,6 +17,11 @@
 //! - optionally a NIC (`cl0`) on the cluster switch: `-netdev stream` as a
 //!   client of the switch's unix socket (the switch must be listening before
 //!   QEMU starts: QEMU 7.2's stream netdev does not reconnect);
+//! - a virtio balloon that is never inflated, only there for free page
+//!   reporting (`free-page-reporting=on`): the guest kernel hands the pages it
+//!   frees (the initramfs, boot-time allocations, page cache it drops) back to
+//!   QEMU, which discards them, so an idle node's resident memory shrinks to
+//!   what the guest really uses instead of every page it ever touched;
 //! - a QMP socket (QEMU listens), the serial console, no default devices, no
 //!   user config, no display. The serial console goes either to a file QEMU
 //!   writes itself ([`VmSpec::to_args`]: unbounded, for tests and tools) or
@@ -257,6 +262,7 @@ impl VmSpec {
         self.boot_args(&mut a);
         self.disk_args(&mut a);
         self.nic_args(&mut a);
+        self.memory_args(&mut a);
         self.control_args(&mut a, serial_fd);
         Ok(a.0)
     }
@@ -344,6 +350,19 @@ impl VmSpec {
             );
             a.opt("-device", format!("{net},netdev=cl0,mac={}", c.mac));
         }
+    }
+
+    /// The balloon for free page reporting. It is never inflated (no target
+    /// is ever set through QMP): with `free-page-reporting=on` the guest's
+    /// `virtio_balloon` driver reports free blocks (order 9, 2 MiB, and up) and
+    /// QEMU discards them (`MADV_DONTNEED`), so they stop counting in QEMU's
+    /// resident memory until the guest uses them again.
+    fn memory_args(&self, a: &mut Args) {
+        let balloon = self.machine.virtio("balloon");
+        a.opt(
+            "-device",
+            format!("{balloon},id=balloon0,free-page-reporting=on"),
+        );
     }
 
     /// QMP and the serial console (a file, or the inherited pipe `serial_fd`).
@@ -473,6 +492,8 @@ virtio-net-pci,netdev=user0,mac=52:54:00:00:01:01
 stream,id=cl0,server=off,addr.type=unix,addr.path=/s/sw-cp-1.sock
 -device
 virtio-net-pci,netdev=cl0,mac=52:54:00:00:02:01
+-device
+virtio-balloon-pci,id=balloon0,free-page-reporting=on
 -chardev
 socket,id=qmp0,server=on,wait=off,path=/s/cp-1/qmp.sock
 -mon
@@ -512,6 +533,7 @@ chardev:serial0";
         assert!(s.contains("virtio-blk-device,drive=root,serial=ironclad-root"));
         assert!(s.contains("virtio-net-device,netdev=user0,mac=52:54:00:00:01:01"));
         assert!(s.contains("user,id=user0,restrict=off,"));
+        assert!(s.contains("virtio-balloon-device,id=balloon0,free-page-reporting=on"));
         assert!(!s.contains("cl0"));
         spec.tcg_tb_size_mib = Some(64);
         assert!(joined(&spec.to_args().unwrap()).contains("-accel\nkvm\n"));
