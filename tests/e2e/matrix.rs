@@ -1,7 +1,8 @@
 //! The matrix on clusters/dev.yaml, the way the README's main job runs it:
 //! `create --matrix` with JSON and JUnit output; no FAIL; every check PASS,
 //! EXPOSED (an attack a privileged container gets through: never PASS) or an
-//! explicit SKIP with its reason; the kernel defences hold (module loading
+//! explicit SKIP with its reason; gVisor pods work (RT-09, CONF-03 on runsc,
+//! the gvisor variant of RT-10); the kernel defences hold (module loading
 //! off, BRK-05/06/08 blocked even for a privileged container); `--strict`
 //! turns the EXPOSED checks into exit status 1. The JSON report and the
 //! JUnit file are kept in `target/e2e-logs/matrix/` (report.json,
@@ -82,15 +83,14 @@ fn matrix_on_the_dev_cluster_passes() {
             assert_ne!(r["verdict"], "PASS", "an attack got through: {r}");
         }
     }
-    // The verdicts on this file (userns on, gVisor off): the attacks a
+    // The verdicts on this file (userns and gVisor on): the attacks a
     // privileged container still gets through are EXPOSED with the reason
-    // and the mitigation; the kernel defences block the rest.
+    // and the mitigation; the kernel defences block the rest; RT-09 passes
+    // from a gVisor pod.
     for r in results {
         let id = r["id"].as_str().unwrap_or_default();
         let verdict = r["verdict"].as_str().unwrap_or_default();
-        if id == "RT-09" {
-            assert_eq!(verdict, "SKIP", "gVisor is off in dev.yaml: {r}");
-        } else if EXPOSED.contains(&id) {
+        if EXPOSED.contains(&id) {
             assert_eq!(verdict, "EXPOSED", "{r}");
             assert!(
                 r["reason"]
@@ -152,6 +152,29 @@ fn matrix_on_the_dev_cluster_passes() {
                 && e.contains("/dev/vdb: Device or resource busy")),
             "{node}: {brk05:?}"
         );
+    }
+    // gVisor, per node: RT-09 saw gVisor's kernel log, not the node's
+    // release; CONF-03's job pod on runsc reported its own exit status and
+    // both of its lines reached the CRI log; the gvisor variant ran the
+    // BRK-01..09 probes and blocked them.
+    let evidence = |id: &str, node: &str| -> String {
+        results
+            .iter()
+            .find(|r| r["id"] == id && r["node"] == node)
+            .map(|r| r["evidence"].to_string())
+            .unwrap_or_default()
+    };
+    for node in ["dev-cp-1", "dev-worker-1"] {
+        let rt09 = evidence("RT-09", node);
+        assert!(rt09.contains("gVisor"), "RT-09 on {node}: {rt09}");
+        let conf03 = evidence("CONF-03", node);
+        assert!(
+            conf03.contains("runsc: exit 7 (want 7), CRI log: stdout line seen, stderr line seen"),
+            "CONF-03 on {node}: {conf03}"
+        );
+        let rt10 = evidence("RT-10", node);
+        assert!(rt10.contains("gvisor: blocked"), "RT-10 on {node}: {rt10}");
+        assert!(!rt10.contains("not run"), "RT-10 on {node}: {rt10}");
     }
     let manifest = report["image_manifest_sha256"].as_str().unwrap_or_default();
     assert_eq!(manifest.len(), 64, "image manifest hash: {manifest:?}");
