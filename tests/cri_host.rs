@@ -195,6 +195,7 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         runtime_handler: None,
         image: "ironclad.local/toolbox:1".into(),
         cgroup_parent: String::new(),
+        log_dir: String::new(),
     };
     // A sandbox + container, probes, and cleanup.
     let t = Instant::now();

@@ -179,6 +179,11 @@ fn problems(w: &Workflow) -> Vec<String> {
             && s.with("path").trim() == "target/tmp/image-cache/base/"
             && s.with("key").contains("hashFiles('images/*.yaml')")
     });
+    let stage_cache = find(&|s| {
+        s.uses("actions/cache")
+            && s.with("path").trim() == "target/tmp/image-cache/stages/"
+            && s.with("key").contains("crates/host/src/image/gvisor.patch")
+    });
     let install_deps = find(&|s| s.run().contains("ci/install-deps"));
     let test = find(&|s| s.run().trim() == "ci/test");
     need(&mut p, checkout.is_some(), "actions/checkout");
@@ -206,6 +211,11 @@ fn problems(w: &Workflow) -> Vec<String> {
         &mut p,
         base_cache.is_some(),
         "an image-base cache (target/tmp/image-cache/base/) keyed on images/*.yaml",
+    );
+    need(
+        &mut p,
+        stage_cache.is_some(),
+        "a gVisor stage cache (target/tmp/image-cache/stages/) keyed on the recipes and the stage's code",
     );
     need(&mut p, test.is_some(), "a step running ci/test");
     if let Some(t) = test {

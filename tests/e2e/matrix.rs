@@ -1,7 +1,8 @@
 //! The matrix on clusters/dev.yaml, the way the README's main job runs it:
 //! `create --matrix` with JSON and JUnit output; no FAIL; every check PASS,
 //! EXPOSED (an attack a privileged container gets through: never PASS) or an
-//! explicit SKIP with its reason; the kernel defences hold (module loading
+//! explicit SKIP with its reason; gVisor pods work (RT-09, CONF-03 on runsc,
+//! the gvisor variant of RT-10); the kernel defences hold (module loading
 //! off, BRK-06/08 and BRK-05's writes blocked even for a privileged
 //! container; BRK-02 and BRK-05's reads and second mount EXPOSED); `--strict`
 //! turns the EXPOSED checks into exit status 1. The JSON report and the
@@ -87,15 +88,14 @@ fn matrix_on_the_dev_cluster_passes() {
             assert_ne!(r["verdict"], "PASS", "an attack got through: {r}");
         }
     }
-    // The verdicts on this file (userns on, gVisor off): the attacks a
+    // The verdicts on this file (userns and gVisor on): the attacks a
     // privileged container still gets through are EXPOSED with the reason
-    // and the mitigation; the kernel defences block the rest.
+    // and the mitigation; the kernel defences block the rest; RT-09 passes
+    // from a gVisor pod.
     for r in results {
         let id = r["id"].as_str().unwrap_or_default();
         let verdict = r["verdict"].as_str().unwrap_or_default();
-        if id == "RT-09" {
-            assert_eq!(verdict, "SKIP", "gVisor is off in dev.yaml: {r}");
-        } else if EXPOSED.contains(&id) {
+        if EXPOSED.contains(&id) {
             assert_eq!(verdict, "EXPOSED", "{r}");
             assert!(
                 r["reason"]
@@ -172,6 +172,33 @@ fn matrix_on_the_dev_cluster_passes() {
         assert!(
             !brk02.iter().any(|e| e.contains("can't execute")),
             "{node}: {brk02:?}"
+        );
+    }
+    // gVisor, per node: RT-09 saw gVisor's kernel log, not the node's
+    // release; CONF-03's job pod on runsc reported its own exit status and
+    // both of its lines reached the CRI log; the gvisor variant ran the
+    // BRK-01..09 probes and blocked them.
+    for node in ["dev-cp-1", "dev-worker-1"] {
+        let rt09 = evidence("RT-09", node);
+        assert!(
+            rt09.iter().any(|e| e.contains("Starting gVisor")),
+            "RT-09 on {node}: {rt09:?}"
+        );
+        let conf03 = evidence("CONF-03", node);
+        assert!(
+            conf03.iter().any(|e| e.starts_with(
+                "runsc: exit 7 (want 7), CRI log: stdout line seen, stderr line seen"
+            )),
+            "CONF-03 on {node}: {conf03:?}"
+        );
+        let rt10 = evidence("RT-10", node);
+        assert!(
+            rt10.iter().any(|e| e.ends_with(" gvisor: blocked")),
+            "RT-10 on {node}: {rt10:?}"
+        );
+        assert!(
+            !rt10.iter().any(|e| e.starts_with("not run")),
+            "RT-10 on {node}: {rt10:?}"
         );
     }
     let manifest = report["image_manifest_sha256"].as_str().unwrap_or_default();

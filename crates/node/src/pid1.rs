@@ -31,9 +31,6 @@ const CONTAINERD_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs machined. `argv0` is the program name it was started as.
 pub fn main(argv0: &str) -> ! {
-    if containerd::is_runsc_wrapper(argv0) {
-        std::process::exit(containerd::runsc_wrapper(std::env::args_os().skip(1)));
-    }
     let pid = std::process::id();
     let sys = RealSys;
     let early = if stage1::is_stage1(argv0, pid, Path::new("/")) {

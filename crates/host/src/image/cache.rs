@@ -1,8 +1,9 @@
 //! The image cache: where built images and mmdebstrap base trees live, their
 //! keys, and listing and finding cached images.
 //!
-//! Layout: `<root>/images/<key>/{vmlinuz,initramfs,rootfs.squashfs,manifest.json}`
-//! and `<root>/base/<base-key>.tar`, with `<root>` = `$IRONCLAD_CACHE_DIR`, else
+//! Layout: `<root>/images/<key>/{vmlinuz,initramfs,rootfs.squashfs,manifest.json}`,
+//! `<root>/base/<base-key>.tar` and `<root>/stages/gvisor-<stage-key>/` (the
+//! gVisor stage's binaries and `stage.json`, see `gvisor`), with `<root>` = `$IRONCLAD_CACHE_DIR`, else
 //! `$XDG_CACHE_HOME/ironclad`, else `~/.cache/ironclad`. An image key is the
 //! sha256 of the recipe's bytes and machined's bytes (so editing either gives a
 //! new image); a base key is the sha256 of suite, variant and packages (so a

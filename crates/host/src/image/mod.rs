@@ -8,7 +8,9 @@
 //! boot anything (see `qemu`) and does not know about clusters.
 //!
 //! Submodules by concern: [`recipe`] (the document), [`build`] (the pipeline),
-//! [`closure`] (ELF library closure), [`modules`] (modules.dep, decompression),
+//! [`closure`] (ELF library closure), [`gvisor`] (the cached stage that builds
+//! gVisor's containerd shim and runsc from Debian's source), [`modules`]
+//! (modules.dep, decompression),
 //! [`initramfs`] (cpio writer), [`squashfs`] (mksquashfs), [`oci`] (offline
 //! images), [`cache`] (keys, directories, verification of a hit), [`manifest`]
 //! (the manifest document), [`trust`] (who may own and write recipe files and
@@ -18,6 +20,7 @@
 pub mod build;
 pub mod cache;
 pub mod closure;
+pub mod gvisor;
 pub mod hostcheck;
 pub mod initramfs;
 pub mod manifest;

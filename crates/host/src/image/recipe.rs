@@ -132,6 +132,10 @@ pub struct Recipe {
     pub modules: ModuleLists,
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// gVisor's containerd shim and runsc, built from Debian's source in a
+    /// cached stage (see `gvisor`); absent: no gVisor stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gvisor: Option<super::gvisor::GvisorSpec>,
 }
 
 fn default_variant() -> String {
@@ -233,6 +237,7 @@ impl Recipe {
         self.check_header()
             .and_then(|()| self.check_root())
             .and_then(|()| self.check_kernel())
+            .and_then(|()| self.check_gvisor())
             .map_err(|message| RecipeError::Invalid {
                 origin: origin.to_string(),
                 message,
@@ -291,6 +296,23 @@ impl Recipe {
             }
             if target.is_empty() || target.contains('\0') {
                 return Err(format!("link {path:?} has an empty target"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The gVisor stage's pins, and none of its binaries also taken from a
+    /// package.
+    fn check_gvisor(&self) -> Result<(), String> {
+        let Some(g) = &self.gvisor else {
+            return Ok(());
+        };
+        g.validate()?;
+        for (_, path) in super::gvisor::OUTPUTS {
+            if self.binaries.iter().any(|b| b == path) {
+                return Err(format!(
+                    "binary {path} comes from the gvisor stage; remove it from binaries"
+                ));
             }
         }
         Ok(())
@@ -495,6 +517,27 @@ mod tests {
                 .to_string()
                 .contains("module")
         );
+    }
+
+    #[test]
+    fn the_gvisor_stage_owns_its_binaries() {
+        let r = Recipe::parse(EMBEDDED_TRIXIE, "builtin").unwrap();
+        assert!(r.gvisor.is_some());
+        assert!(!r.binaries.iter().any(|b| b.ends_with("/runsc")));
+        let src = EMBEDDED_TRIXIE.replace(
+            "  - /usr/bin/crun\n",
+            "  - /usr/bin/crun\n  - /usr/bin/runsc\n",
+        );
+        let err = Recipe::parse(&src, "m").unwrap_err().to_string();
+        assert!(
+            err.contains("/usr/bin/runsc comes from the gvisor stage"),
+            "{err}"
+        );
+        let src = EMBEDDED_TRIXIE.replace("compatSuite: bookworm", "compatSuite: \"Book worm\"");
+        let err = Recipe::parse(&src, "m").unwrap_err().to_string();
+        assert!(err.contains("gvisor.compatSuite"), "{err}");
+        // Without the section: no stage.
+        assert!(Recipe::parse(&minimal(), "m").unwrap().gvisor.is_none());
     }
 
     #[test]

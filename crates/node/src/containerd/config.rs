@@ -69,7 +69,8 @@ pub struct CriContainerd {
     pub runtimes: BTreeMap<String, RuntimeEntry>,
 }
 
-/// One runtime handler: the runc v2 shim driving `options.BinaryName`.
+/// One runtime handler: the runc v2 shim driving `options.BinaryName`, or
+/// gVisor's shim reading `options.ConfigPath`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeEntry {
@@ -79,13 +80,31 @@ pub struct RuntimeEntry {
     pub options: RuntimeOptions,
 }
 
+/// A runtime's options: `BinaryName` and `SystemdCgroup` for the runc
+/// shim, `TypeUrl` and `ConfigPath` for gVisor's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeOptions {
-    #[serde(rename = "BinaryName")]
-    pub binary_name: String,
-    #[serde(rename = "SystemdCgroup")]
-    pub systemd_cgroup: bool,
+    #[serde(
+        rename = "BinaryName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub binary_name: Option<String>,
+    #[serde(
+        rename = "SystemdCgroup",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub systemd_cgroup: Option<bool>,
+    #[serde(rename = "TypeUrl", default, skip_serializing_if = "Option::is_none")]
+    pub type_url: Option<String>,
+    #[serde(
+        rename = "ConfigPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub config_path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,13 +128,28 @@ impl Config {
             .iter()
             .filter(|rt| rt.name == "runc" || settings.runtimes.iter().any(|r| r == rt.name))
             .map(|rt| {
-                let entry = RuntimeEntry {
-                    runtime_type: "io.containerd.runc.v2".into(),
-                    base_runtime_spec: None,
-                    options: RuntimeOptions {
-                        binary_name: rt.binary.into(),
-                        systemd_cgroup: false,
-                    },
+                let entry = if rt.name == "runsc" {
+                    RuntimeEntry {
+                        runtime_type: super::RUNSC_RUNTIME_TYPE.into(),
+                        base_runtime_spec: None,
+                        options: RuntimeOptions {
+                            binary_name: None,
+                            systemd_cgroup: None,
+                            type_url: Some(super::RUNSC_OPTIONS_TYPE.into()),
+                            config_path: Some(super::RUNSC_CONFIG.into()),
+                        },
+                    }
+                } else {
+                    RuntimeEntry {
+                        runtime_type: "io.containerd.runc.v2".into(),
+                        base_runtime_spec: None,
+                        options: RuntimeOptions {
+                            binary_name: Some(rt.binary.into()),
+                            systemd_cgroup: Some(false),
+                            type_url: None,
+                            config_path: None,
+                        },
+                    }
                 };
                 (rt.name.to_string(), entry)
             })

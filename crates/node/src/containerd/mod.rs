@@ -3,15 +3,17 @@
 //! socket (an HTTP/2 handshake with its gRPC server) and imports the image's
 //! offline OCI archives into the `k8s.io` namespace.
 //!
-//! Runtimes: `runc` (the runc v2 shim), `crun` and `runsc` through the same
-//! shim with `BinaryName` (Debian ships no `containerd-shim-runsc-v1`).
-//! Measured under QEMU: `ctr run --runc-binary` works for runc and crun; with
-//! runsc the shim does drive `runsc create/start`, but runsc refuses to start a
-//! container whose network namespace is the root one ("cannot run with network
-//! enabled in root network namespace"). CRI pods always get their own netns
-//! from the CNI setup, so the CRI path is expected to work; it is not verified
-//! yet (no CRI client in the image), and a plain `ctr run` with runsc is not
-//! supported by this configuration.
+//! Runtimes: `runc` and `crun` through the runc v2 shim with `BinaryName`;
+//! `runsc` (gVisor) through gVisor's own shim, `containerd-shim-runsc-v1`
+//! (runtime type [`RUNSC_RUNTIME_TYPE`]), which the image build makes from
+//! Debian's gVisor source (the host's `image::gvisor`) and puts beside
+//! containerd. One gVisor sandbox per pod: the pod's containers run inside
+//! it. The shim reads [`RUNSC_CONFIG`] ([`render_runsc_config`]):
+//! `/usr/bin/runsc` with gVisor's own network stack (`network = "sandbox"`)
+//! in the pod's CNI network namespace; that runsc carries upstream's fix of
+//! the root-netns check (google/gvisor#10704), so no `--network=host` is
+//! needed. The runc shim cannot drive runsc for a pod's app container (its
+//! start never returns: docs/matrix.md, "gVisor").
 //!
 //! User namespaces for pods: containerd 1.7's CRI takes the pod's userns
 //! options (KEP-127, the pre-Kubernetes-1.27 form) with no config switch; it
@@ -69,37 +71,34 @@ pub const RUNTIMES: &[Runtime] = &[
     },
     Runtime {
         name: "runsc",
-        binary: RUNSC_WRAPPER,
+        binary: RUNSC,
     },
 ];
 
-/// gVisor as the runc shim runs it: a link to machined, which execs
-/// [`RUNSC`] with `--network=host` first. Debian's runsc (20240729) takes any
-/// network namespace for the root one on kernels that namespace
-/// `net.core.rmem_default` (6.12 does) and refuses to start a sandbox with its
-/// own network stack; with `host` it uses the stack of the pod's own network
-/// namespace (still not the node's), set up by CNI as for any pod.
-pub const RUNSC_WRAPPER: &str = "/run/ironclad/bin/runsc";
-/// The real runsc in the image.
+/// runsc in the image (built with its shim by the image's gVisor stage).
 pub const RUNSC: &str = "/usr/bin/runsc";
-/// Where machined lives in the root (the wrapper's link target).
-pub const MACHINED: &str = "/usr/sbin/machined";
+/// The runtime type of gVisor's containerd shim (`containerd-shim-runsc-v1`,
+/// found beside containerd).
+pub const RUNSC_RUNTIME_TYPE: &str = "io.containerd.runsc.v1";
+/// The options type containerd's CRI hands that shim.
+pub const RUNSC_OPTIONS_TYPE: &str = "io.containerd.runsc.v1.options";
+/// The shim's config (the /etc overlay is writable).
+pub const RUNSC_CONFIG: &str = "/etc/containerd/runsc.toml";
+/// Where runsc keeps its state (tmpfs).
+pub const RUNSC_ROOT: &str = "/run/containerd/runsc";
 
-/// Runs as [`RUNSC_WRAPPER`]: execs the real runsc with `--network=host`
-/// before the shim's arguments. Returns only on failure (exit status 127).
-pub fn runsc_wrapper(args: impl Iterator<Item = std::ffi::OsString>) -> i32 {
-    use std::os::unix::process::CommandExt;
-    let err = std::process::Command::new(RUNSC)
-        .arg("--network=host")
-        .args(args)
-        .exec();
-    eprintln!("ironclad runsc wrapper: cannot run {RUNSC}: {err}");
-    127
-}
-
-/// Whether machined was started as the runsc wrapper.
-pub fn is_runsc_wrapper(argv0: &str) -> bool {
-    Path::new(argv0).file_name().and_then(|n| n.to_str()) == Some("runsc")
+/// The shim's `runsc.toml`: which runsc, its state dir, and runsc's own flags
+/// (`[runsc_config]`): gVisor's network stack in the pod's network namespace.
+pub fn render_runsc_config() -> String {
+    format!(
+        "# Written by machined at boot; do not edit.\n\
+         # Read by containerd-shim-runsc-v1 (runtime handler runsc).\n\
+         binary_name = \"{RUNSC}\"\n\
+         root = \"{RUNSC_ROOT}\"\n\
+         \n\
+         [runsc_config]\n\
+         network = \"sandbox\"\n"
+    )
 }
 
 /// Why containerd could not be configured or prepared.
@@ -179,14 +178,18 @@ pub fn write_configs(root: &Path, settings: &ContainerdSettings) -> Result<(), C
     let mut config = Config::for_node(settings)?;
     config.harden(super::runtime_spec::BASE_SPEC_PATH);
     let cfg = config.render()?;
-    for (rel, data) in [
+    let mut files = vec![
         (CONFIG, cfg),
         (CNI_CONFIG, render_cni()),
         (
             super::runtime_spec::BASE_SPEC_PATH,
             super::runtime_spec::render_base_runtime_spec(),
         ),
-    ] {
+    ];
+    if settings.runtimes.iter().any(|r| r == "runsc") {
+        files.push((RUNSC_CONFIG, render_runsc_config()));
+    }
+    for (rel, data) in files {
         let path = root.join(rel.trim_start_matches('/'));
         let res = match path.parent() {
             Some(p) => std::fs::create_dir_all(p),
@@ -195,19 +198,6 @@ pub fn write_configs(root: &Path, settings: &ContainerdSettings) -> Result<(), C
         .and_then(|()| crate::fsutil::write_public(&path, data.as_bytes()));
         res.map_err(|e| ContainerdError::Write { path, source: e })?;
     }
-    let link = root.join(RUNSC_WRAPPER.trim_start_matches('/'));
-    let res = match link.parent() {
-        Some(p) => std::fs::create_dir_all(p),
-        None => Ok(()),
-    }
-    .and_then(|()| match std::fs::remove_file(&link) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => std::os::unix::fs::symlink(MACHINED, &link),
-    });
-    res.map_err(|e| ContainerdError::Write {
-        path: link,
-        source: e,
-    })?;
     Ok(())
 }
 
@@ -377,6 +367,50 @@ mod tests {
                 .join("etc/cni/net.d/10-ironclad.conflist")
                 .is_file()
         );
+        // gVisor's shim config, with gVisor's own network stack; no wrapper.
+        let runsc = std::fs::read_to_string(dir.path().join("etc/containerd/runsc.toml")).unwrap();
+        assert_eq!(runsc, render_runsc_config());
+        assert!(!dir.path().join("run/ironclad/bin/runsc").exists());
+        // Without runsc in the cluster, no shim config.
+        let dir = tempfile::tempdir().unwrap();
+        let crun_only = ContainerdSettings {
+            runtimes: vec!["crun".into()],
+            user_namespaces: false,
+        };
+        write_configs(dir.path(), &crun_only).unwrap();
+        assert!(!dir.path().join("etc/containerd/runsc.toml").exists());
+    }
+
+    #[test]
+    fn runsc_uses_gvisors_shim_and_its_own_netstack() {
+        let cfg = render_config(&all()).unwrap();
+        let runsc = cfg.split("runtimes.runsc]").nth(1).unwrap();
+        assert!(
+            runsc.contains("runtime_type = \"io.containerd.runsc.v1\""),
+            "{cfg}"
+        );
+        assert!(
+            runsc.contains("TypeUrl = \"io.containerd.runsc.v1.options\""),
+            "{cfg}"
+        );
+        assert!(
+            runsc.contains("ConfigPath = \"/etc/containerd/runsc.toml\""),
+            "{cfg}"
+        );
+        assert!(!runsc.contains("BinaryName"), "{cfg}");
+        let toml = render_runsc_config();
+        assert!(toml.contains("binary_name = \"/usr/bin/runsc\""), "{toml}");
+        assert!(
+            toml.contains("[runsc_config]\nnetwork = \"sandbox\""),
+            "{toml}"
+        );
+        assert!(!toml.contains("host"), "{toml}");
+        // The file is TOML.
+        let v: toml::Value = toml::from_str(&toml).unwrap();
+        assert_eq!(v["runsc_config"]["network"].as_str(), Some("sandbox"));
+        // runc and crun stay on the runc shim.
+        let runc = cfg.split("runtimes.runc]").nth(1).unwrap();
+        assert!(runc.contains("io.containerd.runc.v2"));
     }
 
     #[tokio::test]

@@ -85,6 +85,10 @@ pub struct PodOptions {
     /// The pod's parent cgroup (cgroupfs path, e.g. `/ironclad-matrix-rt06`);
     /// empty: containerd's default.
     pub cgroup_parent: String,
+    /// The pod's CRI log directory (a container's output goes to
+    /// `<log_dir>/<container name>.log`, as a kubelet sets it up); empty: no
+    /// container logs.
+    pub log_dir: String,
 }
 
 fn ns_mode(m: cri::NamespaceMode) -> i32 {
@@ -159,6 +163,7 @@ pub fn sandbox_config(variant: Variant, name: &str, opts: &PodOptions) -> cri::P
             name.chars().take(63).collect()
         },
         labels,
+        log_directory: opts.log_dir.clone(),
         linux: Some(cri::LinuxPodSandboxConfig {
             security_context: Some(sc),
             cgroup_parent: opts.cgroup_parent.clone(),
@@ -237,6 +242,11 @@ pub fn container_config(
             ..Default::default()
         }),
         command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: if opts.log_dir.is_empty() {
+            String::new()
+        } else {
+            format!("{name}.log")
+        },
         linux: Some(cri::LinuxContainerConfig {
             security_context: Some(sc),
             ..Default::default()

@@ -9,6 +9,7 @@ fn opts() -> PodOptions {
         runtime_handler: None,
         image: "ironclad.local/toolbox:1".into(),
         cgroup_parent: String::new(),
+        log_dir: String::new(),
     }
 }
 

@@ -8,18 +8,28 @@ use ironclad_contract::matrix::{CheckId, Verdict};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// CONF-03: one job pod per runtime handler runs `busybox true` to
-/// completion; the runtimes' pods run at once.
+/// CONF-03's job: two lines, one per stream, then exit status 7.
+const CONF03_JOB: &str = "echo conf03-out; echo conf03-err >&2; exit 7";
+/// The exit status CONF-03's job must report.
+const CONF03_EXIT: i32 = 7;
+
+/// CONF-03: one job pod per runtime handler runs [`CONF03_JOB`] to
+/// completion with a CRI log, as a kubelet's job would; the runtime passes
+/// when the container's exit status is 7, both lines are in its CRI log
+/// (stdout and stderr), and its pod is stopped and removed. The runtimes'
+/// pods run at once.
 pub(super) async fn conf03(cri: Cri, env: &NodeEnv, run_id: &str) -> (Verdict, Vec<String>) {
     let jobs = env.runtimes.iter().map(|rt| {
         let mut cri = cri.clone();
+        let name = format!("matrix-conf03-{rt}-{run_id}");
+        let log_dir = env.root.join("var/log/pods").join(&name);
         let opts = PodOptions {
             host_network: env.host_network,
             runtime_handler: Some(rt.clone()),
             image: env.toolbox_image.clone(),
             cgroup_parent: String::new(),
+            log_dir: log_dir.to_string_lossy().into_owned(),
         };
-        let name = format!("matrix-conf03-{rt}-{run_id}");
         async move {
             let t = Instant::now();
             let r = cri
@@ -27,16 +37,26 @@ pub(super) async fn conf03(cri: Cri, env: &NodeEnv, run_id: &str) -> (Verdict, V
                     Variant::Unpriv,
                     &name,
                     &opts,
-                    &["/bin/busybox", "true"],
+                    &["/bin/busybox", "sh", "-c", CONF03_JOB],
                     Duration::from_secs(120),
                 )
                 .await;
+            let ms = t.elapsed().as_millis();
+            let log = match &r {
+                Ok(_) => read_job_log(&log_dir.join("job.log")).await,
+                Err(_) => String::new(),
+            };
+            let _ = std::fs::remove_dir_all(&log_dir);
             match r {
-                Ok(c) if c.exit_code == 0 => (
-                    true,
-                    format!("{rt}: exit 0 in {} ms", t.elapsed().as_millis()),
-                ),
-                Ok(c) => (false, format!("{rt}: exit {} ({})", c.exit_code, c.reason)),
+                Ok(c) => {
+                    let (ok, what) = conf03_job_verdict(c.exit_code, &log);
+                    let ev = format!("{rt}: {what} in {ms} ms (pod removed)");
+                    if ok {
+                        (true, ev)
+                    } else {
+                        (false, format!("{ev}; reason {:?}", c.reason))
+                    }
+                }
                 Err(e) => (false, format!("{rt}: {e}")),
             }
         }
@@ -47,6 +67,40 @@ pub(super) async fn conf03(cri: Cri, env: &NodeEnv, run_id: &str) -> (Verdict, V
         Verdict::pass_if(ok),
         done.into_iter().map(|(_, ev)| ev).collect(),
     )
+}
+
+/// The job's CRI log, read until both of its lines are there (the shim's
+/// copy may trail the exit it reports) or 5 s have passed.
+async fn read_job_log(path: &std::path::Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if conf03_job_verdict(CONF03_EXIT, &log).0 || Instant::now() >= deadline {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether a CONF-03 job ended as it must (exit 7, both lines in its CRI
+/// log, each on its stream), and what it did.
+pub(super) fn conf03_job_verdict(exit_code: i32, log: &str) -> (bool, String) {
+    let has = |stream: &str, text: &str| {
+        log.lines().any(|l| {
+            let mut f = l.splitn(4, ' ');
+            let (_, s, _, rest) = (f.next(), f.next(), f.next(), f.next());
+            s == Some(stream) && rest == Some(text)
+        })
+    };
+    let out = has("stdout", "conf03-out");
+    let err = has("stderr", "conf03-err");
+    let ok = exit_code == CONF03_EXIT && out && err;
+    let what = format!(
+        "exit {exit_code} (want {CONF03_EXIT}), CRI log: stdout line {}, stderr line {}",
+        if out { "seen" } else { "missing" },
+        if err { "seen" } else { "missing" },
+    );
+    (ok, what)
 }
 
 /// CONF-04: a TCP connection to every peer's node API on the cluster network.

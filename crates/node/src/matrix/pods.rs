@@ -61,6 +61,7 @@ pub(super) async fn start_variant(
         runtime_handler: None,
         image: env.toolbox_image.clone(),
         cgroup_parent: String::new(),
+        log_dir: String::new(),
     };
     let name = format!("matrix-{}-{run_id}", v.name());
     let pod = cri

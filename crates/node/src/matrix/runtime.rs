@@ -302,6 +302,7 @@ pub(super) async fn rt06(pods: &mut Pods<'_>) -> Finding {
         runtime_handler: None,
         image: pods.env.toolbox_image.clone(),
         cgroup_parent: format!("/{RT06_CGROUP}"),
+        log_dir: String::new(),
     };
     let name = format!("matrix-rt06-{}", pods.run_id);
     let mut ev = vec![format!(

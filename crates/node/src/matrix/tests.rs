@@ -952,4 +952,23 @@ fn brk02_probe_reaches_a_foreign_root_for_real() {
         "{then:?}"
     );
     drop(node);
+
+#[test]
+fn conf03_needs_the_exit_status_and_both_log_lines() {
+    use super::conformance::conf03_job_verdict;
+    let log =
+        "2026-11-27T03:00:00.1Z stdout F conf03-out\n2026-11-27T03:00:00.2Z stderr F conf03-err\n";
+    let (ok, what) = conf03_job_verdict(7, log);
+    assert!(ok, "{what}");
+    // The exit status of the sandbox, not of the job (what a shim that waits
+    // on the wrong process reports).
+    assert!(!conf03_job_verdict(0, log).0);
+    // An empty log (the runc shim's hang with runsc left it empty).
+    let (ok, what) = conf03_job_verdict(7, "");
+    assert!(!ok);
+    assert!(what.contains("stdout line missing"), "{what}");
+    // Lines on the wrong stream, or partial lines, do not count.
+    let swapped = "t stderr F conf03-out\nt stdout F conf03-err\n";
+    assert!(!conf03_job_verdict(7, swapped).0);
+    assert!(!conf03_job_verdict(7, "t stdout P conf03-o\nt stderr F conf03-err\n").0);
 }

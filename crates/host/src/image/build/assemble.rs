@@ -10,6 +10,7 @@ use super::{Inputs, Progress, phase};
 use crate::image::ImageError;
 use crate::image::cache;
 use crate::image::closure::{library_closure, resolve_in_tree};
+use crate::image::gvisor;
 use crate::image::manifest::{self, Manifest, ModuleManifest, RecipeInfo};
 use crate::image::oci::images_archive;
 use crate::image::squashfs::make_squashfs;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 pub(super) fn assemble(
     inputs: &Inputs,
     tree: &Path,
+    stage: Option<&gvisor::Stage>,
     staging_dir: &Path,
     out: &Path,
     mksquashfs: &Path,
@@ -42,6 +44,7 @@ pub(super) fn assemble(
         },
         out,
         kver: kernel_version(tree)?,
+        stage,
         progress,
     };
     a.skeleton()?;
@@ -64,6 +67,8 @@ pub(super) struct Assembly<'a> {
     pub(super) st: Staging,
     pub(super) out: &'a Path,
     pub(super) kver: String,
+    /// The gVisor stage, when the recipe has one.
+    pub(super) stage: Option<&'a gvisor::Stage>,
     pub(super) progress: &'a dyn Progress,
 }
 
@@ -112,6 +117,21 @@ impl Assembly<'_> {
                 })?;
             objects.push((usr_path(b), real));
         }
+        // The gVisor stage's binaries: static (no library may come with them).
+        if let Some(stage) = self.stage {
+            let bins = stage.binaries();
+            let libs = library_closure(self.tree, &bins)?;
+            if !libs.is_empty() {
+                return Err(ImageError::Tree(format!(
+                    "the gvisor stage's binaries are not static (they need {})",
+                    libs.keys()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            objects.extend(bins);
+        }
         let machined_logical = "/usr/sbin/machined".to_string();
         objects.push((machined_logical.clone(), self.inputs.machined.clone()));
         let libs = phase(self.progress, "closure", || {
@@ -138,6 +158,10 @@ impl Assembly<'_> {
             self.st.copy("/usr/lib/os-release", &os_release)?;
             self.st
                 .symlink("/etc/os-release", "../usr/lib/os-release")?;
+        }
+        if let Some(stage) = self.stage {
+            self.st
+                .write(gvisor::INFO_PATH, &stage.info_json(), 0o644)?;
         }
         self.st.write("/etc/passwd", ETC_PASSWD.as_bytes(), 0o644)?;
         self.st.write("/etc/group", ETC_GROUP.as_bytes(), 0o644)?;

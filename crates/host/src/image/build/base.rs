@@ -99,7 +99,7 @@ pub(super) fn ensure_base(
 
 /// Waits for `child`, reporting `every` so often the time so far and the
 /// last line of its log.
-fn wait_with_heartbeat(
+pub(crate) fn wait_with_heartbeat(
     child: &mut Child,
     log: &Path,
     every: Duration,
@@ -131,7 +131,7 @@ fn heartbeat_line(elapsed: Duration, last: Option<&str>) -> String {
 
 /// The last `n` bytes of the file at `path` (fewer when it is shorter;
 /// nothing when it cannot be read).
-fn tail_of(path: &Path, n: u64) -> Vec<u8> {
+pub(crate) fn tail_of(path: &Path, n: u64) -> Vec<u8> {
     let Ok(mut f) = fs::File::open(path) else {
         return Vec::new();
     };

@@ -11,6 +11,8 @@
 //!    to a tarball cached by suite, variant and packages, so a rebuild after a
 //!    machined change does not fetch anything. Its `--mode` is chosen by
 //!    [`super::hostcheck`]: `root` for root, `unshare` for an ordinary user.
+//!    With a `gvisor` section, the gVisor stage ([`super::gvisor`]) is taken
+//!    from its own cache entry or built (a Go build in a second chroot).
 //! 3. The tarball is unpacked (only `usr/`, `boot/` and the dpkg status) into a
 //!    scratch dir; the final root is assembled from it per
 //!    `docs/image-layout.md`: the kept binaries, their library closure,
@@ -35,10 +37,12 @@ mod base;
 mod kernel;
 mod staging;
 
+pub(crate) use base::{tail_of, wait_with_heartbeat};
 pub use staging::{FORBIDDEN_NAMES, forbidden_entries};
 
 use super::ImageError;
 use super::cache;
+use super::gvisor;
 use super::manifest::Manifest;
 use super::recipe::{self, LoadedRecipe, RecipeRef};
 use std::fs;
@@ -227,8 +231,15 @@ pub fn ensure_built(
     ));
     let r = &inputs.recipe.recipe;
     let base_tar = cache::base_tar(&root, &cache::base_key(&r.suite, &r.variant, &r.packages));
-    let mksquashfs = host_tools(&inputs, &base_tar, opts, progress)?;
-    let (built, manifest) = build_outputs(&root, &inputs, &base_tar, &mksquashfs, progress)?;
+    let (mksquashfs, stage) = host_tools(&root, &inputs, &base_tar, opts, progress)?;
+    let (built, manifest) = build_outputs(
+        &root,
+        &inputs,
+        &base_tar,
+        stage.as_ref(),
+        &mksquashfs,
+        progress,
+    )?;
     let image = publish(&built, &dir, manifest, &inputs)?;
     if !image.cache_hit {
         progress.phase(&format!(
@@ -270,16 +281,23 @@ fn cache_hit(
 }
 
 /// Checks the host tools the build needs (mmdebstrap only when the base tree
-/// must be made) and makes the base tree; returns mksquashfs.
+/// or the gVisor stage must be made), makes the base tree and the gVisor
+/// stage; returns mksquashfs and the stage.
 fn host_tools(
+    root: &Path,
     inputs: &Inputs,
     base_tar: &Path,
     opts: &BuildOptions,
     progress: &dyn Progress,
-) -> Result<PathBuf, ImageError> {
+) -> Result<(PathBuf, Option<gvisor::Stage>), ImageError> {
+    let r = &inputs.recipe.recipe;
     let mksquashfs = find_tool("mksquashfs");
     let mmdebstrap = find_tool("mmdebstrap");
-    let needs_mmdebstrap = opts.refresh_base || !base_tar.is_file();
+    let stage_missing = r
+        .gvisor
+        .as_ref()
+        .is_some_and(|g| !gvisor::is_cached(root, g, &r.suite, r.source_date_epoch));
+    let needs_mmdebstrap = opts.refresh_base || !base_tar.is_file() || stage_missing;
     let missing = missing_tools(
         mksquashfs.is_some(),
         mmdebstrap.is_some() || !needs_mmdebstrap,
@@ -297,7 +315,18 @@ fn host_tools(
         opts,
         progress,
     )?;
-    Ok(mksquashfs)
+    let stage = match &r.gvisor {
+        Some(g) => Some(gvisor::ensure_stage(
+            root,
+            g,
+            &r.suite,
+            r.source_date_epoch,
+            mmdebstrap.as_deref(),
+            progress,
+        )?),
+        None => None,
+    };
+    Ok((mksquashfs, stage))
 }
 
 /// Unpacks the base tree into a scratch dir under the cache root and builds
@@ -307,6 +336,7 @@ fn build_outputs(
     root: &Path,
     inputs: &Inputs,
     base_tar: &Path,
+    stage: Option<&gvisor::Stage>,
     mksquashfs: &Path,
     progress: &dyn Progress,
 ) -> Result<(PathBuf, Manifest), ImageError> {
@@ -331,7 +361,15 @@ fn build_outputs(
         .tempdir_in(&images)
         .map_err(ImageError::io("creating the output dir"))?;
     let staging = scratch.path().join("root");
-    let manifest = assemble::assemble(inputs, &tree, &staging, out.path(), mksquashfs, progress)?;
+    let manifest = assemble::assemble(
+        inputs,
+        &tree,
+        stage,
+        &staging,
+        out.path(),
+        mksquashfs,
+        progress,
+    )?;
     let built = out.keep();
     fs::set_permissions(&built, fs::Permissions::from_mode(0o755))
         .map_err(ImageError::io("setting output dir mode"))?;
