@@ -156,7 +156,7 @@ fn matrix_on_the_dev_cluster_passes() {
             brk05.iter().any(|e| e.starts_with("priv: got through")
                 && (e.contains("READ-RAW:") || e.contains("MOUNTED-AGAIN:"))
                 && e.contains("/dev/mem: Operation not permitted")
-                && e.contains("/dev/vdb': Device or resource busy")),
+                && e.contains("/dev/vdb: Device or resource busy")),
             "{node}: {brk05:?}"
         );
         // BRK-02's probe ran: the privileged pod's own busybox, in PID 1's

@@ -57,7 +57,16 @@ use std::path::Path;
 ///
 /// machined turns module loading off once the node's modules are in
 /// (`kernel.modules_disabled`).
-pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet lockdown=integrity module.sig_enforce=1 bdev_allow_write_mounted=0 cgroup_no_v1=all,named";
+///
+/// `cryptomgr.notests` skips the kernel's boot-time self-tests of its crypto
+/// algorithms. With signatures enforced, the first module load waits for the
+/// tests of the hash and signature algorithms; on a starved vCPU (ten nodes
+/// under TCG on two cores) that wait hit its timeout, the kernel could not
+/// load its own X.509 key ("Problem loading in-kernel X.509 certificate
+/// (-110)"), rejected virtio_blk and squashfs, and the node never found its
+/// root disk. The tests check the kernel's own code (a FIPS requirement), not
+/// anything a guest or a container controls.
+pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet lockdown=integrity module.sig_enforce=1 bdev_allow_write_mounted=0 cgroup_no_v1=all,named cryptomgr.notests";
 
 /// The kernel command line for `accel`. Under TCG the guest CPU does not
 /// speculate (QEMU translates and runs instructions in order), so the
