@@ -952,6 +952,7 @@ fn brk02_probe_reaches_a_foreign_root_for_real() {
         "{then:?}"
     );
     drop(node);
+}
 
 #[test]
 fn conf03_needs_the_exit_status_and_both_log_lines() {
