@@ -9,8 +9,10 @@
 //! (`<CARGO_TARGET_TMPDIR>/image-cache/base`) when it is there: in CI the
 //! rootless e2e has just built it cold, twice (as an ordinary user and as
 //! root) and compared the results, so running mmdebstrap a third time here
-//! would test nothing new. Every stage after it still runs cold. With no
-//! shared base (this test alone on a fresh checkout) mmdebstrap runs here.
+//! would test nothing new. The gVisor stage (a Go build of minutes, built
+//! cold by the rootless e2e as well) is taken from there the same way.
+//! Every stage after them still runs cold. With no shared base or stage
+//! (this test alone on a fresh checkout) they are built here.
 
 use ironclad_host::image::initramfs::read_newc;
 use ironclad_host::image::manifest::hash_file;
@@ -84,13 +86,42 @@ fn seed_base_from_shared_cache(cache: &Path) -> usize {
     seeded
 }
 
+/// The gVisor stages of the tests' shared image cache, copied into `cache`
+/// (as the base trees above, and for the same reason: the rootless e2e has
+/// built the stage cold just before, a Go build of minutes that this test
+/// would only repeat). Returns how many were copied.
+fn seed_stages_from_shared_cache(cache: &Path) -> usize {
+    let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-cache/stages");
+    let dest = cache.join("stages");
+    std::fs::create_dir_all(&dest).unwrap();
+    let mut seeded = 0;
+    for e in std::fs::read_dir(&shared).into_iter().flatten().flatten() {
+        let from = e.path();
+        let name = e.file_name();
+        // Finished stages only (a build in progress is a hidden temp dir).
+        if name.to_string_lossy().starts_with('.') || !from.join("stage.json").is_file() {
+            continue;
+        }
+        let to = dest.join(&name);
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(&from).unwrap().flatten() {
+            if f.path().is_file() {
+                std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+            }
+        }
+        seeded += 1;
+    }
+    seeded
+}
+
 #[test]
 fn full_build_is_cached_complete_and_reproducible() {
     let machined = support::machined_binary();
     let recipe = RecipeRef::Name("trixie".into());
     let cache_a = tempfile::tempdir().unwrap();
     let seeded = seed_base_from_shared_cache(cache_a.path());
-    eprintln!("base trees from the shared cache: {seeded}");
+    let stages = seed_stages_from_shared_cache(cache_a.path());
+    eprintln!("base trees from the shared cache: {seeded}, gVisor stages: {stages}");
     let progress = Recorder::default();
 
     // Cold build.

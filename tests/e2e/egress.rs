@@ -8,7 +8,6 @@
 //! or etcd on any of the node's addresses (the node's rule answers every
 //! attempt; none is even refused by a closed port).
 
-use crate::BOOT;
 use crate::harness::Harness;
 use serde_json::Value;
 
@@ -59,16 +58,7 @@ fn egress_keeps_the_hosts_loopback_and_the_node_ports_out_of_reach() {
     let h = Harness::new("egress");
     let files = tempfile::tempdir().unwrap();
     let file = egress_cluster(files.path(), "egress");
-    let timeout = BOOT.as_secs().to_string();
-    h.ok(&[
-        "create",
-        "-f",
-        &file,
-        "--accel",
-        "tcg",
-        "--timeout",
-        &timeout,
-    ]);
+    h.create_from_ok(&file);
 
     // The user-mode NIC is unrestricted (egress), so the block is the node's.
     let pid = h.status("egress")["nodes"][0]["pid"].as_u64().unwrap();

@@ -73,12 +73,16 @@ impl Harness {
     /// `ironclad create -f <repo file> --accel tcg --timeout <BOOT>`, then
     /// `extra`; the caller judges the outcome.
     pub fn create(&self, file: &str, extra: &[&str]) -> Output {
-        let file = crate::repo_file(file);
+        self.create_from(&crate::repo_file(file), extra)
+    }
+
+    /// [`Harness::create`] of a cluster file anywhere (one a test wrote).
+    pub fn create_from(&self, file: &str, extra: &[&str]) -> Output {
         let timeout = crate::BOOT.as_secs().to_string();
         let mut args = vec![
             "create",
             "-f",
-            &file,
+            file,
             "--accel",
             "tcg",
             "--timeout",
@@ -90,7 +94,12 @@ impl Harness {
 
     /// [`Harness::create`] that must succeed.
     pub fn create_ok(&self, file: &str) {
-        let out = self.create(file, &[]);
+        self.create_from_ok(&crate::repo_file(file));
+    }
+
+    /// [`Harness::create_from`] that must succeed.
+    pub fn create_from_ok(&self, file: &str) {
+        let out = self.create_from(file, &[]);
         assert!(out.status.success(), "ironclad create -f {file} failed");
     }
 

@@ -40,17 +40,8 @@ fn repro_of_a_bundle_gives_the_same_image_and_faults() {
     let h = Harness::new("repro");
     let tmp = tempfile::tempdir().unwrap();
     let file = crate::solo_cluster(tmp.path(), "rp");
-    let timeout = crate::BOOT.as_secs().to_string();
     let t = Instant::now();
-    h.ok(&[
-        "create",
-        "-f",
-        &file,
-        "--accel",
-        "tcg",
-        "--timeout",
-        &timeout,
-    ]);
+    h.create_from_ok(&file);
     let create_s = t.elapsed().as_secs_f64();
     h.ok(&["net", "delay", "rp", "--node", "rp-cp-1", "--ms", "150"]);
     let bundle = tmp.path().join("rp.tar.gz");
@@ -70,6 +61,7 @@ fn repro_of_a_bundle_gives_the_same_image_and_faults() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
     h.ok(&["destroy", "rp"]);
 
+    let timeout = crate::BOOT.as_secs().to_string();
     let t = Instant::now();
     let json = h.ok(&[
         "repro",

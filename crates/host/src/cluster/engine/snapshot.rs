@@ -21,7 +21,7 @@
 //! [`crate::cluster::lifecycle::snapshot`]'s.
 
 use super::Result;
-use crate::cluster::lifecycle::{LifecycleError, Progress};
+use crate::cluster::lifecycle::{LifecycleError, Progress, run_tool};
 use crate::cluster::paths::ClusterPaths;
 use crate::qemu::Qmp;
 use crate::spec::NodeName;
@@ -65,21 +65,13 @@ fn qemu_failed(node: &NodeName, what: &str, e: impl std::fmt::Display) -> Lifecy
 
 /// Runs `qemu-img snapshot FLAG TAG DISK`.
 fn qemu_img_snapshot(flag: &str, tag: &str, disk: &Path) -> Result<()> {
-    let out = std::process::Command::new("qemu-img")
-        .args(["snapshot", flag, tag])
-        .arg(disk)
-        .output()
-        .map_err(|source| LifecycleError::ToolSpawn {
-            tool: "qemu-img",
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(LifecycleError::ToolFailed {
-            tool: "qemu-img",
-            what: format!("snapshot {flag} {tag} {}", disk.display()),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
+    run_tool(
+        "qemu-img",
+        std::process::Command::new("qemu-img")
+            .args(["snapshot", flag, tag])
+            .arg(disk),
+        || format!("snapshot {flag} {tag} {}", disk.display()),
+    )?;
     Ok(())
 }
 
@@ -87,25 +79,19 @@ fn qemu_img_snapshot(flag: &str, tag: &str, disk: &Path) -> Result<()> {
 /// a running QEMU may hold the disk; the snapshot table changes only in
 /// the operations of this module, which the lifecycle runs one at a time).
 pub fn list(disk: &Path) -> Result<Vec<NodeSnapshot>> {
-    let out = std::process::Command::new("qemu-img")
-        .args(["info", "--output=json", "-U"])
-        .arg(disk)
-        .output()
-        .map_err(|source| LifecycleError::ToolSpawn {
-            tool: "qemu-img",
-            source,
-        })?;
-    let failed = |stderr: String| LifecycleError::ToolFailed {
+    let what = || format!("info {}", disk.display());
+    let out = run_tool(
+        "qemu-img",
+        std::process::Command::new("qemu-img")
+            .args(["info", "--output=json", "-U"])
+            .arg(disk),
+        what,
+    )?;
+    parse_info(&out.stdout).map_err(|e| LifecycleError::ToolFailed {
         tool: "qemu-img",
-        what: format!("info {}", disk.display()),
-        stderr,
-    };
-    if !out.status.success() {
-        return Err(failed(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    parse_info(&out.stdout).map_err(|e| failed(format!("unreadable answer: {e}")))
+        what: what(),
+        stderr: format!("unreadable answer: {e}"),
+    })
 }
 
 /// The snapshots in `qemu-img info --output=json`'s answer.

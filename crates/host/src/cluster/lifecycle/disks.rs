@@ -36,20 +36,11 @@ pub(super) fn formatted_disk(mke2fs: &Path, path: &Path, bytes: u64) -> Result<(
     let result = (|| {
         std::fs::File::create(&raw).and_then(|f| f.set_len(bytes))?;
         let raw_arg = raw.to_string_lossy();
-        let out = std::process::Command::new(mke2fs)
-            .args(crate::machine::mke2fs_args(&raw_arg))
-            .output()
-            .map_err(|source| LifecycleError::ToolSpawn {
-                tool: "mke2fs",
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(LifecycleError::ToolFailed {
-                tool: "mke2fs",
-                what: raw.display().to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
+        run_tool(
+            "mke2fs",
+            std::process::Command::new(mke2fs).args(crate::machine::mke2fs_args(&raw_arg)),
+            || raw.display().to_string(),
+        )?;
         qemu_img(
             &["convert", "-q", "-f", "raw", "-O", "qcow2"],
             &[raw.as_os_str(), path.as_os_str()],
@@ -61,20 +52,34 @@ pub(super) fn formatted_disk(mke2fs: &Path, path: &Path, bytes: u64) -> Result<(
 
 /// Runs `qemu-img ARGS FILES...`.
 pub(super) fn qemu_img(args: &[&str], files: &[&std::ffi::OsStr]) -> Result<()> {
-    let out = std::process::Command::new("qemu-img")
-        .args(args)
-        .args(files)
+    run_tool(
+        "qemu-img",
+        std::process::Command::new("qemu-img")
+            .args(args)
+            .args(files),
+        || args.first().copied().unwrap_or_default().to_string(),
+    )?;
+    Ok(())
+}
+
+/// Runs host tool `tool` as `cmd` to its end: its output when it succeeded;
+/// [`LifecycleError::ToolSpawn`] when it could not start,
+/// [`LifecycleError::ToolFailed`] (with `what` it was doing and its stderr)
+/// when it failed.
+pub(crate) fn run_tool(
+    tool: &'static str,
+    cmd: &mut std::process::Command,
+    what: impl FnOnce() -> String,
+) -> Result<std::process::Output> {
+    let out = cmd
         .output()
-        .map_err(|source| LifecycleError::ToolSpawn {
-            tool: "qemu-img",
-            source,
-        })?;
+        .map_err(|source| LifecycleError::ToolSpawn { tool, source })?;
     if !out.status.success() {
         return Err(LifecycleError::ToolFailed {
-            tool: "qemu-img",
-            what: args.first().copied().unwrap_or_default().to_string(),
+            tool,
+            what: what(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    Ok(())
+    Ok(out)
 }

@@ -316,6 +316,7 @@ pub mod snapshot;
 mod tests;
 
 pub use create::*;
+pub(crate) use disks::run_tool;
 pub use disks::*;
 pub use net::*;
 pub use ops::*;
