@@ -303,6 +303,7 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
         addresses: vec![],
         host_port: None,
         containerd_wait: std::time::Duration::from_secs(10),
+        run_budget: ironclad_node::matrix::RUN_BUDGET,
     };
     // RT-06 (destructive in the catalog): a bounded fork bomb under a pids
     // limit on the pod's parent cgroup, on this host's real cgroups.

@@ -3,7 +3,10 @@
 //! up on drop, even when the test failed: every cluster it made is destroyed,
 //! any QEMU or supervisor process still naming the state root is killed, and
 //! the serial and supervisor logs of every cluster still there (a failed test's)
-//! are copied to `target/e2e-logs/<test>/<cluster>/` for a CI reader.
+//! are copied to `target/e2e-logs/<test>/<cluster>/` for a CI reader. When
+//! the test failed, each cluster's status, the tail of each node's serial
+//! and containerd logs and its services are printed to stderr first (a CI
+//! clone's files go with it; its output stays), and a support bundle is kept.
 
 use ironclad_testkit::{process, wait};
 use serde_json::Value;
@@ -147,10 +150,132 @@ impl Harness {
             let _ = std::fs::copy(c.path().join("cluster.json"), to.join("cluster.json"));
         }
     }
+
+    /// Runs `ironclad ARGS` for at most `limit` (a wedged node must not
+    /// hold a failed test's report up); stdout and stderr together, or why
+    /// there is none.
+    fn run_bounded(&self, args: &[&str], limit: Duration) -> String {
+        let out = self.root().join(".bounded.out");
+        let Ok(file) = std::fs::File::create(&out) else {
+            return "(no output file)".into();
+        };
+        let Ok(err_file) = file.try_clone() else {
+            return "(no output file)".into();
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_ironclad"))
+            .args(args)
+            .env_remove("CI")
+            .env("IRONCLAD_STATE_DIR", self.root())
+            .env("IRONCLAD_CACHE_DIR", image_cache())
+            .stdin(std::process::Stdio::null())
+            .stdout(file)
+            .stderr(err_file)
+            .spawn();
+        let Ok(mut child) = child else {
+            return "(could not run ironclad)".into();
+        };
+        let deadline = wait::deadline(limit);
+        let finished = loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break true,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break false;
+                }
+            }
+        };
+        let mut text = std::fs::read_to_string(&out).unwrap_or_default();
+        if !finished {
+            text.push_str(&format!("(killed after {} s)\n", limit.as_secs()));
+        }
+        text
+    }
+
+    /// What a CI reader needs when a test failed and its logs go with the
+    /// clone: each cluster's status, the tail of each node's serial log,
+    /// each node's services and the tail of its containerd log, printed to
+    /// stderr (where the test's failure output is); and a support bundle
+    /// beside the kept logs.
+    fn report_failure(&self) {
+        let dest = process::kept_logs_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), &self.test);
+        let clusters = self.root().join("clusters");
+        let limit = Duration::from_secs(20);
+        for c in std::fs::read_dir(&clusters).into_iter().flatten().flatten() {
+            let Some(name) = c.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            eprintln!("==== the test failed: cluster {name} as it was then");
+            eprint!("{}", self.run_bounded(&["status", &name], limit));
+            let mut nodes: Vec<String> = std::fs::read_dir(c.path().join("logs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|f| f.file_name().to_str().map(str::to_string))
+                .filter_map(|f| f.strip_suffix(".log").map(str::to_string))
+                .filter(|n| !n.ends_with(".qemu") && n != "supervisor")
+                .collect();
+            nodes.sort();
+            for node in &nodes {
+                let serial =
+                    std::fs::read_to_string(c.path().join("logs").join(format!("{node}.log")))
+                        .unwrap_or_default();
+                let lines: Vec<&str> = serial.lines().collect();
+                eprintln!("---- {node}: the last lines of its serial log");
+                for l in &lines[lines.len().saturating_sub(20)..] {
+                    eprintln!("{l}");
+                }
+                eprintln!("---- {node}: services");
+                eprint!(
+                    "{}",
+                    self.run_bounded(
+                        &["node", "services", "--cluster", &name, "--node", node],
+                        limit
+                    )
+                );
+                eprintln!("---- {node}: the last lines of containerd's log");
+                eprint!(
+                    "{}",
+                    self.run_bounded(
+                        &[
+                            "node",
+                            "logs",
+                            "containerd",
+                            "--cluster",
+                            &name,
+                            "--node",
+                            node,
+                            "--tail",
+                            "15"
+                        ],
+                        limit
+                    )
+                );
+            }
+            let _ = std::fs::create_dir_all(&dest);
+            let bundle = dest.join(format!("support-{name}.tar.gz"));
+            let bundle_arg = bundle.to_string_lossy().into_owned();
+            let made = self.run_bounded(
+                &["support", &name, "--file", &bundle_arg],
+                Duration::from_secs(60),
+            );
+            eprintln!(
+                "---- support bundle: {} ({})",
+                bundle.display(),
+                made.lines().last().unwrap_or("")
+            );
+        }
+    }
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.report_failure();
+        }
         self.save_logs();
         let clusters = self.root().join("clusters");
         for c in std::fs::read_dir(&clusters).into_iter().flatten().flatten() {

@@ -347,3 +347,30 @@ fn harness_keeps_logs_of_leftover_clusters() {
         .join("e2e-logs/harness_keeps_logs/leftover/leftover-cp-1.log");
     assert!(kept.exists(), "{}", kept.display());
 }
+
+/// A test that fails leaves a report: the harness, dropped while the test
+/// panics, prints the cluster's state and logs to stderr and keeps a support
+/// bundle beside the logs (a CI clone's files go with it).
+#[test]
+fn harness_reports_a_failed_test() {
+    let kept = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("e2e-logs/harness_reports_failure");
+    let _ = std::fs::remove_dir_all(&kept);
+    let failed = std::panic::catch_unwind(|| {
+        let h = Harness::new("harness_reports_failure");
+        let crashed: ironclad_host::spec::ClusterName = "crashed".parse().unwrap();
+        ironclad_host::cluster::paths::ClusterPaths::new(h.root(), &crashed)
+            .claim(&crashed)
+            .unwrap();
+        let logs = h.cluster_dir("crashed").join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::write(logs.join("crashed-cp-1.log"), "machined: ready t=1.0\n").unwrap();
+        panic!("a test that fails with a cluster left");
+    });
+    assert!(failed.is_err());
+    let bundle = kept.join("support-crashed.tar.gz");
+    assert!(bundle.exists(), "{}", bundle.display());
+    assert!(kept.join("crashed/crashed-cp-1.log").exists());
+}

@@ -40,14 +40,25 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// A failed connection said plainly: a request that timed out reached the
+/// node (or its port forward) and got no answer, which "cannot connect"
+/// would misstate.
+fn connect_text(url: &str, source: &reqwest::Error) -> String {
+    if source.is_timeout() {
+        format!("no answer from {url} in time (the request timed out)")
+    } else {
+        format!("cannot connect to {url}: {source}")
+    }
+}
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The node answered with a typed API error.
     #[error("node refused: {0}")]
     Api(#[from] ApiError),
-    /// No connection, or the TLS handshake failed.
-    #[error("cannot connect to {url}: {source}")]
+    /// No connection, the TLS handshake failed, or no answer in time.
+    #[error("{}", connect_text(url, source))]
     Connect {
         url: String,
         #[source]

@@ -155,4 +155,40 @@ mod tests {
         );
         assert!(e.help().unwrap().to_string().contains("ironclad start"));
     }
+
+    /// A node that accepts the connection and never answers: the message says
+    /// it timed out, not that it could not connect (a matrix run that hung on
+    /// a node read "cannot connect" after 15 minutes of a live connection).
+    #[tokio::test]
+    async fn a_silent_node_is_a_timeout_said_as_such() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = listener.accept().await {
+                conns.push(c);
+            }
+        });
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let url = format!("http://127.0.0.1:{port}/v1/matrix/run");
+        let err = reqwest::Client::new()
+            .post(&url)
+            .timeout(std::time::Duration::from_millis(300))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(ConnectFailure::of(&err), ConnectFailure::Timeout);
+        let e = ClientError::Connect { url, source: err };
+        assert_eq!(
+            Diagnostic::code(&e).unwrap().to_string(),
+            "ironclad::api::timeout"
+        );
+        let text = e.to_string();
+        assert!(
+            text.starts_with("no answer from http://127.0.0.1:"),
+            "{text}"
+        );
+        assert!(text.contains("timed out"), "{text}");
+        held.abort();
+    }
 }

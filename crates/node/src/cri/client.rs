@@ -2,7 +2,7 @@
 //! CRI calls the matrix makes, each bounded by a timeout; what they return
 //! ([`ExecOutput`], [`Pod`], [`Completion`]).
 
-use super::{CriError, LABEL, PodOptions, Variant, container_config, sandbox_config};
+use super::{CriError, InFlight, LABEL, PodOptions, Variant, container_config, sandbox_config};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -59,13 +59,23 @@ pub struct Completion {
 pub struct Cri {
     rt: RuntimeServiceClient<Channel>,
     img: ImageServiceClient<Channel>,
+    /// Every call in flight (shared by the clones).
+    inflight: InFlight,
 }
 
+/// A CRI call bounded by `timeout`, listed in `inflight` as `call subject`
+/// while it runs.
 async fn timed<T>(
-    call: &'static str,
+    inflight: &InFlight,
+    (call, subject): (&'static str, &str),
     timeout: Duration,
     fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, CriError> {
+    let _step = inflight.track(if subject.is_empty() {
+        format!("CRI {call}")
+    } else {
+        format!("CRI {call} {subject}")
+    });
     match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(r)) => Ok(r.into_inner()),
         Ok(Err(status)) => Err(CriError::Call {
@@ -78,15 +88,26 @@ async fn timed<T>(
 
 /// A CRI call other than exec, bounded by [`CALL_TIMEOUT`].
 async fn call<T>(
-    call: &'static str,
+    inflight: &InFlight,
+    what: (&'static str, &str),
     fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, CriError> {
-    timed(call, CALL_TIMEOUT, fut).await
+    timed(inflight, what, CALL_TIMEOUT, fut).await
+}
+
+/// A container or sandbox id as logs show it: its first 12 characters.
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 impl Cri {
     /// Connects to containerd's socket (a gRPC channel over a unix stream).
     pub async fn connect(socket: &Path) -> Result<Cri, CriError> {
+        Cri::connect_tracked(socket, InFlight::default()).await
+    }
+
+    /// [`Cri::connect`], listing every call in `inflight` while it runs.
+    pub async fn connect_tracked(socket: &Path, inflight: InFlight) -> Result<Cri, CriError> {
         let path = socket.to_path_buf();
         let err = |reason: String| CriError::Connect {
             path: socket.to_path_buf(),
@@ -113,6 +134,7 @@ impl Cri {
         Ok(Cri {
             rt: RuntimeServiceClient::new(channel.clone()),
             img: ImageServiceClient::new(channel),
+            inflight,
         })
     }
 
@@ -121,7 +143,7 @@ impl Cri {
         let req = cri::VersionRequest {
             version: "v1".into(),
         };
-        call("Version", self.rt.version(req)).await
+        call(&self.inflight, ("Version", ""), self.rt.version(req)).await
     }
 
     /// Whether `image` is present in the runtime's store (never pulls).
@@ -133,7 +155,12 @@ impl Cri {
             }),
             verbose: false,
         };
-        let resp = call("ImageStatus", self.img.image_status(req)).await?;
+        let resp = call(
+            &self.inflight,
+            ("ImageStatus", image),
+            self.img.image_status(req),
+        )
+        .await?;
         Ok(resp.image.is_some())
     }
 
@@ -177,7 +204,12 @@ impl Cri {
             config: Some(sandbox_config(variant, name, opts)),
             runtime_handler: handler,
         };
-        let resp = call("RunPodSandbox", self.rt.run_pod_sandbox(req)).await?;
+        let resp = call(
+            &self.inflight,
+            ("RunPodSandbox", name),
+            self.rt.run_pod_sandbox(req),
+        )
+        .await?;
         Ok(resp.pod_sandbox_id)
     }
 
@@ -195,12 +227,22 @@ impl Cri {
             config: Some(container_config(variant, cname, opts, cmd)),
             sandbox_config: Some(sandbox_config(variant, pod_name, opts)),
         };
-        let created = call("CreateContainer", self.rt.create_container(req)).await?;
+        let created = call(
+            &self.inflight,
+            ("CreateContainer", pod_name),
+            self.rt.create_container(req),
+        )
+        .await?;
         let id = created.container_id;
         let start = cri::StartContainerRequest {
             container_id: id.clone(),
         };
-        call("StartContainer", self.rt.start_container(start)).await?;
+        call(
+            &self.inflight,
+            ("StartContainer", pod_name),
+            self.rt.start_container(start),
+        )
+        .await?;
         Ok(id)
     }
 
@@ -219,7 +261,13 @@ impl Cri {
         };
         // containerd enforces `timeout`; the client waits a little longer.
         let wait = Duration::from_secs(secs + 10);
-        let r = timed("ExecSync", wait, self.rt.exec_sync(req)).await?;
+        let r = timed(
+            &self.inflight,
+            ("ExecSync", short(container_id)),
+            wait,
+            self.rt.exec_sync(req),
+        )
+        .await?;
         Ok(ExecOutput {
             exit_code: r.exit_code,
             stdout: String::from_utf8_lossy(&r.stdout).into_owned(),
@@ -260,7 +308,12 @@ impl Cri {
                 container_id: id.to_string(),
                 verbose: false,
             };
-            let st = call("ContainerStatus", self.rt.container_status(req)).await?;
+            let st = call(
+                &self.inflight,
+                ("ContainerStatus", short(id)),
+                self.rt.container_status(req),
+            )
+            .await?;
             let Some(st) = st.status else {
                 return Err(CriError::Unexpected {
                     call: "ContainerStatus",
@@ -290,11 +343,21 @@ impl Cri {
         let stop = cri::StopPodSandboxRequest {
             pod_sandbox_id: sandbox_id.to_string(),
         };
-        let stopped = call("StopPodSandbox", self.rt.stop_pod_sandbox(stop)).await;
+        let stopped = call(
+            &self.inflight,
+            ("StopPodSandbox", short(sandbox_id)),
+            self.rt.stop_pod_sandbox(stop),
+        )
+        .await;
         let rm = cri::RemovePodSandboxRequest {
             pod_sandbox_id: sandbox_id.to_string(),
         };
-        let removed = call("RemovePodSandbox", self.rt.remove_pod_sandbox(rm)).await;
+        let removed = call(
+            &self.inflight,
+            ("RemovePodSandbox", short(sandbox_id)),
+            self.rt.remove_pod_sandbox(rm),
+        )
+        .await;
         match (stopped, removed) {
             (_, Ok(_)) => Ok(()),
             (_, Err(e)) if is_not_found(&e) => Ok(()),
@@ -312,7 +375,12 @@ impl Cri {
                 ..Default::default()
             }),
         };
-        let r = call("ListPodSandbox", self.rt.list_pod_sandbox(req)).await?;
+        let r = call(
+            &self.inflight,
+            ("ListPodSandbox", ""),
+            self.rt.list_pod_sandbox(req),
+        )
+        .await?;
         Ok(r.items.into_iter().map(|s| s.id).collect())
     }
 

@@ -16,15 +16,18 @@
 //! |---|---|
 //! | [`config`] | [`Variant`], [`PodOptions`] and the sandbox and container configs they make |
 //! | [`client`] | [`Cri`]: connect, version, image presence, pods, exec, run to completion, cleanup |
+//! | `inflight` | [`InFlight`]: the calls (and a caller's own waits) in flight, for a run that must say where it got stuck |
 //! | this module | the constants both share and [`CriError`] |
 
 pub mod client;
 pub mod config;
+mod inflight;
 #[cfg(test)]
 mod tests;
 
 pub use client::{Completion, Cri, ExecOutput, Pod};
 pub use config::{PodOptions, Variant, container_config, sandbox_config};
+pub use inflight::{InFlight, Tracked};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -48,7 +48,7 @@ pub use runtime::{
     rt03, rt04, rt06_cgroup_dir, rt06_eval, rt08, rt09, status_field, sysctl_path,
 };
 
-use super::cri::Cri;
+use super::cri::{Cri, InFlight};
 use crate::api::{ApiError, ErrorCode, MatrixRunRequest};
 use batch::Outputs;
 use futures::future::BoxFuture;
@@ -97,6 +97,9 @@ pub struct NodeEnv {
     /// How long a run waits for containerd to answer: `ready` does not wait
     /// for it, so a run asked for right after boot finds it starting.
     pub containerd_wait: Duration,
+    /// How long a run may take before it answers with what it has
+    /// ([`RUN_BUDGET`] on a node).
+    pub run_budget: Duration,
 }
 
 impl NodeEnv {
@@ -132,6 +135,7 @@ impl NodeEnv {
             addresses: vec![crate::machine::USER_NET_GUEST, cfg.node.address],
             host_port: None,
             containerd_wait: CONTAINERD_WAIT,
+            run_budget: RUN_BUDGET,
         }
     }
 
@@ -177,40 +181,105 @@ fn run_id() -> String {
 /// every labelled pod, so two at once would break each other). The run is its
 /// own task: if the caller goes away (the HTTP client hung up), it still
 /// finishes and removes its pods.
+///
+/// A run answers within [`NodeEnv::run_budget`]: past it, every check it
+/// was asked for is a FAIL whose evidence names the steps still in flight
+/// (CRI calls with their pod or container, the waits for containerd and the
+/// toolbox image), and the run goes on in the background to remove its pods.
 pub async fn run(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixReport, ApiError> {
+    let started = Instant::now();
     let (req, mut env) = (req.clone(), env.clone());
     if req.host_port.is_some() {
         env.host_port = req.host_port;
     }
-    tokio::spawn(async move {
-        static RUN_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-        let _one_at_a_time = RUN_LOCK.lock().await;
-        run_locked(&req, &env).await
-    })
-    .await
-    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("matrix run aborted: {e}")))?
+    let ids = node_ids(&req)?;
+    let inflight = InFlight::default();
+    let mut task = {
+        let (inflight, env) = (inflight.clone(), env.clone());
+        tokio::spawn(async move {
+            static RUN_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+            let _one_at_a_time = {
+                let _w = inflight.track("waiting for an earlier matrix run on this node to end");
+                RUN_LOCK.lock().await
+            };
+            run_locked(&ids, &env, &inflight).await
+        })
+    };
+    match tokio::time::timeout(env.run_budget, &mut task).await {
+        Ok(done) => done
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("matrix run aborted: {e}")))?,
+        Err(_) => {
+            let stuck = inflight.describe();
+            let why = format!(
+                "the node's run did not finish within its budget of {} s; still in flight: {}; \
+                 the run goes on in the background and removes its pods",
+                env.run_budget.as_secs(),
+                if stuck.is_empty() {
+                    "nothing tracked".to_string()
+                } else {
+                    stuck.join("; ")
+                }
+            );
+            crate::console::say(&format!("machined: matrix: {why}"));
+            Ok(NodeMatrixReport {
+                node: env.node.clone(),
+                runtime: String::new(),
+                image_manifest_sha256: manifest_sha256(&env),
+                results: node_ids(&req)?
+                    .iter()
+                    .map(|id| {
+                        CheckResult::new(id.as_str(), &env.node, Verdict::Fail, vec![why.clone()])
+                    })
+                    .collect(),
+                duration_ms: started.elapsed().as_millis() as u64,
+            })
+        }
+    }
 }
+
+/// The node's share of the checks `req` asks for, in catalog order.
+fn node_ids(req: &MatrixRunRequest) -> Result<Vec<CheckId>, ApiError> {
+    let checks = ironclad_contract::matrix::select(&req.checks, req.destructive)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?;
+    Ok(checks
+        .iter()
+        .filter(|c| c.runner == Runner::Node)
+        .map(|c| c.id)
+        .collect())
+}
+
+/// The sha256 of the node's image manifest, when it has one.
+fn manifest_sha256(env: &NodeEnv) -> Option<String> {
+    let manifest = env.root.join(NODE_MARKER.trim_start_matches('/'));
+    std::fs::read(&manifest)
+        .ok()
+        .map(|data| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data)))
+}
+
+/// How long a node's run may take before it answers with what it has
+/// ([`NodeEnv::run_budget`]): well under the host's request timeout
+/// (15 min), and about three times a run of every check with gVisor on a
+/// busy TCG node.
+pub const RUN_BUDGET: Duration = Duration::from_secs(600);
 
 /// How long a run waits for the offline images to be imported.
 const IMAGE_WAIT: Duration = Duration::from_secs(180);
 /// How long a node's run waits for containerd to answer ([`NodeEnv::containerd_wait`]).
 pub const CONTAINERD_WAIT: Duration = Duration::from_secs(120);
 
-async fn run_locked(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixReport, ApiError> {
+async fn run_locked(
+    ids: &[CheckId],
+    env: &NodeEnv,
+    inflight: &InFlight,
+) -> Result<NodeMatrixReport, ApiError> {
     let started = Instant::now();
-    let checks = ironclad_contract::matrix::select(&req.checks, req.destructive)
-        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?;
-    let ids: Vec<CheckId> = checks
-        .iter()
-        .filter(|c| c.runner == Runner::Node)
-        .map(|c| c.id)
-        .collect();
     // `ready` does not wait for containerd, and machined imports the offline
     // images after containerd answers: a run asked for at once waits for
     // both (bounded).
     let deadline = Instant::now() + env.containerd_wait;
+    let waiting = inflight.track("waiting for containerd to answer");
     let (mut client, version) = loop {
-        let answer = match Cri::connect(&env.socket).await {
+        let answer = match Cri::connect_tracked(&env.socket, inflight.clone()).await {
             Ok(mut c) => c.version().await.map(|v| (c, v)),
             Err(e) => Err(e),
         };
@@ -222,10 +291,12 @@ async fn run_locked(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixR
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     };
+    drop(waiting);
     let runtime = format!("{} {}", version.runtime_name, version.runtime_version);
     // Leftovers of an interrupted run.
     let _ = client.remove_labelled().await;
     let deadline = Instant::now() + IMAGE_WAIT;
+    let waiting = inflight.track(format!("waiting for image {}", env.toolbox_image));
     let image_ok = loop {
         let present = client.image_present(&env.toolbox_image).await;
         if !matches!(present, Ok(false)) || Instant::now() >= deadline {
@@ -233,16 +304,17 @@ async fn run_locked(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixR
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    drop(waiting);
     let mut pods = Pods::new(client, env, run_id());
     let mut results = Vec::new();
     match image_ok {
-        Ok(true) => run_checks(&ids, &mut pods, &mut results).await,
+        Ok(true) => run_checks(ids, &mut pods, &mut results).await,
         other => {
             let why = match other {
                 Ok(_) => format!("image {} is not in containerd", env.toolbox_image),
                 Err(e) => e.to_string(),
             };
-            for id in &ids {
+            for id in ids {
                 results.push(CheckResult::new(
                     id.as_str(),
                     &env.node,
@@ -261,13 +333,10 @@ async fn run_locked(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixR
             errors,
         ));
     }
-    let manifest = env.root.join(NODE_MARKER.trim_start_matches('/'));
     Ok(NodeMatrixReport {
         node: env.node.clone(),
         runtime,
-        image_manifest_sha256: std::fs::read(&manifest)
-            .ok()
-            .map(|data| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data))),
+        image_manifest_sha256: manifest_sha256(env),
         results,
         duration_ms: started.elapsed().as_millis() as u64,
     })

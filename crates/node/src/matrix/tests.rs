@@ -460,6 +460,7 @@ fn env() -> NodeEnv {
         addresses: vec![],
         host_port: None,
         containerd_wait: Duration::ZERO,
+        run_budget: RUN_BUDGET,
     }
 }
 
@@ -686,6 +687,7 @@ async fn run_refuses_bad_requests_and_reports_a_missing_containerd() {
         addresses: vec![],
         host_port: None,
         containerd_wait: Duration::ZERO,
+        run_budget: RUN_BUDGET,
     };
     let bad = MatrixRunRequest {
         checks: vec!["BRK-99".into()],
@@ -699,6 +701,48 @@ async fn run_refuses_bad_requests_and_reports_a_missing_containerd() {
     let e = run(&MatrixRunRequest::default(), &env).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::Unavailable);
     assert!(e.message.contains("absent.sock"), "{e}");
+}
+
+/// A containerd that accepts connections and never answers: the run answers
+/// at its budget, every check it was asked for a FAIL naming the step it was
+/// stuck in, instead of leaving the host to time out with nothing.
+#[tokio::test]
+async fn a_run_stuck_on_containerd_answers_at_its_budget_naming_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("silent.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = listener.accept().await {
+            conns.push(c);
+        }
+    });
+    let env = NodeEnv {
+        socket,
+        root: dir.path().into(),
+        containerd_wait: Duration::from_secs(300),
+        run_budget: Duration::from_secs(2),
+        ..env()
+    };
+    let req = MatrixRunRequest {
+        checks: vec!["RT-01".into(), "BRK-03".into(), "CONF-01".into()],
+        ..Default::default()
+    };
+    let t = std::time::Instant::now();
+    let rep = run(&req, &env).await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    // The node's checks only (CONF-01 is the host's), in catalog order.
+    let got: Vec<(&str, Verdict)> = rep
+        .results
+        .iter()
+        .map(|r| (r.id.as_str(), r.verdict.clone()))
+        .collect();
+    assert_eq!(got, [("BRK-03", Verdict::Fail), ("RT-01", Verdict::Fail)]);
+    let why = &rep.results[0].evidence[0];
+    assert!(why.contains("budget of 2 s"), "{why}");
+    assert!(why.contains("waiting for containerd to answer"), "{why}");
+    assert!(why.contains("CRI Version"), "{why}");
+    held.abort();
 }
 
 /// The node's dispatch handles exactly the checks the catalog gives the
