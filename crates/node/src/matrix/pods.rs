@@ -1,5 +1,5 @@
 //! The pod pool of one matrix run: one pod per [`Variant`], started on
-//! first use (or all at once with [`Pods::prestart`]) and reused by every
+//! first use (the batches start theirs at once, `batch::run_batches`) and reused by every
 //! check that needs it; [`Pods::cleanup`] removes them all, and any labelled
 //! leftover of an earlier run. It knows nothing of checks beyond RT-08's
 //! user-namespace test, which a userns pod must pass to count as started.
@@ -90,25 +90,6 @@ impl<'a> Pods<'a> {
             env,
             run_id,
             pods: HashMap::new(),
-        }
-    }
-
-    /// Starts the pods of `variants` at once (pod start-up is mostly waiting
-    /// on shims and mounts, so this saves wall time under TCG).
-    pub(super) async fn prestart(&mut self, variants: &[Variant]) {
-        let env = self.env;
-        let run_id = self.run_id.clone();
-        let starts = variants
-            .iter()
-            .filter(|v| !self.pods.contains_key(v))
-            .map(|&v| {
-                let mut cri = self.cri.clone();
-                let run_id = run_id.clone();
-                async move { (v, start_variant(&mut cri, env, &run_id, v).await) }
-            })
-            .collect::<Vec<_>>();
-        for (v, r) in futures::future::join_all(starts).await {
-            self.pods.insert(v, r);
         }
     }
 
