@@ -53,7 +53,11 @@ use std::path::Path;
 /// - `bdev_allow_write_mounted=0`: nobody opens a mounted disk for writing
 ///   (the root and state disks: BRK-05);
 /// - `cgroup_no_v1=all,named`: no cgroup v1 hierarchy can be mounted (the
-///   release_agent escape, BRK-08); containerd uses cgroup v2.
+///   release_agent escape, BRK-08); containerd uses cgroup v2;
+/// - `page_reporting.page_reporting_order=5`: the guest reports free blocks
+///   of 128 KiB and up to the balloon (not only 2 MiB ones), so the pages
+///   freed by dropping the boot's page cache, scattered as they are, go back
+///   to the host too.
 ///
 /// machined turns module loading off once the node's modules are in
 /// (`kernel.modules_disabled`).
@@ -66,7 +70,7 @@ use std::path::Path;
 /// (-110)"), rejected virtio_blk and squashfs, and the node never found its
 /// root disk. The tests check the kernel's own code (a FIPS requirement), not
 /// anything a guest or a container controls.
-pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet lockdown=integrity module.sig_enforce=1 bdev_allow_write_mounted=0 cgroup_no_v1=all,named cryptomgr.notests";
+pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet lockdown=integrity module.sig_enforce=1 bdev_allow_write_mounted=0 cgroup_no_v1=all,named cryptomgr.notests page_reporting.page_reporting_order=5";
 
 /// The kernel command line for `accel`. Under TCG the guest CPU does not
 /// speculate (QEMU translates and runs instructions in order), so the
