@@ -57,6 +57,30 @@ fn ha_cluster_etcd_quorum_survives_a_killed_control_plane() {
         &timeout,
     ]);
 
+    // The workers were booted after the control planes were ready (they
+    // would compete with the etcd bootstrap for the host's cores): each
+    // worker's QEMU started seconds after every control plane's.
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(h.cluster_dir("ha").join("cluster.json")).expect("cluster.json"),
+    )
+    .expect("cluster.json is JSON");
+    let started = |role: &str| -> Vec<u64> {
+        state["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .filter(|n| n["role"] == role)
+            .map(|n| n["startedAtMs"].as_u64().expect("startedAtMs"))
+            .collect()
+    };
+    let (cps, workers) = (started("control-plane"), started("worker"));
+    assert_eq!((cps.len(), workers.len()), (3, 2));
+    let last_cp = cps.iter().max().unwrap();
+    assert!(
+        workers.iter().all(|w| *w > last_cp + 2000),
+        "workers started at {workers:?}, control planes at {cps:?}"
+    );
+
     // Three voting members, named after the control planes.
     let m = members(&h, "ha-cp-2");
     let mut names: Vec<&str> = m.iter().filter_map(|x| x["name"].as_str()).collect();

@@ -80,7 +80,27 @@ pub(super) fn up(
         .map(|n| n.name.clone())
         .collect();
     progress.event(&Event::Stage(Stage::Boot, None));
-    for n in &names {
+    // Control planes first, the workers once every control plane is ready:
+    // under TCG the nodes share the host's cores, and the etcd bootstrap and
+    // joins, the long pole of a create, need only the control planes. The
+    // workers boot while etcd converges. A single node, or a cluster without
+    // both roles, boots at once.
+    let is_cp = |n: &NodeName| {
+        state
+            .node(n)
+            .is_some_and(|r| r.role == crate::spec::Role::ControlPlane)
+    };
+    let (first, later): (Vec<NodeName>, Vec<NodeName>) = if only.is_none() {
+        names.iter().cloned().partition(|n| is_cp(n))
+    } else {
+        (names.clone(), Vec::new())
+    };
+    let (first, later) = if first.is_empty() {
+        (later, first)
+    } else {
+        (first, later)
+    };
+    for n in &first {
         engine.start_node(paths, n)?;
         progress.event(&Event::Node(n.as_str(), NodeStep::Booting));
     }
@@ -89,15 +109,34 @@ pub(super) fn up(
     // single node started again needs none of it: a control plane's etcd
     // starts by itself from the data on its disk.
     let converging = only.is_none().then(|| start_converge(paths));
-    let nodes = wait_ready(
+    let deadline = Instant::now() + timeout;
+    let booted = Instant::now();
+    let mut nodes = wait_ready(
         engine,
         paths,
-        &names,
+        &first,
         DEFAULT_READY,
-        Instant::now() + timeout,
+        deadline,
         converging.as_ref(),
         progress,
     )?;
+    if !later.is_empty() {
+        let offset = booted.elapsed().as_secs_f64();
+        for n in &later {
+            engine.start_node(paths, n)?;
+            progress.event(&Event::Node(n.as_str(), NodeStep::Booting));
+        }
+        let workers = wait_ready(
+            engine,
+            paths,
+            &later,
+            DEFAULT_READY,
+            deadline,
+            converging.as_ref(),
+            progress,
+        )?;
+        nodes.extend(workers.into_iter().map(|(n, s)| (n, s + offset)));
+    }
     if let Some(c) = converging {
         progress.event(&Event::Stage(Stage::Etcd, None));
         finish_converge(c, progress)?;
