@@ -326,18 +326,28 @@ fn refusals() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// A cluster dir as a failed test leaves it: claimed, no state yet, and the
+/// serial log of its node `NAME-cp-1` saying it was ready.
+fn left_behind(h: &Harness, name: &str) {
+    let cluster: ironclad_host::spec::ClusterName = name.parse().unwrap();
+    ironclad_host::cluster::paths::ClusterPaths::new(h.root(), &cluster)
+        .claim(&cluster)
+        .unwrap();
+    let logs = h.cluster_dir(name).join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(
+        logs.join(format!("{name}-cp-1.log")),
+        "machined: ready t=1.0\n",
+    )
+    .unwrap();
+}
+
 /// The harness itself: a cluster left behind (as after a failed test) has its
 /// logs copied for CI and is destroyed.
 #[test]
 fn harness_keeps_logs_of_leftover_clusters() {
     let h = Harness::new("harness_keeps_logs");
-    let leftover: ironclad_host::spec::ClusterName = "leftover".parse().unwrap();
-    ironclad_host::cluster::paths::ClusterPaths::new(h.root(), &leftover)
-        .claim(&leftover)
-        .unwrap();
-    let logs = h.cluster_dir("leftover").join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    std::fs::write(logs.join("leftover-cp-1.log"), "machined: ready t=1.0\n").unwrap();
+    left_behind(&h, "leftover");
     let dir = h.cluster_dir("leftover");
     drop(h);
     assert!(!dir.exists(), "the harness destroys what is left");
@@ -360,13 +370,7 @@ fn harness_reports_a_failed_test() {
     let _ = std::fs::remove_dir_all(&kept);
     let failed = std::panic::catch_unwind(|| {
         let h = Harness::new("harness_reports_failure");
-        let crashed: ironclad_host::spec::ClusterName = "crashed".parse().unwrap();
-        ironclad_host::cluster::paths::ClusterPaths::new(h.root(), &crashed)
-            .claim(&crashed)
-            .unwrap();
-        let logs = h.cluster_dir("crashed").join("logs");
-        std::fs::create_dir_all(&logs).unwrap();
-        std::fs::write(logs.join("crashed-cp-1.log"), "machined: ready t=1.0\n").unwrap();
+        left_behind(&h, "crashed");
         panic!("a test that fails with a cluster left");
     });
     assert!(failed.is_err());

@@ -168,6 +168,21 @@ pub struct Health {
     pub healthy: bool,
     /// Whether this node's etcd has been bootstrapped or joined.
     pub etcd_bootstrapped: bool,
+    /// The node's clock when it answered, in milliseconds since the Unix
+    /// epoch: what CONF-05 compares with the host's (the `Date` header has
+    /// whole seconds only). Absent from nodes older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_unix_ms: Option<u64>,
+}
+
+impl Health {
+    /// This machine's clock now, as [`Health::time_unix_ms`] has it.
+    pub fn now_unix_ms() -> Option<u64> {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_millis() as u64)
+    }
 }
 
 /// A supervised service's state.

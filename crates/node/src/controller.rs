@@ -162,6 +162,7 @@ impl Controller for NodeController {
                 Ok(Reply::Health(Health {
                     healthy: healthy(&statuses),
                     etcd_bootstrapped,
+                    time_unix_ms: Health::now_unix_ms(),
                 }))
             }
             Action::ListServices => Ok(Reply::Services(ServiceList {

@@ -230,10 +230,14 @@ pub struct ServerDate {
     pub received: std::time::SystemTime,
     /// The raw header (`Sun, 06 Nov 1994 08:49:37 GMT`), when sent.
     pub date: Option<String>,
+    /// The node's clock in the answer ([`api::Health::time_unix_ms`]), in
+    /// milliseconds, when the node sends it.
+    pub node_ms: Option<u64>,
 }
 
 impl NodeClient {
-    /// The node's `Date` header on `GET /v1/health` (clock-skew checks).
+    /// The node's clock on `GET /v1/health` (clock-skew checks): the
+    /// milliseconds in its answer and its `Date` header.
     pub async fn server_date(&self) -> Result<ServerDate, ClientError> {
         let url = format!("{}{}", self.base, paths::HEALTH);
         let sent = std::time::SystemTime::now();
@@ -244,10 +248,12 @@ impl NodeClient {
             .get(reqwest::header::DATE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let health: api::Health = decode(resp, url).await?;
         Ok(ServerDate {
             sent,
             received,
             date,
+            node_ms: health.time_unix_ms,
         })
     }
 }

@@ -567,6 +567,7 @@ mod tests {
             sent: base + Duration::from_millis(100),
             received: base + Duration::from_millis(300),
             date: Some("Sun, 06 Nov 1994 08:49:37 GMT".into()),
+            node_ms: None,
         };
         let o = clock_offset(&d).unwrap();
         assert!((o - 0.3).abs() < 1e-6, "{o}");
@@ -575,6 +576,15 @@ mod tests {
             ..d.clone()
         };
         assert!(clock_offset(&late).unwrap() > MAX_CLOCK_OFFSET_SECS);
+        // The node's milliseconds win over the header's whole second: 0.75 s
+        // behind the middle of the round trip (0.2 s), not the header's 0.3
+        // ahead.
+        let precise = ServerDate {
+            node_ms: Some(784111777 * 1000 - 550),
+            ..d.clone()
+        };
+        let o = clock_offset(&precise).unwrap();
+        assert!((o + 0.75).abs() < 1e-6, "{o}");
         assert!(clock_offset(&ServerDate { date: None, ..d }).is_none());
     }
 

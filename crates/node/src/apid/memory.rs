@@ -301,6 +301,7 @@ fn health(st: &State) -> Reply {
             .values()
             .all(|s| s.status.state != ServiceState::Failed),
         etcd_bootstrapped: st.bootstrapped,
+        time_unix_ms: Health::now_unix_ms(),
     })
 }
 

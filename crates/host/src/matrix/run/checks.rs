@@ -164,17 +164,21 @@ pub fn parse_http_date(s: &str) -> Option<SystemTime> {
     Some(t.assume_utc().into())
 }
 
-/// A node's clock offset from the host's in seconds (positive: node ahead):
-/// the middle of the header's one-second window minus the middle of the
-/// request's round trip.
+/// A node's clock offset from the host's in seconds (positive: node ahead),
+/// against the middle of the request's round trip: the node's clock in
+/// milliseconds when its answer has it, else the middle of the `Date`
+/// header's one-second window (half a second either way).
 pub fn clock_offset(d: &ServerDate) -> Option<f64> {
-    let node = parse_http_date(d.date.as_deref()?)?;
     let secs = |t: SystemTime| {
         t.duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0)
     };
     let mid = (secs(d.sent) + secs(d.received)) / 2.0;
+    if let Some(ms) = d.node_ms {
+        return Some(ms as f64 / 1000.0 - mid);
+    }
+    let node = parse_http_date(d.date.as_deref()?)?;
     Some(secs(node) + 0.5 - mid)
 }
 
