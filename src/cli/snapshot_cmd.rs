@@ -72,7 +72,7 @@ fn failure(e: SnapshotError) -> Failure {
     match e {
         // Its own diagnostic (code, help) is kept.
         SnapshotError::Lifecycle(l) => Failure::new(super::lifecycle::exit_of(&l), *l),
-        e => Failure::msg(exit_of(&e), e),
+        e => Failure::new(exit_of(&e), e),
     }
 }
 

@@ -228,6 +228,58 @@ pub enum SnapshotError {
     },
 }
 
+/// Written out rather than derived: a lifecycle failure keeps its own code
+/// and help; every other variant is named, so a new one gets its code on
+/// purpose. The codes are listed in docs/troubleshooting.md, "Snapshots".
+impl miette::Diagnostic for SnapshotError {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        use SnapshotError as E;
+        let code = match self {
+            E::Lifecycle(l) => return miette::Diagnostic::code(l.as_ref()),
+            E::BadName { .. } => "ironclad::snapshot::bad_name",
+            E::Exists { .. } => "ironclad::snapshot::exists",
+            E::Unknown { .. } => "ironclad::snapshot::unknown",
+            E::PartlyRunning { .. } => "ironclad::snapshot::partly_running",
+            E::NeedsRunning { .. } => "ironclad::snapshot::needs_running",
+            E::NeedsStopped { .. } => "ironclad::snapshot::needs_stopped",
+            E::NodesChanged { .. } => "ironclad::snapshot::nodes_changed",
+            E::Missing { .. } => "ironclad::snapshot::missing",
+            E::Busy { .. } => "ironclad::snapshot::busy",
+            E::BadRecord { .. } => "ironclad::snapshot::bad_record",
+            E::NotAnswering { .. } => "ironclad::snapshot::not_answering",
+        };
+        Some(Box::new(code))
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        use SnapshotError as E;
+        let help = match self {
+            E::Lifecycle(l) => return miette::Diagnostic::help(l.as_ref()),
+            E::BadName { .. } => "choose a name such as `before-upgrade` or `s1`",
+            E::Exists { .. } => "choose another name, or remove the old snapshot first",
+            E::Unknown { .. } | E::NodesChanged { .. } => {
+                "`ironclad snapshot list NAME` shows the cluster's snapshots and whether each holds memory"
+            }
+            E::PartlyRunning { .. } | E::NeedsRunning { .. } | E::NeedsStopped { .. } => {
+                "`ironclad status NAME` shows which nodes run"
+            }
+            E::Missing { .. } => {
+                "a node's state disk no longer holds it (the disk was replaced, or the snapshot was deleted with qemu-img): `ironclad snapshot rm` the record; nothing was restored"
+            }
+            E::Busy { .. } => {
+                "another `ironclad snapshot` command on this cluster holds its lock: wait for it to end"
+            }
+            E::BadRecord { .. } => {
+                "the record under the cluster's snapshots/ was edited or cut short; `ironclad snapshot rm` removes it and the snapshot it names"
+            }
+            E::NotAnswering { .. } => {
+                "`ironclad status NAME` and `ironclad console NAME NODE` show the nodes; `ironclad support NAME` makes a bundle for a bug report"
+            }
+        };
+        Some(Box::new(help))
+    }
+}
+
 impl From<LifecycleError> for SnapshotError {
     fn from(e: LifecycleError) -> Self {
         SnapshotError::Lifecycle(Box::new(e))
@@ -637,6 +689,78 @@ pub fn snapshot_rm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every refusal of the snapshot commands has its own code and a help
+    /// line; a lifecycle failure keeps the lifecycle's.
+    #[test]
+    fn every_snapshot_error_has_a_code_and_help() {
+        use miette::Diagnostic;
+        let cluster: ClusterName = "dev".parse().unwrap();
+        let name: SnapshotName = "s1".parse().unwrap();
+        let node: NodeName = "dev-cp-1".parse().unwrap();
+        let errors = [
+            SnapshotError::BadName {
+                name: "../x".into(),
+                why: "../x".parse::<SnapshotName>().unwrap_err(),
+            },
+            SnapshotError::Exists {
+                cluster: cluster.clone(),
+                name: name.clone(),
+            },
+            SnapshotError::Unknown {
+                cluster: cluster.clone(),
+                name: name.clone(),
+            },
+            SnapshotError::PartlyRunning {
+                cluster: cluster.clone(),
+                running: vec![node.clone()],
+                stopped: vec![],
+            },
+            SnapshotError::NeedsRunning {
+                cluster: cluster.clone(),
+                name: name.clone(),
+            },
+            SnapshotError::NeedsStopped {
+                cluster: cluster.clone(),
+                name: name.clone(),
+            },
+            SnapshotError::NodesChanged {
+                cluster: cluster.clone(),
+                name: name.clone(),
+                then: vec![node.clone()],
+                now: vec![],
+            },
+            SnapshotError::Missing {
+                node: node.clone(),
+                name: name.clone(),
+                disk_only: false,
+            },
+            SnapshotError::Busy {
+                cluster: cluster.clone(),
+            },
+            SnapshotError::BadRecord {
+                path: "snapshots/s1.json".into(),
+                message: "eof".into(),
+            },
+            SnapshotError::NotAnswering {
+                nodes: vec![node],
+                within: Duration::from_secs(60),
+            },
+        ];
+        let mut codes = std::collections::BTreeSet::new();
+        for e in &errors {
+            let code = e.code().unwrap().to_string();
+            assert!(code.starts_with("ironclad::snapshot::"), "{code}");
+            assert!(e.help().is_some(), "{code}");
+            codes.insert(code);
+        }
+        assert_eq!(codes.len(), errors.len(), "one code per refusal");
+        let inner = SnapshotError::from(LifecycleError::BadInput("x".into()));
+        assert_eq!(
+            inner.code().map(|c| c.to_string()),
+            Diagnostic::code(&LifecycleError::BadInput("x".into())).map(|c| c.to_string())
+        );
+    }
 
     #[test]
     fn names_are_checked() {
