@@ -418,12 +418,28 @@ async fn cri_wrapper_and_matrix_against_real_containerd() {
     // runsc is not a runtime here: an explicit skip with the reason.
     assert!(matches!(verdict("RT-09"), Verdict::Skip { reason } if reason.contains("runsc")));
     assert!(matches!(verdict("NET-01"), Verdict::Skip { .. }));
-    assert!(
-        report.results.iter().all(|r| r.id != "CLEANUP"),
-        "cleanup failed"
-    );
-    // Never a pod left behind.
-    assert!(cri.labelled_sandboxes().await.unwrap().is_empty());
-    assert!(ctr_lines(&c, &["containers", "ls"]).is_empty());
+    // The run answers before it removes its pods; never a pod left behind
+    // once it did.
+    wait::until_async(
+        "the run's pods removed",
+        wait::deadline(Duration::from_secs(60)),
+        || {
+            let mut cri = cri.clone();
+            async move { cri.labelled_sandboxes().await.ok().filter(|l| l.is_empty()) }
+        },
+    )
+    .await;
+    wait::until_async(
+        "no container left",
+        wait::deadline(Duration::from_secs(30)),
+        || {
+            std::future::ready(
+                ctr_lines(&c, &["containers", "ls"])
+                    .is_empty()
+                    .then_some(()),
+            )
+        },
+    )
+    .await;
     let _ = LABEL;
 }

@@ -442,6 +442,9 @@ fn groups(b: &mut Bench) -> Result<()> {
     if b.opts.wants(Group::Scale) {
         crate::scale::bench_scale(b)?;
     }
+    if b.opts.wants(Group::Dev) {
+        crate::dev::bench_dev(b)?;
+    }
     if b.opts.wants(Group::Image) {
         crate::image::bench_image(b)?;
     }

@@ -54,7 +54,7 @@ pub fn setup(b: &mut Bench, g: Group) -> Result<Setup> {
             }
             Ok(Setup::Baseline)
         }
-        Group::Etcd | Group::Ha | Group::Scale | Group::Image | Group::Sizes => {
+        Group::Etcd | Group::Ha | Group::Scale | Group::Dev | Group::Image | Group::Sizes => {
             Err(BenchError::Failed(format!("{g:?} is not a boot group")))
         }
     }

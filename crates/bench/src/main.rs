@@ -15,7 +15,8 @@
 //! | [`boot`] | the `limit`, `node` and `baseline` boot groups |
 //! | [`baseline`] | building the cached Debian baseline VM |
 //! | [`lifecycle`] | `etcd` and `ha`: clusters created with the CLI |
-//! | [`scale`] | `scale`: create time, total RSS and timeline of 1+1, 3+2, 3+7 |
+//! | [`scale`] | `scale`: create time, total and per-node RSS and timeline of 1+1, 3+2, 3+7 |
+//! | [`dev`] | `dev`: clusters/dev.yaml's create, idle RSS per node and matrix |
 //! | [`image`] | `image` (build times) and `sizes` |
 //! | [`report`] | statistics, ratios, the JSON report and the table |
 //!
@@ -25,6 +26,7 @@
 mod baseline;
 mod bench;
 mod boot;
+mod dev;
 mod image;
 mod lifecycle;
 mod options;

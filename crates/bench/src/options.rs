@@ -22,6 +22,9 @@ pub enum Group {
     /// `ironclad create` of 1+1, 3+2 and 3+7 nodes: create time and total
     /// RSS, and a per-node timeline of each first create.
     Scale,
+    /// `ironclad create -f clusters/dev.yaml` (image cached), each node's
+    /// idle RSS, then `ironclad matrix` on it.
+    Dev,
     /// `ironclad image build` cold, with the base tree cached, and warm.
     Image,
     /// The image's file sizes.

@@ -2,7 +2,8 @@
 //! 3+2 (the shape of clusters/ha.yaml) and 3+7 (control planes + workers),
 //! each created with the CLI until every control plane is a healthy voting
 //! etcd member (as `ha`), then the total resident memory (VmRSS) of the
-//! cluster's QEMU processes. Each create's progress lines (the CLI stamps
+//! cluster's QEMU processes, and each node's after the cluster idled for
+//! [`IDLE`] (the largest is the figure, all of them a note). Each create's progress lines (the CLI stamps
 //! them with the seconds since it started) become a per-node timeline:
 //! QEMU started (`booting`), machined's boot phases as the host saw them,
 //! the etcd join steps, ready; printed as notes of the report.
@@ -24,6 +25,9 @@ pub struct Shape {
     /// The figure of its total RSS.
     pub rss: &'static str,
     pub rss_what: &'static str,
+    /// The figure of its largest node's RSS after [`IDLE`].
+    pub node_rss: &'static str,
+    pub node_rss_what: &'static str,
 }
 
 pub const SHAPES: [Shape; 3] = [
@@ -34,6 +38,8 @@ pub const SHAPES: [Shape; 3] = [
         wall_what: "ironclad create of 1+1 nodes to etcd healthy (wall)",
         rss: "rss_1_1",
         rss_what: "total RSS of the 1+1 cluster's QEMU processes once created",
+        node_rss: "rss_node_max_1_1",
+        node_rss_what: "the largest QEMU RSS among the 1+1 cluster's nodes, idle",
     },
     Shape {
         control_planes: 3,
@@ -42,6 +48,8 @@ pub const SHAPES: [Shape; 3] = [
         wall_what: "ironclad create of 3+2 nodes (clusters/ha.yaml's shape) to all etcd members healthy (wall)",
         rss: "rss_3_2",
         rss_what: "total RSS of the 3+2 cluster's QEMU processes once created",
+        node_rss: "rss_node_max_3_2",
+        node_rss_what: "the largest QEMU RSS among the 3+2 cluster's nodes, idle",
     },
     Shape {
         control_planes: 3,
@@ -50,6 +58,8 @@ pub const SHAPES: [Shape; 3] = [
         wall_what: "ironclad create of 3+7 nodes to all etcd members healthy (wall)",
         rss: "rss_3_7",
         rss_what: "total RSS of the 3+7 cluster's QEMU processes once created",
+        node_rss: "rss_node_max_3_7",
+        node_rss_what: "the largest QEMU RSS among the 3+7 cluster's nodes, idle",
     },
 ];
 
@@ -101,15 +111,15 @@ fn rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// The total RSS (MiB) of the QEMU processes `cluster.json` lists; `None`
-/// when a node has no running process.
-fn cluster_rss(paths: &ClusterPaths) -> Option<f64> {
+/// Each node's QEMU RSS (MiB), in the order `cluster.json` lists them;
+/// `None` when a node has no running process.
+pub fn node_rss(paths: &ClusterPaths) -> Option<Vec<(String, f64)>> {
     let state = ClusterState::load(&paths.cluster_json()).ok()?;
     state
         .nodes
         .iter()
-        .map(|n| n.pid.and_then(rss_mib))
-        .sum::<Option<f64>>()
+        .map(|n| Some((n.name.to_string(), n.pid.and_then(rss_mib)?)))
+        .collect()
 }
 
 /// One stamped progress line of `ironclad create` (not on a terminal:
@@ -150,6 +160,20 @@ pub fn timeline_text(shape: &str, t: &[(String, Vec<(f64, String)>)]) -> Vec<Str
         .collect()
 }
 
+/// How long a cluster idles before its nodes' RSS is read: long enough for
+/// the guests' free page reporting to hand their freed memory back.
+pub const IDLE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Waits [`IDLE`] (a Ctrl-C ends the wait).
+pub fn idle(b: &Bench) -> Result<()> {
+    let until = std::time::Instant::now() + IDLE;
+    while std::time::Instant::now() < until {
+        b.check_interrupt()?;
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    Ok(())
+}
+
 pub fn bench_scale(b: &mut Bench) -> Result<()> {
     for shape in &SHAPES {
         let file = b.scratch(&format!("{}.yaml", shape.name()));
@@ -172,14 +196,31 @@ pub fn bench_scale(b: &mut Bench) -> Result<()> {
             match r {
                 Ok(Ok(w)) => {
                     b.sample("scale", shape.wall, "s", w, shape.wall_what);
-                    match cluster_rss(&paths) {
-                        Some(mib) => b.sample("scale", shape.rss, "MiB", mib, shape.rss_what),
-                        None => b.failed(
-                            "scale",
-                            shape.rss,
-                            "MiB",
-                            format!("run {i}: a node's QEMU is not running"),
-                        ),
+                    let gone = || format!("run {i}: a node's QEMU is not running");
+                    match node_rss(&paths) {
+                        Some(nodes) => {
+                            let total = nodes.iter().map(|(_, m)| m).sum();
+                            b.sample("scale", shape.rss, "MiB", total, shape.rss_what);
+                        }
+                        None => b.failed("scale", shape.rss, "MiB", gone()),
+                    }
+                    idle(b)?;
+                    match node_rss(&paths) {
+                        Some(nodes) => {
+                            let max = nodes.iter().map(|(_, m)| *m).fold(0.0, f64::max);
+                            b.sample("scale", shape.node_rss, "MiB", max, shape.node_rss_what);
+                            if i == 1 {
+                                let each: Vec<String> =
+                                    nodes.iter().map(|(n, m)| format!("{n} {m:.0}")).collect();
+                                b.note(format!(
+                                    "{}+{} idle RSS MiB: {}",
+                                    shape.control_planes,
+                                    shape.workers,
+                                    each.join(", ")
+                                ));
+                            }
+                        }
+                        None => b.failed("scale", shape.node_rss, "MiB", gone()),
                     }
                     if i == 1 {
                         let log = b.scratch(&format!("create-{}.log", cluster.name));

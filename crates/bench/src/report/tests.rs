@@ -121,10 +121,10 @@ fn json_shape() {
     let ratio = &j["ratios"][1];
     assert_eq!(ratio["numerator"], "ironclad/node_ready_uptime");
     assert_eq!(ratio["value"], 1.667);
-    assert_eq!(ratio["target"], "<= 1.5");
+    assert_eq!(ratio["target"], "<= 1.25");
     assert_eq!(ratio["ok"], false);
     let etcd = &j["ratios"][4];
-    assert_eq!(etcd["target"], ">= 4");
+    assert_eq!(etcd["target"], ">= 5");
     assert_eq!(
         etcd["skipped"],
         "missing baseline/etcd_healthy_uptime, ironclad/etcd_healthy_uptime"
@@ -160,7 +160,7 @@ fn table() {
         lines[4],
         "ironclad size_rootfs MiB    64.9 64.9 64.9    0.0 1"
     );
-    assert!(t.contains("node ready / bare kernel limit (guest uptime): skipped (missing ironclad/node_ready_uptime)  target <= 1.5"), "{t}");
+    assert!(t.contains("node ready / bare kernel limit (guest uptime): skipped (missing ironclad/node_ready_uptime)  target <= 1.25"), "{t}");
     assert!(t.contains("     3.500    +1.400  ready"), "{t}");
 }
 
@@ -195,4 +195,23 @@ fn targets_say_when_a_figure_is_off() {
     );
     let quick = Report::build(meta(), &[v("scale", "create_3_2_wall", 55.0)]).table();
     assert!(quick.contains("target <= 60  OK"), "{quick}");
+}
+
+#[test]
+fn the_dev_and_per_node_rss_figures_have_their_targets() {
+    let samples = vec![
+        v("dev", "create_wall", 11.3),
+        v("dev", "rss_node_max", 387.6),
+        v("dev", "matrix_wall", 72.5),
+        v("scale", "rss_node_max_3_7", 310.0),
+    ];
+    let text = Report::build(meta(), &samples).table();
+    for line in [
+        "dev/create_wall: 11.30  target <= 20  OK",
+        "dev/rss_node_max: 387.60  target <= 300  OFF TARGET",
+        "dev/matrix_wall: 72.50  target <= 90  OK",
+        "scale/rss_node_max_3_7: 310.00  target <= 300  OFF TARGET",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
 }

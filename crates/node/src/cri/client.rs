@@ -54,6 +54,14 @@ pub struct Completion {
     pub reason: String,
 }
 
+/// A job pod [`Cri::run_job`] started and left in place.
+#[derive(Debug)]
+pub struct Job {
+    pub sandbox_id: String,
+    /// How its container ended.
+    pub done: Result<Completion, CriError>,
+}
+
 /// A connected CRI client.
 #[derive(Debug, Clone)]
 pub struct Cri {
@@ -285,18 +293,34 @@ impl Cri {
         cmd: &[&str],
         timeout: Duration,
     ) -> Result<Completion, CriError> {
+        let job = self.run_job(variant, name, opts, cmd, timeout).await?;
+        let cleanup = self.remove_sandbox(&job.sandbox_id).await;
+        let done = job.done?;
+        cleanup?;
+        Ok(done)
+    }
+
+    /// As [`Cri::run_to_completion`], but the pod is left for the caller to
+    /// remove ([`Cri::remove_sandbox`]), whether the job ran or not: under
+    /// TCG a gVisor sandbox's removal takes 20–30 s, which a caller may do
+    /// after it has reported. `Err` only when the sandbox did not start.
+    pub async fn run_job(
+        &mut self,
+        variant: Variant,
+        name: &str,
+        opts: &PodOptions,
+        cmd: &[&str],
+        timeout: Duration,
+    ) -> Result<Job, CriError> {
         let sandbox_id = self.run_sandbox(variant, name, opts).await?;
-        let res = match self
+        let done = match self
             .start_container(&sandbox_id, variant, "job", name, opts, cmd)
             .await
         {
             Ok(id) => self.wait_exit(&id, timeout).await,
             Err(e) => Err(e),
         };
-        let cleanup = self.remove_sandbox(&sandbox_id).await;
-        let done = res?;
-        cleanup?;
-        Ok(done)
+        Ok(Job { sandbox_id, done })
     }
 
     /// Polls container `id` until it has exited (at most `timeout`).

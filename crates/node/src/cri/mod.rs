@@ -25,7 +25,7 @@ mod inflight;
 #[cfg(test)]
 mod tests;
 
-pub use client::{Completion, Cri, ExecOutput, Pod};
+pub use client::{Completion, Cri, ExecOutput, Job, Pod};
 pub use config::{PodOptions, Variant, container_config, sandbox_config};
 pub use inflight::{InFlight, Tracked};
 

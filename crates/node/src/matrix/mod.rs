@@ -179,8 +179,12 @@ fn run_id() -> String {
 ///
 /// Runs are serialized: a second request waits for the first (each removes
 /// every labelled pod, so two at once would break each other). The run is its
-/// own task: if the caller goes away (the HTTP client hung up), it still
-/// finishes and removes its pods.
+/// own task: it answers once its checks are done and then removes its pods
+/// (20–30 s of gVisor sandbox teardown under TCG that the caller does not
+/// wait for); a failed removal is said on the console, and the next run
+/// waits for the removal and clears any leftover first. If the caller goes
+/// away (the HTTP client hung up), the run still finishes and removes its
+/// pods.
 ///
 /// A run answers within [`NodeEnv::run_budget`]: past it, every check it
 /// was asked for is a FAIL whose evidence names the steps still in flight
@@ -194,20 +198,28 @@ pub async fn run(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixRepo
     }
     let ids = node_ids(&req)?;
     let inflight = InFlight::default();
-    let mut task = {
-        let (inflight, env) = (inflight.clone(), env.clone());
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let task = {
+        let (inflight, env, ids) = (inflight.clone(), env.clone(), ids.clone());
         tokio::spawn(async move {
             static RUN_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
             let _one_at_a_time = {
                 let _w = inflight.track("waiting for an earlier matrix run on this node to end");
                 RUN_LOCK.lock().await
             };
-            run_locked(&ids, &env, &inflight).await
+            run_locked(&ids, &env, &inflight, answer).await;
         })
     };
-    match tokio::time::timeout(env.run_budget, &mut task).await {
-        Ok(done) => done
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("matrix run aborted: {e}")))?,
+    match tokio::time::timeout(env.run_budget, answered).await {
+        Ok(Ok(report)) => report,
+        // The task ended without answering: it panicked or was aborted.
+        Ok(Err(_)) => Err(ApiError::new(
+            ErrorCode::Internal,
+            match task.await {
+                Err(e) => format!("matrix run aborted: {e}"),
+                Ok(()) => "matrix run ended without an answer".to_string(),
+            },
+        )),
         Err(_) => {
             let stuck = inflight.describe();
             let why = format!(
@@ -225,7 +237,7 @@ pub async fn run(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixRepo
                 node: env.node.clone(),
                 runtime: String::new(),
                 image_manifest_sha256: manifest_sha256(&env),
-                results: node_ids(&req)?
+                results: ids
                     .iter()
                     .map(|id| {
                         CheckResult::new(id.as_str(), &env.node, Verdict::Fail, vec![why.clone()])
@@ -267,11 +279,12 @@ const IMAGE_WAIT: Duration = Duration::from_secs(180);
 /// How long a node's run waits for containerd to answer ([`NodeEnv::containerd_wait`]).
 pub const CONTAINERD_WAIT: Duration = Duration::from_secs(120);
 
-async fn run_locked(
-    ids: &[CheckId],
-    env: &NodeEnv,
-    inflight: &InFlight,
-) -> Result<NodeMatrixReport, ApiError> {
+/// What a run answers: its report, or why it could not run.
+type Answer = tokio::sync::oneshot::Sender<Result<NodeMatrixReport, ApiError>>;
+
+/// Runs the checks, sends the report to `answer`, then removes the run's
+/// pods.
+async fn run_locked(ids: &[CheckId], env: &NodeEnv, inflight: &InFlight, answer: Answer) {
     let started = Instant::now();
     // `ready` does not wait for containerd, and machined imports the offline
     // images after containerd answers: a run asked for at once waits for
@@ -279,14 +292,15 @@ async fn run_locked(
     let deadline = Instant::now() + env.containerd_wait;
     let waiting = inflight.track("waiting for containerd to answer");
     let (mut client, version) = loop {
-        let answer = match Cri::connect_tracked(&env.socket, inflight.clone()).await {
+        let reply = match Cri::connect_tracked(&env.socket, inflight.clone()).await {
             Ok(mut c) => c.version().await.map(|v| (c, v)),
             Err(e) => Err(e),
         };
-        match answer {
+        match reply {
             Ok(ok) => break ok,
             Err(e) if Instant::now() >= deadline => {
-                return Err(ApiError::new(ErrorCode::Unavailable, e.to_string()));
+                let _ = answer.send(Err(ApiError::new(ErrorCode::Unavailable, e.to_string())));
+                return;
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
@@ -324,22 +338,20 @@ async fn run_locked(
             }
         }
     }
-    let errors = pods.cleanup().await;
-    if !errors.is_empty() {
-        results.push(CheckResult::new(
-            "CLEANUP",
-            &env.node,
-            Verdict::Fail,
-            errors,
-        ));
-    }
-    Ok(NodeMatrixReport {
+    let _ = answer.send(Ok(NodeMatrixReport {
         node: env.node.clone(),
         runtime,
         image_manifest_sha256: manifest_sha256(env),
         results,
         duration_ms: started.elapsed().as_millis() as u64,
-    })
+    }));
+    let errors = pods.cleanup().await;
+    if !errors.is_empty() {
+        crate::console::say(&format!(
+            "machined: matrix: removing the run's pods failed: {}",
+            errors.join("; ")
+        ));
+    }
 }
 
 /// A check's verdict and the evidence behind it.
@@ -421,6 +433,10 @@ async fn run_checks(ids: &[CheckId], pods: &mut Pods<'_>, results: &mut Vec<Chec
     };
     let counters_before = network::net_counters(&pods.env.root);
     let (outputs, conf03) = tokio::join!(batch::run_batches(ids, pods), conf03_job);
+    let conf03 = conf03.map(|(finding, sandboxes)| {
+        pods.jobs.extend(sandboxes);
+        finding
+    });
     let batch_ms = t.elapsed().as_millis() as u64;
     let refusals = network::refusals(&counters_before, &network::net_counters(&pods.env.root));
     let batches = Batches {

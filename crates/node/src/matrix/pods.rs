@@ -16,6 +16,8 @@ pub(crate) struct Pods<'a> {
     pub(super) env: &'a NodeEnv,
     pub(super) run_id: String,
     pub(super) pods: HashMap<Variant, Result<Pod, String>>,
+    /// Sandbox ids of job pods (CONF-03's), removed with the rest.
+    pub(super) jobs: Vec<String>,
 }
 
 /// Why a variant cannot run on this node at all (before trying).
@@ -90,6 +92,7 @@ impl<'a> Pods<'a> {
             env,
             run_id,
             pods: HashMap::new(),
+            jobs: Vec::new(),
         }
     }
 
@@ -112,16 +115,17 @@ impl<'a> Pods<'a> {
         self.exec_on(&pod, script).await
     }
 
-    /// Removes every pod of this run (all at once), then any labelled
-    /// leftover.
+    /// Removes every pod of this run, job pods included (all at once), then
+    /// any labelled leftover.
     pub(super) async fn cleanup(&mut self) -> Vec<String> {
         let removals = self
             .pods
             .drain()
-            .filter_map(|(_, p)| p.ok())
-            .map(|p| {
+            .filter_map(|(_, p)| p.ok().map(|p| p.sandbox_id))
+            .chain(self.jobs.drain(..))
+            .map(|id| {
                 let mut cri = self.cri.clone();
-                async move { cri.remove_sandbox(&p.sandbox_id).await }
+                async move { cri.remove_sandbox(&id).await }
             })
             .collect::<Vec<_>>();
         let mut errors: Vec<String> = futures::future::join_all(removals)
