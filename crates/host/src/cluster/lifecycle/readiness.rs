@@ -90,16 +90,12 @@ pub(super) fn up(
             .node(n)
             .is_some_and(|r| r.role == crate::spec::Role::ControlPlane)
     };
-    let (first, later): (Vec<NodeName>, Vec<NodeName>) = if only.is_none() {
-        names.iter().cloned().partition(|n| is_cp(n))
-    } else {
-        (names.clone(), Vec::new())
-    };
-    let (first, later) = if first.is_empty() {
-        (later, first)
-    } else {
-        (first, later)
-    };
+    let (first, later): (Vec<NodeName>, Vec<NodeName>) =
+        if only.is_none() && names.iter().any(|n| is_cp(n)) {
+            names.iter().cloned().partition(|n| is_cp(n))
+        } else {
+            (names.clone(), Vec::new())
+        };
     for n in &first {
         engine.start_node(paths, n)?;
         progress.event(&Event::Node(n.as_str(), NodeStep::Booting));
