@@ -91,7 +91,7 @@ pub(super) fn up(
             .is_some_and(|r| r.role == crate::spec::Role::ControlPlane)
     };
     let (first, later): (Vec<NodeName>, Vec<NodeName>) =
-        if only.is_none() && names.iter().any(|n| is_cp(n)) {
+        if only.is_none() && names.iter().any(&is_cp) {
             names.iter().cloned().partition(|n| is_cp(n))
         } else {
             (names.clone(), Vec::new())
