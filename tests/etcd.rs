@@ -10,7 +10,7 @@
 //! a message saying so.
 
 use ironclad_contract::api::{
-    self, Action, ApiError, ErrorCode, LogLine, Reply, Role, ServiceList, ServiceOp, ServiceStatus,
+    self, Action, ApiError, ErrorCode, LogLine, Reply, Role, ServiceList, ServiceOp,
 };
 use ironclad_host::client::{ClientError, NodeClient};
 use ironclad_host::cluster::etcd::{ControlPlane, ConvergeOptions, Step, converge, member_by_peer};
@@ -18,9 +18,10 @@ use ironclad_host::machine::{self, MachineConfig};
 use ironclad_host::pki::{Secrets, issue_client_cert};
 use ironclad_host::spec::Role as NodeRole;
 use ironclad_node::apid::{Apid, Controller};
+use ironclad_node::controller::api_status;
 use ironclad_node::etcd::{self, Etcd, EtcdOptions};
 use ironclad_node::reaper::{ReapMode, Reaper};
-use ironclad_node::supervisor::{self, ServiceState as SupState, Settings, SupervisorHandle};
+use ironclad_node::supervisor::{self, Settings, SupervisorHandle};
 use ironclad_testkit::wait;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -73,32 +74,13 @@ struct TestController {
     sup: SupervisorHandle,
 }
 
-fn api_state(s: &SupState) -> api::ServiceState {
-    match s {
-        SupState::Waiting => api::ServiceState::Waiting,
-        SupState::Starting => api::ServiceState::Starting,
-        SupState::Running => api::ServiceState::Running,
-        SupState::Failed { .. } => api::ServiceState::Failed,
-        SupState::Stopped => api::ServiceState::Stopped,
-    }
-}
-
-fn api_status(s: supervisor::ServiceStatus) -> ServiceStatus {
-    ServiceStatus {
-        state: api_state(&s.state),
-        name: s.name,
-        restarts: s.restarts,
-        last_error: s.last_error,
-    }
-}
-
 impl Controller for TestController {
     async fn execute(&self, action: Action) -> Result<Reply, ApiError> {
         let internal =
             |e: supervisor::SupervisorError| ApiError::new(ErrorCode::Internal, e.to_string());
         match action {
             Action::ListServices => Ok(Reply::Services(ServiceList {
-                services: self.sup.statuses().into_iter().map(api_status).collect(),
+                services: self.sup.statuses().iter().map(api_status).collect(),
             })),
             Action::Service { name, op } => {
                 let st = match op {
@@ -108,7 +90,7 @@ impl Controller for TestController {
                         self.sup.restart_service(&name).await.map_err(internal)?
                     }
                 };
-                Ok(Reply::Service(api_status(st)))
+                Ok(Reply::Service(api_status(&st)))
             }
             a @ (Action::Bootstrap
             | Action::EtcdMembers

@@ -135,21 +135,26 @@ async fn services(g: &Global, a: ServicesArgs) -> CliResult {
         Output::Json => outln!("{}", json(&list)?),
         Output::Text => {
             outln!(
-                "{:<16} {:<10} {:>8}  LAST ERROR",
+                "{:<16} {:<10} {:>8} {:>8}  LAST ERROR",
                 "SERVICE",
                 "STATE",
-                "RESTARTS"
+                "RESTARTS",
+                "RSS MiB"
             );
             for s in &list.services {
                 let state = serde_json::to_value(s.state)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default();
+                let rss = s
+                    .rss_kib
+                    .map_or_else(|| "-".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
                 outln!(
-                    "{:<16} {:<10} {:>8}  {}",
+                    "{:<16} {:<10} {:>8} {:>8}  {}",
                     s.name,
                     state,
                     s.restarts,
+                    rss,
                     s.last_error.as_deref().unwrap_or("")
                 );
             }

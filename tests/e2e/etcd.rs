@@ -100,6 +100,16 @@ fn ha_cluster_etcd_quorum_survives_a_killed_control_plane() {
         "json",
     ]);
     assert!(!svc.contains("\"etcd\""), "{svc}");
+    // Each running service says how much memory its process holds.
+    let list: serde_json::Value = serde_json::from_str(&svc).unwrap();
+    let containerd = list["services"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["name"] == "containerd"))
+        .unwrap_or_else(|| panic!("no containerd in {svc}"));
+    assert!(
+        containerd["rss_kib"].as_u64().is_some_and(|k| k > 1024),
+        "{svc}"
+    );
 
     // A write through one control plane is read through every other.
     put(&h, "ha-cp-1", "/e2e/before", "one");

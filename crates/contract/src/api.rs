@@ -204,6 +204,11 @@ pub struct ServiceStatus {
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The resident memory of the service's process (its VmRSS, KiB; not
+    /// its children's) while it runs. Absent when it does not run, and from
+    /// a node older than the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_kib: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

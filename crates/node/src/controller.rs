@@ -51,7 +51,24 @@ pub fn api_status(s: &supervisor::ServiceStatus) -> ServiceStatus {
         state,
         restarts: s.restarts,
         last_error: s.last_error.clone(),
+        rss_kib: s.pid.and_then(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|status| vm_rss_kib(&status))
+        }),
     }
+}
+
+/// The `VmRSS:` of a `/proc/<pid>/status` text, in KiB.
+pub fn vm_rss_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn line(l: Line) -> LogLine {
@@ -297,6 +314,15 @@ mod tests {
         .await
     }
 
+    #[test]
+    fn vm_rss_is_read_from_proc_status() {
+        let status =
+            "Name:\tetcd\nVmPeak:\t  900000 kB\nVmRSS:\t   41236 kB\nRssAnon:\t 20000 kB\n";
+        assert_eq!(vm_rss_kib(status), Some(41236));
+        assert_eq!(vm_rss_kib("Name:\tkthreadd\n"), None);
+        assert_eq!(vm_rss_kib("VmRSS:\t12 MB\n"), None);
+    }
+
     #[tokio::test]
     async fn services_logs_and_typed_errors() {
         let dir = tempfile::tempdir().unwrap();
@@ -317,6 +343,10 @@ mod tests {
         let names: Vec<_> = l.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["talker", "idle"]);
         assert_eq!(l.services[1].state, ServiceState::Stopped);
+        // A running service's process has its resident memory; a stopped
+        // one none.
+        assert!(l.services[0].rss_kib.is_some_and(|k| k > 0), "{l:?}");
+        assert_eq!(l.services[1].rss_kib, None);
         let Reply::Health(h) = c.execute(Action::Health).await.unwrap() else {
             panic!()
         };

@@ -74,6 +74,7 @@ impl MemoryController {
                         state: ServiceState::Running,
                         restarts: 0,
                         last_error: None,
+                        rss_kib: None,
                     },
                     lines: Vec::new(),
                     tx: broadcast::channel(256).0,
