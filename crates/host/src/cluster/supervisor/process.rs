@@ -31,18 +31,37 @@ pub fn spawn_detached(paths: &ClusterPaths) -> Result<std::process::Child, Super
         .stdin(std::process::Stdio::null())
         .stdout(open_log()?)
         .stderr(open_log()?);
-    // SAFETY: setsid is async-signal-safe; it detaches the supervisor from the
-    // terminal's session so a Ctrl-C or a closed terminal does not reach it.
+    // SAFETY: `detach` makes only async-signal-safe system calls.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(detach);
     }
     cmd.spawn()
         .map_err(io("cannot start the cluster supervisor"))
+}
+
+/// Run in the child between fork and exec. A new session, so that a Ctrl-C
+/// or a closed terminal does not reach the supervisor. And every descriptor
+/// above stderr close-on-exec: the supervisor lives as long as the cluster,
+/// and a descriptor its caller inherited (a `flock` around `ironclad create`,
+/// a CI runner's pipe) would otherwise be held open that long. That is a
+/// lock never released, a pipe whose reader never sees its end. Kernels
+/// before 5.11 lack `CLOSE_RANGE_CLOEXEC`; there the descriptors stay, as
+/// before.
+fn detach() -> std::io::Result<()> {
+    // SAFETY: setsid and close_range are plain system calls with no memory
+    // arguments.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    Ok(())
 }
 
 /// The supervisor pid recorded in the state dir, if that process is alive and
@@ -113,6 +132,37 @@ pub fn processes_of(dir: &Path) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_detached_child_does_not_keep_inherited_descriptors() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("held")).unwrap();
+        // dup(2) gives a descriptor without close-on-exec, as a shell's or
+        // flock's would be.
+        // SAFETY: dup of a descriptor this test owns; closed below.
+        let inherited = unsafe { libc::dup(file.as_raw_fd()) };
+        assert!(inherited > 2);
+        let probe = format!("readlink /proc/self/fd/{inherited} || echo gone");
+        let run = |detached: bool| {
+            let mut cmd = std::process::Command::new("/bin/sh");
+            cmd.args(["-c", &probe]);
+            if detached {
+                // SAFETY: as in spawn_detached.
+                unsafe {
+                    cmd.pre_exec(detach);
+                }
+            }
+            let out = cmd.output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        // Without `detach` the child holds the file; with it, not.
+        assert!(run(false).ends_with("held"), "{}", run(false));
+        assert_eq!(run(true), "gone");
+        // SAFETY: closing the descriptor dup'ed above.
+        unsafe { libc::close(inherited) };
+    }
 
     #[test]
     fn own_process_is_not_a_supervisor() {
