@@ -168,6 +168,7 @@ async fn converge_refuses_an_impostor_and_bootstraps_nothing() {
     let opts = ConvergeOptions {
         deadline: Duration::from_secs(20),
         poll: Duration::from_millis(50),
+        listening: None,
     };
     let err = converge(&cps, opts, &mut |_, _| {}).await.unwrap_err();
     match &err {

@@ -14,6 +14,9 @@ pub const PREFIX: &str = "machined: ";
 /// The ready line's start: machined prints it once the state disk is mounted,
 /// the network configured, the services started and the node API listening.
 pub const READY_LINE: &str = "machined: ready";
+/// The start of the line machined prints once the node API listens
+/// ([`Phase::ApidListening`]), shortly before [`READY_LINE`].
+pub const API_LISTENING_LINE: &str = "machined: apid listening on";
 
 /// A boot phase machined reports. The text after [`PREFIX`] is its
 /// [`Display`](fmt::Display).
@@ -205,6 +208,8 @@ mod tests {
             "machined: mounts t=1.235"
         );
         assert!(phase_line(&Phase::Ready, 6.0).starts_with(READY_LINE));
+        let addr = "10.5.0.2:50000".parse().unwrap();
+        assert!(phase_line(&Phase::ApidListening(vec![addr]), 3.0).starts_with(API_LISTENING_LINE));
     }
 
     #[test]

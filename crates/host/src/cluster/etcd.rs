@@ -23,6 +23,7 @@ use crate::machine::ETCD_PEER_PORT;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One control plane as converge sees it.
@@ -42,13 +43,17 @@ impl ControlPlane {
     }
 }
 
-/// Deadlines of [`converge`].
-#[derive(Debug, Clone, Copy)]
+/// Deadlines of [`converge`], and what it may know of the nodes' boot.
+#[derive(Debug, Clone)]
 pub struct ConvergeOptions {
     /// Everything must be done within this time.
     pub deadline: Duration,
     /// Time between two polls.
     pub poll: Duration,
+    /// Whether a control plane's node API listens yet, when the caller can
+    /// tell (`create` reads it on the node's console). Without it, or while
+    /// it says no, [`Run::answering`] does not try the API.
+    pub listening: Option<ListeningHint>,
 }
 
 impl Default for ConvergeOptions {
@@ -56,7 +61,37 @@ impl Default for ConvergeOptions {
         Self {
             deadline: Duration::from_secs(300),
             poll: Duration::from_millis(200),
+            listening: None,
         }
+    }
+}
+
+/// Tells, by node name, whether that node's API listens (see
+/// [`ConvergeOptions::listening`]).
+///
+/// A node API tried before the guest's network is up costs a whole try: QEMU's
+/// user-mode network accepts the host's connection at once and then retries
+/// its handshake with the guest only seconds later, so the try waits for its
+/// bound ([`SHORT_TRY`]) even when the API has started listening meanwhile.
+/// Tried only once its console says it listens, the first try answers, and
+/// etcd is bootstrapped a few hundred milliseconds sooner after `ready`.
+#[derive(Clone)]
+pub struct ListeningHint(Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl ListeningHint {
+    /// A hint that asks `f` with the node's name.
+    pub fn new(f: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    fn listens(&self, node: &str) -> bool {
+        (self.0)(node)
+    }
+}
+
+impl std::fmt::Debug for ListeningHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ListeningHint(..)")
     }
 }
 
@@ -137,6 +172,9 @@ const SHORT_TRY: Duration = Duration::from_secs(1);
 const SHORT_TRIES_FOR: Duration = Duration::from_secs(90);
 /// The bound after that.
 const LONG_TRY: Duration = Duration::from_secs(8);
+/// Time between two tries of [`Run::answering`] once the node's console
+/// says its API listens.
+const ANSWER_POLL: Duration = Duration::from_millis(50);
 
 struct Run<'a> {
     opts: ConvergeOptions,
@@ -208,6 +246,8 @@ impl Run<'_> {
     }
 
     /// Waits until `cp`'s node API answers (`health`, or a typed error).
+    /// With a [`ListeningHint`], nothing is tried before the hint says the API
+    /// listens, and then a try follows a refused one after [`ANSWER_POLL`].
     /// Each try is bounded:
     /// QEMU's user-mode network accepts the host's connection at once, and
     /// while the guest's network is not up yet its handshake with the guest
@@ -217,6 +257,24 @@ impl Run<'_> {
     /// under TCG) for the first [`SHORT_TRIES_FOR`], then [`LONG_TRY`], for
     /// a host so loaded that its nodes answer slowly.
     async fn answering(&self, cp: &ControlPlane) -> Result<(), ConvergeError> {
+        let poll = match &self.opts.listening {
+            Some(hint) => {
+                let poll = ANSWER_POLL.min(self.opts.poll);
+                while !hint.listens(&cp.name) {
+                    if Instant::now() + poll >= self.end {
+                        return Err(ConvergeError::Timeout {
+                            node: cp.name.clone(),
+                            what: "waiting for the node API to listen".into(),
+                            last: None,
+                        });
+                    }
+                    tokio::time::sleep(poll).await;
+                }
+                // It listens: a refused try is the guest's own answer, at once.
+                poll
+            }
+            None => self.opts.poll,
+        };
         let started = Instant::now();
         loop {
             let limit = if started.elapsed() < SHORT_TRIES_FOR {
@@ -228,14 +286,14 @@ impl Run<'_> {
                 // Any answer of the API, even an error, is what is waited for.
                 Ok(_) | Err(ClientError::Api(_)) => return Ok(()),
                 Err(e) if retryable(&e) => {
-                    if Instant::now() + self.opts.poll >= self.end {
+                    if Instant::now() + poll >= self.end {
                         return Err(ConvergeError::Timeout {
                             node: cp.name.clone(),
                             what: "waiting for the node API".into(),
                             last: Some(e.to_string()),
                         });
                     }
-                    tokio::time::sleep(self.opts.poll).await;
+                    tokio::time::sleep(poll).await;
                 }
                 Err(source) => {
                     return Err(ConvergeError::Node {
@@ -352,8 +410,8 @@ pub async fn converge(
         return Err(ConvergeError::NoControlPlanes);
     }
     let mut run = Run {
-        opts,
         end: Instant::now() + opts.deadline,
+        opts,
         progress,
     };
     run.bootstrap(cps).await?;

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 /// The prefix of machined's phase lines (`machined: <phase> t=<uptime>`).
 pub use ironclad_contract::console::PREFIX as PHASE_PREFIX;
 /// The line machined prints on the serial console once it is ready.
-pub use ironclad_contract::console::READY_LINE;
+pub use ironclad_contract::console::{API_LISTENING_LINE, READY_LINE};
 
 /// Lifecycle failures. The command line maps each variant to its exit status
 /// in one exhaustive match (`cli::lifecycle::exit_of`); each has a stable

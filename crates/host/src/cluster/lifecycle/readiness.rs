@@ -104,7 +104,9 @@ pub(super) fn up(
     // wait: they only need the node APIs, which answer before `ready`. A
     // single node started again needs none of it: a control plane's etcd
     // starts by itself from the data on its disk.
-    let converging = only.is_none().then(|| start_converge(paths));
+    let converging = only
+        .is_none()
+        .then(|| start_converge(paths, listening_hint(engine, paths, state)));
     let deadline = Instant::now() + timeout;
     let booted = Instant::now();
     let mut nodes = wait_ready(
@@ -156,21 +158,44 @@ pub struct Converging {
     task: std::thread::JoinHandle<std::result::Result<usize, String>>,
 }
 
+/// Whether a control plane's API listens, read on its console in this boot
+/// (the log is the current QEMU's, [`Engine::console_log`]): converge tries a
+/// node API only then. A node not in `state` is tried at once.
+pub fn listening_hint(
+    engine: &dyn Engine,
+    paths: &ClusterPaths,
+    state: &ClusterState,
+) -> crate::cluster::etcd::ListeningHint {
+    let logs: std::collections::HashMap<String, PathBuf> = state
+        .nodes
+        .iter()
+        .filter(|n| n.role == crate::spec::Role::ControlPlane)
+        .map(|n| (n.name.to_string(), engine.console_log(paths, &n.name)))
+        .collect();
+    crate::cluster::etcd::ListeningHint::new(move |node| {
+        logs.get(node)
+            .is_none_or(|log| serial_log_has(log, API_LISTENING_LINE))
+    })
+}
+
 /// Starts [`Converging`] for the cluster at `paths`.
-pub fn start_converge(paths: &ClusterPaths) -> Converging {
+pub fn start_converge(
+    paths: &ClusterPaths,
+    listening: crate::cluster::etcd::ListeningHint,
+) -> Converging {
     let client_yaml = paths.client_yaml();
     let (tx, steps) = std::sync::mpsc::channel::<(String, String)>();
     let task = std::thread::spawn(move || {
         let mut report = |node: &str, step: &crate::cluster::etcd::Step| {
             let _ = tx.send((node.to_string(), step.to_string()));
         };
-        crate::cluster::etcd::converge_blocking(
-            &client_yaml,
-            crate::cluster::etcd::ConvergeOptions::default(),
-            &mut report,
-        )
-        .map(|m| m.members.len())
-        .map_err(|e| e.to_string())
+        let opts = crate::cluster::etcd::ConvergeOptions {
+            listening: Some(listening),
+            ..Default::default()
+        };
+        crate::cluster::etcd::converge_blocking(&client_yaml, opts, &mut report)
+            .map(|m| m.members.len())
+            .map_err(|e| e.to_string())
     });
     Converging { steps, task }
 }
