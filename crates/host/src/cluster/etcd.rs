@@ -84,7 +84,8 @@ impl ListeningHint {
         Self(Arc::new(f))
     }
 
-    fn listens(&self, node: &str) -> bool {
+    /// Whether `node`'s API listens, as far as the hint knows.
+    pub fn listens(&self, node: &str) -> bool {
         (self.0)(node)
     }
 }
@@ -669,6 +670,72 @@ mod tests {
             )
             .unwrap(),
         }
+    }
+
+    /// A control plane whose API is at `addr`.
+    fn cp_at(name: &str, addr: std::net::SocketAddr) -> ControlPlane {
+        let mut c = cp(name, [10, 5, 0, 2]);
+        let secrets = crate::pki::Secrets::generate("t").unwrap();
+        let cert =
+            crate::pki::issue_client_cert(&secrets.os_ca, crate::api::Role::Admin, "t").unwrap();
+        c.client = NodeClient::new(
+            name,
+            addr,
+            secrets.os_ca.cert_pem(),
+            &cert.cert_pem,
+            &cert.key_pem,
+        )
+        .unwrap();
+        c
+    }
+
+    #[test]
+    fn the_node_api_is_not_tried_before_the_hint_says_it_listens() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let cps = [cp_at("cp-1", listener.local_addr().unwrap())];
+        let asked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = asked.clone();
+        let opts = ConvergeOptions {
+            deadline: Duration::from_millis(400),
+            poll: Duration::from_millis(50),
+            listening: Some(ListeningHint::new(move |n| {
+                log.lock().unwrap().push(n.to_string());
+                false
+            })),
+        };
+        let err = crate::runtime::block_on(converge(&cps, opts, &mut |_, _| {}))
+            .unwrap()
+            .unwrap_err();
+        match &err {
+            ConvergeError::Timeout { node, what, last } => {
+                assert_eq!(node, "cp-1");
+                assert_eq!(what, "waiting for the node API to listen");
+                assert!(last.is_none(), "{last:?}");
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(asked.lock().unwrap().iter().all(|n| n == "cp-1"));
+        assert!(asked.lock().unwrap().len() >= 2, "the hint is asked again");
+        assert!(
+            listener.accept().is_err(),
+            "nothing connected to the API while the hint said no"
+        );
+
+        // Once it says yes, the API is tried.
+        let opts = ConvergeOptions {
+            deadline: Duration::from_millis(400),
+            poll: Duration::from_millis(50),
+            listening: Some(ListeningHint::new(|_| true)),
+        };
+        let err = crate::runtime::block_on(converge(&cps, opts, &mut |_, _| {}))
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConvergeError::Timeout { what, .. } if what == "waiting for the node API"),
+            "{err:?}"
+        );
+        assert!(listener.accept().is_ok(), "the API was tried");
     }
 
     #[test]

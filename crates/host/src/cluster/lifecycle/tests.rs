@@ -76,6 +76,35 @@ fn phases_and_readiness_from_the_serial_log() {
 }
 
 #[test]
+fn converge_hears_that_a_control_plane_api_listens_from_its_console() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = crate::cluster::state::tests::sample();
+    let paths = ClusterPaths::new(tmp.path(), &state.name);
+    std::fs::create_dir_all(paths.logs_dir()).unwrap();
+    let cp = state.nodes[0].name.clone();
+    assert_eq!(state.nodes[0].role, crate::spec::Role::ControlPlane);
+    let engine = crate::cluster::engine::selected();
+    let hint = listening_hint(engine, &paths, &state);
+    let listens = |n: &str| hint.listens(n);
+    // No console yet, then a boot before the API: not yet.
+    assert!(!listens(cp.as_str()));
+    std::fs::write(
+        paths.serial_log(&cp),
+        "machined: stage1 t=1.7\nmachined: network t=2.9\n",
+    )
+    .unwrap();
+    assert!(!listens(cp.as_str()));
+    std::fs::write(
+        paths.serial_log(&cp),
+        "machined: network t=2.9\nmachined: apid listening on 10.5.0.2:50000 t=3.0\n",
+    )
+    .unwrap();
+    assert!(listens(cp.as_str()));
+    // A node the state does not have as a control plane is tried at once.
+    assert!(listens("elsewhere"));
+}
+
+#[test]
 fn the_follower_follows_a_rotation_between_reads_completely() {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("n.log");
