@@ -41,7 +41,7 @@ mod tests;
 
 pub use error::{EtcdError, PeerUrlFault, SetupError};
 pub use ops::{check_peer_url, validate_initial_cluster};
-pub use service::{ClusterState, EtcdOptions, InitialCluster, NICE, Start};
+pub use service::{ClusterState, EtcdOptions, InitialCluster, NICE, RaftTiming, Start};
 
 use crate::api::{Accepted, Action, ApiError, Reply};
 use crate::machine::{ETCD_CLIENT_PORT, ETCD_PEER_PORT, EtcdPki, MachineConfig};
@@ -66,6 +66,8 @@ pub struct Etcd {
     address: Ipv4Addr,
     /// `initial-cluster-token`: keeps members of another cluster out.
     token: String,
+    /// etcd's raft timing, from the cluster's shape ([`service::RaftTiming`]).
+    timing: service::RaftTiming,
     pki: Option<EtcdPki>,
     /// The client of the local etcd (at [`Etcd::local_url`]).
     gateway: Gateway,
@@ -103,6 +105,14 @@ impl Etcd {
             name: settings.member_name.to_string(),
             address,
             token: format!("ironclad-{}", config.cluster.name),
+            timing: service::RaftTiming::for_control_planes(
+                config
+                    .cluster
+                    .members
+                    .iter()
+                    .filter(|m| m.role == ironclad_contract::role::Role::ControlPlane)
+                    .count(),
+            ),
             pki,
             gateway,
             lock: Arc::new(tokio::sync::Mutex::new(())),

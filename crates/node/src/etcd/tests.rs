@@ -15,9 +15,22 @@ fn m(n: &str, u: &str) -> InitialMember {
     }
 }
 
-/// The etcd of control plane `cp1` (10.5.0.10) of cluster `dev`, root `root`.
+/// The etcd of control plane `cp1` (10.5.0.10) of cluster `dev`, root `root`;
+/// the cluster has three control planes.
 fn etcd(root: &str, options: EtcdOptions) -> Etcd {
+    etcd_of(root, options, 3)
+}
+
+/// [`etcd`] in a cluster of `control_planes` control planes (at least 1).
+fn etcd_of(root: &str, options: EtcdOptions, control_planes: u8) -> Etcd {
     let mut cfg = crate::net::tests::config(false);
+    let first = cfg.cluster.members[0].clone();
+    for i in 1..control_planes {
+        let mut m = first.clone();
+        m.name = format!("cp{}", i + 1).parse().unwrap();
+        m.address = Ipv4Addr::new(10, 5, 0, 10 + i);
+        cfg.cluster.members.push(m);
+    }
     cfg.etcd = Some(EtcdSettings {
         member_name: "cp1".parse().unwrap(),
         bootstrap_node: "cp1".parse().unwrap(),
@@ -270,6 +283,28 @@ fn config_file_per_start_matches_golden() {
         join,
         "{hint}"
     );
+}
+
+/// The only control plane of a cluster elects itself sooner; with several,
+/// etcd's defaults stay (the golden files above).
+#[test]
+fn a_lone_member_gets_the_short_election_timeout() {
+    let alone = etcd_of("/", EtcdOptions::default(), 1);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&alone.render_config(&Start::Bootstrap).unwrap()).unwrap();
+    assert_eq!(cfg["heartbeat-interval"], 50);
+    assert_eq!(cfg["election-timeout"], 250);
+    // etcd refuses an election timeout under five heartbeats.
+    let t = RaftTiming::ALONE;
+    assert!(t.election_ms >= 5 * t.heartbeat_ms);
+    for n in [0, 2, 3, 5] {
+        assert_eq!(RaftTiming::for_control_planes(n), RaftTiming::SHARED, "{n}");
+    }
+    let shared = etcd_of("/", EtcdOptions::default(), 2);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&shared.render_config(&Start::Existing).unwrap()).unwrap();
+    assert_eq!(cfg["heartbeat-interval"], 100);
+    assert_eq!(cfg["election-timeout"], 1000);
 }
 
 #[test]
