@@ -85,6 +85,22 @@ pub const PREFETCH: &[&str] = &["usr/bin/containerd"];
 /// second after the services, and the cluster waits for it.
 pub const PREFETCH_CONTROL_PLANE: &[&str] = &["usr/bin/etcd", "usr/bin/containerd"];
 
+/// The CPU priority of the background thread that prefetches the services'
+/// binaries and loads the root modules: below the boot's own path (nice 0),
+/// the node API and containerd (0) and etcd (-10), which it shares one or
+/// two vCPUs with. Nothing waits for it before `ready`; the pods' modules it
+/// loads are waited for by the image import, which the matrix waits for.
+pub const LATE_NICE: i32 = 10;
+
+/// Sets the calling thread's nice value (Linux: `setpriority` on a thread
+/// id is per thread). A failure only leaves the priority as it was.
+pub fn lower_this_threads_priority(nice: i32) {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: plain syscall on this thread's id.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+}
+
 /// Reads `paths` to the end (missing files are skipped) so that the data
 /// lands in the page cache; returns the bytes read.
 pub fn prefetch(paths: &[PathBuf]) -> u64 {
@@ -270,6 +286,7 @@ impl Stage2 {
         };
         let files: Vec<PathBuf> = list.iter().map(|p| self.p(p)).collect();
         Some(std::thread::spawn(move || {
+            lower_this_threads_priority(LATE_NICE);
             prefetch(&files);
             modules::load(bg.as_ref(), &names, &moddir)
         }))
@@ -631,6 +648,30 @@ mod tests {
                 .iter()
                 .any(|c| matches!(c, Call::Mount { fstype, .. } if fstype == "ext4"))
         );
+    }
+
+    #[test]
+    fn the_background_thread_lowers_only_its_own_priority() {
+        let prio = |tid: libc::pid_t| {
+            // SAFETY: plain syscalls; errno is cleared first since -1..=19 are
+            // all valid answers.
+            unsafe {
+                *libc::__errno_location() = 0;
+                libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t)
+            }
+        };
+        // SAFETY: gettid cannot fail.
+        let me = unsafe { libc::gettid() };
+        let before = prio(me);
+        let (theirs, mine) = std::thread::spawn(move || {
+            lower_this_threads_priority(before + 5);
+            // SAFETY: gettid cannot fail.
+            (prio(unsafe { libc::gettid() }), prio(me))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(theirs, (before + 5).min(19));
+        assert_eq!(mine, before, "the spawning thread keeps its priority");
     }
 
     #[test]
