@@ -218,8 +218,18 @@ impl Run<'_> {
     }
 
     /// Polls `check` until it returns `Some`, or the deadline passes.
-    async fn until<T, F, Fut>(
+    async fn until<T, F, Fut>(&self, node: &str, what: &str, check: F) -> Result<T, ConvergeError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<T>, String>>,
+    {
+        self.until_every(self.opts.poll, node, what, check).await
+    }
+
+    /// [`Run::until`], polling every `poll`.
+    async fn until_every<T, F, Fut>(
         &self,
+        poll: Duration,
         node: &str,
         what: &str,
         mut check: F,
@@ -235,14 +245,14 @@ impl Run<'_> {
                 Ok(None) => {}
                 Err(e) => last = Some(e),
             }
-            if Instant::now() + self.opts.poll >= self.end {
+            if Instant::now() + poll >= self.end {
                 return Err(ConvergeError::Timeout {
                     node: node.to_string(),
                     what: what.to_string(),
                     last,
                 });
             }
-            tokio::time::sleep(self.opts.poll).await;
+            tokio::time::sleep(poll).await;
         }
     }
 
@@ -261,16 +271,10 @@ impl Run<'_> {
         let poll = match &self.opts.listening {
             Some(hint) => {
                 let poll = ANSWER_POLL.min(self.opts.poll);
-                while !hint.listens(&cp.name) {
-                    if Instant::now() + poll >= self.end {
-                        return Err(ConvergeError::Timeout {
-                            node: cp.name.clone(),
-                            what: "waiting for the node API to listen".into(),
-                            last: None,
-                        });
-                    }
-                    tokio::time::sleep(poll).await;
-                }
+                self.until_every(poll, &cp.name, "waiting for the node API to listen", || {
+                    std::future::ready(Ok::<_, String>(hint.listens(&cp.name).then_some(())))
+                })
+                .await?;
                 // It listens: a refused try is the guest's own answer, at once.
                 poll
             }
@@ -655,38 +659,29 @@ mod tests {
     use super::*;
 
     fn cp(name: &str, ip: [u8; 4]) -> ControlPlane {
+        ControlPlane {
+            address: Ipv4Addr::from(ip),
+            ..cp_at(name, "127.0.0.1:1".parse().unwrap())
+        }
+    }
+
+    /// A control plane whose API is at `addr`.
+    fn cp_at(name: &str, addr: std::net::SocketAddr) -> ControlPlane {
         let secrets = crate::pki::Secrets::generate("t").unwrap();
         let cert =
             crate::pki::issue_client_cert(&secrets.os_ca, crate::api::Role::Admin, "t").unwrap();
         ControlPlane {
             name: name.into(),
-            address: Ipv4Addr::from(ip),
+            address: Ipv4Addr::new(10, 5, 0, 2),
             client: NodeClient::new(
                 name,
-                "127.0.0.1:1".parse().unwrap(),
+                addr,
                 secrets.os_ca.cert_pem(),
                 &cert.cert_pem,
                 &cert.key_pem,
             )
             .unwrap(),
         }
-    }
-
-    /// A control plane whose API is at `addr`.
-    fn cp_at(name: &str, addr: std::net::SocketAddr) -> ControlPlane {
-        let mut c = cp(name, [10, 5, 0, 2]);
-        let secrets = crate::pki::Secrets::generate("t").unwrap();
-        let cert =
-            crate::pki::issue_client_cert(&secrets.os_ca, crate::api::Role::Admin, "t").unwrap();
-        c.client = NodeClient::new(
-            name,
-            addr,
-            secrets.os_ca.cert_pem(),
-            &cert.cert_pem,
-            &cert.key_pem,
-        )
-        .unwrap();
-        c
     }
 
     #[test]
