@@ -60,6 +60,9 @@ pub enum Phase {
     ImagesImported(usize),
     /// etcd answers health checks.
     EtcdHealthy,
+    /// Once the node was quiet, the boot's page cache was handed back to
+    /// the host.
+    BootCachesDropped,
     /// Every service was stopped (shutdown or reboot).
     ServicesStopped,
 }
@@ -95,6 +98,7 @@ impl fmt::Display for Phase {
             Phase::ContainerdAnswering => f.write_str("containerd answering"),
             Phase::ImagesImported(n) => write!(f, "images imported ({n})"),
             Phase::EtcdHealthy => f.write_str("etcd healthy"),
+            Phase::BootCachesDropped => f.write_str("boot caches dropped"),
             Phase::ServicesStopped => f.write_str("services stopped"),
         }
     }
@@ -197,6 +201,7 @@ mod tests {
             },
             Phase::ImagesImported(2),
             Phase::EtcdHealthy,
+            Phase::BootCachesDropped,
         ] {
             let line = phase_line(&p, 4.5678);
             let back = parse_phase_line(&line).unwrap();

@@ -23,6 +23,7 @@
 //! | [`containerd`] | containerd/CNI configs, health probe, image import |
 //! | [`etcd`] | the etcd service, bootstrap, join, members and keys |
 //! | [`power`] | shutdown triggers and the final sync/unmount/reboot |
+//! | [`idle_memory`] | the boot's page cache handed back to the host once booted |
 //! | [`facts`] | host-checkable `machined: fact ...` lines, boot counter, kernel log |
 //! | [`applied`] | configs applied through the API, stored for the next boot |
 //! | [`controller`] | the real `apid::Controller`: supervisor, kmsg, power, etcd |
@@ -42,6 +43,7 @@ pub mod cri;
 pub mod disks;
 pub mod etcd;
 pub mod facts;
+pub mod idle_memory;
 pub mod matrix;
 pub mod modules;
 pub mod mounts;

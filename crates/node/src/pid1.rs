@@ -8,6 +8,7 @@ use super::console;
 use super::containerd;
 use super::controller::NodeController;
 use super::etcd::Etcd;
+use super::idle_memory;
 use super::modules::{LoadReport, Pending};
 use super::net;
 use super::power;
@@ -259,24 +260,9 @@ async fn import_images_when_ready(
         Ok(done) => console::phase(console::Phase::ImagesImported(done.len())),
         Err(e) => console::say(&format!("machined: image import failed: {e}")),
     }
-    let _ = tokio::task::spawn_blocking(drop_boot_caches).await;
-}
-
-/// Once the boot is over (services running, images imported), writes the
-/// state disk out and drops the clean page cache: what boot read and no one
-/// maps any more (the prefetched binaries' unused parts, the image archives,
-/// the import's writes). The freed pages go back to the host through the
-/// balloon's free page reporting, so an idle node's QEMU holds less memory;
-/// what runs keeps its mapped pages, and a later read costs a read of the
-/// host's cached disk image.
-fn drop_boot_caches() {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-    let set = BTreeMap::from([("vm.drop_caches".to_string(), "1".to_string())]);
-    for (k, e) in sysctl::apply(Path::new("/"), &set) {
-        console::say(&format!("machined: sysctl {k}: {e}"));
-    }
-    console::say("machined: boot caches dropped");
+    // Once the boot is over (services running, images imported): the
+    // memory boot used and nothing needs goes back to the host.
+    idle_memory::hand_back_when_quiet(Path::new("/")).await;
 }
 
 /// Who asked for `action` through the node API, as the shutdown line says it.
