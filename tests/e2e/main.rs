@@ -74,6 +74,18 @@ fn dev_cluster_lifecycle() {
         let pid = n["pid"].as_u64().unwrap();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         assert!(status.contains("\nTHP_enabled:\t0\n"), "{n}: {status}");
+        // glibc's fixed mmap threshold, so QEMU's freed TLB tables leave.
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let tunables = environ
+            .split(|b| *b == 0)
+            .find_map(|v| v.strip_prefix(b"GLIBC_TUNABLES="))
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        assert!(
+            tunables.as_deref().is_some_and(|t| t
+                .split(':')
+                .any(|t| t.starts_with("glibc.malloc.mmap_threshold="))),
+            "{n}: GLIBC_TUNABLES {tunables:?}"
+        );
     }
     assert_eq!(nodes[0]["address"], "10.5.0.2");
     assert_eq!(nodes[1]["address"], "10.5.0.3");

@@ -48,6 +48,7 @@ fn matrix_on_the_dev_cluster_passes() {
     let _ = std::fs::write(keep.join("report.json"), stdout.as_bytes());
     let _ = std::fs::copy(&junit, keep.join("junit.xml"));
     let report: Value = serde_json::from_str(&stdout).expect("matrix report JSON on stdout");
+    let after_matrix = memory_marks(&h);
     let results = report["results"].as_array().expect("results");
     let mut failed = Vec::new();
     for r in results {
@@ -231,5 +232,73 @@ fn matrix_on_the_dev_cluster_passes() {
         String::from_utf8_lossy(&strict.stderr)
             .contains("exposed, and --strict makes that a failure")
     );
+    // The page cache the matrix filled (runsc, the shims, the pods' files)
+    // goes back to the host once each node is quiet again
+    // (`idle_memory::keep_handing_back`): its console says so after the
+    // matrix, and its QEMU's resident memory falls.
+    let logs = h.cluster_dir("dev").join("logs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    for m in &after_matrix {
+        loop {
+            let log = std::fs::read(logs.join(format!("{}.log", m.node))).unwrap_or_default();
+            let since = String::from_utf8_lossy(&log[m.log_len.min(log.len())..]).into_owned();
+            let handed_back = since.contains("machined: page cache handed back")
+                || since.contains("machined: boot caches dropped");
+            let rss = vm_rss_mib(m.pid);
+            if handed_back && rss.is_some_and(|r| r + 64 <= m.rss_mib) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: no hand-back after the matrix (QEMU RSS {} MiB then, {rss:?} now); console since:\n{since}",
+                m.node,
+                m.rss_mib
+            );
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
     h.ok(&["destroy", "dev"]);
+}
+
+/// A node right after the matrix: where its console log ended, its QEMU.
+struct MemoryMark {
+    node: String,
+    log_len: usize,
+    pid: u32,
+    rss_mib: u64,
+}
+
+fn memory_marks(h: &Harness) -> Vec<MemoryMark> {
+    let logs = h.cluster_dir("dev").join("logs");
+    let status = h.status("dev");
+    let nodes = status["nodes"].as_array().expect("nodes");
+    nodes
+        .iter()
+        .map(|n| {
+            let node = n["name"].as_str().expect("name").to_string();
+            let pid = n["pid"].as_u64().expect("pid") as u32;
+            MemoryMark {
+                log_len: std::fs::metadata(logs.join(format!("{node}.log")))
+                    .map(|m| m.len() as usize)
+                    .unwrap_or(0),
+                rss_mib: vm_rss_mib(pid).expect("QEMU's VmRSS"),
+                node,
+                pid,
+            }
+        })
+        .collect()
+}
+
+/// VmRSS of process `pid` in MiB.
+fn vm_rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
 }

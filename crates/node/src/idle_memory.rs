@@ -23,6 +23,12 @@
 //! 10 s slower, since every page it needed came back through a squashfs
 //! read under emulation. Nothing here is needed for correctness: a failure
 //! is reported on the console and the node goes on.
+//!
+//! A workload fills the page cache again: after the matrix a dev node's QEMU
+//! held about 600 MiB (runsc, the shims, the pods' files). So after the
+//! boot's hand-back machined keeps looking ([`keep_handing_back`]): once the
+//! file cache has grown by [`REGROWTH`] and the node has then been quiet
+//! for [`LATER_QUIET_SAMPLES`] seconds, it hands the cache back again.
 
 use crate::console;
 use crate::sysctl;
@@ -43,6 +49,17 @@ pub const QUIET_SAMPLES: u32 = 3;
 /// it: in a 3+2 create each node handed back 8 to 11 s after its image
 /// import (5 s of that the settling), except the one still busy joining.
 pub const QUIET_IDLE_PERCENT: u64 = 75;
+
+/// How often the page cache is read after the boot's hand-back.
+pub const WATCH: Duration = Duration::from_secs(10);
+/// How much the file cache must have grown over its lowest reading since the
+/// last hand-back before the next one is worth its cost (the services fault
+/// their working set back in through the squashfs). An idle control plane's
+/// etcd adds a few MiB an hour; the matrix adds hundreds.
+pub const REGROWTH: u64 = 32 << 20;
+/// Quiet samples in a row before a later hand-back: ten seconds, so that a
+/// pause between two pods of a workload is not taken for its end.
+pub const LATER_QUIET_SAMPLES: u32 = 10;
 
 /// The root cgroup's proactive-reclaim file, under the root.
 const RECLAIM: &str = "sys/fs/cgroup/memory.reclaim";
@@ -89,28 +106,32 @@ pub fn quiet_between(before: (u64, u64), after: (u64, u64)) -> bool {
     total > 0 && idle * 100 >= total * QUIET_IDLE_PERCENT
 }
 
-/// Waits until [`QUIET_SAMPLES`] samples in a row of `/proc/stat` under
-/// `root`, [`SAMPLE`] apart, are quiet. A node that stays busy keeps
-/// waiting; one whose `/proc/stat` cannot be read does not wait.
-pub async fn wait_until_quiet(root: &Path) {
+/// Waits until `needed` samples in a row of `/proc/stat` under `root`,
+/// [`SAMPLE`] apart, are quiet. A node that stays busy keeps waiting; one
+/// whose `/proc/stat` cannot be read does not wait.
+pub async fn wait_until_quiet(root: &Path, needed: u32) {
     let stat = root.join("proc/stat");
     let read = || {
         std::fs::read_to_string(&stat)
             .ok()
             .and_then(|s| cpu_times(&s))
     };
-    quiet_wait(read, SAMPLE).await;
+    quiet_wait(read, SAMPLE, needed).await;
 }
 
 /// [`wait_until_quiet`] over the readings `read` gives, `sample` apart;
 /// returns how many samples it took after the first reading.
-async fn quiet_wait(mut read: impl FnMut() -> Option<(u64, u64)>, sample: Duration) -> u32 {
+async fn quiet_wait(
+    mut read: impl FnMut() -> Option<(u64, u64)>,
+    sample: Duration,
+    needed: u32,
+) -> u32 {
     let mut samples = 0;
     let Some(mut last) = read() else {
         return samples;
     };
     let mut quiet = 0;
-    while quiet < QUIET_SAMPLES {
+    while quiet < needed {
         tokio::time::sleep(sample).await;
         samples += 1;
         let Some(now) = read() else {
@@ -132,10 +153,7 @@ async fn quiet_wait(mut read: impl FnMut() -> Option<(u64, u64)>, sample: Durati
 /// asked). The kernel answers EAGAIN when it reclaimed less than asked (the
 /// pages in use at that moment stay): that is no error here.
 pub fn reclaim_file_cache(root: &Path) -> Result<u64, String> {
-    let meminfo = std::fs::read_to_string(root.join("proc/meminfo"))
-        .map_err(|e| format!("/proc/meminfo: {e}"))?;
-    let bytes = file_cache_bytes(&meminfo)
-        .ok_or_else(|| "/proc/meminfo has no file page counts".to_string())?;
+    let bytes = read_file_cache(root)?;
     if bytes == 0 {
         return Ok(0);
     }
@@ -143,6 +161,34 @@ pub fn reclaim_file_cache(root: &Path) -> Result<u64, String> {
         Ok(()) => Ok(bytes),
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(bytes),
         Err(e) => Err(format!("/{RECLAIM}: {e}")),
+    }
+}
+
+/// [`file_cache_bytes`] of `/proc/meminfo` under `root`.
+pub fn read_file_cache(root: &Path) -> Result<u64, String> {
+    let meminfo = std::fs::read_to_string(root.join("proc/meminfo"))
+        .map_err(|e| format!("/proc/meminfo: {e}"))?;
+    file_cache_bytes(&meminfo).ok_or_else(|| "/proc/meminfo has no file page counts".to_string())
+}
+
+/// Whether the page cache has grown enough since the last hand-back for
+/// another: it keeps the lowest reading since then, and says yes once a
+/// reading is [`REGROWTH`] above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Regrowth {
+    low: u64,
+}
+
+impl Regrowth {
+    /// Starts from the cache size right after a hand-back.
+    pub fn after_hand_back(bytes: u64) -> Self {
+        Self { low: bytes }
+    }
+
+    /// Takes a reading; `true` when it is [`REGROWTH`] over the lowest.
+    pub fn grown(&mut self, bytes: u64) -> bool {
+        self.low = self.low.min(bytes);
+        bytes - self.low >= REGROWTH
     }
 }
 
@@ -156,23 +202,68 @@ pub fn drop_clean_cache(root: &Path) {
     }
 }
 
-/// The whole hand-back (see the module's doc): waits until the node is
+/// The boot's hand-back (see the module's doc): waits until the node is
 /// quiet, then drops, reclaims, waits [`SETTLE`] and drops again (on a
 /// blocking thread); then the phase `boot caches dropped`.
 pub async fn hand_back_when_quiet(root: &'static Path) {
-    wait_until_quiet(root).await;
+    wait_until_quiet(root, QUIET_SAMPLES).await;
     let _ = tokio::task::spawn_blocking(move || hand_back(root)).await;
+}
+
+/// The boot's hand-back, then the later ones for as long as the node runs:
+/// every [`WATCH`] the file cache is read; once it has grown by
+/// [`REGROWTH`] ([`Regrowth`]), machined waits for [`LATER_QUIET_SAMPLES`]
+/// quiet samples and hands it back again, with one console line
+/// (`machined: page cache handed back: N MiB before, M MiB after`). It
+/// stops when `/proc/meminfo` cannot be read.
+pub async fn keep_handing_back(root: &'static Path) {
+    hand_back_when_quiet(root).await;
+    let Ok(mut bytes) = read_file_cache(root) else {
+        return;
+    };
+    let mut regrowth = Regrowth::after_hand_back(bytes);
+    loop {
+        tokio::time::sleep(WATCH).await;
+        match read_file_cache(root) {
+            Ok(b) => bytes = b,
+            Err(_) => return,
+        }
+        if !regrowth.grown(bytes) {
+            continue;
+        }
+        wait_until_quiet(root, LATER_QUIET_SAMPLES).await;
+        let before = read_file_cache(root).unwrap_or(bytes);
+        let after = tokio::task::spawn_blocking(move || {
+            return_page_cache(root);
+            read_file_cache(root)
+        })
+        .await;
+        let Ok(Ok(after)) = after else {
+            return;
+        };
+        console::say(&format!(
+            "machined: page cache handed back: {} MiB before, {} MiB after",
+            before >> 20,
+            after >> 20
+        ));
+        regrowth = Regrowth::after_hand_back(after);
+    }
 }
 
 /// [`hand_back_when_quiet`] without the wait, on the calling thread.
 pub fn hand_back(root: &Path) {
+    return_page_cache(root);
+    console::phase(console::Phase::BootCachesDropped);
+}
+
+/// The four steps: drop, reclaim, wait [`SETTLE`], drop.
+pub fn return_page_cache(root: &Path) {
     drop_clean_cache(root);
     if let Err(e) = reclaim_file_cache(root) {
         console::say(&format!("machined: page cache reclaim: {e}"));
     }
     std::thread::sleep(SETTLE);
     drop_clean_cache(root);
-    console::phase(console::Phase::BootCachesDropped);
 }
 
 #[cfg(test)]
@@ -225,17 +316,50 @@ intr 1234\n";
     async fn the_wait_ends_after_three_quiet_samples_in_a_row() {
         let ms = Duration::from_millis(1);
         let q = [true, true, false, true, true, true, false];
-        assert_eq!(quiet_wait(readings(&q), ms).await, 6);
+        assert_eq!(quiet_wait(readings(&q), ms, QUIET_SAMPLES).await, 6);
         // Busy all along: it waits as long as there are readings.
-        assert_eq!(quiet_wait(readings(&[false; 9]), ms).await, 10);
+        assert_eq!(
+            quiet_wait(readings(&[false; 9]), ms, QUIET_SAMPLES).await,
+            10
+        );
+    }
+
+    #[tokio::test]
+    async fn a_later_wait_needs_ten_quiet_samples() {
+        let ms = Duration::from_millis(1);
+        let mut q = vec![true; 9];
+        q.push(false);
+        q.extend([true; 10]);
+        assert_eq!(quiet_wait(readings(&q), ms, LATER_QUIET_SAMPLES).await, 20);
+    }
+
+    #[test]
+    fn the_cache_is_handed_back_again_once_it_regrew_from_its_lowest() {
+        const MIB: u64 = 1 << 20;
+        let mut r = Regrowth::after_hand_back(40 * MIB);
+        // A few MiB of etcd's writes: not worth it.
+        assert!(!r.grown(50 * MIB));
+        // The cache shrank (the kernel reclaimed, a file was deleted): the
+        // growth counts from there.
+        assert!(!r.grown(20 * MIB));
+        assert!(!r.grown(51 * MIB));
+        assert!(r.grown(52 * MIB));
+        assert!(r.grown(400 * MIB));
+        // After the next hand-back, from its result.
+        let mut r = Regrowth::after_hand_back(60 * MIB);
+        assert!(!r.grown(91 * MIB));
+        assert!(r.grown(92 * MIB));
     }
 
     #[tokio::test]
     async fn without_proc_stat_there_is_no_wait() {
         let d = tempfile::tempdir().unwrap();
-        tokio::time::timeout(Duration::from_secs(5), wait_until_quiet(d.path()))
-            .await
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            wait_until_quiet(d.path(), QUIET_SAMPLES),
+        )
+        .await
+        .unwrap();
     }
 
     #[test]

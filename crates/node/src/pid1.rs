@@ -261,8 +261,9 @@ async fn import_images_when_ready(
         Err(e) => console::say(&format!("machined: image import failed: {e}")),
     }
     // Once the boot is over (services running, images imported): the
-    // memory boot used and nothing needs goes back to the host.
-    idle_memory::hand_back_when_quiet(Path::new("/")).await;
+    // memory boot used and nothing needs goes back to the host; and again
+    // after each workload that filled the page cache.
+    idle_memory::keep_handing_back(Path::new("/")).await;
 }
 
 /// Who asked for `action` through the node API, as the shutdown line says it.

@@ -306,6 +306,41 @@ pub fn without_huge_pages(accel: Accel) -> bool {
     accel == Accel::Tcg
 }
 
+/// glibc's malloc setting for QEMU: a fixed mmap threshold (glibc's
+/// initial 128 KiB). By default glibc raises the threshold up to 32 MiB each
+/// time a large block is freed, so QEMU's large, short-lived allocations
+/// (its software TLB tables, which TCG grows and shrinks with the guest's
+/// load) then come from a malloc arena, and what is freed stays resident in
+/// it. Measured on an idle dev cluster under TCG: the vCPU threads' arena held
+/// 13-16 MiB per QEMU, 9 MiB with the fixed threshold.
+pub const QEMU_MALLOC_TUNABLE: &str = "glibc.malloc.mmap_threshold=131072";
+
+/// The `GLIBC_TUNABLES` QEMU runs with: `inherited` (the caller's), with
+/// [`QEMU_MALLOC_TUNABLE`] added unless it already sets the mmap threshold.
+/// glibc reads the variable once, at QEMU's start; other C libraries ignore it.
+pub fn qemu_glibc_tunables(inherited: Option<&std::ffi::OsStr>) -> std::ffi::OsString {
+    let name = QEMU_MALLOC_TUNABLE
+        .split_once('=')
+        .map_or(QEMU_MALLOC_TUNABLE, |(n, _)| n);
+    match inherited.filter(|v| !v.is_empty()) {
+        None => QEMU_MALLOC_TUNABLE.into(),
+        Some(v) => {
+            let text = v.to_string_lossy();
+            if text
+                .split(':')
+                .any(|t| t.split_once('=').is_some_and(|(n, _)| n == name))
+            {
+                v.to_os_string()
+            } else {
+                let mut out = v.to_os_string();
+                out.push(":");
+                out.push(QEMU_MALLOC_TUNABLE);
+                out
+            }
+        }
+    }
+}
+
 /// QEMU's command for `spec`: stdin and stdout closed, stderr into
 /// `stderr_w`, the serial console into `serial_w` (the one descriptor QEMU
 /// inherits beyond stdio), killed by the kernel if the supervisor dies.
@@ -323,6 +358,12 @@ fn qemu_command(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::from(stderr_w));
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "QEMU inherits the caller's environment; its GLIBC_TUNABLES is kept and extended"
+    )]
+    let inherited = std::env::var_os("GLIBC_TUNABLES");
+    cmd.env("GLIBC_TUNABLES", qemu_glibc_tunables(inherited.as_deref()));
     let no_huge_pages = without_huge_pages(spec.accel);
     // SAFETY: prctl and fcntl are async-signal-safe and touch no memory of
     // ours. If the supervisor dies (even by SIGKILL), the kernel kills QEMU
@@ -345,4 +386,35 @@ fn qemu_command(
         });
     }
     Ok(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn qemu_gets_the_fixed_mmap_threshold() {
+        assert_eq!(qemu_glibc_tunables(None), QEMU_MALLOC_TUNABLE);
+        assert_eq!(
+            qemu_glibc_tunables(Some(OsStr::new(""))),
+            QEMU_MALLOC_TUNABLE
+        );
+    }
+
+    #[test]
+    fn the_callers_tunables_are_kept() {
+        assert_eq!(
+            qemu_glibc_tunables(Some(OsStr::new("glibc.malloc.arena_max=2"))),
+            "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=131072"
+        );
+        // A threshold of the caller's own wins.
+        let own = OsStr::new("glibc.malloc.mmap_threshold=65536:glibc.malloc.arena_max=2");
+        assert_eq!(qemu_glibc_tunables(Some(own)), own);
+        // A tunable whose name only starts like it is another one.
+        assert_eq!(
+            qemu_glibc_tunables(Some(OsStr::new("glibc.malloc.mmap_threshold_x=1"))),
+            "glibc.malloc.mmap_threshold_x=1:glibc.malloc.mmap_threshold=131072"
+        );
+    }
 }
