@@ -291,14 +291,5 @@ fn memory_marks(h: &Harness) -> Vec<MemoryMark> {
 
 /// VmRSS of process `pid` in MiB.
 fn vm_rss_mib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024)
+    ironclad_host::cluster::supervisor::process::vm_rss_kib(pid).map(|kib| kib / 1024)
 }

@@ -99,16 +99,7 @@ spec:
 
 /// VmRSS of `pid` in MiB.
 fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
+    ironclad_host::cluster::supervisor::process::vm_rss_kib(pid).map(|kib| kib as f64 / 1024.0)
 }
 
 /// Each node's QEMU RSS (MiB), in the order `cluster.json` lists them;

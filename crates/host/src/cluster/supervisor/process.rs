@@ -94,6 +94,20 @@ pub fn cmdline(pid: u32) -> Option<Vec<String>> {
     )
 }
 
+/// A process's resident memory (`VmRSS` of /proc/PID/status) in KiB, `None`
+/// when it is gone or has none (a zombie).
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Pids of live processes that belong to the cluster in `dir`: its supervisor
 /// and QEMUs whose command line names a file under `dir`. Used by `destroy` to
 /// leave nothing behind even after a crash or a half-made cluster.
@@ -162,6 +176,13 @@ mod tests {
         assert_eq!(run(true), "gone");
         // SAFETY: closing the descriptor dup'ed above.
         unsafe { libc::close(inherited) };
+    }
+
+    #[test]
+    fn own_resident_memory_is_read() {
+        assert!(vm_rss_kib(std::process::id()).is_some_and(|k| k > 0));
+        // A pid no process has (above the kernel's pid_max limit).
+        assert_eq!(vm_rss_kib(u32::MAX), None);
     }
 
     #[test]
