@@ -316,8 +316,11 @@ pub fn without_huge_pages(accel: Accel) -> bool {
 pub const QEMU_MALLOC_TUNABLE: &str = "glibc.malloc.mmap_threshold=131072";
 
 /// The `GLIBC_TUNABLES` QEMU runs with: `inherited` (the caller's), with
-/// [`QEMU_MALLOC_TUNABLE`] added unless it already sets the mmap threshold.
-/// glibc reads the variable once, at QEMU's start; other C libraries ignore it.
+/// [`QEMU_MALLOC_TUNABLE`] put first unless it already sets the mmap
+/// threshold. glibc reads the variable once, at QEMU's start, and applies
+/// every tunable in it, but glibc 2.36 then leaves only the first one visible
+/// in the process's environment (`/proc/PID/environ`): first, ours stays
+/// checkable. Other C libraries ignore the variable.
 pub fn qemu_glibc_tunables(inherited: Option<&std::ffi::OsStr>) -> std::ffi::OsString {
     let name = QEMU_MALLOC_TUNABLE
         .split_once('=')
@@ -332,9 +335,9 @@ pub fn qemu_glibc_tunables(inherited: Option<&std::ffi::OsStr>) -> std::ffi::OsS
             {
                 v.to_os_string()
             } else {
-                let mut out = v.to_os_string();
+                let mut out = std::ffi::OsString::from(QEMU_MALLOC_TUNABLE);
                 out.push(":");
-                out.push(QEMU_MALLOC_TUNABLE);
+                out.push(v);
                 out
             }
         }
@@ -406,7 +409,7 @@ mod tests {
     fn the_callers_tunables_are_kept() {
         assert_eq!(
             qemu_glibc_tunables(Some(OsStr::new("glibc.malloc.arena_max=2"))),
-            "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=131072"
+            "glibc.malloc.mmap_threshold=131072:glibc.malloc.arena_max=2"
         );
         // A threshold of the caller's own wins.
         let own = OsStr::new("glibc.malloc.mmap_threshold=65536:glibc.malloc.arena_max=2");
@@ -414,7 +417,7 @@ mod tests {
         // A tunable whose name only starts like it is another one.
         assert_eq!(
             qemu_glibc_tunables(Some(OsStr::new("glibc.malloc.mmap_threshold_x=1"))),
-            "glibc.malloc.mmap_threshold_x=1:glibc.malloc.mmap_threshold=131072"
+            "glibc.malloc.mmap_threshold=131072:glibc.malloc.mmap_threshold_x=1"
         );
     }
 }
