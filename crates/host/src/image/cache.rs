@@ -19,8 +19,9 @@ use super::manifest::Manifest;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-/// Bumped when the builder's output for the same inputs changes.
-const IMAGE_FORMAT: &str = "ironclad-image-v1";
+/// Bumped when the builder's output for the same inputs changes (v2: the
+/// squashfs is lz4, not zstd).
+const IMAGE_FORMAT: &str = "ironclad-image-v2";
 
 /// The files of a built image.
 pub const PARTS: &[&str] = &["vmlinuz", "initramfs", "rootfs.squashfs"];
