@@ -14,7 +14,7 @@
 //! Every stage after them still runs cold. With no shared base or stage
 //! (this test alone on a fresh checkout) they are built here.
 
-use ironclad_host::image::initramfs::read_newc;
+use ironclad_host::image::initramfs::{read_newc, unlz4_legacy};
 use ironclad_host::image::manifest::hash_file;
 use ironclad_host::image::{BuildOptions, Progress, RecipeRef, ensure_built};
 use std::path::Path;
@@ -192,9 +192,11 @@ fn full_build_is_cached_complete_and_reproducible() {
         "modules are decompressed"
     );
 
-    // The initramfs (uncompressed): machined as /init, its loader and
-    // libraries, stage-1 modules and stage 2's early ones.
-    let entries = read_newc(&std::fs::read(&built.initramfs).unwrap()).unwrap();
+    // The initramfs (lz4 legacy framing, what the kernel unpacks): machined
+    // as /init, its loader and libraries, stage-1 modules and stage 2's early
+    // ones.
+    let entries =
+        read_newc(&unlz4_legacy(&std::fs::read(&built.initramfs).unwrap()).unwrap()).unwrap();
     let get = |p: &str| entries.iter().find(|e| e.path == p);
     assert_eq!(get("init").unwrap().data, std::fs::read(&machined).unwrap());
     assert!(get("lib64/ld-linux-x86-64.so.2").is_some());

@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Bumped when the builder's output for the same inputs changes (v2: the
-/// squashfs is lz4, not zstd).
-const IMAGE_FORMAT: &str = "ironclad-image-v2";
+/// squashfs is lz4; v3: the initramfs is lz4 too).
+const IMAGE_FORMAT: &str = "ironclad-image-v3";
 
 /// The files of a built image.
 pub const PARTS: &[&str] = &["vmlinuz", "initramfs", "rootfs.squashfs"];

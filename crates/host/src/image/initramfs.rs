@@ -1,6 +1,7 @@
-//! The initramfs: a deterministic newc (`070701`) cpio writer, left
-//! uncompressed (the kernel's inflate is slow under TCG), and a small reader
-//! used by tests.
+//! The initramfs: a deterministic newc (`070701`) cpio writer, the lz4
+//! "legacy" framing the kernel unpacks an initramfs from ([`lz4_legacy`]; not
+//! gzip, whose inflate is slow under TCG), and a small reader of both used by
+//! tests.
 //!
 //! Same entries in, same bytes out: entries are sorted by path, inode numbers
 //! are assigned in that order, and every entry is owned by root with one
@@ -196,6 +197,60 @@ fn write_header(
     pad4(out);
 }
 
+/// The magic number that starts an lz4 legacy stream (`lz4 -l`).
+const LZ4_LEGACY_MAGIC: u32 = 0x184C_2102;
+/// The uncompressed size of every block but the last in an lz4 legacy
+/// stream: the kernel's `unlz4` decompresses each block into a buffer of
+/// exactly this size.
+const LZ4_LEGACY_BLOCK: usize = 8 << 20;
+
+/// `data` in lz4's legacy framing, which the kernel's initramfs unpacker
+/// reads (`CONFIG_RD_LZ4`): the magic, then per 8 MiB of input its compressed
+/// size (u32, little endian) and one LZ4 block. Deterministic: the same bytes
+/// in give the same bytes out.
+pub fn lz4_legacy(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() / 2 + 16);
+    out.extend_from_slice(&LZ4_LEGACY_MAGIC.to_le_bytes());
+    for chunk in data.chunks(LZ4_LEGACY_BLOCK) {
+        let block = lz4_flex::block::compress(chunk);
+        // A block of at most 8 MiB compresses to well under 4 GiB.
+        out.extend_from_slice(&(block.len() as u32).to_le_bytes());
+        out.extend_from_slice(&block);
+    }
+    out
+}
+
+/// Reverses [`lz4_legacy`]: the uncompressed bytes of an lz4 legacy stream.
+pub fn unlz4_legacy(buf: &[u8]) -> Result<Vec<u8>, CpioError> {
+    let bad = |offset: usize, message: String| CpioError::Malformed { offset, message };
+    let word = |off: usize| -> Option<u32> {
+        buf.get(off..off + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if word(0) != Some(LZ4_LEGACY_MAGIC) {
+        return Err(bad(0, "not an lz4 legacy stream (no magic)".into()));
+    }
+    let mut out = Vec::new();
+    let mut off = 4;
+    let mut block = vec![0u8; LZ4_LEGACY_BLOCK];
+    while off < buf.len() {
+        let size = word(off).ok_or_else(|| bad(off, "truncated block size".into()))?;
+        off += 4;
+        if size == LZ4_LEGACY_MAGIC {
+            continue; // a second stream, concatenated
+        }
+        let end = off
+            .checked_add(size as usize)
+            .filter(|end| *end <= buf.len())
+            .ok_or_else(|| bad(off, format!("block of {size} bytes runs past the end")))?;
+        let n = lz4_flex::block::decompress_into(&buf[off..end], &mut block)
+            .map_err(|e| bad(off, format!("lz4 block: {e}")))?;
+        out.extend_from_slice(&block[..n]);
+        off = end;
+    }
+    Ok(out)
+}
+
 /// One entry read back from a newc archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadEntry {
@@ -256,6 +311,55 @@ pub fn read_newc(buf: &[u8]) -> Result<Vec<ReadEntry>, CpioError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lz4_legacy_round_trips_in_8_mib_blocks() {
+        // Two full blocks and a short one, compressible and not.
+        let mut data = Vec::new();
+        let mut x = 1u32;
+        while data.len() < 2 * LZ4_LEGACY_BLOCK + 12_345 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            data.push(if data.len() % 3 == 0 {
+                (x >> 16) as u8
+            } else {
+                b'a'
+            });
+        }
+        let packed = lz4_legacy(&data);
+        assert_eq!(
+            &packed[..4],
+            &[0x02, 0x21, 0x4c, 0x18],
+            "magic, little endian"
+        );
+        assert!(packed.len() < data.len(), "compressed: {}", packed.len());
+        // Three blocks: walk the size words.
+        let mut off = 4;
+        let mut blocks = 0;
+        while off < packed.len() {
+            let n = u32::from_le_bytes(packed[off..off + 4].try_into().unwrap()) as usize;
+            off += 4 + n;
+            blocks += 1;
+        }
+        assert_eq!((blocks, off), (3, packed.len()));
+        assert_eq!(unlz4_legacy(&packed).unwrap(), data);
+        assert_eq!(lz4_legacy(&data), packed, "deterministic");
+    }
+
+    #[test]
+    fn unlz4_legacy_rejects_what_is_not_a_stream() {
+        let archive = sample().to_newc(0).unwrap();
+        assert!(matches!(
+            unlz4_legacy(&archive),
+            Err(CpioError::Malformed { offset: 0, .. })
+        ));
+        let packed = lz4_legacy(&archive);
+        let err = unlz4_legacy(&packed[..packed.len() - 3]).unwrap_err();
+        assert!(err.to_string().contains("runs past the end"), "{err}");
+        assert_eq!(
+            read_newc(&unlz4_legacy(&packed).unwrap()).unwrap().len(),
+            read_newc(&archive).unwrap().len()
+        );
+    }
 
     fn sample() -> Archive {
         let mut a = Archive::new();
