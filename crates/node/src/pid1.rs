@@ -54,18 +54,23 @@ pub fn main(argv0: &str) -> ! {
         Pending::None
     };
     console::phase(console::Phase::Stage2);
+    // The services' runtime is made while stage 2 prepares the node (its
+    // threads cost a TCG boot 10-30 ms, and nothing here needs them yet).
+    let runtime = std::thread::spawn(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    });
     let prepared = match Stage2::new().prepare_with(&sys, Some(Arc::new(RealSys)), early) {
         Ok(p) => p,
         Err(e) => fatal(&sys, &format!("stage 2: {e}")),
     };
     harden();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build();
-    let runtime = match runtime {
-        Ok(r) => r,
-        Err(e) => fatal(&sys, &format!("tokio runtime: {e}")),
+    let runtime = match runtime.join() {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => fatal(&sys, &format!("tokio runtime: {e}")),
+        Err(_) => fatal(&sys, "tokio runtime: the thread making it panicked"),
     };
     let unmount = prepared.unmount_at_shutdown.clone();
     let action = runtime.block_on(serve(prepared));

@@ -166,6 +166,44 @@ fn wait_early_modules(early: Pending) {
     console::phase(console::Phase::Modules { slowest: slow });
 }
 
+/// The sysctls being applied ([`Stage2::apply_sysctls`]).
+struct PendingSysctls {
+    applying: std::thread::JoinHandle<Vec<(String, String)>>,
+    deferred: BTreeMap<String, String>,
+}
+
+impl PendingSysctls {
+    /// Waits until they are applied, says which failed, and returns those
+    /// left for after the late modules.
+    fn finish(self) -> BTreeMap<String, String> {
+        let failed = self.applying.join().unwrap_or_else(|_| {
+            vec![(
+                "*".to_string(),
+                "the thread applying them panicked".to_string(),
+            )]
+        });
+        for (k, e) in failed {
+            console::say(&format!("machined: sysctl {k}: {e}"));
+        }
+        console::phase(console::Phase::Sysctls);
+        self.deferred
+    }
+}
+
+/// The boot being counted on the state disk ([`Stage2::mount_state`]).
+struct BootCount(std::thread::JoinHandle<u64>);
+
+impl BootCount {
+    /// Waits until the count is written and said; the count (0 when it
+    /// could not be read or written).
+    fn finish(self) -> u64 {
+        self.0.join().unwrap_or_else(|_| {
+            console::say("machined: boot counter: the thread counting it panicked");
+            0
+        })
+    }
+}
+
 impl Stage2 {
     pub fn new() -> Self {
         Self {
@@ -216,8 +254,15 @@ impl Stage2 {
         let boot = self.mount_state(sys, &state_dev)?;
         let fw_cfg_digest = applied::digest(&fw_cfg_text);
         let config = self.effective_config(fw_cfg, &fw_cfg_text);
-        let deferred_sysctls = self.apply_sysctls(&image_sysctls, &config, late.is_some());
-        self.etc_and_hostname(sys, &config)?;
+        let sysctls = self.apply_sysctls(&image_sysctls, &config, late.is_some());
+        let etc = self.etc_overlay(sys);
+        // The sysctls are in before the hostname is set (it wins over a
+        // `kernel.hostname` of the config) and before the network is
+        // configured (a `net.*.default.*` applies to what that makes).
+        let deferred_sysctls = sysctls.finish();
+        etc?;
+        self.hostname(sys, &config)?;
+        let boot = boot.finish();
         net::configure(sys, &self.root, &config, self.device_timeout)?;
         console::phase(console::Phase::Network);
         self.containerd_configs(&config)?;
@@ -292,20 +337,25 @@ impl Stage2 {
         }))
     }
 
-    /// Mounts the state disk at /var and counts this boot; returns the count
-    /// (0 when it cannot be read or written).
-    fn mount_state(&self, sys: &dyn Sys, disk: &StateDisk) -> Result<u64, Stage2Error> {
+    /// Mounts the state disk at /var, and counts this boot on a thread of
+    /// its own (its write waits for the disk: two journal commits, about
+    /// 30 ms of a TCG boot that the next steps do not need to wait for).
+    fn mount_state(&self, sys: &dyn Sys, disk: &StateDisk) -> Result<BootCount, Stage2Error> {
         self.mount_state_disk(sys, &disk.kernel_path)?;
-        let boot = match facts::bump_boot_count(&self.root) {
-            Ok(n) => n,
-            Err(e) => {
-                console::say(&format!("machined: boot counter: {e}"));
-                0
-            }
-        };
         console::phase(console::Phase::StateDiskMounted);
-        console::say(&facts::state_fact(disk.formatted, boot));
-        Ok(boot)
+        let root = self.root.clone();
+        let formatted = disk.formatted;
+        Ok(BootCount(std::thread::spawn(move || {
+            let boot = match facts::bump_boot_count(&root) {
+                Ok(n) => n,
+                Err(e) => {
+                    console::say(&format!("machined: boot counter: {e}"));
+                    0
+                }
+            };
+            console::say(&facts::state_fact(formatted, boot));
+            boot
+        })))
     }
 
     /// The config of this boot: fw_cfg's, or one applied through the API
@@ -324,31 +374,32 @@ impl Stage2 {
         config
     }
 
-    /// Applies the image's sysctls under the config's; those of modules
-    /// still loading (`late`) are returned for later instead.
+    /// Applies the image's sysctls under the config's, on a thread of their
+    /// own: some writes wait on the kernel rather than work (`kernel.sysrq`
+    /// unregisters the SysRq input handler and waits for an RCU grace
+    /// period, 33 ms of a TCG boot), so /etc and the hostname are done
+    /// meanwhile. Those of modules still loading (`late`) are left for
+    /// later ([`PendingSysctls::finish`] returns them).
     fn apply_sysctls(
         &self,
         image: &BTreeMap<String, String>,
         config: &MachineConfig,
         late: bool,
-    ) -> BTreeMap<String, String> {
+    ) -> PendingSysctls {
         let mut set = sysctl::merge(image, &config.sysctls);
         let deferred = if late {
             defer_module_sysctls(&mut set)
         } else {
             Default::default()
         };
-        for (k, e) in sysctl::apply(&self.root, &set) {
-            console::say(&format!("machined: sysctl {k}: {e}"));
-        }
-        console::phase(console::Phase::Sysctls);
-        deferred
+        let root = self.root.clone();
+        let applying = std::thread::spawn(move || sysctl::apply(&root, &set));
+        PendingSysctls { applying, deferred }
     }
 
-    /// The writable /etc, the hostname (kernel and /etc/hostname) and
-    /// /etc/resolv.conf.
-    fn etc_and_hostname(&self, sys: &dyn Sys, config: &MachineConfig) -> Result<(), Stage2Error> {
-        self.etc_overlay(sys)?;
+    /// The hostname (kernel and /etc/hostname) and /etc/resolv.conf, once
+    /// /etc is writable ([`Stage2::etc_overlay`]).
+    fn hostname(&self, sys: &dyn Sys, config: &MachineConfig) -> Result<(), Stage2Error> {
         sys.sethostname(&config.node.name)
             .map_err(|e| Stage2Error::Os("sethostname".into(), e))?;
         let _ = crate::fsutil::write_public(
