@@ -302,11 +302,18 @@ fn setup_node(b: &mut Bench) -> Result<Setup> {
         .ok_or_else(|| BenchError::Failed(format!("{} has no nodes", file.display())))?;
     let macs = ironclad_host::machine::node_macs(cluster.name.as_str(), 0)
         .map_err(|e| BenchError::Failed(e.to_string()))?;
+    // What `ironclad create` hands a node through fw_cfg.
+    let config = ironclad_host::configdir::node_fw_cfg_path(&dir, &node.name);
+    ironclad_host::configdir::write_fw_cfg_document(
+        &ironclad_host::configdir::node_config_path(&dir, &node.name),
+        &config,
+    )
+    .map_err(|e| BenchError::Failed(format!("machine config of {}: {e}", node.name)))?;
     Ok(Setup::Node(Box::new(NodeSetup {
         kernel: img.vmlinuz,
         initrd: img.initramfs,
         rootfs: img.rootfs,
-        config: ironclad_host::configdir::node_config_path(&dir, &node.name),
+        config,
         user_mac: macs.user,
         cluster_mac: macs.cluster,
     })))

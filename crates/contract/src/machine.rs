@@ -1,6 +1,7 @@
 //! The machine config: one versioned YAML document per node, rendered on the
 //! host (`ironclad_host::machine::render`), delivered to the VM through QEMU
-//! fw_cfg (`opt/ironclad/machine-config`) and read by machined at boot. It
+//! fw_cfg (`opt/ironclad/machine-config`, as JSON: see
+//! [`MachineConfig::from_document`]) and read by machined at boot. It
 //! holds exactly what this node needs: a worker's config carries no etcd
 //! material and no CA private key.
 //!
@@ -207,6 +208,43 @@ impl MachineConfig {
         });
         let cfg =
             parsed.map_err(|e| MachineConfigError::Parse(ParseError::new(&e, path.as_ref())))?;
+        cfg.checked()
+    }
+
+    /// [`MachineConfig::from_yaml`] for a document in JSON (which is also
+    /// YAML), with the same guarantees: unknown fields refused, an error
+    /// quotes nothing of the document.
+    pub fn from_json(text: &str) -> Result<Self, MachineConfigError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let cfg = serde_path_to_error::deserialize::<_, MachineConfig>(&mut de).map_err(|e| {
+            MachineConfigError::Parse(ParseError::from_json(e.inner(), Some(e.path())))
+        })?;
+        de.end()
+            .map_err(|e| MachineConfigError::Parse(ParseError::from_json(&e, None)))?;
+        cfg.checked()
+    }
+
+    /// The document a node reads from fw_cfg: JSON when it starts with `{`
+    /// (what `ironclad` hands its nodes), YAML otherwise (a document written
+    /// by hand or by an older `ironclad`). Under TCG the YAML parser's code
+    /// runs for the first time at this point of the boot, and that took
+    /// 43–92 ms of it for a 5.8 KB config; the JSON parser took 4.5–6 ms.
+    pub fn from_document(text: &str) -> Result<Self, MachineConfigError> {
+        if text.trim_start().starts_with('{') {
+            Self::from_json(text)
+        } else {
+            Self::from_yaml(text)
+        }
+    }
+
+    /// The document as JSON ([`MachineConfig::from_document`]).
+    pub fn to_json(&self) -> Result<String, MachineConfigError> {
+        serde_json::to_string(self).map_err(|e| MachineConfigError::Render(e.to_string()))
+    }
+
+    /// `self` when its apiVersion and kind are this build's.
+    fn checked(self) -> Result<Self, MachineConfigError> {
+        let cfg = self;
         if cfg.api_version != crate::API_VERSION {
             return Err(MachineConfigError::Version(shown_value(
                 &cfg.api_version,
@@ -244,6 +282,25 @@ pub struct ParseError {
 }
 
 impl ParseError {
+    /// From a JSON parser's error: its position and the schema's path, and
+    /// what kind of problem it is; never its message, which can quote the
+    /// document (`invalid type: string "..."`, `unknown field `...``).
+    fn from_json(e: &serde_json::Error, path: Option<&serde_path_to_error::Path>) -> Self {
+        use serde_json::error::Category;
+        let problem = match e.classify() {
+            Category::Syntax => "not valid JSON",
+            Category::Eof => "the document ends too early",
+            Category::Data => "a wrong, unknown or missing value",
+            Category::Io => "the document could not be read",
+        };
+        ParseError {
+            line: Some(e.line() as u64).filter(|l| *l > 0),
+            column: Some(e.column() as u64).filter(|c| *c > 0),
+            path: path.map(shown_path).filter(|p| !p.is_empty()),
+            problem: problem.to_string(),
+        }
+    }
+
     fn new(e: &serde_saphyr::Error, path: Option<&serde_path_to_error::Path>) -> Self {
         let at = e.location();
         ParseError {

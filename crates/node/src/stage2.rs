@@ -445,7 +445,7 @@ impl Stage2 {
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         };
-        Ok((MachineConfig::from_yaml(&text)?, text))
+        Ok((MachineConfig::from_document(&text)?, text))
     }
 
     /// Finds the state disk and formats it when it has no ext4 superblock.

@@ -141,6 +141,11 @@ impl ClusterPaths {
     pub fn machine_config(&self, node: &NodeName) -> PathBuf {
         crate::configdir::node_config_path(&self.dir, node)
     }
+    /// The JSON copy of a node's machine config that its QEMU hands it
+    /// through fw_cfg (`configdir::write_fw_cfg_document`).
+    pub fn fw_cfg_config(&self, node: &NodeName) -> PathBuf {
+        crate::configdir::node_fw_cfg_path(&self.dir, node)
+    }
     /// A node's qcow2 state disk.
     pub fn disk(&self, node: &NodeName) -> PathBuf {
         self.dir.join("disks").join(format!("{node}.qcow2"))

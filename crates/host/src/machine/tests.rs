@@ -600,6 +600,86 @@ fn parse_errors_quote_no_document_text() {
 }
 
 #[test]
+fn json_document_reads_like_the_yaml_and_its_errors_quote_no_document_text() {
+    let cluster = default_cluster();
+    let secrets = Secrets::generate("dev").unwrap();
+    // The control plane: its document holds the etcd keys too.
+    let cfg = render(&cluster, &cluster.nodes[0], &secrets).unwrap();
+    let json = cfg.to_json().unwrap();
+    let yaml = cfg.to_yaml().unwrap();
+    assert_eq!(MachineConfig::from_json(&json).unwrap(), cfg);
+    assert_eq!(MachineConfig::from_document(&json).unwrap(), cfg);
+    assert_eq!(
+        MachineConfig::from_document(&format!("\n  {json}\n")).unwrap(),
+        cfg
+    );
+    assert_eq!(MachineConfig::from_document(&yaml).unwrap(), cfg);
+
+    let key = cfg.pki.api_key.clone();
+    let body: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    let lines = key_lines(&cfg);
+    let cases = [
+        (
+            "a key line as an unknown field",
+            json.replacen("\"pki\":{", &format!("\"pki\":{{\"{}\":1,", body[0]), 1),
+            Some("pki.?"),
+            true,
+        ),
+        (
+            "the key where a boolean belongs",
+            json.replacen(
+                "\"egress\":false",
+                &format!("\"egress\":\"{}\"", body[1]),
+                1,
+            ),
+            Some("cluster.egress"),
+            true,
+        ),
+        (
+            "key text after the document",
+            format!("{json}\n{}", body[0]),
+            None,
+            false,
+        ),
+        (
+            "a document cut short",
+            json[..json.len() / 2].to_string(),
+            None,
+            false,
+        ),
+    ];
+    for (what, doc, path, quoted) in cases {
+        let raw = serde_json::from_str::<MachineConfig>(&doc)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!raw.is_empty(), "{what}: the document parsed");
+        if quoted {
+            assert!(
+                lines.iter().any(|l| raw.contains(l.as_str())),
+                "{what}: the raw parser error does not quote the key, the case tests nothing:\n{raw}"
+            );
+        }
+        let err = MachineConfig::from_document(&doc).unwrap_err();
+        let MachineConfigError::Parse(p) = &err else {
+            panic!("{what}: {err}");
+        };
+        let text = err.to_string();
+        assert_no_key(what, &text, &lines);
+        assert_no_key(what, &format!("{err:?}"), &lines);
+        assert!(p.line.is_some() && p.column.is_some(), "{what}: {text}");
+        if let Some(path) = path {
+            assert_eq!(p.path.as_deref(), Some(path), "{what}: {text}");
+        }
+    }
+    let kind = json.replacen("\"kind\":\"MachineConfig\"", "\"kind\":\"Cluster\"", 1);
+    assert!(matches!(
+        MachineConfig::from_document(&kind),
+        Err(MachineConfigError::Kind(_))
+    ));
+}
+
+#[test]
 fn schema_keys_cover_every_field_of_the_document() {
     // Every key a rendered document has (but sysctl names) is in SCHEMA_KEYS,
     // so an error path names it instead of `?`.

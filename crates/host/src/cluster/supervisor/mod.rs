@@ -165,7 +165,7 @@ pub fn vm_spec(
         tcg_tb_size_mib: Some(TCG_TB_SIZE_MIB),
         root_image: state.image.rootfs.clone(),
         state_disk: paths.disk(&node.name),
-        machine_config: paths.machine_config(&node.name),
+        machine_config: paths.fw_cfg_config(&node.name),
         user_nic: UserNic {
             mac: mac(&node.user_mac)?,
             restrict: !state.egress,
@@ -213,6 +213,11 @@ mod tests {
         assert_eq!(spec.user_nic.host_api_port, 50001);
         assert!(spec.user_nic.restrict);
         assert_eq!(spec.state_disk, paths.disk(&state.nodes[0].name));
+        // The JSON copy that starting the node writes, not the YAML file.
+        assert_eq!(
+            spec.machine_config,
+            Path::new("/s/clusters/dev/nodes/dev-cp-1.fw_cfg.json")
+        );
         assert_eq!(
             spec.cluster_nic.unwrap().socket,
             Path::new("/s/clusters/dev/run/sw-dev-cp-1.sock")

@@ -109,9 +109,12 @@ impl Sup {
         if rec.state.has_process() {
             return Ok(None);
         }
-        vm_spec(&self.paths, &st, rec)
-            .map(Some)
-            .map_err(|e| e.to_string())
+        let spec = vm_spec(&self.paths, &st, rec).map_err(|e| e.to_string())?;
+        // The node reads what its machine config file says now.
+        let yaml = self.paths.machine_config(&rec.name);
+        crate::configdir::write_fw_cfg_document(&yaml, &spec.machine_config)
+            .map_err(|e| format!("{node}: machine config: {e}"))?;
+        Ok(Some(spec))
     }
 
     /// A new boot's logs: a new serial log (the previous boot's, a crash's,
