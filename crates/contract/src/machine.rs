@@ -244,19 +244,18 @@ impl MachineConfig {
 
     /// `self` when its apiVersion and kind are this build's.
     fn checked(self) -> Result<Self, MachineConfigError> {
-        let cfg = self;
-        if cfg.api_version != crate::API_VERSION {
+        if self.api_version != crate::API_VERSION {
             return Err(MachineConfigError::Version(shown_value(
-                &cfg.api_version,
+                &self.api_version,
                 looks_like_api_version,
             )));
         }
-        if cfg.kind != KIND {
-            return Err(MachineConfigError::Kind(shown_value(&cfg.kind, |k| {
+        if self.kind != KIND {
+            return Err(MachineConfigError::Kind(shown_value(&self.kind, |k| {
                 !k.is_empty() && k.len() <= 32 && k.bytes().all(|b| b.is_ascii_alphabetic())
             })));
         }
-        Ok(cfg)
+        Ok(self)
     }
 
     /// Renders the document as YAML.

@@ -441,6 +441,36 @@ fn assert_no_key(what: &str, text: &str, pieces: &[String]) {
     }
 }
 
+/// `err` is a parse error that gives its line and column (and `path`, when
+/// given, in its text as well) and quotes none of `key_lines`, neither in
+/// its message nor in its Debug form (what a log of it would print).
+/// Returns its line.
+fn assert_parse_error_placed_and_quotes_no_key(
+    what: &str,
+    err: &MachineConfigError,
+    path: Option<&str>,
+    key_lines: &[String],
+) -> u64 {
+    let MachineConfigError::Parse(p) = err else {
+        panic!("{what}: not a parse error: {err}");
+    };
+    let text = err.to_string();
+    assert_no_key(what, &text, key_lines);
+    assert_no_key(what, &format!("{err:?}"), key_lines);
+    let (Some(line), Some(_)) = (p.line, p.column) else {
+        panic!("{what}: no line or column in {text:?}");
+    };
+    assert!(text.contains(&format!("line {line}")), "{what}: {text}");
+    if let Some(path) = path {
+        assert_eq!(p.path.as_deref(), Some(path), "{what}: {text}");
+        assert!(
+            text.contains(&format!(" at {path} (line ")),
+            "{what}: {text}"
+        );
+    }
+    line
+}
+
 #[test]
 fn debug_redacts_every_private_key() {
     let cluster = default_cluster();
@@ -563,26 +593,8 @@ fn parse_errors_quote_no_document_text() {
         );
 
         let err = MachineConfig::from_yaml(&doc).unwrap_err();
-        let MachineConfigError::Parse(p) = &err else {
-            panic!("{what}: {err}");
-        };
-        let text = err.to_string();
-        assert_no_key(what, &text, &lines);
-        assert!(p.line.is_some_and(|l| l > 1), "{what}: no line in {text:?}");
-        assert!(p.column.is_some(), "{what}: no column in {text:?}");
-        if let Some(path) = path {
-            assert_eq!(p.path.as_deref(), Some(path), "{what}: {text}");
-            assert!(
-                text.contains(&format!(" at {path} (line ")),
-                "{what}: {text}"
-            );
-        }
-        assert!(
-            text.contains(&format!("line {}", p.line.unwrap())),
-            "{text}"
-        );
-        // Debug (what a log of the error would print) quotes nothing either.
-        assert_no_key(what, &format!("{err:?}"), &lines);
+        let line = assert_parse_error_placed_and_quotes_no_key(what, &err, path, &lines);
+        assert!(line > 1, "{what}: {err}");
     }
 
     // A field of the schema that is missing is named; a wrong apiVersion is
@@ -661,16 +673,7 @@ fn json_document_reads_like_the_yaml_and_its_errors_quote_no_document_text() {
             );
         }
         let err = MachineConfig::from_document(&doc).unwrap_err();
-        let MachineConfigError::Parse(p) = &err else {
-            panic!("{what}: {err}");
-        };
-        let text = err.to_string();
-        assert_no_key(what, &text, &lines);
-        assert_no_key(what, &format!("{err:?}"), &lines);
-        assert!(p.line.is_some() && p.column.is_some(), "{what}: {text}");
-        if let Some(path) = path {
-            assert_eq!(p.path.as_deref(), Some(path), "{what}: {text}");
-        }
+        assert_parse_error_placed_and_quotes_no_key(what, &err, path, &lines);
     }
     let kind = json.replacen("\"kind\":\"MachineConfig\"", "\"kind\":\"Cluster\"", 1);
     assert!(matches!(
