@@ -17,11 +17,11 @@
 
 use futures::StreamExt;
 use ironclad_contract::api::ErrorCode;
-use ironclad_host::client::NodeClient;
+use ironclad_host::client::{ClientError, NodeClient};
 use ironclad_host::image::{BuildOptions, NoProgress, RecipeRef, ensure_built};
 use ironclad_host::machine::MachineConfig;
 use ironclad_host::pki::{self, ClientRole, Secrets};
-use ironclad_host::qemu::{Accel, ClusterNic, MachineType, UserNic, VmSpec};
+use ironclad_host::qemu::{Accel, ClusterNic, MachineType, Qmp, UserNic, VmSpec};
 use ironclad_testkit::process::{self, Guard};
 use ironclad_testkit::wait;
 use std::net::SocketAddr;
@@ -369,6 +369,10 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
             .accepted
     );
 
+    // Each boot has its own id, which health shows.
+    let first_boot = admin.health().await.unwrap().boot_id.expect("a boot id");
+    assert_eq!(first_boot.len(), 36, "{first_boot}");
+
     // Reboot through the API: same disk, not formatted again, boot 2.
     assert!(admin.reboot().await.unwrap().accepted);
     let rebooted = Instant::now();
@@ -403,6 +407,64 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     )
     .await;
     assert_eq!(v.node, node.name);
+    let second_boot = admin.health().await.unwrap().boot_id.expect("a boot id");
+    assert_ne!(second_boot, first_boot, "a reboot gives another boot id");
+
+    // A guest that resets (what a kernel crash does with panic=-1) never
+    // answers a request it had; the boot id ends the wait for it. The
+    // request stands for one whose answer never comes; it tells the test
+    // once the watch has read the boot id it compares with.
+    let (started, watching) = tokio::sync::oneshot::channel::<()>();
+    let hung = async move {
+        let _ = started.send(());
+        futures::future::pending::<Result<(), ClientError>>().await
+    };
+    let watch = {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            admin
+                .unless_rebooted("a request", Duration::from_millis(500), hung)
+                .await
+        })
+    };
+    watching.await.expect("the watch started the request");
+    let qmp = Qmp::connect(
+        &spec.qmp_socket,
+        tokio::time::Instant::now() + Duration::from_secs(10),
+    )
+    .await
+    .expect("QMP");
+    qmp.reset().await.expect("system_reset");
+    let reset = Instant::now();
+    let ended = tokio::time::timeout(BOOT_DEADLINE, watch)
+        .await
+        .expect("the watch ends the wait once the node is back")
+        .unwrap();
+    let e = ended.unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Rebooted { node: n, .. } if n.as_str() == node.name.as_str()),
+        "{e}"
+    );
+    eprintln!(
+        "reset noticed {:.1}s after it: {e}",
+        reset.elapsed().as_secs_f64()
+    );
+    let log = vm.wait_serial("a third machined: ready", reset + BOOT_DEADLINE, |l| {
+        ready_uptime(l, 2).is_some()
+    });
+    assert_eq!(
+        fact(&log, "machined: fact state-disk ", 2),
+        Some("machined: fact state-disk formatted=false boot=3")
+    );
+    let third_boot = wait::until_ok(
+        "the node API after the reset",
+        wait::deadline(Duration::from_secs(60)),
+        || admin.health(),
+    )
+    .await
+    .boot_id
+    .expect("a boot id");
+    assert!(third_boot != second_boot && third_boot != first_boot);
 
     // Power off through the API: QEMU exits.
     assert!(admin.shutdown().await.unwrap().accepted);

@@ -172,3 +172,59 @@ async fn cluster_selection_errors_are_bad_input() {
     .await;
     assert_eq!(out.0, 2, "{out:?}");
 }
+
+/// A long request to a node that reboots under it ends with `Rebooted` once
+/// the node's health shows another boot id, instead of waiting for the
+/// request's own timeout; a request that answers is passed through.
+#[tokio::test]
+async fn a_request_to_a_node_that_reboots_ends_once_its_boot_id_changes() {
+    use ironclad_host::client::ClientError;
+    let pki = TestPki::new("dev");
+    let node = MemoryNode::serve(&pki, NODE, &["etcd"]).await;
+    let admin = pki.client(NODE, node.addr, Role::Admin);
+    let every = Duration::from_millis(50);
+
+    let v = admin
+        .unless_rebooted("a version request", every, admin.version())
+        .await
+        .unwrap();
+    assert_eq!(v.node, NODE);
+
+    // A request whose answer never comes (what a guest that reset leaves
+    // behind); the reboot is asked once the watch has its boot id.
+    let (started, watching) = tokio::sync::oneshot::channel::<()>();
+    let hung = async move {
+        let _ = started.send(());
+        futures::future::pending::<Result<(), ClientError>>().await
+    };
+    let watch = {
+        let admin = admin.clone();
+        tokio::spawn(async move { admin.unless_rebooted("a hung request", every, hung).await })
+    };
+    watching.await.unwrap();
+    // Without a reboot the request goes on waiting.
+    let still = tokio::time::timeout(every * 6, async {
+        while !watch.is_finished() {
+            tokio::time::sleep(every / 5).await;
+        }
+    })
+    .await;
+    assert!(still.is_err(), "the watch ended without a reboot");
+    assert!(admin.reboot().await.unwrap().accepted);
+    let e = tokio::time::timeout(Duration::from_secs(10), watch)
+        .await
+        .expect("the watch ends the request once the boot id changed")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Rebooted { node, what } if node == NODE && what == "a hung request"),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("rebooted while a hung request was running"),
+        "{text}"
+    );
+    let help = miette::Diagnostic::help(&e).unwrap().to_string();
+    assert!(help.contains(&format!("ironclad console {NODE}")), "{help}");
+}

@@ -173,6 +173,13 @@ pub struct Health {
     /// whole seconds only). Absent from nodes older than this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_unix_ms: Option<u64>,
+    /// This boot's id (the kernel's random `boot_id`, a UUID): another id
+    /// from the same node means it rebooted in between, which a client
+    /// waiting on a long request cannot otherwise tell (a guest that resets
+    /// leaves the connection open in QEMU's user-mode network). Absent from
+    /// nodes older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 impl Health {

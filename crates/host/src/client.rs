@@ -105,6 +105,13 @@ pub enum ClientError {
     },
     #[error(transparent)]
     Config(#[from] crate::clientconfig::ClientConfigError),
+    /// The node rebooted while a request to it was in flight (its health
+    /// answered with another boot id): the request's work is lost and no
+    /// answer will come.
+    #[error(
+        "node {node} rebooted while {what} was running (its boot id changed); that work is lost"
+    )]
+    Rebooted { node: String, what: String },
 }
 
 impl ClientError {
@@ -160,6 +167,9 @@ impl std::fmt::Debug for NodeClient {
 
 /// How long one node may take to run its matrix checks.
 pub const MATRIX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// How often a node is asked for its boot id while a long request to it
+/// runs ([`NodeClient::unless_rebooted`]).
+pub const BOOT_WATCH: Duration = Duration::from_secs(10);
 
 /// Keeps the re-export path stable for callers that name the API module.
 pub use api::Role;

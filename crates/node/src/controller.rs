@@ -18,7 +18,7 @@ use crate::api::{
 };
 use crate::machine::MachineConfig;
 use futures::stream::{BoxStream, StreamExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tokio::sync::{broadcast, mpsc};
 
 /// machined's controller: the parts of a booted node it answers from,
@@ -35,6 +35,15 @@ pub struct NodeController {
     pub power: mpsc::Sender<PowerAction>,
     /// `/` on a node.
     pub root: PathBuf,
+}
+
+/// The kernel's id of this boot (`/proc/sys/kernel/random/boot_id` under
+/// `root`), when it reads as one.
+pub fn boot_id(root: &Path) -> Option<String> {
+    let raw = std::fs::read_to_string(root.join("proc/sys/kernel/random/boot_id")).ok()?;
+    let id = raw.trim();
+    let uuid_like = id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    uuid_like.then(|| id.to_string())
 }
 
 /// Maps the supervisor's state to the API's.
@@ -180,6 +189,7 @@ impl Controller for NodeController {
                     healthy: healthy(&statuses),
                     etcd_bootstrapped,
                     time_unix_ms: Health::now_unix_ms(),
+                    boot_id: boot_id(&self.root),
                 }))
             }
             Action::ListServices => Ok(Reply::Services(ServiceList {

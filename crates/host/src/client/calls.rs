@@ -222,6 +222,45 @@ impl NodeClient {
     }
 }
 
+impl NodeClient {
+    /// `request` (named `what` in the error), given up with
+    /// [`ClientError::Rebooted`] once the node's health answers with another
+    /// boot id than before the request; asked every `every`. A guest that
+    /// crashes and resets leaves the host's connection open in QEMU's
+    /// user-mode network, so without this the request would wait for its
+    /// own timeout (a quarter of an hour for the matrix). A health request
+    /// that fails or is slow changes nothing (the node may be busy), and a
+    /// node that gives no boot id (older than the field) is not watched.
+    pub async fn unless_rebooted<T>(
+        &self,
+        what: &str,
+        every: Duration,
+        request: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        let boot = self.health_within(every).await.ok().and_then(|h| h.boot_id);
+        let Some(boot) = boot else {
+            return request.await;
+        };
+        tokio::pin!(request);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                r = &mut request => return r,
+                _ = tick.tick() => {
+                    let now = self.health_within(every).await.ok().and_then(|h| h.boot_id);
+                    if now.is_some_and(|id| id != boot) {
+                        return Err(ClientError::Rebooted {
+                            node: self.node.clone(),
+                            what: what.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A node's clock as its API shows it: the HTTP `Date` header of a health
 /// request, with the host's clock just before sending and just after the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

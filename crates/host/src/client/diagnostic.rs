@@ -71,6 +71,7 @@ impl miette::Diagnostic for ClientError {
                 ConnectFailure::Other => "ironclad::api::unreachable",
             },
             ClientError::Transport { .. } => "ironclad::api::transport",
+            ClientError::Rebooted { .. } => "ironclad::api::rebooted",
             ClientError::WrongNode { .. } => "ironclad::api::wrong_node",
             ClientError::TooLarge { .. } | ClientError::Protocol { .. } => {
                 "ironclad::api::protocol"
@@ -101,6 +102,7 @@ impl miette::Diagnostic for ClientError {
                 ConnectFailure::Other => NOT_RUNNING.into(),
             },
             ClientError::Transport { .. } => "the connection broke: the node may be rebooting or stopping; `ironclad status` shows it".into(),
+            ClientError::Rebooted { node, .. } => format!("`ironclad console {node}` shows why (a kernel oops or panic is printed there); run it again once `ironclad status` shows the node ready"),
             ClientError::WrongNode { .. } => "the endpoints in client.yaml are stale, or another program holds the port: `ironclad status` shows the nodes' API ports".into(),
             ClientError::TooLarge { .. } | ClientError::Protocol { .. } => "ironclad and the node image disagree on the API: are they of one version (`ironclad version`)?".into(),
             ClientError::Setup(_) | ClientError::Read { .. } | ClientError::Config(_) => "the client config or its certificate files are not usable: `ironclad gen config` writes them again".into(),

@@ -19,7 +19,7 @@ use super::{
     Verdict, select,
 };
 use crate::api::MatrixRunRequest;
-use crate::client::{ClientError, NodeClient};
+use crate::client::{BOOT_WATCH, ClientError, NodeClient};
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -248,7 +248,10 @@ async fn on_nodes(
     let calls = ctx.targets.iter().map(|t| {
         let pending = &pending;
         async move {
-            let mut r = t.client.matrix_run(req).await;
+            let mut r = t
+                .client
+                .unless_rebooted("its matrix run", BOOT_WATCH, t.client.matrix_run(req))
+                .await;
             // RT-06's host half at once: with BRK-04-O in the run the
             // node powers itself off seconds after answering.
             if let Ok(rep) = &mut r {

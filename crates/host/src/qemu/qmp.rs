@@ -327,6 +327,14 @@ impl Qmp {
             .map(drop)
     }
 
+    /// `system_reset`: the guest resets at once, as after a crash with
+    /// `panic=-1` (nothing in it shuts down; QEMU keeps running).
+    pub async fn reset(&self) -> Result<(), QmpError> {
+        self.run("system_reset", qmp::system_reset {})
+            .await
+            .map(drop)
+    }
+
     /// `quit`: QEMU exits at once. A connection that closes before the answer
     /// arrives counts as success.
     pub async fn quit(&self) -> Result<(), QmpError> {

@@ -35,6 +35,8 @@ struct State {
     kv: BTreeMap<String, String>,
     applied: u32,
     power: Option<&'static str>,
+    /// Reboots so far: each gives the node another boot id at once.
+    reboots: u64,
 }
 
 /// The in-memory controller.
@@ -294,7 +296,8 @@ fn accepted() -> Reply {
     Reply::Accepted(Accepted { accepted: true })
 }
 
-/// Healthy while no service has failed.
+/// Healthy while no service has failed; each reboot request gives another
+/// boot id (the node "rebooted" at once).
 fn health(st: &State) -> Reply {
     Reply::Health(Health {
         healthy: st
@@ -303,6 +306,7 @@ fn health(st: &State) -> Reply {
             .all(|s| s.status.state != ServiceState::Failed),
         etcd_bootstrapped: st.bootstrapped,
         time_unix_ms: Health::now_unix_ms(),
+        boot_id: Some(format!("00000000-0000-4000-8000-{:012x}", st.reboots)),
     })
 }
 
@@ -364,6 +368,9 @@ fn promote(st: &mut State, id: u64) -> Result<Reply, ApiError> {
 
 fn power(st: &mut State, what: &'static str) -> Reply {
     st.power = Some(what);
+    if what == "reboot" {
+        st.reboots += 1;
+    }
     accepted()
 }
 
