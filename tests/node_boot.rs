@@ -414,11 +414,7 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     // answers a request it had; the boot id ends the wait for it. The
     // request stands for one whose answer never comes; it tells the test
     // once the watch has read the boot id it compares with.
-    let (started, watching) = tokio::sync::oneshot::channel::<()>();
-    let hung = async move {
-        let _ = started.send(());
-        futures::future::pending::<Result<(), ClientError>>().await
-    };
+    let (hung, watching) = wait::never_answered::<(), ClientError>();
     let watch = {
         let admin = admin.clone();
         tokio::spawn(async move {

@@ -192,11 +192,7 @@ async fn a_request_to_a_node_that_reboots_ends_once_its_boot_id_changes() {
 
     // A request whose answer never comes (what a guest that reset leaves
     // behind); the reboot is asked once the watch has its boot id.
-    let (started, watching) = tokio::sync::oneshot::channel::<()>();
-    let hung = async move {
-        let _ = started.send(());
-        futures::future::pending::<Result<(), ClientError>>().await
-    };
+    let (hung, watching) = wait::never_answered::<(), ClientError>();
     let watch = {
         let admin = admin.clone();
         tokio::spawn(async move { admin.unless_rebooted("a hung request", every, hung).await })

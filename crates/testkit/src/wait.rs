@@ -69,6 +69,22 @@ where
     }
 }
 
+/// A request whose answer never comes (what a guest that reset leaves
+/// behind in QEMU's user-mode network), and a receiver that fires once the
+/// request is first polled: a test that hands it to a watch learns when the
+/// watch has started it.
+pub fn never_answered<T, E>() -> (
+    impl std::future::Future<Output = Result<T, E>>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let (started, polled) = tokio::sync::oneshot::channel();
+    let request = async move {
+        let _ = started.send(());
+        std::future::pending::<Result<T, E>>().await
+    };
+    (request, polled)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
