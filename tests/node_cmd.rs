@@ -218,7 +218,7 @@ async fn a_request_to_a_node_that_reboots_ends_once_its_boot_id_changes() {
     );
     let text = e.to_string();
     assert!(
-        text.contains("rebooted while a hung request was running"),
+        text.contains("rebooted during a hung request (its boot id changed)"),
         "{text}"
     );
     let help = miette::Diagnostic::help(&e).unwrap().to_string();

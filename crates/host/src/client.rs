@@ -109,7 +109,7 @@ pub enum ClientError {
     /// answered with another boot id): the request's work is lost and no
     /// answer will come.
     #[error(
-        "node {node} rebooted while {what} was running (its boot id changed); that work is lost"
+        "node {node} rebooted during {what} (its boot id changed); that work is lost"
     )]
     Rebooted { node: String, what: String },
 }
