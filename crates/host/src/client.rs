@@ -108,9 +108,7 @@ pub enum ClientError {
     /// The node rebooted while a request to it was in flight (its health
     /// answered with another boot id): the request's work is lost and no
     /// answer will come.
-    #[error(
-        "node {node} rebooted during {what} (its boot id changed); that work is lost"
-    )]
+    #[error("node {node} rebooted during {what} (its boot id changed); that work is lost")]
     Rebooted { node: String, what: String },
 }
 
