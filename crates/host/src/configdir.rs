@@ -290,12 +290,19 @@ mod tests {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
     }
 
-    #[test]
-    fn fw_cfg_document_is_the_yaml_config_as_private_json() {
+    /// A temporary directory, its `out` subdirectory with the default cluster
+    /// generated into it, that cluster and the report.
+    fn generated_default() -> (tempfile::TempDir, PathBuf, Cluster, GenReport) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("out");
         let cluster = crate::spec::default_cluster();
         let report = generate(&cluster, &dir).unwrap();
+        (tmp, dir, cluster, report)
+    }
+
+    #[test]
+    fn fw_cfg_document_is_the_yaml_config_as_private_json() {
+        let (tmp, dir, cluster, report) = generated_default();
         let node = &cluster.nodes[0];
         let yaml = node_config_path(&dir, &node.name);
         let json = node_fw_cfg_path(&dir, &node.name);
@@ -331,10 +338,7 @@ mod tests {
 
     #[test]
     fn generates_layout_and_completes_on_rerun() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("out");
-        let cluster = crate::spec::default_cluster();
-        let report = generate(&cluster, &dir).unwrap();
+        let (_tmp, dir, cluster, report) = generated_default();
         assert!(!report.admin_kept);
         assert_eq!(report.nodes.len(), cluster.nodes.len());
         for d in [&dir, &dir.join(SECRETS_DIR), &dir.join(NODES_DIR)] {

@@ -42,10 +42,24 @@ fn bundle_private_keys(secrets: &Secrets) -> Vec<String> {
     keys
 }
 
-#[test]
-fn control_plane_and_worker_get_what_they_need_and_no_more() {
+/// The default cluster and a fresh secrets bundle made for it.
+fn default_cluster_and_secrets() -> (Cluster, Secrets) {
     let cluster = default_cluster();
     let secrets = Secrets::generate(cluster.name.as_str()).unwrap();
+    (cluster, secrets)
+}
+
+/// The machine config of the default cluster's first node of `role`,
+/// rendered with fresh secrets.
+fn rendered(role: Role) -> MachineConfig {
+    let (cluster, secrets) = default_cluster_and_secrets();
+    let node = cluster.nodes.iter().find(|n| n.role == role).unwrap();
+    render(&cluster, node, &secrets).unwrap()
+}
+
+#[test]
+fn control_plane_and_worker_get_what_they_need_and_no_more() {
+    let (cluster, secrets) = default_cluster_and_secrets();
     let cp = cluster.control_planes().next().unwrap();
     let worker = cluster.workers().next().unwrap();
 
@@ -175,9 +189,7 @@ fn macs_are_local_unicast_distinct_and_stable() {
 
 #[test]
 fn strict_parse_refuses_unknown_fields_and_wrong_kind() {
-    let cluster = default_cluster();
-    let secrets = Secrets::generate("x").unwrap();
-    let cfg = render(&cluster, &cluster.nodes[1], &secrets).unwrap();
+    let cfg = rendered(Role::Worker);
     let yaml = cfg.to_yaml().unwrap();
     let extra = yaml.replace("kind: MachineConfig\n", "kind: MachineConfig\nbogus: 1\n");
     assert!(matches!(
@@ -193,13 +205,7 @@ fn strict_parse_refuses_unknown_fields_and_wrong_kind() {
 
 #[test]
 fn document_shape() {
-    let cluster = default_cluster();
-    let secrets = Secrets::generate("x").unwrap();
-    let worker = cluster.workers().next().unwrap();
-    let yaml = render(&cluster, worker, &secrets)
-        .unwrap()
-        .to_yaml()
-        .unwrap();
+    let yaml = rendered(Role::Worker).to_yaml().unwrap();
     let top: Vec<&str> = yaml
         .lines()
         .filter(|l| !l.starts_with([' ', '-']) && l.contains(':'))
@@ -323,8 +329,7 @@ mod tls {
 
 #[test]
 fn rustls_accepts_the_rendered_certificates() {
-    let cluster = default_cluster();
-    let secrets = Secrets::generate("dev").unwrap();
+    let (cluster, secrets) = default_cluster_and_secrets();
     let admin =
         crate::pki::issue_client_cert(&secrets.os_ca, crate::pki::ClientRole::Admin, "admin")
             .unwrap();
@@ -473,9 +478,7 @@ fn assert_parse_error_placed_and_quotes_no_key(
 
 #[test]
 fn debug_redacts_every_private_key() {
-    let cluster = default_cluster();
-    let secrets = Secrets::generate("dev").unwrap();
-    let cp = render(&cluster, cluster.control_planes().next().unwrap(), &secrets).unwrap();
+    let cp = rendered(Role::ControlPlane);
     let lines = key_lines(&cp);
     assert!(lines.len() >= 4 * 8, "four keys, each with a secret part");
     let etcd = cp.pki.etcd.as_ref().unwrap();
@@ -535,9 +538,7 @@ fn with_api_key_block(yaml: &str, replacement: &str) -> String {
 
 #[test]
 fn parse_errors_quote_no_document_text() {
-    let cluster = default_cluster();
-    let secrets = Secrets::generate("dev").unwrap();
-    let cfg = render(&cluster, &cluster.nodes[1], &secrets).unwrap();
+    let cfg = rendered(Role::Worker);
     let yaml = cfg.to_yaml().unwrap();
     let key = cfg.pki.api_key.clone();
     let body: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
@@ -613,10 +614,8 @@ fn parse_errors_quote_no_document_text() {
 
 #[test]
 fn json_document_reads_like_the_yaml_and_its_errors_quote_no_document_text() {
-    let cluster = default_cluster();
-    let secrets = Secrets::generate("dev").unwrap();
     // The control plane: its document holds the etcd keys too.
-    let cfg = render(&cluster, &cluster.nodes[0], &secrets).unwrap();
+    let cfg = rendered(Role::ControlPlane);
     let json = cfg.to_json().unwrap();
     let yaml = cfg.to_yaml().unwrap();
     assert_eq!(MachineConfig::from_json(&json).unwrap(), cfg);
@@ -686,9 +685,7 @@ fn json_document_reads_like_the_yaml_and_its_errors_quote_no_document_text() {
 fn schema_keys_cover_every_field_of_the_document() {
     // Every key a rendered document has (but sysctl names) is in SCHEMA_KEYS,
     // so an error path names it instead of `?`.
-    let cluster = default_cluster();
-    let secrets = Secrets::generate("dev").unwrap();
-    let mut cfg = render(&cluster, cluster.control_planes().next().unwrap(), &secrets).unwrap();
+    let mut cfg = rendered(Role::ControlPlane);
     cfg.sysctls.insert("vm.swappiness".into(), "1".into());
     fn walk(v: &serde_json::Value, under_sysctls: bool, missing: &mut Vec<String>) {
         match v {
