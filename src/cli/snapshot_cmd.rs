@@ -58,6 +58,7 @@ fn exit_of(e: &SnapshotError) -> Exit {
         E::Lifecycle(l) => super::lifecycle::exit_of(l),
         E::BadName { .. } | E::Exists { .. } | E::Unknown { .. } => Exit::BadInput,
         E::PartlyRunning { .. }
+        | E::Stopping { .. }
         | E::NeedsRunning { .. }
         | E::NeedsStopped { .. }
         | E::NodesChanged { .. }

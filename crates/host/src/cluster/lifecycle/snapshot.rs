@@ -187,6 +187,14 @@ pub enum SnapshotError {
         stopped: Vec<NodeName>,
     },
     #[error(
+        "cluster {cluster} is stopping ({} not yet powered off): snapshots are of a running or a stopped cluster; run the command again once `ironclad stop {cluster}` has ended",
+        names(nodes)
+    )]
+    Stopping {
+        cluster: ClusterName,
+        nodes: Vec<NodeName>,
+    },
+    #[error(
         "snapshot \"{name}\" was taken while cluster {cluster} ran: it restores into running nodes; `ironclad start {cluster}` first"
     )]
     NeedsRunning {
@@ -240,6 +248,7 @@ impl miette::Diagnostic for SnapshotError {
             E::Exists { .. } => "ironclad::snapshot::exists",
             E::Unknown { .. } => "ironclad::snapshot::unknown",
             E::PartlyRunning { .. } => "ironclad::snapshot::partly_running",
+            E::Stopping { .. } => "ironclad::snapshot::stopping",
             E::NeedsRunning { .. } => "ironclad::snapshot::needs_running",
             E::NeedsStopped { .. } => "ironclad::snapshot::needs_stopped",
             E::NodesChanged { .. } => "ironclad::snapshot::nodes_changed",
@@ -262,6 +271,9 @@ impl miette::Diagnostic for SnapshotError {
             }
             E::PartlyRunning { .. } | E::NeedsRunning { .. } | E::NeedsStopped { .. } => {
                 "`ironclad status NAME` shows which nodes run"
+            }
+            E::Stopping { .. } => {
+                "`ironclad status NAME` shows the nodes still stopping; `stop` waits up to its --timeout for each"
             }
             E::Missing { .. } => {
                 "a node's state disk no longer holds it (the disk was replaced, or the snapshot was deleted with qemu-img): `ironclad snapshot rm` the record; nothing was restored"
@@ -393,6 +405,20 @@ fn whole(
     if engine.running(paths).is_none() {
         return Ok(false);
     }
+    supervised_run_state(state)
+}
+
+/// [`whole`] of a cluster whose supervisor runs: every node running, none,
+/// or a refusal naming the nodes still stopping (a `stop` in progress) or
+/// the running and the other nodes.
+fn supervised_run_state(state: &ClusterState) -> Result<bool, SnapshotError> {
+    let stopping = stopping_nodes(state);
+    if !stopping.is_empty() {
+        return Err(SnapshotError::Stopping {
+            cluster: state.name.clone(),
+            nodes: stopping,
+        });
+    }
     let (running, stopped): (Vec<_>, Vec<_>) =
         state.nodes.iter().partition(|n| n.state.has_process());
     if stopped.is_empty() && running.iter().all(|n| n.state == NodeState::Running) {
@@ -415,6 +441,16 @@ fn whole(
             .map(|n| n.name.clone())
             .collect(),
     })
+}
+
+/// The nodes whose power-off was asked and whose QEMU has not exited yet.
+fn stopping_nodes(state: &ClusterState) -> Vec<NodeName> {
+    state
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Stopping)
+        .map(|n| n.name.clone())
+        .collect()
 }
 
 fn node_names(state: &ClusterState) -> Vec<NodeName> {
@@ -655,15 +691,11 @@ pub fn snapshot_rm(
             s.into_iter().map(|n| n.name.clone()).collect(),
         )
     };
-    if let Some(n) = state
-        .nodes
-        .iter()
-        .find(|n| supervised && n.state == NodeState::Stopping)
-    {
-        return Err(SnapshotError::PartlyRunning {
+    let stopping = stopping_nodes(&state);
+    if supervised && !stopping.is_empty() {
+        return Err(SnapshotError::Stopping {
             cluster: cluster.clone(),
-            running: vec![n.name.clone()],
-            stopped: Vec::new(),
+            nodes: stopping,
         });
     }
     for (nodes, live) in [(&running, true), (&stopped, false)] {
@@ -716,6 +748,10 @@ mod tests {
                 running: vec![node.clone()],
                 stopped: vec![],
             },
+            SnapshotError::Stopping {
+                cluster: cluster.clone(),
+                nodes: vec![node.clone()],
+            },
             SnapshotError::NeedsRunning {
                 cluster: cluster.clone(),
                 name: name.clone(),
@@ -759,6 +795,47 @@ mod tests {
         assert_eq!(
             inner.code().map(|c| c.to_string()),
             Diagnostic::code(&LifecycleError::BadInput("x".into())).map(|c| c.to_string())
+        );
+    }
+
+    /// With the supervisor up: all running is a live snapshot, a `stop` in
+    /// progress is its own refusal naming the nodes still stopping (not
+    /// "partly running" with nothing running), a mix is partly running.
+    #[test]
+    fn a_stop_in_progress_is_refused_as_stopping() {
+        let mut state = crate::cluster::state::tests::sample();
+        let mut second = state.nodes[0].clone();
+        second.name = "dev-worker-1".parse().unwrap();
+        state.nodes.push(second);
+        let with = |a: NodeState, b: NodeState| {
+            let mut s = state.clone();
+            s.nodes[0].state = a;
+            s.nodes[1].state = b;
+            s
+        };
+        use NodeState::{Crashed, Running, Stopped, Stopping};
+        assert!(supervised_run_state(&with(Running, Running)).unwrap());
+        assert!(!supervised_run_state(&with(Stopped, Crashed)).unwrap());
+        for (a, b, stopping) in [
+            (Stopping, Stopping, vec!["dev-cp-1", "dev-worker-1"]),
+            (Stopping, Stopped, vec!["dev-cp-1"]),
+            (Running, Stopping, vec!["dev-worker-1"]),
+        ] {
+            let e = supervised_run_state(&with(a, b)).unwrap_err();
+            let SnapshotError::Stopping { nodes, .. } = &e else {
+                panic!("{a:?}/{b:?}: {e}");
+            };
+            let nodes: Vec<&str> = nodes.iter().map(NodeName::as_str).collect();
+            assert_eq!(nodes, stopping);
+            let text = e.to_string();
+            assert!(text.starts_with("cluster dev is stopping ("), "{text}");
+            assert!(text.contains("`ironclad stop dev` has ended"), "{text}");
+        }
+        let e = supervised_run_state(&with(Running, Stopped)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("partly running (running: dev-cp-1; not running: dev-worker-1)"),
+            "{e}"
         );
     }
 
