@@ -1,4 +1,4 @@
-//! `ironclad net status|partition|loss|delay|heal [NAME]`: network faults on
+//! `ironclad net status|partition|loss|delay|heal|seed [NAME]`: network faults on
 //! a running cluster's switch, for reproducing bug reports. Parses and
 //! validates flags, calls [`crate::cluster::lifecycle::net_apply`] /
 //! [`net_status`](crate::cluster::lifecycle::net_status) (which go through
@@ -23,6 +23,10 @@ pub enum NetCommand {
     Delay(DelayArgs),
     /// Undo the faults of one node, or (without --node) every fault.
     Heal(HealArgs),
+    /// Restart the drop decisions from a seed (the `drop seed` of a bug
+    /// report's `net status`): the same frames in the same order then meet
+    /// the same decisions.
+    Seed(SeedArgs),
 }
 
 /// The cluster, by the one selection rule (`select.rs`).
@@ -81,6 +85,17 @@ pub struct HealArgs {
     output: Output,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct SeedArgs {
+    #[command(flatten)]
+    cluster: ClusterArg,
+    /// The seed, an unsigned 64-bit number.
+    #[arg(long, value_name = "N")]
+    seed: u64,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Output,
+}
+
 /// The exit status of each failure: every variant named.
 fn exit_of(e: &NetError) -> Exit {
     match e {
@@ -126,6 +141,7 @@ pub fn run(g: &Global, cmd: NetCommand) -> CliResult {
             a.target.output,
         ),
         NetCommand::Heal(a) => (a.cluster, NetAction::Heal(a.node), a.output),
+        NetCommand::Seed(a) => (a.cluster, NetAction::Seed(a.seed), a.output),
     };
     let name = super::select::cluster(&root, cluster.name)?;
     let st = crate::cluster::lifecycle::net_apply(&root, &name, &action).map_err(failure)?;
@@ -144,6 +160,7 @@ fn done(action: &NetAction) -> String {
         NetAction::Delay { node, ms } => format!("node {node}: its frames delayed by {ms} ms"),
         NetAction::Heal(Some(n)) => format!("node {n} healed"),
         NetAction::Heal(None) => "every fault healed".to_string(),
+        NetAction::Seed(seed) => format!("drop decisions restarted from seed {seed}"),
     }
 }
 

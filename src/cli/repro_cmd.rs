@@ -45,6 +45,8 @@ struct Done<'a> {
     cluster: &'a UpReport,
     image: &'a ImageCheck,
     faults: &'a [AppliedFault],
+    /// The reporter's drop seed, set on the new cluster's switch.
+    drop_seed: Option<u64>,
     /// What the bundle says could not be collected about the network, when
     /// it has no `network.json`.
     faults_unknown: Option<String>,
@@ -151,6 +153,9 @@ pub fn run(g: &Global, a: Args) -> CliResult {
         Vec::new()
     } else {
         let applied = repro::faults(&plan, &root).map_err(failure)?;
+        if let Some(seed) = plan.faults.seed {
+            say(&format!("network: drop seed {seed} (the reporter's)"));
+        }
         for f in &applied {
             say(&format!(
                 "network fault on {} (bundle: {}): {}",
@@ -169,6 +174,7 @@ pub fn run(g: &Global, a: Args) -> CliResult {
                 cluster: &up,
                 image: &image,
                 faults: &applied,
+                drop_seed: plan.faults.seed,
                 faults_unknown,
                 hosts: &plan.hosts,
                 seconds,
@@ -194,7 +200,7 @@ pub fn run(g: &Global, a: Args) -> CliResult {
                 }
             );
             outln!(
-                "  faults   {}",
+                "  faults   {}{}",
                 if applied.is_empty() {
                     "none".to_string()
                 } else {
@@ -203,6 +209,10 @@ pub fn run(g: &Global, a: Args) -> CliResult {
                         .map(|f| format!("{}: {}", f.node, f.faults))
                         .collect::<Vec<_>>()
                         .join("; ")
+                },
+                match plan.faults.seed {
+                    Some(seed) => format!(" (drop seed {seed}, the reporter's)"),
+                    None => String::new(),
                 }
             );
             outln!("  status   ironclad status {}", up.cluster);

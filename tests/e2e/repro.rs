@@ -1,7 +1,8 @@
 //! `ironclad repro`: a 1-node cluster with a network delay is bundled with
 //! `ironclad support` and destroyed; `repro` of the bundle makes it again
 //! under its own name, with the same image (its manifest has the bundle's
-//! manifest's sha256) and the delay in force. A bundle whose manifest was
+//! manifest's sha256), the delay in force and the reporter's drop seed (set
+//! with `net seed`). A bundle whose manifest was
 //! tampered with is refused (exit 1, the part named, nothing created)
 //! without `--allow-image-mismatch`; a bundle for an existing name and a file
 //! that is no bundle are bad input (exit 2). Both the `create` and the
@@ -44,6 +45,13 @@ fn repro_of_a_bundle_gives_the_same_image_and_faults() {
     h.create_from_ok(&file);
     let create_s = t.elapsed().as_secs_f64();
     h.ok(&["net", "delay", "rp", "--node", "rp-cp-1", "--ms", "150"]);
+    let seeded = h.ok(&["net", "seed", "rp", "--seed", "4242"]);
+    assert!(
+        seeded.starts_with(
+            "drop decisions restarted from seed 4242\ncluster rp network (drop seed 4242)"
+        ),
+        "{seeded}"
+    );
     let bundle = tmp.path().join("rp.tar.gz");
     let bundle_s = bundle.to_str().unwrap();
     h.ok(&["support", "rp", "--file", bundle_s]);
@@ -86,6 +94,11 @@ fn repro_of_a_bundle_gives_the_same_image_and_faults() {
     let st = h.status("rp");
     assert_eq!(st["nodes"][0]["state"], "ready", "{st}");
     assert_eq!(st["nodes"][0]["network"]["delayMs"], 150, "{st}");
+    // And the reporter's drop seed on that switch.
+    assert_eq!(v["dropSeed"], 4242, "{v}");
+    let net: serde_json::Value =
+        serde_json::from_str(&h.ok(&["net", "status", "rp", "-o", "json"])).unwrap();
+    assert_eq!(net["seed"], 4242, "{net}");
     assert!(
         v["hosts"]
             .as_array()

@@ -56,6 +56,10 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         node: Option<String>,
     },
+    /// Restart the drop decisions from `seed`: from here on the same frames
+    /// in the same order meet the same decisions as on a switch whose
+    /// decisions started from that seed (a bug report's `seed`).
+    Seed { seed: u64 },
     /// Report ports, MACs, counters and faults.
     Status {},
 }

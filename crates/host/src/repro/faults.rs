@@ -1,9 +1,10 @@
 //! The network faults of a bundle (`network.json`: the switch's status when
 //! the bundle was made) as switch requests for the new cluster, whose nodes
 //! may have other names (`--name`): node `i` of the bundle's cluster file is
-//! node `i` of the new one. Only the fault state is used; counters, MACs and
-//! the drop seed are not carried over (the new switch draws its own seed, so
-//! a lossy link drops other frames than the reporter's did).
+//! node `i` of the new one. The fault state and the drop seed are carried
+//! over (the seed first: from then on the same frames in the same order meet
+//! the same drop decisions as on the reporter's switch from its start);
+//! counters and MACs are not.
 
 use crate::network::control::{Faults, MAX_DELAY_MS, NodeFaults};
 use crate::network::{Request, Response};
@@ -20,6 +21,8 @@ pub struct FaultPlan {
     pub expected: BTreeMap<String, NodeFaults>,
     /// New node name → its name in the bundle.
     pub bundle_names: BTreeMap<String, String>,
+    /// The reporter's drop seed, when `network.json` has one.
+    pub seed: Option<u64>,
 }
 
 /// A node's faults on the new cluster, read back from its switch.
@@ -35,6 +38,8 @@ pub struct AppliedFault {
 #[derive(Deserialize)]
 struct Network {
     faults: Faults,
+    #[serde(default)]
+    seed: Option<u64>,
 }
 
 /// The plan for `network.json` (text of a bundle, untrusted), nodes mapped
@@ -42,7 +47,7 @@ struct Network {
 pub fn plan(json: &[u8], from: &Cluster, to: &Cluster) -> Result<FaultPlan, String> {
     let net: Network = serde_json::from_slice(json)
         .map_err(|e| format!("network.json is not the switch's status: {e}"))?;
-    let f = net.faults;
+    let f = &net.faults;
     let map: BTreeMap<&str, &str> = from
         .nodes
         .iter()
@@ -73,7 +78,11 @@ pub fn plan(json: &[u8], from: &Cluster, to: &Cluster) -> Result<FaultPlan, Stri
             Ok(ms)
         }
     };
-    let mut requests = Vec::new();
+    let mut requests: Vec<Request> = net
+        .seed
+        .map(|seed| Request::Seed { seed })
+        .into_iter()
+        .collect();
     let mut mapped = Faults::default();
     if f.drop_percent > 0 {
         mapped.drop_percent = percent(f.drop_percent)?;
@@ -128,11 +137,12 @@ pub fn plan(json: &[u8], from: &Cluster, to: &Cluster) -> Result<FaultPlan, Stri
         requests,
         expected,
         bundle_names,
+        seed: net.seed,
     })
 }
 
 /// Sends the plan's requests to the running cluster `name` and checks what
-/// its switch then says for every node.
+/// its switch then says for every node, and its seed.
 pub fn apply(
     plan: &FaultPlan,
     root: &Path,
@@ -147,8 +157,20 @@ pub fn apply(
             Err(e) => return Err(format!("{r:?}: {e}")),
         }
     }
-    let now =
-        crate::cluster::lifecycle::faults_in_force(engine, &paths).map_err(|e| e.to_string())?;
+    let status = crate::cluster::lifecycle::net_status(root, name).map_err(|e| e.to_string())?;
+    if let Some(seed) = plan.seed
+        && status.seed != seed
+    {
+        return Err(format!(
+            "the switch's drop seed is {}, the bundle's switch had {seed}",
+            status.seed
+        ));
+    }
+    let now: BTreeMap<String, NodeFaults> = status
+        .nodes
+        .into_iter()
+        .map(|n| (n.name, n.faults))
+        .collect();
     let mut out = Vec::new();
     for (node, want) in &plan.expected {
         let got = now.get(node).copied().unwrap_or_default();

@@ -347,10 +347,12 @@ fn the_plan_renames_maps_faults_and_validates_the_cluster_file() {
     // Only the name changed: the comments that say `dev` are kept.
     assert!(p.source.contains("Node names are made from it: dev-cp-1"));
     assert_eq!(p.source.len(), DEV.len());
-    // The faults, on the renamed nodes.
+    // The reporter's drop seed first, then the faults, on the renamed nodes.
+    assert_eq!(p.faults.seed, Some(7));
     assert_eq!(
         p.faults.requests,
         [
+            crate::network::Request::Seed { seed: 7 },
             crate::network::Request::Delay {
                 ms: 150,
                 node: None
@@ -425,7 +427,13 @@ fn faults_on_unknown_nodes_or_out_of_range_are_refused() {
             .unwrap_err()
             .contains("999999 ms")
     );
-    let p = faults::plan(&net(base), &from, &from).unwrap();
-    assert!(p.requests.is_empty());
+    // No fault: only the seed is set (a lossy link added later replays the
+    // reporter's decisions); a status without a seed (an older switch) sets
+    // nothing.
+    let p = faults::plan(&net(base.clone()), &from, &from).unwrap();
+    assert_eq!(p.requests, [crate::network::Request::Seed { seed: 1 }]);
+    let no_seed = serde_json::json!({"ports": [], "macs": [], "faults": base});
+    let p = faults::plan(&serde_json::to_vec(&no_seed).unwrap(), &from, &from).unwrap();
+    assert!(p.requests.is_empty() && p.seed.is_none());
     assert!(faults::plan(b"[]", &from, &from).is_err());
 }

@@ -1,6 +1,7 @@
 //! Network faults of a running cluster (`ironclad net ...`): partition a
-//! node, drop a share of its frames, delay them, heal, and the network's
-//! status (per node: link, faults in force, counters).
+//! node, drop a share of its frames, delay them, heal, restart the drop
+//! decisions from a seed, and the network's status (per node: link, faults
+//! in force, counters).
 //!
 //! Owns: the checks before a fault is sent (the cluster exists, the node is
 //! one of its nodes, the cluster runs) and the per-node view of the switch's
@@ -35,6 +36,8 @@ pub enum NetAction {
     Delay { node: NodeName, ms: u64 },
     /// Undo the faults aimed at one node, or every fault (`None`).
     Heal(Option<NodeName>),
+    /// Restart the switch's drop decisions from this seed.
+    Seed(u64),
 }
 
 impl NetAction {
@@ -44,7 +47,7 @@ impl NetAction {
             | NetAction::Loss { node: n, .. }
             | NetAction::Delay { node: n, .. }
             | NetAction::Heal(Some(n)) => Some(n),
-            NetAction::Heal(None) => None,
+            NetAction::Heal(None) | NetAction::Seed(_) => None,
         }
     }
 
@@ -70,6 +73,7 @@ impl NetAction {
                 node: None,
                 all: true,
             },
+            NetAction::Seed(seed) => Request::Seed { seed: *seed },
         }
     }
 }
@@ -204,7 +208,7 @@ pub fn net_status(root: &Path, name: &ClusterName) -> Result<NetStatus> {
     Ok(NetStatus::from_switch(name, s))
 }
 
-/// `ironclad net partition|loss|delay|heal NAME`: applies `action` and
+/// `ironclad net partition|loss|delay|heal|seed NAME`: applies `action` and
 /// returns the network's status after it.
 pub fn net_apply(root: &Path, name: &ClusterName, action: &NetAction) -> Result<NetStatus> {
     let paths = running(root, name, action.node())?;

@@ -3,6 +3,7 @@
 
 use super::State;
 use crate::network::control::{ErrorCode, Faults, MAX_DELAY_MS, Request, Response};
+use rand::SeedableRng;
 use std::collections::BTreeMap;
 
 /// A refused control request, before it becomes a [`Response::Error`].
@@ -43,6 +44,10 @@ impl State {
                 return Ok(Response::Status {
                     status: self.status(),
                 });
+            }
+            Request::Seed { seed } => {
+                self.rng = rand::rngs::StdRng::seed_from_u64(seed);
+                self.seed = seed;
             }
             Request::Partition { node } => {
                 self.known_node(&node)?;

@@ -408,6 +408,30 @@ fn seeded_drops_are_reproducible() {
     assert!((120..=280).contains(&dropped), "{dropped}");
 }
 
+/// A `seed` request restarts the decisions: a switch that drew other
+/// decisions first, reseeded with 42, decides as one that started from 42,
+/// and its status reports the new seed.
+#[test]
+fn a_seed_request_restarts_the_drop_decisions() {
+    let nodes: Vec<NodeName> = vec!["a".parse().unwrap(), "b".parse().unwrap()];
+    let decisions = |st: &mut State| (0..200).map(|_| st.decide("a", "b")).collect::<Vec<_>>();
+    let mut fresh = State::new(&nodes, 42);
+    fresh.faults.drop_percent = 30;
+    let want = decisions(&mut fresh);
+
+    let mut st = State::new(&nodes, 7);
+    st.faults.drop_percent = 30;
+    let before = decisions(&mut st);
+    assert_ne!(before, want);
+    assert_eq!(st.apply(Request::Seed { seed: 42 }), Response::Ok);
+    assert_eq!(decisions(&mut st), want);
+    assert_eq!(st.status().seed, 42);
+    // Its JSON on the control socket.
+    let req: Request =
+        serde_json::from_str(r#"{"op":"seed","seed":18446744073709551615}"#).unwrap();
+    assert_eq!(req, Request::Seed { seed: u64::MAX });
+}
+
 #[test]
 fn the_mac_table_is_bounded() {
     let nodes: Vec<NodeName> = vec!["a".parse().unwrap(), "b".parse().unwrap()];
