@@ -24,8 +24,9 @@ fn members(h: &Harness, via: &str) -> Vec<Value> {
     v["members"].as_array().cloned().unwrap_or_default()
 }
 
-fn get(h: &Harness, via: &str, key: &str) -> Option<String> {
-    let out = h.ok(&[
+/// `etcd get KEY` through the control plane `via`, as JSON.
+fn get_args<'a>(via: &'a str, key: &'a str) -> [&'a str; 9] {
+    [
         "etcd",
         "get",
         key,
@@ -35,8 +36,23 @@ fn get(h: &Harness, via: &str, key: &str) -> Option<String> {
         via,
         "--output",
         "json",
-    ]);
-    let v: Value = serde_json::from_str(&out).expect("kv JSON");
+    ]
+}
+
+/// The value of `key` as read through `via` (`None`: no such key).
+fn get(h: &Harness, via: &str, key: &str) -> Option<String> {
+    value(h.ok(&get_args(via, key)).as_bytes())
+}
+
+/// As [`get`], but `None` when the command fails (a node still joining or
+/// electing), for waits.
+fn try_get(h: &Harness, via: &str, key: &str) -> Option<Option<String>> {
+    let out = h.run(&get_args(via, key));
+    out.status.success().then(|| value(&out.stdout))
+}
+
+fn value(json: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(json).expect("kv JSON");
     v["value"].as_str().map(str::to_string)
 }
 
@@ -149,20 +165,7 @@ fn ha_cluster_etcd_quorum_survives_a_killed_control_plane() {
     h.wait_for(
         "ha-cp-3 to serve the key written while it was down",
         Duration::from_secs(120),
-        || {
-            let out = h.run(&[
-                "etcd",
-                "get",
-                "/e2e/during",
-                "--cluster",
-                "ha",
-                "--node",
-                "ha-cp-3",
-                "--output",
-                "json",
-            ]);
-            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"two\"")
-        },
+        || try_get(&h, "ha-cp-3", "/e2e/during") == Some(Some("two".into())),
     );
     assert_eq!(get(&h, "ha-cp-3", "/e2e/before").as_deref(), Some("one"));
     let m = members(&h, "ha-cp-3");
@@ -195,19 +198,7 @@ fn ha_cluster_etcd_quorum_survives_a_killed_control_plane() {
         h.wait_for(
             &format!("{cp} to serve reads after the restore"),
             Duration::from_secs(60),
-            || {
-                h.run(&[
-                    "etcd",
-                    "get",
-                    "/e2e/during",
-                    "--cluster",
-                    "ha",
-                    "--node",
-                    cp,
-                ])
-                .status
-                .success()
-            },
+            || try_get(&h, cp, "/e2e/during").is_some(),
         );
         assert_eq!(get(&h, cp, "/e2e/after-snapshot"), None, "{cp}");
         assert_eq!(get(&h, cp, "/e2e/during").as_deref(), Some("two"), "{cp}");
