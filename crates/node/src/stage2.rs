@@ -134,6 +134,18 @@ pub fn defer_module_sysctls(set: &mut BTreeMap<String, String>) -> BTreeMap<Stri
         .collect()
 }
 
+/// What `config` sets that `image` does not already set to the same value.
+pub fn config_only_sysctls(
+    image: &BTreeMap<String, String>,
+    config: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    config
+        .iter()
+        .filter(|(k, v)| image.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// The running kernel's release (`uname -r`).
 pub fn kernel_release() -> String {
     // SAFETY: utsname is plain data; uname fills it.
@@ -166,28 +178,57 @@ fn wait_early_modules(early: Pending) {
     console::phase(console::Phase::Modules { slowest: slow });
 }
 
-/// The sysctls being applied ([`Stage2::apply_sysctls`]).
+/// Sysctls being applied on a thread ([`Stage2::apply_image_sysctls`],
+/// [`Stage2::apply_config_sysctls`]).
 struct PendingSysctls {
     applying: std::thread::JoinHandle<Vec<(String, String)>>,
     deferred: BTreeMap<String, String>,
 }
 
 impl PendingSysctls {
+    /// `set`, less the sysctls of the image's modules (kept for after
+    /// them), written under `root` on a thread of its own.
+    fn spawn(root: &Path, mut set: BTreeMap<String, String>) -> Self {
+        let deferred = defer_module_sysctls(&mut set);
+        let root = root.to_path_buf();
+        let applying = std::thread::spawn(move || sysctl::apply(&root, &set));
+        PendingSysctls { applying, deferred }
+    }
+
+    /// `set` written once these are (so its values win), as above; the
+    /// failures and the sysctls left for later are those of both.
+    fn then(self, root: &Path, mut set: BTreeMap<String, String>) -> Self {
+        let mut deferred = self.deferred;
+        deferred.extend(defer_module_sysctls(&mut set));
+        let root = root.to_path_buf();
+        let before = self.applying;
+        let applying = std::thread::spawn(move || {
+            let mut failed = joined(before);
+            failed.extend(sysctl::apply(&root, &set));
+            failed
+        });
+        PendingSysctls { applying, deferred }
+    }
+
     /// Waits until they are applied, says which failed, and returns those
     /// left for after the late modules.
     fn finish(self) -> BTreeMap<String, String> {
-        let failed = self.applying.join().unwrap_or_else(|_| {
-            vec![(
-                "*".to_string(),
-                "the thread applying them panicked".to_string(),
-            )]
-        });
+        let failed = joined(self.applying);
         for (k, e) in failed {
             console::say(&format!("machined: sysctl {k}: {e}"));
         }
-        console::phase(console::Phase::Sysctls);
         self.deferred
     }
+}
+
+/// What a thread applying sysctls says failed.
+fn joined(applying: std::thread::JoinHandle<Vec<(String, String)>>) -> Vec<(String, String)> {
+    applying.join().unwrap_or_else(|_| {
+        vec![(
+            "*".to_string(),
+            "the thread applying them panicked".to_string(),
+        )]
+    })
 }
 
 /// The boot being counted on the state disk ([`Stage2::mount_state`]).
@@ -240,6 +281,7 @@ impl Stage2 {
     ) -> Result<Prepared, Stage2Error> {
         self.mount_base(sys)?;
         let (late, image_sysctls) = self.read_image_lists()?;
+        let image_applying = self.apply_image_sysctls(&image_sysctls);
         let state_dev = self.format_state_disk(sys)?;
         if state_dev.formatted {
             console::phase(console::Phase::StateDiskFormatted);
@@ -254,12 +296,13 @@ impl Stage2 {
         let boot = self.mount_state(sys, &state_dev)?;
         let fw_cfg_digest = applied::digest(&fw_cfg_text);
         let config = self.effective_config(fw_cfg, &fw_cfg_text);
-        let sysctls = self.apply_sysctls(&image_sysctls, &config, late.is_some());
+        let sysctls = self.apply_config_sysctls(image_applying, &image_sysctls, &config);
         let etc = self.etc_overlay(sys);
         // The sysctls are in before the hostname is set (it wins over a
         // `kernel.hostname` of the config) and before the network is
         // configured (a `net.*.default.*` applies to what that makes).
         let deferred_sysctls = sysctls.finish();
+        console::phase(console::Phase::Sysctls);
         etc?;
         self.hostname(sys, &config)?;
         let boot = boot.finish();
@@ -374,27 +417,28 @@ impl Stage2 {
         config
     }
 
-    /// Applies the image's sysctls under the config's, on a thread of their
-    /// own: some writes wait on the kernel rather than work (`kernel.sysrq`
+    /// Applies the image's sysctls on a thread of their own, from the start
+    /// of stage 2: they need neither the machine config nor the state disk,
+    /// and some writes wait on the kernel rather than work (`kernel.sysrq`
     /// unregisters the SysRq input handler and waits for an RCU grace
-    /// period, 33 ms of a TCG boot), so /etc and the hostname are done
-    /// meanwhile. Those of modules still loading (`late`) are left for
-    /// later ([`PendingSysctls::finish`] returns them).
-    fn apply_sysctls(
+    /// period, 33 ms of a TCG boot), so they go in while the state disk is
+    /// formatted and stage 1's modules finish loading. Those of the image's
+    /// modules (`net.bridge.*`) are left for after them
+    /// ([`PendingSysctls::finish`] returns them, [`Prepared::deferred_sysctls`]).
+    fn apply_image_sysctls(&self, image: &BTreeMap<String, String>) -> PendingSysctls {
+        PendingSysctls::spawn(&self.root, image.clone())
+    }
+
+    /// Applies what the effective config sets other than the image did
+    /// (usually nothing) once the image's (`image_applying`) are in, so
+    /// that the config's values win.
+    fn apply_config_sysctls(
         &self,
+        image_applying: PendingSysctls,
         image: &BTreeMap<String, String>,
         config: &MachineConfig,
-        late: bool,
     ) -> PendingSysctls {
-        let mut set = sysctl::merge(image, &config.sysctls);
-        let deferred = if late {
-            defer_module_sysctls(&mut set)
-        } else {
-            Default::default()
-        };
-        let root = self.root.clone();
-        let applying = std::thread::spawn(move || sysctl::apply(&root, &set));
-        PendingSysctls { applying, deferred }
+        image_applying.then(&self.root, config_only_sysctls(image, &config.sysctls))
     }
 
     /// The hostname (kernel and /etc/hostname) and /etc/resolv.conf, once
@@ -723,6 +767,56 @@ mod tests {
         .unwrap();
         assert_eq!(theirs, (before + 5).min(19));
         assert_eq!(mine, before, "the spawning thread keeps its priority");
+    }
+
+    /// The image's sysctls go in first and the config's after them: a
+    /// value both set ends as the config's, what the config repeats is not
+    /// written twice, and the bridge sysctls of either wait for their module.
+    #[test]
+    fn config_sysctls_follow_the_image_ones_and_win() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let image = map(&[
+            ("kernel.kptr_restrict", "2"),
+            ("net.ipv4.ip_forward", "0"),
+            ("net.bridge.bridge-nf-call-iptables", "1"),
+        ]);
+        let config = map(&[
+            ("kernel.kptr_restrict", "2"),
+            ("net.ipv4.ip_forward", "1"),
+            ("net.bridge.bridge-nf-call-ip6tables", "1"),
+        ]);
+        assert_eq!(
+            config_only_sysctls(&image, &config),
+            map(&[
+                ("net.ipv4.ip_forward", "1"),
+                ("net.bridge.bridge-nf-call-ip6tables", "1"),
+            ])
+        );
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let r = dir.path();
+            for d in ["kernel", "net/ipv4"] {
+                std::fs::create_dir_all(r.join("proc/sys").join(d)).unwrap();
+            }
+            let deferred = PendingSysctls::spawn(r, image.clone())
+                .then(r, config_only_sysctls(&image, &config))
+                .finish();
+            let rd = |p: &str| std::fs::read_to_string(r.join("proc/sys").join(p)).unwrap();
+            assert_eq!(rd("net/ipv4/ip_forward"), "1");
+            assert_eq!(rd("kernel/kptr_restrict"), "2");
+            assert_eq!(
+                deferred.keys().collect::<Vec<_>>(),
+                [
+                    "net.bridge.bridge-nf-call-ip6tables",
+                    "net.bridge.bridge-nf-call-iptables"
+                ]
+            );
+        }
     }
 
     #[test]
