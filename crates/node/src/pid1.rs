@@ -62,17 +62,11 @@ pub fn main(argv0: &str) -> ! {
             .enable_all()
             .build()
     });
-    // The open-file limit and the routing rules need nothing stage 2 makes
-    // (the rules name interfaces and addresses, which need not exist yet):
-    // they go in beside it, and are in before any service or the API starts.
-    let hardening = std::thread::spawn(harden);
     let prepared = match Stage2::new().prepare_with(&sys, Some(Arc::new(RealSys)), early) {
         Ok(p) => p,
         Err(e) => fatal(&sys, &format!("stage 2: {e}")),
     };
-    if hardening.join().is_err() {
-        console::say("machined: network rules: the thread installing them panicked");
-    }
+    harden();
     let runtime = match runtime.join() {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => fatal(&sys, &format!("tokio runtime: {e}")),
@@ -95,8 +89,8 @@ pub fn main(argv0: &str) -> ! {
 }
 
 /// PID 1's open-file limit, and the node's policy routing rules (the pods'
-/// block on the node API and etcd, the host's loopback out of reach),
-/// before any service or the API starts. A
+/// block on the node API and etcd, the host's loopback out of reach), once
+/// the network is configured and before any service or the API starts. A
 /// failure is said on the console and the boot goes on (the matrix's BRK-10
 /// and NET-02 then fail).
 fn harden() {
