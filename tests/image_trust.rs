@@ -230,7 +230,7 @@ fn entry_with_parts(cache: &Path, machined: &Path, scale: u64) -> PathBuf {
     let dir = cache::image_dir(cache, &key);
     std::fs::create_dir_all(&dir).unwrap();
     let parts = [
-        ("vmlinuz", 12u64),
+        ("vmlinux", 12u64),
         ("initramfs", 17),
         ("rootfs.squashfs", 68),
     ]
@@ -297,7 +297,7 @@ fn a_cache_hit_with_a_flipped_byte_is_caught() {
     assert!(msg.contains("ironclad image build trixie"), "{msg}");
 
     // A part cut short is caught by its size, before any hashing.
-    let kernel = dir.join("vmlinuz");
+    let kernel = dir.join("vmlinux");
     let k = std::fs::read(&kernel).unwrap();
     std::fs::write(&kernel, &k[..1000]).unwrap();
     let err = ensure_built(
@@ -306,5 +306,5 @@ fn a_cache_hit_with_a_flipped_byte_is_caught() {
         &Recorder::default(),
     )
     .unwrap_err();
-    assert!(err.to_string().contains("vmlinuz is 1000 bytes"), "{err}");
+    assert!(err.to_string().contains("vmlinux is 1000 bytes"), "{err}");
 }

@@ -218,7 +218,7 @@ async fn node_boots_serves_the_api_and_keeps_its_state_across_a_reboot() {
     let port = free_port();
     let spec = VmSpec {
         name: node.name.clone(),
-        kernel: image.vmlinuz.clone(),
+        kernel: image.vmlinux.clone(),
         initrd: image.initramfs.clone(),
         // The kernel command line clusters boot with (defences included).
         append: ironclad_host::cluster::supervisor::kernel_cmdline(Accel::Tcg),

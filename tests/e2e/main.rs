@@ -87,6 +87,17 @@ fn dev_cluster_lifecycle() {
             "{n}: GLIBC_TUNABLES {tunables:?}"
         );
     }
+    // Each QEMU's copies of the kernel and initramfs went back to the host
+    // after boot (the supervisor rewrote the files with direct I/O on stage
+    // 1's line).
+    for n in nodes {
+        let pid = n["pid"].as_u64().unwrap() as u32;
+        h.wait_for(
+            "QEMU's kernel and initramfs pages to be handed back",
+            Duration::from_secs(20),
+            || boot_files_handed_back(pid),
+        );
+    }
     assert_eq!(nodes[0]["address"], "10.5.0.2");
     assert_eq!(nodes[1]["address"], "10.5.0.3");
     // Human status and list.
@@ -144,6 +155,18 @@ fn dev_cluster_lifecycle() {
     let st = h.status("dev");
     assert_eq!(st["nodes"][1]["state"], "ready");
     assert_ne!(st["nodes"][1]["pid"].as_u64().unwrap() as i32, worker_pid);
+    let new_pid = st["nodes"][1]["pid"].as_u64().unwrap() as u32;
+    h.wait_for(
+        "the new QEMU's kernel and initramfs pages to be handed back",
+        Duration::from_secs(20),
+        || boot_files_handed_back(new_pid),
+    );
+    let sup_log = std::fs::read_to_string(h.cluster_dir("dev").join("logs/supervisor.log"))
+        .unwrap_or_default();
+    assert!(
+        sup_log.contains("dev-worker-1: QEMU's copies of the kernel and initramfs handed back"),
+        "{sup_log}"
+    );
 
     // Stop keeps the state; no process remains.
     h.ok(&["stop", "dev", "--timeout", "5"]);
@@ -211,6 +234,30 @@ fn dev_cluster_lifecycle() {
         .read_to_string(&mut followed)
         .unwrap();
     assert!(followed.contains("machined: ready"), "{followed}");
+}
+
+/// Whether QEMU `pid` keeps at most one page of its `-kernel` and of its
+/// `-initrd` file resident (a file's last, partial block is not rewritten).
+fn boot_files_handed_back(pid: u32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    ["-kernel", "-initrd"].iter().all(|opt| {
+        let Some(path) = args
+            .iter()
+            .position(|a| *a == opt.as_bytes())
+            .and_then(|i| args.get(i + 1))
+        else {
+            panic!(
+                "QEMU {pid} has no {opt}: {}",
+                String::from_utf8_lossy(&cmdline)
+            );
+        };
+        let path = std::path::PathBuf::from(String::from_utf8_lossy(path).into_owned());
+        ironclad_host::qemu::boot_files::resident_bytes_of(pid, &path)
+            .ok()
+            .flatten()
+            .is_some_and(|b| b <= 4096)
+    })
 }
 
 fn switch_status(path: &std::path::Path) -> ironclad_host::network::Status {

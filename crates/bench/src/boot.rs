@@ -33,7 +33,7 @@ pub struct NodeSetup {
 pub fn setup(b: &mut Bench, g: Group) -> Result<Setup> {
     match g {
         Group::Limit => {
-            let kernel = b.image()?.vmlinuz.clone();
+            let kernel = b.image()?.vmlinux.clone();
             Ok(Setup::Limit {
                 kernel,
                 initrd: limit_initramfs(&b.work)?,
@@ -310,7 +310,7 @@ fn setup_node(b: &mut Bench) -> Result<Setup> {
     )
     .map_err(|e| BenchError::Failed(format!("machine config of {}: {e}", node.name)))?;
     Ok(Setup::Node(Box::new(NodeSetup {
-        kernel: img.vmlinuz,
+        kernel: img.vmlinux,
         initrd: img.initramfs,
         rootfs: img.rootfs,
         config,

@@ -102,7 +102,7 @@ pub fn bench_sizes(b: &mut Bench) -> Result<()> {
     for (name, path, what) in [
         ("size_rootfs", &img.rootfs, "rootfs.squashfs size"),
         ("size_initramfs", &img.initramfs, "initramfs size"),
-        ("size_vmlinuz", &img.vmlinuz, "vmlinuz size"),
+        ("size_vmlinux", &img.vmlinux, "vmlinux size"),
     ] {
         let bytes = std::fs::metadata(path)
             .map_err(|e| BenchError::Failed(format!("{}: {e}", path.display())))?

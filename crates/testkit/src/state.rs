@@ -52,7 +52,7 @@ pub fn stopped_cluster(root: &Path, name: &str, nodes: &[&str]) -> ClusterPaths 
         egress: false,
         image: ImageFiles {
             key: "none".into(),
-            kernel: "/nonexistent/vmlinuz".into(),
+            kernel: "/nonexistent/vmlinux".into(),
             initrd: "/nonexistent/initramfs".into(),
             rootfs: "/nonexistent/rootfs.squashfs".into(),
         },

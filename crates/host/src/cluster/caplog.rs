@@ -233,16 +233,21 @@ impl CappedLog {
     }
 }
 
+/// What a [`pump`] shows every chunk it reads, before writing it.
+pub type Tap = Box<dyn FnMut(&[u8]) + Send>;
+
 /// Copies `src` into `log` until end of file (the writer, QEMU, is gone) on a
 /// thread of its own, then sends on `done`. What cannot be written (a full
 /// disk) is dropped, so QEMU never blocks on a full pipe; `warn` hears when
-/// writing starts failing and when it works again.
+/// writing starts failing and when it works again. `tap`, if any, sees every
+/// chunk read (it must not block: QEMU waits on a full pipe).
 pub fn pump(
     mut src: File,
     mut log: CappedLog,
     name: String,
     warn: fn(&str),
     done: tokio::sync::oneshot::Sender<()>,
+    mut tap: Option<Tap>,
 ) -> io::Result<()> {
     std::thread::Builder::new()
         .name(format!("log {name}"))
@@ -250,28 +255,32 @@ pub fn pump(
             let mut buf = vec![0u8; 64 << 10];
             let mut failed = false;
             loop {
-                match src.read(&mut buf) {
+                let n = match src.read(&mut buf) {
                     Ok(0) => break,
-                    Ok(n) => match log.write(&buf[..n]) {
-                        Err(e) if !failed => {
-                            warn(&format!(
-                                "{name}: cannot write {} ({e}); dropping output until it works again",
-                                log.path.display()
-                            ));
-                            failed = true;
-                        }
-                        Err(_) => {}
-                        Ok(()) if failed => {
-                            warn(&format!("{name}: writing {} again", log.path.display()));
-                            failed = false;
-                        }
-                        Ok(()) => {}
-                    },
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         warn(&format!("{name}: reading QEMU's output failed: {e}"));
                         break;
                     }
+                };
+                if let Some(tap) = tap.as_mut() {
+                    tap(&buf[..n]);
+                }
+                match log.write(&buf[..n]) {
+                    Err(e) if !failed => {
+                        warn(&format!(
+                            "{name}: cannot write {} ({e}); dropping output until it works again",
+                            log.path.display()
+                        ));
+                        failed = true;
+                    }
+                    Err(_) => {}
+                    Ok(()) if failed => {
+                        warn(&format!("{name}: writing {} again", log.path.display()));
+                        failed = false;
+                    }
+                    Ok(()) => {}
                 }
             }
             let _ = done.send(());
@@ -428,7 +437,13 @@ mod tests {
         let (r, mut w) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let log = CappedLog::create(&path, 16 << 10, &[]).unwrap();
-        pump(r, log, "p".into(), |m| panic!("{m}"), tx).unwrap();
+        // The tap sees every byte, though the log keeps only the last ones.
+        let tapped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = tapped.clone();
+        let tap: Tap = Box::new(move |b| {
+            count.fetch_add(b.len(), std::sync::atomic::Ordering::Relaxed);
+        });
+        pump(r, log, "p".into(), |m| panic!("{m}"), tx, Some(tap)).unwrap();
         let writer = std::thread::spawn(move || {
             for i in 0..20_000 {
                 writeln!(w, "line {i:05} of a guest that does not stop").unwrap();
@@ -436,6 +451,11 @@ mod tests {
         });
         writer.join().unwrap();
         rx.blocking_recv().unwrap();
+        let line_len = "line 00000 of a guest that does not stop\n".len();
+        assert_eq!(
+            tapped.load(std::sync::atomic::Ordering::Relaxed),
+            20_000 * line_len
+        );
         let prev = CappedLog::previous(&path);
         assert!(size(&path) <= (16 << 10) + LINE_SLACK);
         assert!(size(&prev) <= (16 << 10) + LINE_SLACK);

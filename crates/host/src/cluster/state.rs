@@ -229,7 +229,7 @@ pub(crate) mod tests {
             egress: false,
             image: ImageFiles {
                 key: "abc".into(),
-                kernel: "/c/vmlinuz".into(),
+                kernel: "/c/vmlinux".into(),
                 initrd: "/c/initramfs".into(),
                 rootfs: "/c/rootfs.squashfs".into(),
             },

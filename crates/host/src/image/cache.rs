@@ -1,7 +1,7 @@
 //! The image cache: where built images and mmdebstrap base trees live, their
 //! keys, and listing and finding cached images.
 //!
-//! Layout: `<root>/images/<key>/{vmlinuz,initramfs,rootfs.squashfs,manifest.json}`,
+//! Layout: `<root>/images/<key>/{vmlinux,initramfs,rootfs.squashfs,manifest.json}`,
 //! `<root>/base/<base-key>.tar` and `<root>/stages/gvisor-<stage-key>/` (the
 //! gVisor stage's binaries and `stage.json`, see `gvisor`), with `<root>` = `$IRONCLAD_CACHE_DIR`, else
 //! `$XDG_CACHE_HOME/ironclad`, else `~/.cache/ironclad`. An image key is the
@@ -20,11 +20,12 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Bumped when the builder's output for the same inputs changes (v2: the
-/// squashfs is lz4; v3: the initramfs is lz4 too).
-const IMAGE_FORMAT: &str = "ironclad-image-v3";
+/// squashfs is lz4; v3: the initramfs is lz4 too; v4: the kernel is the ELF
+/// `vmlinux`, booted through its PVH entry point).
+const IMAGE_FORMAT: &str = "ironclad-image-v4";
 
 /// The files of a built image.
-pub const PARTS: &[&str] = &["vmlinuz", "initramfs", "rootfs.squashfs"];
+pub const PARTS: &[&str] = &["vmlinux", "initramfs", "rootfs.squashfs"];
 
 /// A problem with the cache.
 #[derive(Debug, thiserror::Error)]
@@ -421,11 +422,11 @@ mod tests {
         verify(dir.path(), &m).unwrap();
 
         // Truncated.
-        let kernel = dir.path().join("vmlinuz");
+        let kernel = dir.path().join("vmlinux");
         let k = std::fs::read(&kernel).unwrap();
         std::fs::write(&kernel, &k[..10]).unwrap();
         let d = verify(dir.path(), &m).unwrap_err();
-        assert_eq!(d.part, "vmlinuz");
+        assert_eq!(d.part, "vmlinux");
         assert!(d.detail.contains("10 bytes"), "{d}");
         std::fs::write(&kernel, &k).unwrap();
 

@@ -32,6 +32,7 @@ pub mod squashfs;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod trust;
+pub mod vmlinux;
 
 pub use build::{
     BuildOptions, BuiltImage, NoProgress, Progress, StderrProgress, ensure_built, locate_machined,
@@ -108,6 +109,13 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the kernel {}: {source}", path.display())]
+    #[diagnostic(code(ironclad::image::kernel), help("{}", BUILD_HELP))]
+    Kernel {
+        path: std::path::PathBuf,
+        #[source]
+        source: vmlinux::KernelError,
+    },
     #[error("the Debian tree is not usable: {0}")]
     #[diagnostic(code(ironclad::image::build_failed), help("{}", BUILD_HELP))]
     Tree(String),
@@ -167,6 +175,7 @@ impl ImageError {
             | E::ToolFailed { .. }
             | E::Io { .. }
             | E::Tree(_)
+            | E::Kernel { .. }
             | E::ShellInImage(_)
             | E::Damaged { .. } => ErrorClass::Failed,
         }

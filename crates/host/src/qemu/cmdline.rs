@@ -426,7 +426,7 @@ pub(crate) mod tests {
     pub(crate) fn sample(dir: &std::path::Path) -> VmSpec {
         VmSpec {
             name: "cp-1".into(),
-            kernel: dir.join("vmlinuz"),
+            kernel: dir.join("vmlinux"),
             initrd: dir.join("initramfs"),
             append: "console=ttyS0 quiet".into(),
             cpus: 2,
@@ -479,7 +479,7 @@ max,cx16=off
 -display
 none
 -kernel
-/s/vmlinuz
+/s/vmlinux
 -initrd
 /s/initramfs
 -append
@@ -560,7 +560,7 @@ chardev:serial0";
         assert!(s.contains("path=/a,,b/q,,mp.sock"));
         assert!(s.contains("addr.path=/a,,b/sw-cp-1.sock"));
         // -kernel takes a plain path, not an option list.
-        assert!(s.contains("-kernel\n/a,b/vmlinuz"));
+        assert!(s.contains("-kernel\n/a,b/vmlinux"));
     }
 
     #[test]

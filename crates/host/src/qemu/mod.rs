@@ -1,8 +1,9 @@
 //! QEMU: the command-line builder, accelerator detection and QMP control.
 //!
 //! Owns how one node's QEMU is described ([`cmdline::VmSpec`] → argv), which
-//! accelerator it runs with ([`accel`]) and how it is driven once running
-//! ([`qmp`]). Does not own process supervision, restart policy or the cluster
+//! accelerator it runs with ([`accel`]), how it is driven once running
+//! ([`qmp`]) and how its copies of the kernel and initramfs go back to the
+//! host after boot ([`boot_files`]). Does not own process supervision, restart policy or the cluster
 //! state dir (the `cluster` module), nor the cluster switch (`network`).
 //!
 //! ```no_run
@@ -25,6 +26,7 @@
 //! ```
 
 pub mod accel;
+pub mod boot_files;
 pub mod cmdline;
 pub mod qmp;
 

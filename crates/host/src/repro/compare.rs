@@ -8,7 +8,7 @@ use serde::Serialize;
 /// One part of the image that is not the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PartDiff {
-    /// The part: an output file (`vmlinuz`, `initramfs`, `rootfs.squashfs`)
+    /// The part: an output file (`vmlinux`, `initramfs`, `rootfs.squashfs`)
     /// or an input (`key`, `recipe`, `machined`, `kernel`, `packages`, ...).
     pub part: String,
     /// What the bundle's manifest says.
@@ -214,7 +214,7 @@ mod tests {
 
         // Size alone, a missing part, and inputs.
         let mut c = manifest();
-        c.parts.get_mut("vmlinuz").unwrap().size = 1;
+        c.parts.get_mut("vmlinux").unwrap().size = 1;
         c.parts.remove("rootfs.squashfs");
         c.machined_sha256 = "e".repeat(64);
         c.packages.insert("runc".into(), "1.2".into());
@@ -223,7 +223,7 @@ mod tests {
         let parts: Vec<&str> = d.iter().map(|d| d.part.as_str()).collect();
         assert_eq!(
             parts,
-            ["vmlinuz", "rootfs.squashfs", "machined", "packages"],
+            ["vmlinux", "rootfs.squashfs", "machined", "packages"],
             "{d:?}"
         );
         assert_eq!(d[1].here, "absent");

@@ -329,7 +329,7 @@ pub(super) fn prepare_dir(
         egress: cluster.network.egress,
         image: ImageFiles {
             key: image.key.clone(),
-            kernel: image.vmlinuz.clone(),
+            kernel: image.vmlinux.clone(),
             initrd: image.initramfs.clone(),
             rootfs: image.rootfs.clone(),
         },

@@ -31,6 +31,7 @@
 //! | `serve` | the run: recovered state, the switch, the control socket, signals, the end |
 //! | `node` | one node: its QEMU and log copies, reaping it, stopping it through QMP |
 //! | `saver` | `cluster.json` written on a thread of its own |
+//! | `boot_files` | QEMU's copies of the kernel and initramfs handed back after each boot |
 //! | [`process`] | the supervisor seen from outside: detached start, finding it in /proc |
 //!
 //! The lifecycle does not call this module directly: it goes through the
@@ -136,6 +137,7 @@ fn timestamp() -> String {
     format!("[{}.{:03}]", ms / 1000, ms % 1000)
 }
 
+mod boot_files;
 mod node;
 pub mod process;
 mod saver;
@@ -222,7 +224,7 @@ mod tests {
             spec.cluster_nic.unwrap().socket,
             Path::new("/s/clusters/dev/run/sw-dev-cp-1.sock")
         );
-        assert_eq!(spec.kernel, Path::new("/c/vmlinuz"));
+        assert_eq!(spec.kernel, Path::new("/c/vmlinux"));
         assert!(
             spec.append.ends_with("mitigations=off"),
             "TCG: {}",

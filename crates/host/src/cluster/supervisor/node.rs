@@ -144,16 +144,27 @@ impl Sup {
         let mut child = spawned.map_err(|e| format!("cannot start {QEMU} for {node}: {e}"))?;
         let (serial_done, serial_copied) = oneshot::channel();
         let (stderr_done, stderr_copied) = oneshot::channel();
-        for (src, log, what, done) in [
-            (serial_r, serial_log, format!("{node} serial"), serial_done),
+        let boot_files = vec![spec.kernel.clone(), spec.initrd.clone()];
+        let boot_files_tap = child
+            .id()
+            .map(|pid| super::boot_files::tap(node.to_string(), pid, boot_files));
+        for (src, log, what, done, tap) in [
+            (
+                serial_r,
+                serial_log,
+                format!("{node} serial"),
+                serial_done,
+                boot_files_tap,
+            ),
             (
                 stderr_r,
                 qemu_log,
                 format!("{node} QEMU stderr"),
                 stderr_done,
+                None,
             ),
         ] {
-            if let Err(e) = caplog::pump(src, log, what.clone(), warn_line, done) {
+            if let Err(e) = caplog::pump(src, log, what.clone(), warn_line, done, tap) {
                 // Without a reader QEMU would block on a full pipe: stop it.
                 let _ = child.start_kill();
                 return Err(format!("cannot start copying the {what} log: {e}"));

@@ -1,7 +1,7 @@
 //! Assembling the image from the unpacked Debian tree: the root's skeleton,
 //! binaries, libraries, links and `/etc`, the offline OCI images, the
 //! manifest, and last the squashfs and `manifest.json` in the output dir
-//! (per `docs/image-layout.md`). The kernel side (module lists, vmlinuz,
+//! (per `docs/image-layout.md`). The kernel side (module lists, vmlinux,
 //! the initramfs) is [`super::kernel`]'s.
 
 use super::kernel::{ModuleSets, kernel_version};
@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 /// Builds every output into `out` from the unpacked Debian `tree`, using
 /// `staging_dir` for the root. Returns the manifest (also written to `out`).
-/// Fills `staging_dir` (the root) and writes vmlinuz, initramfs, the
+/// Fills `staging_dir` (the root) and writes vmlinux, initramfs, the
 /// squashfs and the manifest into `out`; each step in its own function, in
 /// the order their output depends on.
 pub(super) fn assemble(
@@ -51,7 +51,7 @@ pub(super) fn assemble(
     let objects = a.binaries()?;
     let mods = a.modules()?;
     a.offline_images()?;
-    a.vmlinuz()?;
+    a.vmlinux()?;
     a.initramfs(&mods)?;
     let mut manifest = a.manifest(&objects, &mods)?;
     a.check_root()?;
@@ -203,7 +203,7 @@ impl Assembly<'_> {
         })
     }
 
-    /// The manifest with the hashes of vmlinuz and initramfs, also written
+    /// The manifest with the hashes of vmlinux and initramfs, also written
     /// into the root (the squashfs's hash is added after it is made).
     fn manifest(
         &self,
@@ -236,7 +236,7 @@ impl Assembly<'_> {
             sysctls: r.sysctls.clone(),
             parts: BTreeMap::new(),
         };
-        for part in ["vmlinuz", "initramfs"] {
+        for part in ["vmlinux", "initramfs"] {
             let p = self.out.join(part);
             manifest.parts.insert(
                 part.to_string(),

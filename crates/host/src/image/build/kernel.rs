@@ -1,6 +1,6 @@
 //! The kernel side of the image: the kernel version of the tree, the three
 //! module lists (stage 1, early, root) in load order and the root's copy of
-//! its modules, vmlinuz, and the initramfs (machined as `/init`, its
+//! its modules, the kernel (vmlinux, out of the tree's vmlinuz), and the initramfs (machined as `/init`, its
 //! libraries, the stage-1 and early modules and their lists).
 
 use super::assemble::Assembly;
@@ -74,14 +74,29 @@ impl Assembly<'_> {
         })
     }
 
-    pub(super) fn vmlinuz(&self) -> Result<(), ImageError> {
+    /// The kernel as QEMU boots it: the ELF inside the tree's vmlinuz
+    /// (`image::vmlinux`).
+    pub(super) fn vmlinux(&self) -> Result<(), ImageError> {
         let vmlinuz = self
             .tree
             .join("boot")
             .join(format!("vmlinuz-{}", self.kver));
-        fs::copy(&vmlinuz, self.out.join("vmlinuz"))
-            .map_err(ImageError::io(format!("copying {}", vmlinuz.display())))?;
-        Ok(())
+        phase(self.progress, "kernel", || {
+            let bz = fs::read(&vmlinuz)
+                .map_err(ImageError::io(format!("reading {}", vmlinuz.display())))?;
+            let elf = crate::image::vmlinux::extract(&bz).map_err(|source| ImageError::Kernel {
+                path: vmlinuz.clone(),
+                source,
+            })?;
+            let out = self.out.join("vmlinux");
+            fs::write(&out, &elf).map_err(ImageError::io(format!("writing {}", out.display())))?;
+            let detail = format!(
+                "vmlinux {:.1} MiB from vmlinuz {:.1} MiB",
+                elf.len() as f64 / (1 << 20) as f64,
+                bz.len() as f64 / (1 << 20) as f64
+            );
+            Ok(((), detail))
+        })
     }
 
     /// The initramfs (lz4): machined as /init, its libraries, the

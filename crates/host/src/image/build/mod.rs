@@ -28,7 +28,7 @@
 //! key, the host tools and the cache hit, and putting a finished image into
 //! place. The steps live in submodules: [`base`] (mmdebstrap's tarball and
 //! unpacking it), [`assemble`] (the root's contents, the manifest, the
-//! squashfs), [`kernel`] (module lists, vmlinuz, the initramfs) and
+//! squashfs), [`kernel`] (module lists, vmlinux, the initramfs) and
 //! [`staging`] (writing into the root being assembled, and the check that it
 //! holds no shell).
 
@@ -102,7 +102,7 @@ pub struct BuildOptions {
 pub struct BuiltImage {
     pub key: String,
     pub dir: PathBuf,
-    pub vmlinuz: PathBuf,
+    pub vmlinux: PathBuf,
     pub initramfs: PathBuf,
     pub rootfs: PathBuf,
     pub manifest_path: PathBuf,
@@ -118,7 +118,7 @@ impl BuiltImage {
             recipe: recipe.origin.to_string(),
             key: manifest.key.clone(),
             dir: dir.to_path_buf(),
-            vmlinuz: dir.join("vmlinuz"),
+            vmlinux: dir.join("vmlinux"),
             initramfs: dir.join("initramfs"),
             rootfs: dir.join("rootfs.squashfs"),
             manifest_path: dir.join("manifest.json"),
