@@ -243,6 +243,7 @@ fn run_limit(b: &mut Bench, kernel: &Path, initrd: &Path, i: u32) -> Result<()> 
         until_exit: true,
         timeout: Duration::from_secs(300),
         rss_delay: None,
+        hand_back: Vec::new(),
     };
     match vm_run(b, &run)? {
         Ok(r) => {
@@ -406,6 +407,7 @@ fn run_node(b: &mut Bench, n: &NodeSetup, i: u32) -> Result<()> {
         until_exit: false,
         timeout: Duration::from_secs(600),
         rss_delay: Some(Duration::from_secs(5)),
+        hand_back: vec![n.kernel.clone(), n.initrd.clone()],
     };
     let result = vm_run(b, &run)?;
     let _ = std::fs::remove_file(&disk);
@@ -452,7 +454,7 @@ fn run_node(b: &mut Bench, n: &NodeSetup, i: u32) -> Result<()> {
                 "qemu_rss_idle",
                 "MiB",
                 r.rss_kib.unwrap_or(0) as f64 / 1024.0,
-                "QEMU VmRSS of one idle node, 5 s after ready and the offline image import",
+                "QEMU VmRSS of one idle node, 5 s after ready and the offline image import, its kernel and initramfs handed back",
             );
             b.record(crate::report::Sample::Timeline(r.phases));
         }
@@ -511,6 +513,7 @@ fn run_baseline(b: &mut Bench, i: u32) -> Result<()> {
         until_exit: false,
         timeout: Duration::from_secs(900),
         rss_delay: None,
+        hand_back: Vec::new(),
     };
     let result = vm_run(b, &run)?;
     let _ = std::fs::remove_file(&overlay);

@@ -75,6 +75,11 @@ pub struct VmRun {
     pub timeout: Duration,
     /// Read QEMU's VmRSS this long after the last wanted line.
     pub rss_delay: Option<Duration>,
+    /// Files QEMU maps for the boot (kernel, initramfs) whose resident
+    /// pages go back to the host before VmRSS is read, as the supervisor of
+    /// a cluster hands them back after each boot
+    /// (`ironclad_host::qemu::boot_files`).
+    pub hand_back: Vec<PathBuf>,
 }
 
 /// What a run saw. Times in seconds.
@@ -305,6 +310,11 @@ pub fn run(qemu: &str, run: &VmRun) -> Result<VmResult, VmError> {
         && let Some(delay) = run.rss_delay
         && qemu.try_wait()?.is_none()
     {
+        for f in &run.hand_back {
+            if let Err(e) = ironclad_host::qemu::boot_files::release_cached_pages(f) {
+                eprintln!("bench: {} stays resident in QEMU: {e}", f.display());
+            }
+        }
         sleep_unless_interrupted(delay);
         follower.result.rss_kib = rss_kib(qemu.id());
     }
