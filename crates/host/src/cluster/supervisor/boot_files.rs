@@ -6,9 +6,10 @@
 //! runs from the unpacked initramfs under the running kernel, so QEMU loaded
 //! both files before it. A reboot in place loads them again and prints the
 //! line again. The guest writes its console, so a guest that prints the line
-//! over and over gets at most one release per [`MIN_INTERVAL`] (each one
-//! reads and writes the files once); a line within the interval is released
-//! on the first console output after it.
+//! over and over gets at most one look per [`MIN_INTERVAL`], and a file is
+//! rewritten only when QEMU holds more than a page of it ([`worth_rewriting`]):
+//! a line without a boot behind it costs no disk writes. A line within the
+//! interval is looked at on the first console output after it.
 
 use ironclad_contract::console::{Phase, parse_phase_line};
 use std::path::PathBuf;
@@ -81,37 +82,44 @@ pub(super) fn tap(node: String, pid: u32, files: Vec<PathBuf>) -> crate::cluster
     })
 }
 
+/// Whether a file with `resident` bytes in QEMU is worth rewriting: more
+/// than its last, partial block (which the rewrite leaves), so that console
+/// lines without a boot behind them (a guest printing stage 1's line) cost
+/// no disk writes at all.
+pub fn worth_rewriting(resident: Option<u64>) -> bool {
+    resident.is_some_and(|b| b > 4096)
+}
+
 fn release(node: &str, pid: u32, files: &[PathBuf]) {
     use crate::qemu::boot_files::{release_cached_pages, resident_bytes_of};
-    let resident = || -> Option<u64> {
-        files
-            .iter()
-            .map(|f| resident_bytes_of(pid, f).ok().map(|b| b.unwrap_or(0)))
-            .sum()
-    };
-    let before = resident();
+    let resident_of = |f: &PathBuf| resident_bytes_of(pid, f).ok().flatten();
+    let before: Vec<Option<u64>> = files.iter().map(resident_of).collect();
+    if !before.iter().any(|b| worth_rewriting(*b)) {
+        return;
+    }
     let mut failed = Vec::new();
-    for f in files {
+    for (f, b) in files.iter().zip(&before) {
+        if !worth_rewriting(*b) {
+            continue;
+        }
         if let Err(e) = release_cached_pages(f) {
             failed.push(format!("{}: {e}", f.display()));
         }
     }
-    let mib = |b: Option<u64>| {
-        b.map_or("?".to_string(), |b| {
-            format!("{:.1}", b as f64 / (1 << 20) as f64)
-        })
-    };
+    let mib = |b: u64| format!("{:.1}", b as f64 / (1 << 20) as f64);
+    let total = |v: &[Option<u64>]| mib(v.iter().flatten().sum());
+    let after: Vec<Option<u64>> = files.iter().map(resident_of).collect();
     if failed.is_empty() {
         log!(
             "{node}: QEMU's copies of the kernel and initramfs handed back ({} MiB resident before, {} after)",
-            mib(before),
-            mib(resident())
+            total(&before),
+            total(&after)
         );
     } else {
         log!(
             "{node}: QEMU's copies of the kernel and initramfs not all handed back ({} MiB resident before, {} after): cannot rewrite with direct I/O: {}",
-            mib(before),
-            mib(resident()),
+            total(&before),
+            total(&after),
             failed.join("; ")
         );
     }
@@ -138,6 +146,15 @@ mod tests {
         assert!(!w.feed(b"machined: etcd healthy t=5\n", t0 + 3 * MIN_INTERVAL));
         // The next boot's line, after the interval.
         assert!(w.feed(STAGE1, t0 + 4 * MIN_INTERVAL));
+    }
+
+    #[test]
+    fn only_files_with_more_than_a_page_resident_are_rewritten() {
+        assert!(!worth_rewriting(None), "not mapped, or QEMU gone");
+        assert!(!worth_rewriting(Some(0)));
+        assert!(!worth_rewriting(Some(4096)), "the tail the rewrite leaves");
+        assert!(worth_rewriting(Some(8192)));
+        assert!(worth_rewriting(Some(49 << 20)));
     }
 
     #[test]
