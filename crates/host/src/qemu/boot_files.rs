@@ -21,8 +21,7 @@
 //! the node, only a missed saving.
 
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 /// Direct I/O's alignment: offsets, lengths and the buffer's address.
@@ -79,76 +78,33 @@ pub fn release_cached_pages(path: &Path) -> io::Result<u64> {
     while off < whole {
         let len = (whole - off).min(CHUNK as u64) as usize;
         let chunk = buf.as_mut(len);
-        let got = pread_full(&file, chunk, off)?;
+        let got = read_full_at(&file, chunk, off)?;
         if got < len {
             // The file shrank under us: what was read is all there is.
             let back = got / ALIGN * ALIGN;
-            pwrite_full(&file, &chunk[..back], off)?;
+            file.write_all_at(&chunk[..back], off)?;
             return Ok(off + back as u64);
         }
-        pwrite_full(&file, chunk, off)?;
+        file.write_all_at(chunk, off)?;
         off += len as u64;
     }
     Ok(off)
 }
 
-fn pread_full(file: &std::fs::File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+/// Reads into `buf` from `off` until it is full or the file ends; returns
+/// the bytes read. `FileExt::read_exact_at` would lose the count on a short
+/// file, which the caller needs.
+fn read_full_at(file: &std::fs::File, buf: &mut [u8], off: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
-        // SAFETY: the pointer and length describe `buf[done..]`, valid for
-        // writes for the call's duration.
-        let n = unsafe {
-            libc::pread(
-                file.as_raw_fd(),
-                buf[done..].as_mut_ptr().cast(),
-                buf.len() - done,
-                (off + done as u64) as libc::off_t,
-            )
-        };
-        match n {
-            0 => break,
-            n if n > 0 => done += n as usize,
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+        match file.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(done)
-}
-
-fn pwrite_full(file: &std::fs::File, buf: &[u8], off: u64) -> io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: the pointer and length describe `buf[done..]`, valid for
-        // reads for the call's duration.
-        let n = unsafe {
-            libc::pwrite(
-                file.as_raw_fd(),
-                buf[done..].as_ptr().cast(),
-                buf.len() - done,
-                (off + done as u64) as libc::off_t,
-            )
-        };
-        match n {
-            n if n > 0 => done += n as usize,
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "direct write wrote nothing",
-                ));
-            }
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The resident bytes of process `pid`'s mappings of `path` (from
@@ -183,6 +139,7 @@ pub fn resident_in_smaps(smaps: &str, path: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     /// A private read-only mapping of a whole file, unmapped on drop.
     struct Mapped {
