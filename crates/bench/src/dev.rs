@@ -1,7 +1,7 @@
 //! `dev`: what a developer waits for with clusters/dev.yaml (one control
 //! plane and one worker, every runtime on, gVisor included): `ironclad
 //! create` with the image cached until etcd is healthy, each node's QEMU
-//! resident memory once the cluster has been idle for [`IDLE`](crate::scale::IDLE), and
+//! resident memory once the cluster is idle ([`idle`](crate::scale::idle)), and
 //! `ironclad matrix` of the file's checks. The largest node's idle RSS is the
 //! figure with a target; every node's is a note.
 
@@ -49,8 +49,9 @@ pub fn bench_dev(b: &mut Bench) -> Result<()> {
 }
 
 fn idle_then_matrix(b: &mut Bench, name: &ClusterName, i: u32) -> Result<()> {
-    crate::scale::idle(b)?;
     let paths = ClusterPaths::new(b.state.path(), name);
+    let idled = crate::scale::idle(b, &paths)?;
+    b.note(idled.note(&format!("dev run {i}")));
     match node_rss(&paths) {
         Some(nodes) => {
             let max = nodes.iter().map(|(_, m)| *m).fold(0.0, f64::max);

@@ -2,8 +2,9 @@
 //! 3+2 (the shape of clusters/ha.yaml) and 3+7 (control planes + workers),
 //! each created with the CLI until every control plane is a healthy voting
 //! etcd member (as `ha`), then the total resident memory (VmRSS) of the
-//! cluster's QEMU processes, and each node's after the cluster idled for
-//! [`IDLE`] (the largest is the figure, all of them a note). Each create's progress lines (the CLI stamps
+//! cluster's QEMU processes, and each node's once the cluster is idle (every
+//! node has handed its boot memory back, see [`idle`]; the largest is the
+//! figure, all of them a note). Each create's progress lines (the CLI stamps
 //! them with the seconds since it started) become a per-node timeline:
 //! QEMU started (`booting`), machined's boot phases as the host saw them,
 //! the etcd join steps, ready; printed as notes of the report.
@@ -11,9 +12,11 @@
 use crate::bench::{Bench, log};
 use crate::lifecycle::{create_until_healthy, destroy};
 use crate::{BenchError, Result};
+use ironclad_contract::console::{Phase, parse_phase_line};
 use ironclad_host::cluster::paths::ClusterPaths;
 use ironclad_host::cluster::state::ClusterState;
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 /// One cluster shape.
 pub struct Shape {
@@ -25,7 +28,7 @@ pub struct Shape {
     /// The figure of its total RSS.
     pub rss: &'static str,
     pub rss_what: &'static str,
-    /// The figure of its largest node's RSS after [`IDLE`].
+    /// The figure of its largest node's RSS once idle ([`idle`]).
     pub node_rss: &'static str,
     pub node_rss_what: &'static str,
 }
@@ -151,18 +154,100 @@ pub fn timeline_text(shape: &str, t: &[(String, Vec<(f64, String)>)]) -> Vec<Str
         .collect()
 }
 
-/// How long a cluster idles before its nodes' RSS is read: long enough for
-/// the guests' free page reporting to hand their freed memory back.
-pub const IDLE: std::time::Duration = std::time::Duration::from_secs(20);
+/// The least a cluster idles after create before its nodes' RSS is read.
+pub const IDLE: Duration = Duration::from_secs(20);
+/// Once every node has handed its boot memory back (machined's `boot caches
+/// dropped` line), the time free page reporting gets to return the freed
+/// pages to QEMU (the guest reports them after about 2 s).
+pub const AFTER_HAND_BACK: Duration = Duration::from_secs(5);
+/// The longest wait for every node to hand its boot memory back. machined
+/// does that once its node is quiet, so a node still busy (a control plane
+/// of a large cluster under TCG) can take a while.
+pub const IDLE_DEADLINE: Duration = Duration::from_secs(180);
 
-/// Waits [`IDLE`] (a Ctrl-C ends the wait).
-pub fn idle(b: &Bench) -> Result<()> {
-    let until = std::time::Instant::now() + IDLE;
-    while std::time::Instant::now() < until {
-        b.check_interrupt()?;
-        std::thread::sleep(std::time::Duration::from_millis(250));
+/// How a wait for idle nodes ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Idled {
+    /// Seconds waited.
+    pub waited: f64,
+    /// The nodes that had not handed their boot memory back by
+    /// [`IDLE_DEADLINE`] (empty when all had).
+    pub busy: Vec<String>,
+}
+
+impl Idled {
+    /// A note for the report: how long it took, or who was still busy.
+    pub fn note(&self, shape: &str) -> String {
+        if self.busy.is_empty() {
+            format!(
+                "{shape}: every node had handed its boot memory back; RSS read {:.0} s after create",
+                self.waited
+            )
+        } else {
+            format!(
+                "{shape}: RSS read {:.0} s after create; boot memory not yet handed back by {}",
+                self.waited,
+                self.busy.join(", ")
+            )
+        }
     }
-    Ok(())
+}
+
+/// Whether a serial log has machined's `boot caches dropped` phase line.
+pub fn has_handed_back(log: &str) -> bool {
+    let dropped = Phase::BootCachesDropped.to_string();
+    log.lines()
+        .filter_map(parse_phase_line)
+        .any(|p| p.phase == dropped)
+}
+
+/// The nodes of the cluster whose serial log has no `boot caches dropped`
+/// line yet; `None` when the cluster's state cannot be read.
+fn not_handed_back(paths: &ClusterPaths) -> Option<Vec<String>> {
+    let state = ClusterState::load(&paths.cluster_json()).ok()?;
+    Some(
+        state
+            .nodes
+            .iter()
+            .filter(|n| {
+                let log = std::fs::read(paths.serial_log(&n.name)).unwrap_or_default();
+                !has_handed_back(&String::from_utf8_lossy(&log))
+            })
+            .map(|n| n.name.to_string())
+            .collect(),
+    )
+}
+
+/// Waits until the cluster is idle: every node has handed its boot memory
+/// back and [`AFTER_HAND_BACK`] has passed, and at least [`IDLE`] since the
+/// call; or [`IDLE_DEADLINE`] (a Ctrl-C ends the wait).
+pub fn idle(b: &Bench, paths: &ClusterPaths) -> Result<Idled> {
+    let start = Instant::now();
+    let mut busy = Vec::new();
+    let mut all_by: Option<Instant> = None;
+    let mut next_look = start;
+    loop {
+        b.check_interrupt()?;
+        let now = Instant::now();
+        if all_by.is_none() && now >= next_look {
+            busy = not_handed_back(paths).unwrap_or_default();
+            if busy.is_empty() {
+                all_by = Some(now);
+            }
+            next_look = now + Duration::from_secs(1);
+        }
+        let done = match all_by {
+            Some(t) => now >= (t + AFTER_HAND_BACK).max(start + IDLE),
+            None => now >= start + IDLE_DEADLINE,
+        };
+        if done {
+            return Ok(Idled {
+                waited: start.elapsed().as_secs_f64(),
+                busy,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 pub fn bench_scale(b: &mut Bench) -> Result<()> {
@@ -195,7 +280,11 @@ pub fn bench_scale(b: &mut Bench) -> Result<()> {
                         }
                         None => b.failed("scale", shape.rss, "MiB", gone()),
                     }
-                    idle(b)?;
+                    let idled = idle(b, &paths)?;
+                    b.note(idled.note(&format!(
+                        "{}+{} run {i}",
+                        shape.control_planes, shape.workers
+                    )));
                     match node_rss(&paths) {
                         Some(nodes) => {
                             let max = nodes.iter().map(|(_, m)| *m).fold(0.0, f64::max);
@@ -237,6 +326,40 @@ pub fn bench_scale(b: &mut Bench) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_has_handed_back_only_with_its_phase_line() {
+        let booted = "machined: ready t=2.611\nmachined: etcd healthy t=4.2\n";
+        assert!(!has_handed_back(booted));
+        assert!(has_handed_back(&format!(
+            "{booted}[   20.1] random: x\nmachined: boot caches dropped t=21.502\n"
+        )));
+        // A later hand-back's message is not the boot's phase line.
+        assert!(!has_handed_back(
+            "machined: page cache handed back: 46 MiB before, 20 MiB after\n"
+        ));
+        assert!(!has_handed_back("machined: boot caches dropped\n"));
+    }
+
+    #[test]
+    fn the_idle_note_names_the_nodes_still_busy() {
+        let all = Idled {
+            waited: 27.4,
+            busy: Vec::new(),
+        };
+        assert_eq!(
+            all.note("3+7 run 1"),
+            "3+7 run 1: every node had handed its boot memory back; RSS read 27 s after create"
+        );
+        let some = Idled {
+            waited: 180.2,
+            busy: vec!["s-cp-1".into(), "s-cp-2".into()],
+        };
+        assert_eq!(
+            some.note("3+7 run 1"),
+            "3+7 run 1: RSS read 180 s after create; boot memory not yet handed back by s-cp-1, s-cp-2"
+        );
+    }
 
     #[test]
     fn shapes_parse_with_their_node_counts() {
