@@ -57,6 +57,10 @@ pub fn mke2fs_args(dev: &str) -> [&str; 9] {
 pub const ETCD_CLIENT_PORT: u16 = 2379;
 /// etcd peer port.
 pub const ETCD_PEER_PORT: u16 = 2380;
+/// etcd's metrics listener: plain HTTP, `/health` and `/metrics` only,
+/// bound to 127.0.0.1 on a node (kubeadm's convention for etcd's liveness
+/// probe). machined's health probe asks it.
+pub const ETCD_METRICS_PORT: u16 = 2381;
 /// Address of the guest on QEMU's user-mode network (slirp's default plan).
 pub const USER_NET_GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 /// QEMU user-mode network gateway (the host side of slirp).

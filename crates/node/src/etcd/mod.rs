@@ -11,7 +11,7 @@
 //! |---|---|
 //! | this file | the [`Etcd`] of a node, its paths and URLs, [`Etcd::execute`] |
 //! | [`service`] | [`EtcdOptions`], [`Start`] (bootstrap, join, existing data), the config file, the certificates beside it, the [`ServiceSpec`](crate::supervisor::ServiceSpec) and its probe |
-//! | [`gateway`] | the HTTPS client of etcd's JSON gateway and `/health`, its wire types |
+//! | [`gateway`] | the HTTPS client of etcd's JSON gateway, the `/health` probe, their wire types |
 //! | [`ops`] | bootstrap, join, members, learner, promote, remove, put/get; input checks |
 //! | [`error`] | [`EtcdError`] and its one mapping to the API's [`ApiError`] |
 //!
@@ -44,7 +44,7 @@ pub use ops::{check_peer_url, validate_initial_cluster};
 pub use service::{ClusterState, EtcdOptions, InitialCluster, NICE, RaftTiming, Start};
 
 use crate::api::{Accepted, Action, ApiError, Reply};
-use crate::machine::{ETCD_CLIENT_PORT, ETCD_PEER_PORT, EtcdPki, MachineConfig};
+use crate::machine::{ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT, EtcdPki, MachineConfig};
 use crate::supervisor::SupervisorHandle;
 use gateway::Gateway;
 use std::net::Ipv4Addr;
@@ -98,7 +98,11 @@ impl Etcd {
         let settings = config.etcd.as_ref()?;
         let pki = config.pki.etcd.clone();
         let address = config.node.address;
-        let gateway = Gateway::new(pki.as_ref(), local_url(&options, address));
+        let gateway = Gateway::new(
+            pki.as_ref(),
+            local_url(&options, address),
+            health_url(&options, address),
+        );
         Some(Etcd {
             root: root.to_path_buf(),
             options,
@@ -149,6 +153,11 @@ impl Etcd {
         local_url(&self.options, self.address)
     }
 
+    /// The URL of etcd's metrics listener, where the health probe asks.
+    pub fn health_url(&self) -> String {
+        health_url(&self.options, self.address)
+    }
+
     /// Performs an etcd action (`Bootstrap`, `Etcd*`). The one place where
     /// [`EtcdError`] becomes the API's [`ApiError`].
     pub async fn execute(
@@ -179,15 +188,25 @@ impl Etcd {
     }
 }
 
-/// `https://<ip>:2379`: on the loopback listener on a node, on the node's
+/// Where machined reaches the local etcd: 127.0.0.1 on a node, the node's
 /// own address in tests with several members on one host.
-fn local_url(options: &EtcdOptions, address: Ipv4Addr) -> String {
-    let ip = if options.loopback_client {
+fn local_ip(options: &EtcdOptions, address: Ipv4Addr) -> Ipv4Addr {
+    if options.loopback_client {
         Ipv4Addr::LOCALHOST
     } else {
         address
-    };
-    format!("https://{ip}:{ETCD_CLIENT_PORT}")
+    }
+}
+
+/// `https://<local ip>:2379`: etcd's client listener.
+fn local_url(options: &EtcdOptions, address: Ipv4Addr) -> String {
+    format!("https://{}:{ETCD_CLIENT_PORT}", local_ip(options, address))
+}
+
+/// `http://<local ip>:2381`: etcd's metrics listener, where the health
+/// probe asks (plain HTTP; loopback only on a node).
+fn health_url(options: &EtcdOptions, address: Ipv4Addr) -> String {
+    format!("http://{}:{ETCD_METRICS_PORT}", local_ip(options, address))
 }
 
 /// Maps an error answer of etcd's gateway (HTTP status, body with the gRPC

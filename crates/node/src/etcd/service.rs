@@ -1,7 +1,7 @@
 //! etcd as a supervised service: its options ([`EtcdOptions`]), how it
 //! starts ([`Start`]: bootstrap, join or existing data), its config file
 //! (rendered from a [`Start`]), the certificates written beside it, and the
-//! [`ServiceSpec`] with its `/health` probe.
+//! [`ServiceSpec`] with its `/health` probe (on etcd's metrics listener).
 //!
 //! It does not decide when to bootstrap or join ([`super::ops`]) nor talk to
 //! etcd beyond the probe ([`super::gateway`]).
@@ -179,7 +179,8 @@ impl Etcd {
         spec
     }
 
-    /// A probe that passes once etcd's `/health` says `true`.
+    /// A probe that passes once etcd's `/health` says `true` (asked on its
+    /// metrics listener, [`Etcd::health_url`]).
     pub fn probe(&self) -> Probe {
         let gateway = self.gateway.clone();
         Arc::new(move || {
@@ -224,6 +225,7 @@ impl Etcd {
             initial_advertise_peer_urls: self.peer_url(),
             listen_client_urls: client_urls.join(","),
             advertise_client_urls: format!("https://{ip}:{ETCD_CLIENT_PORT}"),
+            listen_metrics_urls: self.health_url(),
             initial_cluster,
             initial_cluster_state: start.cluster_state().as_str(),
             initial_cluster_token: self.token.clone(),
@@ -322,6 +324,8 @@ struct EtcdConfigFile {
     initial_advertise_peer_urls: String,
     listen_client_urls: String,
     advertise_client_urls: String,
+    /// Plain HTTP, `/health` and `/metrics` only: the health probe's.
+    listen_metrics_urls: String,
     initial_cluster: String,
     initial_cluster_state: &'static str,
     initial_cluster_token: String,

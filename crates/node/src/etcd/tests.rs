@@ -320,10 +320,16 @@ fn without_the_loopback_listener_etcd_is_reached_on_its_address() {
     let v: serde_json::Value =
         serde_json::from_str(&e.render_config(&Start::Bootstrap).unwrap()).unwrap();
     assert_eq!(v["listen-client-urls"], "https://10.5.0.10:2379");
+    assert_eq!(v["listen-metrics-urls"], "http://10.5.0.10:2381");
+    assert_eq!(e.health_url(), "http://10.5.0.10:2381");
     assert_eq!(v["data-dir"], "/r/var/lib/etcd");
     assert_eq!(
         etcd("/", EtcdOptions::default()).local_url(),
         "https://127.0.0.1:2379"
+    );
+    assert_eq!(
+        etcd("/", EtcdOptions::default()).health_url(),
+        "http://127.0.0.1:2381"
     );
 }
 

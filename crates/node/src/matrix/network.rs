@@ -14,12 +14,13 @@ use std::time::Duration;
 
 /// What [`connect_script`]'s helper prints when a connection opened.
 pub const CONNECTED: &str = "CONNECTED";
-/// The ports of the node's control surface: the node API, etcd's client
-/// and peer ports.
+/// The ports of the node's control surface: the node API, etcd's client,
+/// peer and metrics ports.
 pub const NODE_PORTS: &[u16] = &[
     crate::machine::API_PORT,
     crate::machine::ETCD_CLIENT_PORT,
     crate::machine::ETCD_PEER_PORT,
+    crate::machine::ETCD_METRICS_PORT,
 ];
 
 /// A script that tries a TCP connection to every `host` (shell words: an

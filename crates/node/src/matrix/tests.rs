@@ -441,7 +441,7 @@ fn probe_scripts_parse() {
     assert!(script(CheckId::Brk10, false).contains("awk '/^default/{print $3; exit}'"));
     let brk10 = brk10_script(&[gateway_word()], &[Ipv4Addr::new(10, 5, 0, 2)]);
     assert!(
-        brk10.contains("10.5.0.2; do for p in 50000 2379 2380;"),
+        brk10.contains("10.5.0.2; do for p in 50000 2379 2380 2381;"),
         "{brk10}"
     );
 }

@@ -3,7 +3,8 @@
 //! one firewall the node has:
 //!
 //! - Pods cannot open TCP connections to the node API (50000) or etcd
-//!   (2379, 2380) through their bridge: a rule on `iif cni0` answers them
+//!   (2379, 2380, and 2381, its metrics listener, which listens on 127.0.0.1
+//!   only) through their bridge: a rule on `iif cni0` answers them
 //!   "prohibited" (ICMP; the pod's attempt fails with "No route to host" or,
 //!   as the ICMP for a first SYN comes back while connect(2) still holds the
 //!   socket and later ones are rate-limited, mostly times out), whatever
@@ -146,7 +147,7 @@ pub fn node_rules() -> Vec<Rule> {
     let mut rules = Vec::new();
     for (i, ports) in [
         (api, api),
-        (machine::ETCD_CLIENT_PORT, machine::ETCD_PEER_PORT),
+        (machine::ETCD_CLIENT_PORT, machine::ETCD_METRICS_PORT),
     ]
     .into_iter()
     .enumerate()

@@ -92,7 +92,7 @@ fn node_rules_read_like_ip_rule() {
         shown,
         [
             "100: from all iif cni0 ipproto tcp dport 50000 prohibit",
-            "101: from all iif cni0 ipproto tcp dport 2379-2380 prohibit",
+            "101: from all iif cni0 ipproto tcp dport 2379-2381 prohibit",
             "200: from 10.0.2.15 to 10.0.2.2 iif lo ipproto tcp sport 50000 goto 1000",
             "201: from all to 10.0.2.2 prohibit",
         ]
