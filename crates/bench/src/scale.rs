@@ -173,12 +173,21 @@ pub struct Idled {
     /// The nodes that had not handed their boot memory back by
     /// [`IDLE_DEADLINE`] (empty when all had).
     pub busy: Vec<String>,
+    /// Why the cluster's state could not be read at the last look (then
+    /// nobody is known to have handed back, and the wait ran to its
+    /// deadline).
+    pub unreadable: Option<String>,
 }
 
 impl Idled {
     /// A note for the report: how long it took, or who was still busy.
     pub fn note(&self, shape: &str) -> String {
-        if self.busy.is_empty() {
+        if let Some(why) = &self.unreadable {
+            format!(
+                "{shape}: RSS read {:.0} s after create; whether the nodes had handed their boot memory back is unknown: {why}",
+                self.waited
+            )
+        } else if self.busy.is_empty() {
             format!(
                 "{shape}: every node had handed its boot memory back; RSS read {:.0} s after create",
                 self.waited
@@ -202,20 +211,18 @@ pub fn has_handed_back(log: &str) -> bool {
 }
 
 /// The nodes of the cluster whose serial log has no `boot caches dropped`
-/// line yet; `None` when the cluster's state cannot be read.
-fn not_handed_back(paths: &ClusterPaths) -> Option<Vec<String>> {
-    let state = ClusterState::load(&paths.cluster_json()).ok()?;
-    Some(
-        state
-            .nodes
-            .iter()
-            .filter(|n| {
-                let log = std::fs::read(paths.serial_log(&n.name)).unwrap_or_default();
-                !has_handed_back(&String::from_utf8_lossy(&log))
-            })
-            .map(|n| n.name.to_string())
-            .collect(),
-    )
+/// line yet, or why the cluster's state cannot be read.
+fn not_handed_back(paths: &ClusterPaths) -> std::result::Result<Vec<String>, String> {
+    let state = ClusterState::load(&paths.cluster_json()).map_err(|e| e.to_string())?;
+    Ok(state
+        .nodes
+        .iter()
+        .filter(|n| {
+            let log = std::fs::read(paths.serial_log(&n.name)).unwrap_or_default();
+            !has_handed_back(&String::from_utf8_lossy(&log))
+        })
+        .map(|n| n.name.to_string())
+        .collect())
 }
 
 /// Waits until the cluster is idle: every node has handed its boot memory
@@ -224,15 +231,22 @@ fn not_handed_back(paths: &ClusterPaths) -> Option<Vec<String>> {
 pub fn idle(b: &Bench, paths: &ClusterPaths) -> Result<Idled> {
     let start = Instant::now();
     let mut busy = Vec::new();
+    let mut unreadable = None;
     let mut all_by: Option<Instant> = None;
     let mut next_look = start;
     loop {
         b.check_interrupt()?;
         let now = Instant::now();
         if all_by.is_none() && now >= next_look {
-            busy = not_handed_back(paths).unwrap_or_default();
-            if busy.is_empty() {
-                all_by = Some(now);
+            match not_handed_back(paths) {
+                Ok(nodes) => {
+                    unreadable = None;
+                    busy = nodes;
+                    if busy.is_empty() {
+                        all_by = Some(now);
+                    }
+                }
+                Err(why) => unreadable = Some(why),
             }
             next_look = now + Duration::from_secs(1);
         }
@@ -244,6 +258,7 @@ pub fn idle(b: &Bench, paths: &ClusterPaths) -> Result<Idled> {
             return Ok(Idled {
                 waited: start.elapsed().as_secs_f64(),
                 busy,
+                unreadable,
             });
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -346,6 +361,7 @@ mod tests {
         let all = Idled {
             waited: 27.4,
             busy: Vec::new(),
+            unreadable: None,
         };
         assert_eq!(
             all.note("3+7 run 1"),
@@ -354,11 +370,31 @@ mod tests {
         let some = Idled {
             waited: 180.2,
             busy: vec!["s-cp-1".into(), "s-cp-2".into()],
+            unreadable: None,
         };
         assert_eq!(
             some.note("3+7 run 1"),
             "3+7 run 1: RSS read 180 s after create; boot memory not yet handed back by s-cp-1, s-cp-2"
         );
+        let unknown = Idled {
+            waited: 180.0,
+            busy: Vec::new(),
+            unreadable: Some("no such file".into()),
+        };
+        assert_eq!(
+            unknown.note("dev run 2"),
+            "dev run 2: RSS read 180 s after create; whether the nodes had handed their boot memory back is unknown: no such file"
+        );
+    }
+
+    /// A cluster whose state cannot be read is not taken as idle: the wait
+    /// says why, and names nobody as having handed back.
+    #[test]
+    fn an_unreadable_cluster_state_is_reported_not_taken_as_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ClusterPaths::new(dir.path(), &"gone".parse().unwrap());
+        let why = not_handed_back(&paths).unwrap_err();
+        assert!(why.contains("cluster.json"), "{why}");
     }
 
     #[test]
