@@ -303,6 +303,11 @@ impl ironclad_node::apid::Controller for ScriptedNode {
                     image_manifest_sha256: None,
                     results: self.results.clone(),
                     duration_ms: 0,
+                    steps: vec![ironclad_contract::matrix::Step {
+                        what: "CRI RunPodSandbox matrix-gvisor-1".into(),
+                        start_ms: 12,
+                        ms: 34_567,
+                    }],
                 }))
             }
             other => self.inner.execute(other).await,
@@ -398,6 +403,14 @@ async fn the_host_corrects_a_nodes_verdicts() {
     let progress = |l: &str| heard.lock().unwrap().push(l.to_string());
     let report = run(&ctx, &checks, false, &progress).await.unwrap();
     server.abort();
+    // The node's steps reach the report under its name.
+    assert_eq!(report.steps.len(), 1, "{:?}", report.steps);
+    assert_eq!(report.steps[0].node, node);
+    assert_eq!(
+        report.steps[0].steps[0].what,
+        "CRI RunPodSandbox matrix-gvisor-1"
+    );
+    assert_eq!(report.steps[0].steps[0].ms, 34_567);
     let get = |id: &str| {
         report
             .results

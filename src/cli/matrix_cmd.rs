@@ -328,6 +328,7 @@ mod tests {
                 .map(|v| CheckResult::new("BRK-04", "n", v, vec![]))
                 .collect(),
             duration_ms: 0,
+            steps: Vec::new(),
         };
         let exposed = report(vec![Verdict::Pass, Verdict::exposed("priv", "userns")]);
         assert_eq!(run_failure(&exposed, false), None);

@@ -202,6 +202,36 @@ fn matrix_on_the_dev_cluster_passes() {
             "RT-10 on {node}: {rt10:?}"
         );
     }
+    // Where each node's time went: its steps, in the order they started,
+    // name the pods it started and the batches they ran.
+    for node in ["dev-cp-1", "dev-worker-1"] {
+        let steps = report["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["node"] == node)
+            .and_then(|n| n["steps"].as_array())
+            .unwrap_or_else(|| panic!("no steps for {node}: {}", report["steps"]));
+        let what = |prefix: &str| {
+            steps
+                .iter()
+                .any(|s| s["what"].as_str().is_some_and(|w| w.starts_with(prefix)))
+        };
+        assert!(
+            what("CRI RunPodSandbox matrix-gvisor-"),
+            "{node}: {steps:?}"
+        );
+        assert!(what("CRI ExecSync gvisor batch ("), "{node}: {steps:?}");
+        let starts: Vec<u64> = steps
+            .iter()
+            .filter_map(|s| s["start_ms"].as_u64())
+            .collect();
+        assert_eq!(starts.len(), steps.len(), "{node}: {steps:?}");
+        assert!(
+            starts.windows(2).all(|w| w[0] <= w[1]),
+            "{node}: {starts:?}"
+        );
+    }
     let manifest = report["image_manifest_sha256"].as_str().unwrap_or_default();
     assert_eq!(manifest.len(), 64, "image manifest hash: {manifest:?}");
     assert!(report["cluster_file"]["sha256"].is_string(), "{report}");

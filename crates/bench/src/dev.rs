@@ -73,13 +73,20 @@ fn idle_then_matrix(b: &mut Bench, name: &ClusterName, i: u32) -> Result<()> {
         .env("IRONCLAD_STATE_DIR", b.state.path());
     let t0 = Instant::now();
     match crate::boot::command(&mut cmd, "ironclad matrix", &log) {
-        Ok(()) => b.sample(
-            "dev",
-            "matrix_wall",
-            "s",
-            round3(t0.elapsed().as_secs_f64()),
-            MATRIX,
-        ),
+        Ok(()) => {
+            b.sample(
+                "dev",
+                "matrix_wall",
+                "s",
+                round3(t0.elapsed().as_secs_f64()),
+                MATRIX,
+            );
+            // Where the nodes' time went (the table's per-node lines).
+            let table = std::fs::read_to_string(&log).unwrap_or_default();
+            for line in table.lines().filter(|l| l.contains(": slowest steps: ")) {
+                b.note(format!("dev run {i}: {line}"));
+            }
+        }
         Err(BenchError::Failed(msg)) => b.failed(
             "dev",
             "matrix_wall",

@@ -548,6 +548,30 @@ pub struct NodeMatrixReport {
     pub image_manifest_sha256: Option<String>,
     pub results: Vec<CheckResult>,
     pub duration_ms: u64,
+    /// The run's steps that took a while (CRI calls, waits), in the order
+    /// they started: where the node's time went. The checks a node runs
+    /// from its pods' batches all share the batches' duration, so this is
+    /// the finer view.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+}
+
+/// One step of a node's matrix run: a CRI call (`CRI RunPodSandbox
+/// matrix-gvisor-…`, `CRI ExecSync gvisor batch`) or a wait (`waiting for
+/// containerd to answer`), with when it started (ms since the node took the
+/// request) and how long it took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub what: String,
+    pub start_ms: u64,
+    pub ms: u64,
+}
+
+/// One node's [`Step`]s in a [`Report`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSteps {
+    pub node: String,
+    pub steps: Vec<Step>,
 }
 
 /// A file the report ran against, by path and content hash.
@@ -568,6 +592,10 @@ pub struct Report {
     pub destructive: bool,
     pub results: Vec<CheckResult>,
     pub duration_ms: u64,
+    /// Each node's steps that took a while, nodes in name order (absent
+    /// when no node reported any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<NodeSteps>,
 }
 
 /// The report document's version.
@@ -739,6 +767,7 @@ mod tests {
                 .map(|v| CheckResult::new("RT-01", "n", v.clone(), vec![]))
                 .collect(),
             duration_ms: 0,
+            steps: Vec::new(),
         }
     }
 

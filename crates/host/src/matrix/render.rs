@@ -8,7 +8,7 @@
 //! a `<failure type="EXPOSED">` (the run red, as its exit status); the
 //! suite's `exposed` property counts them either way.
 
-use super::{CheckResult, Report, Verdict, find};
+use super::{CheckResult, Report, Step, Verdict, find};
 use std::fmt::Write as _;
 
 /// The first line of a result's evidence (or the skip or exposure reason),
@@ -72,6 +72,20 @@ pub fn table(report: &Report) -> String {
             );
         }
     }
+    for n in &report.steps {
+        let slow: Vec<String> = slowest(&n.steps, SLOWEST_SHOWN)
+            .iter()
+            .map(|st| {
+                format!(
+                    "{} {:.1} s (from {:.1} s)",
+                    st.what,
+                    st.ms as f64 / 1000.0,
+                    st.start_ms as f64 / 1000.0
+                )
+            })
+            .collect();
+        let _ = writeln!(s, "{}: slowest steps: {}", n.node, slow.join("; "));
+    }
     let _ = writeln!(
         s,
         "{} in {:.1}s",
@@ -79,6 +93,17 @@ pub fn table(report: &Report) -> String {
         report.duration_ms as f64 / 1000.0
     );
     s
+}
+
+/// How many of a node's steps the table names.
+const SLOWEST_SHOWN: usize = 3;
+
+/// The `n` longest of `steps`, longest first (the earlier of equals first).
+fn slowest(steps: &[Step], n: usize) -> Vec<&Step> {
+    let mut v: Vec<&Step> = steps.iter().collect();
+    v.sort_by(|a, b| b.ms.cmp(&a.ms).then(a.start_ms.cmp(&b.start_ms)));
+    v.truncate(n);
+    v
 }
 
 /// The counts in words: `3 passed, 1 failed, 6 exposed, 1 skipped`.
@@ -230,7 +255,7 @@ pub fn junit(report: &Report, strict: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix::{FileRef, REPORT_API_VERSION};
+    use crate::matrix::{FileRef, NodeSteps, REPORT_API_VERSION};
 
     fn sample() -> Report {
         Report {
@@ -272,6 +297,7 @@ mod tests {
                 ),
             ],
             duration_ms: 1234,
+            steps: Vec::new(),
         }
     }
 
@@ -427,6 +453,46 @@ mod tests {
         assert_eq!(
             v["summary"],
             serde_json::json!({"passed": 1, "failed": 1, "exposed": 1, "skipped": 1})
+        );
+        // No steps: no key in the JSON, no line in the table.
+        assert!(v.get("steps").is_none(), "{json_text}");
+        assert!(!t.contains("slowest steps"), "{t}");
+    }
+
+    /// Each node's three longest steps, longest first, on one line before
+    /// the summary; every step in the JSON.
+    #[test]
+    fn the_slowest_steps_of_each_node() {
+        let step = |what: &str, start_ms, ms| Step {
+            what: what.into(),
+            start_ms,
+            ms,
+        };
+        let mut r = sample();
+        r.steps = vec![NodeSteps {
+            node: "w-1".into(),
+            steps: vec![
+                step("waiting for containerd to answer", 0, 900),
+                step("CRI RunPodSandbox matrix-gvisor-1", 950, 45_600),
+                step("CRI RunPodSandbox matrix-unpriv-1", 950, 20_800),
+                step("CRI ExecSync gvisor batch", 52_000, 21_000),
+            ],
+        }];
+        let t = table(&r);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[lines.len() - 2],
+            "w-1: slowest steps: CRI RunPodSandbox matrix-gvisor-1 45.6 s (from 0.9 s); \
+             CRI ExecSync gvisor batch 21.0 s (from 52.0 s); \
+             CRI RunPodSandbox matrix-unpriv-1 20.8 s (from 0.9 s)",
+            "{t}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&json(&r)).unwrap();
+        assert_eq!(v["steps"][0]["node"], "w-1");
+        assert_eq!(v["steps"][0]["steps"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            v["steps"][0]["steps"][1],
+            serde_json::json!({"what": "CRI RunPodSandbox matrix-gvisor-1", "start_ms": 950, "ms": 45600})
         );
     }
 

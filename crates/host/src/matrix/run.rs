@@ -15,8 +15,8 @@
 //! can provide one.
 
 use super::{
-    CLUSTER_NODE, CheckId, CheckResult, FileRef, REPORT_API_VERSION, Report, Runner, SelectError,
-    Verdict, select,
+    CLUSTER_NODE, CheckId, CheckResult, FileRef, NodeSteps, REPORT_API_VERSION, Report, Runner,
+    SelectError, Verdict, select,
 };
 use crate::api::MatrixRunRequest;
 use crate::client::{BOOT_WATCH, ClientError, NodeClient};
@@ -206,7 +206,7 @@ pub async fn run(
     };
 
     let mut results = host_results;
-    let manifests = merge_node_reports(node_reports, &node_ids, &mut results);
+    let (manifests, steps) = merge_node_reports(node_reports, &node_ids, &mut results);
     if power_off {
         node_fates(ctx, &mut results).await;
     }
@@ -226,6 +226,7 @@ pub async fn run(
         destructive,
         results,
         duration_ms: started.elapsed().as_millis() as u64,
+        steps,
     };
     report.sort();
     Ok(report)
@@ -311,13 +312,15 @@ async fn on_host(ctx: &HostContext, ids: &[CheckId]) -> Vec<CheckResult> {
 
 /// Adds the nodes' results to `results` (a node whose run failed fails
 /// every node check with why) and returns their image manifests' hashes,
-/// sorted and without duplicates.
+/// sorted and without duplicates, and the steps of each node that reported
+/// some, in node name order.
 fn merge_node_reports(
     reports: Vec<(String, Result<super::NodeMatrixReport, ClientError>)>,
     node_ids: &[CheckId],
     results: &mut Vec<CheckResult>,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<NodeSteps>) {
     let mut manifests = Vec::new();
+    let mut steps = Vec::new();
     for (node, rep) in reports {
         match rep {
             Ok(r) => {
@@ -325,6 +328,12 @@ fn merge_node_reports(
                     manifests.push(h.clone());
                 }
                 results.extend(r.results);
+                if !r.steps.is_empty() {
+                    steps.push(NodeSteps {
+                        node,
+                        steps: bounded_steps(r.steps),
+                    });
+                }
             }
             Err(e) => {
                 for id in node_ids {
@@ -340,7 +349,26 @@ fn merge_node_reports(
     }
     manifests.sort();
     manifests.dedup();
-    manifests
+    steps.sort_by(|a, b| a.node.cmp(&b.node));
+    (manifests, steps)
+}
+
+/// The most steps a report keeps per node, and the longest description:
+/// a node's run has a few dozen, and a node that sends more is not
+/// believed further (the steps are informative, never a verdict).
+const MAX_STEPS: usize = 500;
+const MAX_STEP_CHARS: usize = 200;
+
+/// A node's steps, at most [`MAX_STEPS`] of them, each description cut to
+/// [`MAX_STEP_CHARS`] characters.
+fn bounded_steps(mut steps: Vec<super::Step>) -> Vec<super::Step> {
+    steps.truncate(MAX_STEPS);
+    for s in &mut steps {
+        if s.what.chars().count() > MAX_STEP_CHARS {
+            s.what = s.what.chars().take(MAX_STEP_CHARS).collect::<String>() + "…";
+        }
+    }
+    steps
 }
 
 /// A check the host runs, with one result per node or one for the cluster.
@@ -555,6 +583,23 @@ mod tests {
                 c.id
             );
         }
+    }
+
+    /// A node that sends too many steps, or too long a one, is cut short.
+    #[test]
+    fn a_nodes_steps_are_bounded() {
+        let step = |what: String| super::super::Step {
+            what,
+            start_ms: 0,
+            ms: 100,
+        };
+        let many: Vec<_> = (0..MAX_STEPS + 10).map(|i| step(i.to_string())).collect();
+        assert_eq!(bounded_steps(many).len(), MAX_STEPS);
+        let long = bounded_steps(vec![step("x".repeat(MAX_STEP_CHARS * 4))]);
+        assert_eq!(long[0].what.chars().count(), MAX_STEP_CHARS + 1);
+        assert!(long[0].what.ends_with('…'));
+        let short = bounded_steps(vec![step("CRI ExecSync gvisor batch (10 probes)".into())]);
+        assert_eq!(short[0].what, "CRI ExecSync gvisor batch (10 probes)");
     }
 
     #[test]

@@ -288,6 +288,7 @@ impl MemoryController {
             image_manifest_sha256: None,
             results,
             duration_ms: 0,
+            steps: Vec::new(),
         }))
     }
 }

@@ -261,6 +261,19 @@ impl Cri {
         cmd: &[&str],
         timeout: Duration,
     ) -> Result<ExecOutput, CriError> {
+        self.exec_as(short(container_id), container_id, cmd, timeout)
+            .await
+    }
+
+    /// [`Cri::exec`], listed in flight as `CRI ExecSync <subject>` (the
+    /// pod's name or what the exec is for, rather than the container id).
+    pub async fn exec_as(
+        &mut self,
+        subject: &str,
+        container_id: &str,
+        cmd: &[&str],
+        timeout: Duration,
+    ) -> Result<ExecOutput, CriError> {
         let secs = timeout.as_secs().max(1);
         let req = cri::ExecSyncRequest {
             container_id: container_id.to_string(),
@@ -271,7 +284,7 @@ impl Cri {
         let wait = Duration::from_secs(secs + 10);
         let r = timed(
             &self.inflight,
-            ("ExecSync", short(container_id)),
+            ("ExecSync", subject),
             wait,
             self.rt.exec_sync(req),
         )

@@ -204,7 +204,8 @@ pub(super) async fn run_batches(ids: &[CheckId], pods: &mut Pods<'_>) -> Outputs
                     let timeout = PROBE_TIMEOUT * (probes.len() as u32 + 1);
                     let script = batch_script(&probes, PROBE_TIMEOUT);
                     let res = cri
-                        .exec(
+                        .exec_as(
+                            &format!("{v} batch ({} probes)", probes.len()),
                             &p.container_id,
                             &["/bin/busybox", "sh", "-c", &script],
                             timeout,

@@ -244,6 +244,7 @@ pub async fn run(req: &MatrixRunRequest, env: &NodeEnv) -> Result<NodeMatrixRepo
                     })
                     .collect(),
                 duration_ms: started.elapsed().as_millis() as u64,
+                steps: inflight.finished(),
             })
         }
     }
@@ -344,6 +345,7 @@ async fn run_locked(ids: &[CheckId], env: &NodeEnv, inflight: &InFlight, answer:
         image_manifest_sha256: manifest_sha256(env),
         results,
         duration_ms: started.elapsed().as_millis() as u64,
+        steps: inflight.finished(),
     }));
     let errors = pods.cleanup().await;
     if !errors.is_empty() {

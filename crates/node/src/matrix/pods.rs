@@ -38,7 +38,8 @@ pub(super) async fn exec_script(
     pod: &Pod,
     script: &str,
 ) -> Result<ExecOutput, String> {
-    cri.exec(
+    cri.exec_as(
+        pod.variant.name(),
         &pod.container_id,
         &["/bin/busybox", "sh", "-c", script],
         PROBE_TIMEOUT,
