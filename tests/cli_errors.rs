@@ -144,3 +144,26 @@ fn node_api_failures_name_their_code_and_what_to_do() {
     assert_diagnostic(&out, 1, "ironclad::api::tls", "another cluster's CA");
     drop(node);
 }
+
+/// A translation cache outside 16..=1024 MiB is refused before anything is
+/// made, for `create` and `repro` alike (usage error, exit 2).
+#[test]
+fn a_translation_cache_out_of_range_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    for args in [
+        &["create", "--tcg-cache", "8"][..],
+        &["create", "--tcg-cache", "4096"],
+        &["create", "--tcg-cache", "lots"],
+        &["repro", "bundle.tar.gz", "--tcg-cache", "0"],
+    ] {
+        let out = ironclad(state.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--tcg-cache"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    assert!(
+        std::fs::read_dir(state.path()).unwrap().next().is_none(),
+        "nothing is made in the state dir"
+    );
+}

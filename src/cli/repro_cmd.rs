@@ -27,6 +27,11 @@ pub struct Args {
     /// Accelerator: auto picks KVM when a standard guest kernel can run on it, else TCG.
     #[arg(long, value_enum, default_value_t)]
     pub accel: AccelChoice,
+    /// Under TCG, each node's translated-code cache in MiB, as for
+    /// `create` (the bundle's `cluster.json` says what the reporter used).
+    #[arg(long, value_name = "MIB", default_value_t = crate::cluster::state::TCG_CACHE_DEFAULT_MIB,
+          value_parser = clap::value_parser!(u32).range(16..=1024))]
+    pub tcg_cache: u32,
     /// Seconds to wait for every node to be ready.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -79,6 +84,7 @@ pub fn run(g: &Global, a: Args) -> CliResult {
         root: &root,
         name: a.name.clone(),
         accel: a.accel,
+        tcg_cache_mib: a.tcg_cache,
         timeout: Duration::from_secs(a.timeout),
         allow_image_mismatch: a.allow_image_mismatch,
         cache_dir: None,

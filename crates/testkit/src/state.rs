@@ -48,6 +48,7 @@ pub fn stopped_cluster(root: &Path, name: &str, nodes: &[&str]) -> ClusterPaths 
         name: cluster,
         created_at_ms: 1,
         accel: Accel::Tcg,
+        tcg_cache_mib: 64,
         cidr: "10.5.0.0/24".parse().expect("a CIDR"),
         egress: false,
         image: ImageFiles {

@@ -29,12 +29,27 @@ pub struct ClusterState {
     /// When `create` wrote the document (unix milliseconds).
     pub created_at_ms: u64,
     pub accel: Accel,
+    /// Under TCG, each node's translated-code cache in MiB (QEMU's
+    /// `tb-size`; `create --tcg-cache`). A state written before the option
+    /// existed reads as the default.
+    #[serde(default = "default_tcg_cache_mib")]
+    pub tcg_cache_mib: u32,
     /// The cluster network.
     pub cidr: ipnet::Ipv4Net,
     /// Whether the user-mode NIC is unrestricted.
     pub egress: bool,
     pub image: ImageFiles,
     pub nodes: Vec<NodeRecord>,
+}
+
+/// The translated-code cache per node unless `create --tcg-cache` says
+/// otherwise (see `supervisor::TCG_TB_SIZE_MIB` for what it trades).
+pub const TCG_CACHE_DEFAULT_MIB: u32 = 64;
+/// The cache sizes `create --tcg-cache` and a state file may give (MiB).
+pub const TCG_CACHE_MIB_RANGE: std::ops::RangeInclusive<u32> = 16..=1024;
+
+fn default_tcg_cache_mib() -> u32 {
+    TCG_CACHE_DEFAULT_MIB
 }
 
 /// The image files every node boots from (in the image cache).
@@ -182,6 +197,17 @@ impl ClusterState {
                 message: format!("kind is {:?}, expected {KIND:?}", state.kind),
             });
         }
+        if !TCG_CACHE_MIB_RANGE.contains(&state.tcg_cache_mib) {
+            return Err(StateError::Parse {
+                path: path.to_path_buf(),
+                message: format!(
+                    "tcgCacheMib is {}, outside {}..={} MiB",
+                    state.tcg_cache_mib,
+                    TCG_CACHE_MIB_RANGE.start(),
+                    TCG_CACHE_MIB_RANGE.end()
+                ),
+            });
+        }
         Ok(state)
     }
 
@@ -225,6 +251,7 @@ pub(crate) mod tests {
             name: "dev".parse().unwrap(),
             created_at_ms: 1,
             accel: Accel::Tcg,
+            tcg_cache_mib: TCG_CACHE_DEFAULT_MIB,
             cidr: "10.5.0.0/24".parse().unwrap(),
             egress: false,
             image: ImageFiles {
@@ -327,5 +354,29 @@ pub(crate) mod tests {
         assert_eq!(on_exit(NodeState::Stopping, killed), NodeState::Stopped);
         assert_eq!(killed.to_string(), "killed by signal 9");
         assert_eq!(failed.to_string(), "exit code 1");
+    }
+
+    /// A state from before `--tcg-cache` reads as the default; a cache size
+    /// outside the range is refused, not handed to QEMU.
+    #[test]
+    fn the_translation_cache_size_defaults_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.json");
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v.as_object_mut().unwrap().remove("tcgCacheMib");
+        std::fs::write(&path, v.to_string()).unwrap();
+        assert_eq!(
+            ClusterState::load(&path).unwrap().tcg_cache_mib,
+            TCG_CACHE_DEFAULT_MIB
+        );
+        for (mib, ok) in [(16, true), (1024, true), (15, false), (100_000, false)] {
+            v["tcgCacheMib"] = mib.into();
+            std::fs::write(&path, v.to_string()).unwrap();
+            let got = ClusterState::load(&path);
+            assert_eq!(got.is_ok(), ok, "{mib}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("tcgCacheMib"), "{e}");
+            }
+        }
     }
 }

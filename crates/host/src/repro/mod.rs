@@ -112,6 +112,8 @@ pub struct Request<'a> {
     /// `--name`; default: the bundle's cluster.
     pub name: Option<ClusterName>,
     pub accel: AccelChoice,
+    /// Under TCG, each node's translated-code cache (MiB).
+    pub tcg_cache_mib: u32,
     pub timeout: Duration,
     pub allow_image_mismatch: bool,
     /// Image cache root (default: the image module's).
@@ -362,6 +364,7 @@ pub fn create(
             cluster: &cluster,
             source: Some(plan.source.clone()),
             accel: req.accel,
+            tcg_cache_mib: req.tcg_cache_mib,
             timeout: req.timeout,
             cache_dir: req.cache_dir.clone(),
         },

@@ -315,6 +315,7 @@ fn request<'a>(file: &'a Path, root: &'a Path, name: Option<&str>) -> Request<'a
         root,
         name: name.map(|n| n.parse().unwrap()),
         accel: AccelChoice::Tcg,
+        tcg_cache_mib: 64,
         timeout: Duration::from_secs(1),
         allow_image_mismatch: false,
         cache_dir: None,

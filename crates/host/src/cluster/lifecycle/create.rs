@@ -11,6 +11,9 @@ pub struct CreateOptions<'a> {
     /// The cluster file's text (kept as `cluster.yaml`); `None` for the built-in default.
     pub source: Option<String>,
     pub accel: AccelChoice,
+    /// Under TCG, each node's translated-code cache (MiB; in
+    /// [`crate::cluster::state::TCG_CACHE_MIB_RANGE`]).
+    pub tcg_cache_mib: u32,
     /// How long to wait for all nodes to be ready.
     pub timeout: Duration,
     /// Image cache root (default: the image module's).
@@ -55,6 +58,15 @@ pub fn create(opts: &CreateOptions, progress: &dyn Progress) -> Result<UpReport>
             "cluster {name:?} would need the unix socket path {} ({len} bytes), longer than the limit of {} bytes; use a shorter --state-dir (or IRONCLAD_STATE_DIR) or shorter cluster and node names",
             longest.display(),
             crate::cluster::paths::MAX_SOCKET_PATH
+        )));
+    }
+    let range = crate::cluster::state::TCG_CACHE_MIB_RANGE;
+    if !range.contains(&opts.tcg_cache_mib) {
+        return Err(LifecycleError::BadInput(format!(
+            "--tcg-cache {} MiB is outside {}..={} MiB",
+            opts.tcg_cache_mib,
+            range.start(),
+            range.end()
         )));
     }
     let (accel, why) =
@@ -325,6 +337,7 @@ pub(super) fn prepare_dir(
         name: cluster.name.clone(),
         created_at_ms: now_ms(),
         accel,
+        tcg_cache_mib: opts.tcg_cache_mib,
         cidr: cluster.network.cidr,
         egress: cluster.network.egress,
         image: ImageFiles {

@@ -40,6 +40,9 @@ pub struct ClusterStatus {
     pub supervisor: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accel: Option<Accel>,
+    /// Each node's translated-code cache under TCG (MiB; `create --tcg-cache`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcg_cache_mib: Option<u32>,
     pub nodes: Vec<NodeStatus>,
     /// Why the state could not be read (a half-created cluster).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,6 +77,7 @@ pub fn status(root: &Path, name: &ClusterName) -> Result<ClusterStatus> {
                 dir: paths.dir().to_path_buf(),
                 supervisor,
                 accel: None,
+                tcg_cache_mib: None,
                 nodes: vec![],
                 problem: Some(format!(
                     "{e} (half-created? `ironclad destroy {name}` removes it)"
@@ -125,6 +129,7 @@ pub fn status(root: &Path, name: &ClusterName) -> Result<ClusterStatus> {
         dir: paths.dir().to_path_buf(),
         supervisor,
         accel: Some(state.accel),
+        tcg_cache_mib: (state.accel == Accel::Tcg).then_some(state.tcg_cache_mib),
         nodes,
         problem: None,
         network_problem,

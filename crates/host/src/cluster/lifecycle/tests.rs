@@ -270,6 +270,7 @@ fn create_of_an_existing_cluster_resumes_only_an_unfinished_one_of_the_same_file
         cluster: &spec,
         source: Some(source.to_string()),
         accel: AccelChoice::Tcg,
+        tcg_cache_mib: 64,
         timeout: Duration::from_secs(1),
         cache_dir: Some(tmp.path().join("cache")),
     };

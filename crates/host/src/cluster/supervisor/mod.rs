@@ -90,14 +90,19 @@ pub fn kernel_cmdline(accel: crate::qemu::Accel) -> String {
 }
 /// The QEMU binary.
 pub const QEMU: &str = "qemu-system-x86_64";
-/// The TCG translated-code cache per node (MiB). QEMU's default (1 GiB,
-/// filled lazily) leaves about 170 MiB more resident per booted node; too
-/// small a cache is flushed over and over by the nodes' big Go binaries
-/// (containerd, shims, runc, etcd). Measured on a dev cluster (2 cores, TCG):
+/// The TCG translated-code cache per node (MiB) unless `create
+/// --tcg-cache` says otherwise ([`ClusterState::tcg_cache_mib`]). QEMU's
+/// default (1 GiB, filled lazily) leaves about 170 MiB more resident per
+/// booted node; too small a cache is flushed over and over by the nodes' big
+/// Go binaries (containerd, shims, runc, etcd), and QEMU never gives a
+/// flushed cache's pages back. Measured on a dev cluster (2 cores, TCG):
 /// 32 MiB: ready at 17-20 s, matrix 198 s, idle worker 346 MiB;
 /// 64 MiB: ready at 15-17 s, matrix 107 s, idle worker 383 MiB;
 /// 96 MiB: ready at 13.5 s, matrix 91 s, idle worker 423 MiB.
-pub const TCG_TB_SIZE_MIB: u32 = 64;
+/// Session 21 (docs/benchmarks.md): 256 MiB took the dev matrix from 77.5 s
+/// to 57.4 s and the 3+2 create from 37 s to 30 s, for about 150 MiB more per
+/// node (423 and 493 MiB idle).
+pub const TCG_TB_SIZE_MIB: u32 = crate::cluster::state::TCG_CACHE_DEFAULT_MIB;
 /// The hidden subcommand that runs the supervisor.
 pub const SUBCOMMAND: &str = "__supervise";
 
@@ -164,7 +169,7 @@ pub fn vm_spec(
         memory_mib: node.memory_mib,
         machine: MachineType::Q35,
         accel: state.accel,
-        tcg_tb_size_mib: Some(TCG_TB_SIZE_MIB),
+        tcg_tb_size_mib: Some(state.tcg_cache_mib),
         root_image: state.image.rootfs.clone(),
         state_disk: paths.disk(&node.name),
         machine_config: paths.fw_cfg_config(&node.name),
@@ -231,6 +236,12 @@ mod tests {
             spec.append
         );
         assert_eq!(kernel_cmdline(crate::qemu::Accel::Kvm), KERNEL_CMDLINE);
+        // The translation cache is the cluster's (`create --tcg-cache`).
+        assert_eq!(spec.tcg_tb_size_mib, Some(TCG_TB_SIZE_MIB));
+        let mut big = state.clone();
+        big.tcg_cache_mib = 256;
+        let spec = vm_spec(&paths, &big, &big.nodes[0]).unwrap();
+        assert_eq!(spec.tcg_tb_size_mib, Some(256));
         let mut bad = state.clone();
         bad.nodes[0].user_mac = "zz".into();
         assert!(vm_spec(&paths, &bad, &bad.nodes[0]).is_err());
