@@ -25,7 +25,7 @@ pub struct CreateArgs {
     /// about a quarter faster on 2 cores, for about 150 MiB more host memory
     /// per node, which QEMU keeps once it has used it. Ignored under KVM.
     #[arg(long, value_name = "MIB", default_value_t = crate::cluster::state::TCG_CACHE_DEFAULT_MIB,
-          value_parser = clap::value_parser!(u32).range(16..=1024))]
+          value_parser = super::tcg_cache_arg)]
     tcg_cache: u32,
     /// Seconds to wait for every node to be ready.
     #[arg(long, default_value_t = 300)]

@@ -88,6 +88,21 @@ pub fn cluster_name_arg(s: &str) -> Result<ClusterName, String> {
     s.parse().map_err(|e| name_refusal(&e))
 }
 
+/// clap's parser for `--tcg-cache` (`create`, `repro`): MiB within
+/// [`crate::cluster::state::TCG_CACHE_MIB_RANGE`], the range the state file
+/// and `create` check too.
+pub fn tcg_cache_arg(s: &str) -> Result<u32, String> {
+    let range = crate::cluster::state::TCG_CACHE_MIB_RANGE;
+    match s.parse::<u32>() {
+        Ok(mib) if range.contains(&mib) => Ok(mib),
+        _ => Err(format!(
+            "{s:?} is not a size in MiB from {} to {}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
 /// clap's parser for every node-name argument (see [`cluster_name_arg`]).
 pub fn node_name_arg(s: &str) -> Result<NodeName, String> {
     s.parse().map_err(|e| name_refusal(&e))

@@ -30,7 +30,7 @@ pub struct Args {
     /// Under TCG, each node's translated-code cache in MiB, as for
     /// `create` (the bundle's `cluster.json` says what the reporter used).
     #[arg(long, value_name = "MIB", default_value_t = crate::cluster::state::TCG_CACHE_DEFAULT_MIB,
-          value_parser = clap::value_parser!(u32).range(16..=1024))]
+          value_parser = super::tcg_cache_arg)]
     pub tcg_cache: u32,
     /// Seconds to wait for every node to be ready.
     #[arg(long, default_value_t = 300)]
